@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Install what scimtap needs to build, run and test on Debian 12, and only what is
+# missing: a few apt packages, a Rust toolchain (>= Cargo.toml's rust-version) and the
+# Python venv with the pinned SCIM peers (tests/peer/.venv). Safe to re-run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+say() { echo "setup.sh: $*"; }
+die() { echo "setup.sh: ERROR: $*" >&2; exit 1; }
+
+# rustup installs into ~/.cargo/bin, which a non-login shell may not have on PATH.
+CARGO_BIN="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
+if ! command -v cargo >/dev/null 2>&1 && [ -d "$CARGO_BIN" ]; then PATH="$CARGO_BIN:$PATH"; fi
+
+# Root runs apt-get directly; anyone else needs sudo.
+SUDO=()
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=(sudo); fi
+
+APT_UPDATED=0
+apt_install() {  # apt_install PKG...: install with apt-get, running 'apt-get update' once
+  command -v apt-get >/dev/null 2>&1 || die "missing $*, and no apt-get to install it: install it by hand"
+  if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
+    die "missing $*: run as root, or install sudo"
+  fi
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    say "apt-get update"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  say "apt-get install $*"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@"
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# --- 1. System packages -------------------------------------------------------------
+missing=()
+have python3 || missing+=(python3 python3-venv python3-pip)
+have curl || missing+=(curl)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+have openssl || missing+=(openssl)
+{ have cc || have gcc; } || missing+=(build-essential)
+have pkg-config || missing+=(pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}"
+else
+  say "system packages: all present (python3, curl, ca-certificates, openssl, gcc, pkg-config)"
+fi
+
+# 'python3 -m venv' needs Debian's python3-venv (ensurepip); test it unless the venv exists.
+venv_works() {
+  if "$ROOT/tests/peer/.venv/bin/python" -c '' >/dev/null 2>&1; then return 0; fi
+  local tmp rc=0
+  tmp="$(mktemp -d)"
+  python3 -m venv "$tmp/v" >/dev/null 2>&1 || rc=1
+  rm -rf "$tmp"
+  return "$rc"
+}
+if ! venv_works; then
+  say "'python3 -m venv' does not work"
+  apt_install python3-venv python3-pip
+  venv_works || die "'python3 -m venv' still fails ($(command -v python3)): fix that Python, or put Debian's /usr/bin/python3 first on PATH"
+fi
+
+# --- 2. Rust toolchain --------------------------------------------------------------
+MIN_RUST="$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$ROOT/Cargo.toml" | head -n 1)"
+MIN_RUST="${MIN_RUST:-1.85}"
+if ! have cargo || ! have rustc; then
+  # No rustup here (only package registries are reachable): fall back to Debian's rust.
+  echo "setup.sh: WARNING: cargo not found; trying Debian's cargo/rustc. scimtap needs rust >= $MIN_RUST," \
+       "newer than Debian 12's own (1.63): if the check below fails, install a rustup toolchain." >&2
+  apt_install cargo rustc
+fi
+RUSTC_VERSION="$(rustc --version | awk '{print $2}')" \
+  || die "'rustc --version' failed ($(command -v rustc)): the Rust toolchain is broken or not installed"
+RUSTC_VERSION="${RUSTC_VERSION%%-*}"  # drop a -nightly/-beta suffix
+if [ "$(printf '%s\n%s\n' "$MIN_RUST" "$RUSTC_VERSION" | sort -V | head -n 1)" != "$MIN_RUST" ]; then
+  die "rustc $RUSTC_VERSION ($(command -v rustc)) is too old: scimtap needs rust >= $MIN_RUST (Cargo.toml rust-version). Install a newer toolchain with rustup and put it first on PATH."
+fi
+say "rust: rustc $RUSTC_VERSION >= $MIN_RUST ($(command -v cargo))"
+
+# --- 3. Python venv with the pinned SCIM peers (scim2-server, checkers) --------------
+say "python peers: tests/peer/setup.sh"
+bash "$ROOT/tests/peer/setup.sh"
+[ -x "$ROOT/tests/peer/.venv/bin/scim2-server" ] || die "tests/peer/.venv/bin/scim2-server missing after tests/peer/setup.sh"
+say "done: tests/peer/.venv/bin/scim2-server ready"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run the test suite, as README shows: installs what is missing (scripts/setup.sh),
+# then 'cargo test' with the integration tests pointed at the real SCIM server
+# in tests/peer/.venv. Extra arguments go to cargo test (e.g. a test name filter).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash scripts/setup.sh
+# rustup's cargo may not be on PATH in a non-login shell (setup.sh checked it exists).
+CARGO_BIN="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
+if ! command -v cargo >/dev/null 2>&1 && [ -d "$CARGO_BIN" ]; then PATH="$CARGO_BIN:$PATH"; fi
+
+# The Rust integration tests start $SCIMTAP_PEER_VENV/bin/scim2-server as upstream.
+export SCIMTAP_PEER_VENV="$ROOT/tests/peer/.venv"
+exec cargo test --locked "$@"

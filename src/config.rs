@@ -1,0 +1,1046 @@
+//! Configuration: one TOML file (`proxy.toml`), parsed, validated and resolved in three steps.
+//!
+//! 1. [`Config::from_toml_str`] is pure: it deserializes the text into the raw structs below
+//!    (every one `deny_unknown_fields`) and then runs [`RawConfig::validate`].
+//! 2. Every problem is collected before anything is refused: a field of the wrong type or an
+//!    unknown key is recorded with its line, the offending line is blanked out and the text is
+//!    parsed again, so one run names every bad key instead of the first one only.
+//! 3. The result, [`Config`], holds resolved values (socket addresses, durations, loaded TLS
+//!    material) so nothing downstream re-parses or re-checks. Nothing binds a port here.
+//!
+//! The field docs of the raw structs are the user reference; `proxy.toml` shows every default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// How many repair passes are tried before giving up listing problems.
+const MAX_PASSES: usize = 64;
+
+// === raw (deserialized) configuration ===
+
+/// The file as written. Sections that must exist are `Option` so that a missing one is reported
+/// with every other problem rather than stopping the parse.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// Seconds to drain in-flight exchanges and flush sinks after SIGTERM/SIGINT.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    shutdown_timeout_secs: Spanned<f64>,
+    listen: Option<Spanned<RawListen>>,
+    upstream: Option<Spanned<RawUpstream>>,
+    admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    capture: Option<Spanned<RawCapture>>,
+    #[serde(default)]
+    audit: Option<Spanned<RawAudit>>,
+    /// Kept as tables here and deserialized one by one: a `type`-tagged enum would lose the
+    /// positions toml gives us, and each sink's problems should be reported on their own.
+    #[serde(default)]
+    sinks: Option<Vec<Spanned<toml::Table>>>,
+}
+
+fn default_shutdown_timeout_secs() -> Spanned<f64> {
+    Spanned::new(0..0, 30.0)
+}
+
+/// `[listen]`: where identity providers connect.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    /// `IP:PORT` to accept on. Required. Port 0 picks a free port (logged at startup).
+    address: Option<Spanned<String>>,
+    /// PEM certificate chain; with `tls_key_file`, terminate TLS (1.2+, ALPN h2 and http/1.1).
+    tls_cert_file: Option<Spanned<PathBuf>>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert_file`.
+    tls_key_file: Option<Spanned<PathBuf>>,
+    /// PEM CA bundle; when set, every client must present a certificate it signed (mTLS).
+    client_ca_file: Option<Spanned<PathBuf>>,
+    /// Seconds a client may take to send a complete request head.
+    #[serde(default = "default_header_read_timeout_secs")]
+    header_read_timeout_secs: Spanned<f64>,
+    /// Seconds a client may take to complete the TLS handshake.
+    #[serde(default = "default_tls_handshake_timeout_secs")]
+    tls_handshake_timeout_secs: Spanned<f64>,
+}
+
+fn default_header_read_timeout_secs() -> Spanned<f64> {
+    Spanned::new(0..0, 30.0)
+}
+fn default_tls_handshake_timeout_secs() -> Spanned<f64> {
+    Spanned::new(0..0, 10.0)
+}
+
+/// `[upstream]`: the SCIM service every request is forwarded to, and only it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    /// `http://` or `https://` base URL. The request's path and query are appended unchanged.
+    url: Option<Spanned<String>>,
+    /// Extra PEM CA bundle trusted for an `https` upstream, on top of the standard web roots.
+    ca_file: Option<Spanned<PathBuf>>,
+    /// Seconds to establish the TCP connection (and TLS) to the upstream; then 504.
+    #[serde(default = "default_connect_timeout_secs")]
+    connect_timeout_secs: Spanned<f64>,
+    /// Seconds from sending the request until the upstream's response head arrives; then 504.
+    #[serde(default = "default_response_timeout_secs")]
+    response_timeout_secs: Spanned<f64>,
+    /// Forward the client's Host header instead of the upstream's authority.
+    #[serde(default)]
+    preserve_host: bool,
+    /// Seconds an idle pooled upstream connection is kept.
+    #[serde(default = "default_pool_idle_timeout_secs")]
+    pool_idle_timeout_secs: Spanned<f64>,
+}
+
+fn default_connect_timeout_secs() -> Spanned<f64> {
+    Spanned::new(0..0, 5.0)
+}
+fn default_response_timeout_secs() -> Spanned<f64> {
+    Spanned::new(0..0, 30.0)
+}
+fn default_pool_idle_timeout_secs() -> Spanned<f64> {
+    Spanned::new(0..0, 90.0)
+}
+
+/// `[admin]`: health, readiness and Prometheus metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    /// `IP:PORT` for `/healthz`, `/readyz` and `/metrics`. Required when `[admin]` is present.
+    address: Option<Spanned<String>>,
+}
+
+/// `[capture]`: how much of each body is kept for the audit pipeline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    /// Bytes of each body (request and response) kept for classification; beyond it the event
+    /// says the body was truncated. Forwarding is never limited by this.
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: Spanned<u64>,
+}
+
+fn default_max_body_bytes() -> Spanned<u64> {
+    Spanned::new(0..0, 1024 * 1024)
+}
+
+/// `[audit]`: the hand-off between the request path and the audit pipeline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    /// Finished exchanges waiting for the audit worker. When full, the exchange's event is
+    /// dropped and counted (`scimtap_audit_handoff_dropped_total{reason="queue_full"}`): the
+    /// request path never waits.
+    #[serde(default = "default_queue_max_events")]
+    queue_max_events: Spanned<u64>,
+}
+
+fn default_queue_max_events() -> Spanned<u64> {
+    Spanned::new(0..0, 8192)
+}
+
+/// One `[[sinks]]` entry, selected by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawSink {
+    Stdout(RawStdoutSink),
+    File(RawFileSink),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStdoutSink {
+    /// Name used in metrics and logs; defaults to the type, suffixed by its position if repeated.
+    name: Option<String>,
+    #[serde(default)]
+    when_full: WhenFull,
+    #[serde(default)]
+    buffer: RawBuffer,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileSink {
+    name: Option<String>,
+    /// File to append events to, one JSON object per line. Required.
+    path: Option<PathBuf>,
+    /// Rotate (rename to `<path>.1`, shift older ones) once the file reaches this size; 0 never.
+    #[serde(default = "default_max_file_bytes")]
+    max_file_bytes: u64,
+    /// Rotated files kept (`<path>.1` .. `<path>.N`); older ones are deleted.
+    #[serde(default = "default_keep_files")]
+    keep_files: u32,
+    #[serde(default)]
+    when_full: WhenFull,
+    #[serde(default)]
+    buffer: RawBuffer,
+}
+
+fn default_max_file_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_keep_files() -> u32 {
+    10
+}
+
+/// `buffer = { type = "memory", max_events = N }`: the sink's own queue.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuffer {
+    #[serde(rename = "type", default)]
+    kind: BufferKind,
+    #[serde(default = "default_buffer_max_events")]
+    max_events: u64,
+}
+
+impl Default for RawBuffer {
+    fn default() -> Self {
+        RawBuffer {
+            kind: BufferKind::Memory,
+            max_events: default_buffer_max_events(),
+        }
+    }
+}
+
+fn default_buffer_max_events() -> u64 {
+    4096
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum BufferKind {
+    #[default]
+    Memory,
+}
+
+/// What a sink's queue does when the sink cannot keep up.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room. Only the audit worker waits, never a request; if the sink stays stalled
+    /// the hand-off queue fills and further events are dropped and counted there.
+    #[default]
+    Block,
+    /// Drop the event that does not fit and count it
+    /// (`scimtap_sink_events_dropped_total{reason="queue_full"}`).
+    DropNewest,
+}
+
+// === resolved configuration ===
+
+/// A validated configuration: every value resolved, every file read.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub origin: PathBuf,
+    pub shutdown_timeout: Duration,
+    pub listen: ListenConfig,
+    pub upstream: UpstreamConfig,
+    pub admin: Option<AdminConfig>,
+    pub capture: CaptureConfig,
+    pub audit: AuditConfig,
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub address: SocketAddr,
+    pub tls: Option<ServerTls>,
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+}
+
+/// Loaded TLS server material. Debug never prints key bytes.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+    pub client_ca: Option<Vec<CertificateDer<'static>>>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_chain_len", &self.cert_chain.len())
+            .field("key", &"<redacted>")
+            .field("mtls", &self.client_ca.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix of the upstream URL without a trailing slash ("" for none).
+    pub base_path: String,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub preserve_host: bool,
+}
+
+impl UpstreamConfig {
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub queue_max_events: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub when_full: WhenFull,
+    pub max_events: usize,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    Stdout,
+    File(FileSinkConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSinkConfig {
+    pub path: PathBuf,
+    pub max_file_bytes: u64,
+    pub keep_files: u32,
+}
+
+// === errors ===
+
+/// One thing wrong with the file: where, which key, what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a configuration was refused. Display lists every problem, one per line, each as
+/// `file:line: key: message`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(file: &Path, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "{} has {} problem{}:",
+        file.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&file.display().to_string());
+        if let Some(line) = p.line {
+            out.push_str(&format!(":{line}"));
+        }
+        if p.key.is_empty() {
+            out.push_str(&format!(": {}", p.message));
+        } else {
+            out.push_str(&format!(": {}: {}", p.key, p.message));
+        }
+    }
+    out
+}
+
+// === loading ===
+
+impl Config {
+    /// Reads and validates `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] if the file cannot be read, [`ConfigError::Invalid`] listing every
+    /// problem otherwise.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates `text`; `origin` names the file in messages and anchors relative
+    /// paths (TLS files, sink paths are taken as written, relative to the working directory).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with every problem found.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let mut src = text.to_owned();
+        let mut problems = Vec::new();
+        for _ in 0..MAX_PASSES {
+            match parse_pass(&src) {
+                Ok((raw, sinks)) => {
+                    if problems.is_empty() {
+                        return raw.validate(&src, sinks, origin);
+                    }
+                    // Still report what validation finds in the parts that did parse.
+                    if let Err(ConfigError::Invalid { problems: more, .. }) =
+                        raw.validate(&src, sinks, origin)
+                    {
+                        problems.extend(more);
+                    }
+                    break;
+                }
+                Err(PassError::Syntax(p)) => {
+                    // A syntax error in the original text is reported; one caused by our own
+                    // blanking of a multi-line value is not the user's and is dropped.
+                    if problems.is_empty() {
+                        problems.push(p);
+                    }
+                    break;
+                }
+                Err(PassError::Field(p)) => {
+                    let line = p.line;
+                    problems.push(p);
+                    match line {
+                        Some(line) => blank_entry(&mut src, line),
+                        None => break,
+                    }
+                }
+            }
+        }
+        problems.dedup();
+        Err(ConfigError::Invalid {
+            file: origin.to_owned(),
+            problems,
+        })
+    }
+}
+
+enum PassError {
+    Syntax(Problem),
+    Field(Problem),
+}
+
+/// One parse of the (possibly repaired) text: the top level, then each sink on its own.
+fn parse_pass(src: &str) -> Result<(RawConfig, Vec<(usize, RawSink)>), PassError> {
+    let de = toml::Deserializer::parse(src).map_err(|e| {
+        PassError::Syntax(Problem {
+            line: e.span().map(|s| line_of(src, s.start)),
+            key: String::new(),
+            message: format!("invalid TOML: {}", e.message()),
+        })
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = error_key(&e.path().to_string(), e.inner().message());
+        let line = e
+            .inner()
+            .span()
+            .map(|s| line_of(src, s.start))
+            .filter(|_| !key.is_empty());
+        PassError::Field(Problem {
+            line,
+            key,
+            message: e.inner().message().to_owned(),
+        })
+    })?;
+    let mut sinks = Vec::new();
+    for (index, table) in raw.sinks.iter().flatten().enumerate() {
+        let start = table.span().start;
+        let value = toml::Value::Table(table.get_ref().clone());
+        match serde_path_to_error::deserialize::<_, RawSink>(value) {
+            Ok(sink) => sinks.push((line_of(src, start), sink)),
+            Err(e) => {
+                let message = e.inner().message().to_owned();
+                let field = error_key(&e.path().to_string(), &message);
+                let line = find_key_line(src, table.span(), last_segment(&field))
+                    .unwrap_or_else(|| line_of(src, start));
+                let key = if field.is_empty() {
+                    format!("sinks[{index}]")
+                } else {
+                    format!("sinks[{index}].{field}")
+                };
+                return Err(PassError::Field(Problem {
+                    line: Some(line),
+                    key,
+                    message: sink_message(&message),
+                }));
+            }
+        }
+    }
+    Ok((raw, sinks))
+}
+
+/// The dotted key of an error: serde's path without the `Spanned` wrapper's internal
+/// segments, and, for an unknown key (reported at its parent), the key itself.
+fn error_key(path: &str, message: &str) -> String {
+    let mut segments: Vec<&str> = path
+        .split('.')
+        .filter(|s| !s.is_empty() && !s.starts_with("$__"))
+        .collect();
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    if let Some(field) = unknown {
+        if segments.last() != Some(&field) {
+            segments.push(field);
+        }
+    }
+    segments.join(".")
+}
+
+fn last_segment(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+fn sink_message(message: &str) -> String {
+    if message.starts_with("unknown variant") {
+        format!("unknown sink type: {message}")
+    } else if message.contains("missing field `type`") {
+        "sink needs a `type` (\"file\" or \"stdout\")".to_owned()
+    } else {
+        message.to_owned()
+    }
+}
+
+/// 1-based line of byte offset `at`.
+fn line_of(src: &str, at: usize) -> usize {
+    let at = at.min(src.len());
+    src.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The line of `key` inside the table whose header starts at `span` (toml gives an
+/// array-of-tables entry the span of its header only, and no position for errors found after
+/// the entry was read as a whole).
+fn find_key_line(src: &str, span: std::ops::Range<usize>, key: &str) -> Option<usize> {
+    if key.is_empty() || key.contains('[') {
+        return None;
+    }
+    let mut offset = span.end.min(src.len());
+    for line in src.get(offset..)?.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(line_of(src, offset));
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Blanks the entry at `line` so the next pass can see past it. Spaces keep every byte offset
+/// (and so every later line number) where it was. A table header takes its whole table with it,
+/// so its keys are not misread as belonging to the table before.
+fn blank_entry(src: &mut String, line: usize) {
+    let mut starts: Vec<usize> = vec![0];
+    starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
+    let Some(&start) = starts.get(line - 1) else {
+        return;
+    };
+    let is_header = src[start..].trim_start().starts_with('[');
+    let mut end_line = line;
+    if is_header {
+        while let Some(&s) = starts.get(end_line) {
+            if src[s..].trim_start().starts_with('[') {
+                break;
+            }
+            end_line += 1;
+        }
+    }
+    let end = starts.get(end_line).copied().unwrap_or(src.len());
+    let blanked: String = src[start..end]
+        .chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect();
+    // Multi-byte characters become one space each; pad so offsets after stay put.
+    let pad = (end - start).saturating_sub(blanked.len());
+    let mut replacement = blanked;
+    if pad > 0 {
+        let newline_at_end = replacement.ends_with('\n');
+        if newline_at_end {
+            replacement.pop();
+        }
+        replacement.push_str(&" ".repeat(pad));
+        if newline_at_end {
+            replacement.push('\n');
+        }
+    }
+    src.replace_range(start..end, &replacement);
+}
+
+// === validation ===
+
+/// Collects problems with their lines while resolving values.
+struct Checker<'a> {
+    src: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, key: &str, message: impl Into<String>) {
+        let line = (span.end > 0).then(|| line_of(self.src, span.start));
+        self.problems.push(Problem {
+            line,
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn line(&mut self, line: Option<usize>, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn secs(&mut self, value: &Spanned<f64>, key: &str) -> Duration {
+        let secs = *value.get_ref();
+        if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0 * 365.0) {
+            self.at(
+                value.span(),
+                key,
+                format!("must be a positive number of seconds, got {secs}"),
+            );
+            return Duration::from_secs(1);
+        }
+        Duration::from_secs_f64(secs)
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.at(
+                    value.span(),
+                    key,
+                    format!(
+                        "`{}` is not an IP:PORT socket address (e.g. \"127.0.0.1:8080\")",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn certs(&mut self, value: &Spanned<PathBuf>, key: &str) -> Vec<CertificateDer<'static>> {
+        let path = value.get_ref();
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>());
+        match certs {
+            Ok(certs) if !certs.is_empty() => certs,
+            Ok(_) => {
+                self.at(
+                    value.span(),
+                    key,
+                    format!("{} holds no PEM CERTIFICATE block", path.display()),
+                );
+                Vec::new()
+            }
+            Err(e) => {
+                self.at(
+                    value.span(),
+                    key,
+                    format!("cannot load certificates from {}: {e}", path.display()),
+                );
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    fn validate(
+        self,
+        src: &str,
+        sinks: Vec<(usize, RawSink)>,
+        origin: &Path,
+    ) -> Result<Config, ConfigError> {
+        let mut c = Checker {
+            src,
+            problems: Vec::new(),
+        };
+        let shutdown_timeout = c.secs(&self.shutdown_timeout_secs, "shutdown_timeout_secs");
+        let listen = match &self.listen {
+            None => {
+                c.line(None, "listen", "missing section [listen] (with `address`)");
+                None
+            }
+            Some(listen) => validate_listen(&mut c, listen),
+        };
+        let upstream = match &self.upstream {
+            None => {
+                c.line(None, "upstream", "missing section [upstream] (with `url`)");
+                None
+            }
+            Some(upstream) => validate_upstream(&mut c, upstream),
+        };
+        let admin = self
+            .admin
+            .as_ref()
+            .and_then(|admin| match &admin.get_ref().address {
+                None => {
+                    c.at(
+                        admin.span(),
+                        "admin.address",
+                        "missing: [admin] needs an `address`",
+                    );
+                    None
+                }
+                Some(addr) => c
+                    .socket_addr(addr, "admin.address")
+                    .map(|address| AdminConfig { address }),
+            });
+        let capture = match &self.capture {
+            None => CaptureConfig {
+                max_body_bytes: *default_max_body_bytes().get_ref() as usize,
+            },
+            Some(capture) => {
+                let max = &capture.get_ref().max_body_bytes;
+                if *max.get_ref() > 1 << 30 {
+                    c.at(
+                        max.span(),
+                        "capture.max_body_bytes",
+                        "must be at most 1 GiB",
+                    );
+                }
+                CaptureConfig {
+                    max_body_bytes: usize::try_from(*max.get_ref()).unwrap_or(usize::MAX),
+                }
+            }
+        };
+        let audit = match &self.audit {
+            None => AuditConfig {
+                queue_max_events: *default_queue_max_events().get_ref() as usize,
+            },
+            Some(audit) => {
+                let max = &audit.get_ref().queue_max_events;
+                if *max.get_ref() == 0 || *max.get_ref() > 10_000_000 {
+                    c.at(
+                        max.span(),
+                        "audit.queue_max_events",
+                        "must be between 1 and 10000000",
+                    );
+                }
+                AuditConfig {
+                    queue_max_events: (*max.get_ref()).clamp(1, 10_000_000) as usize,
+                }
+            }
+        };
+        let sinks = validate_sinks(&mut c, sinks);
+
+        if let (Some(listen), Some(admin)) = (&listen, &admin) {
+            if listen.address == admin.address && listen.address.port() != 0 {
+                c.line(None, "admin.address", "must differ from listen.address");
+            }
+        }
+
+        match (listen, upstream) {
+            (Some(listen), Some(upstream)) if c.problems.is_empty() => Ok(Config {
+                origin: origin.to_owned(),
+                shutdown_timeout,
+                listen,
+                upstream,
+                admin,
+                capture,
+                audit,
+                sinks,
+            }),
+            _ => Err(ConfigError::Invalid {
+                file: origin.to_owned(),
+                problems: c.problems,
+            }),
+        }
+    }
+}
+
+fn validate_listen(c: &mut Checker<'_>, listen: &Spanned<RawListen>) -> Option<ListenConfig> {
+    let raw = listen.get_ref();
+    let address = match &raw.address {
+        None => {
+            c.at(
+                listen.span(),
+                "listen.address",
+                "missing: [listen] needs an `address`",
+            );
+            None
+        }
+        Some(addr) => c.socket_addr(addr, "listen.address"),
+    };
+    let header_read_timeout = c.secs(
+        &raw.header_read_timeout_secs,
+        "listen.header_read_timeout_secs",
+    );
+    let tls_handshake_timeout = c.secs(
+        &raw.tls_handshake_timeout_secs,
+        "listen.tls_handshake_timeout_secs",
+    );
+    let tls = match (&raw.tls_cert_file, &raw.tls_key_file) {
+        (None, None) => {
+            if let Some(ca) = &raw.client_ca_file {
+                c.at(
+                    ca.span(),
+                    "listen.client_ca_file",
+                    "needs TLS: set tls_cert_file and tls_key_file too",
+                );
+            }
+            None
+        }
+        (Some(cert), None) => {
+            c.at(
+                cert.span(),
+                "listen.tls_key_file",
+                "missing: tls_cert_file needs tls_key_file",
+            );
+            None
+        }
+        (None, Some(key)) => {
+            c.at(
+                key.span(),
+                "listen.tls_cert_file",
+                "missing: tls_key_file needs tls_cert_file",
+            );
+            None
+        }
+        (Some(cert), Some(key)) => {
+            let cert_chain = c.certs(cert, "listen.tls_cert_file");
+            let key_der = match PrivateKeyDer::from_pem_file(key.get_ref()) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    c.at(
+                        key.span(),
+                        "listen.tls_key_file",
+                        format!(
+                            "cannot load a private key from {}: {e}",
+                            key.get_ref().display()
+                        ),
+                    );
+                    None
+                }
+            };
+            let client_ca = raw
+                .client_ca_file
+                .as_ref()
+                .map(|ca| c.certs(ca, "listen.client_ca_file"));
+            key_der.map(|key| ServerTls {
+                cert_chain,
+                key: Arc::new(key),
+                client_ca,
+            })
+        }
+    };
+    Some(ListenConfig {
+        address: address?,
+        tls,
+        header_read_timeout,
+        tls_handshake_timeout,
+    })
+}
+
+fn validate_upstream(
+    c: &mut Checker<'_>,
+    upstream: &Spanned<RawUpstream>,
+) -> Option<UpstreamConfig> {
+    let raw = upstream.get_ref();
+    let connect_timeout = c.secs(&raw.connect_timeout_secs, "upstream.connect_timeout_secs");
+    let response_timeout = c.secs(&raw.response_timeout_secs, "upstream.response_timeout_secs");
+    let pool_idle_timeout = c.secs(
+        &raw.pool_idle_timeout_secs,
+        "upstream.pool_idle_timeout_secs",
+    );
+    let Some(url) = &raw.url else {
+        c.at(
+            upstream.span(),
+            "upstream.url",
+            "missing: [upstream] needs a `url`",
+        );
+        return None;
+    };
+    let parsed = match url.get_ref().parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(e) => {
+            c.at(url.span(), "upstream.url", format!("not a URL: {e}"));
+            return None;
+        }
+    };
+    let scheme = match parsed.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => {
+            c.at(
+                url.span(),
+                "upstream.url",
+                "must start with http:// or https://",
+            );
+            return None;
+        }
+    };
+    let Some(authority) = parsed.authority().cloned() else {
+        c.at(url.span(), "upstream.url", "needs a host");
+        return None;
+    };
+    if authority.as_str().contains('@') {
+        c.at(
+            url.span(),
+            "upstream.url",
+            "must not carry credentials; scimtap forwards the client's own Authorization",
+        );
+        return None;
+    }
+    if parsed.query().is_some() {
+        c.at(url.span(), "upstream.url", "must not have a query string");
+        return None;
+    }
+    let extra_roots = match &raw.ca_file {
+        Some(ca) => {
+            if scheme != Scheme::HTTPS {
+                c.at(
+                    ca.span(),
+                    "upstream.ca_file",
+                    "only used with an https:// upstream url",
+                );
+            }
+            c.certs(ca, "upstream.ca_file")
+        }
+        None => Vec::new(),
+    };
+    Some(UpstreamConfig {
+        scheme,
+        authority,
+        base_path: parsed.path().trim_end_matches('/').to_owned(),
+        extra_roots,
+        connect_timeout,
+        response_timeout,
+        pool_idle_timeout,
+        preserve_host: raw.preserve_host,
+    })
+}
+
+fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<SinkConfig> {
+    let mut out: Vec<SinkConfig> = Vec::new();
+    if sinks.is_empty() {
+        c.line(
+            None,
+            "sinks",
+            "no [[sinks]] configured: add at least one (type = \"file\" or \"stdout\"), or events have nowhere to go",
+        );
+    }
+    let total = sinks.len();
+    for (index, (line, sink)) in sinks.into_iter().enumerate() {
+        let key = |field: &str| format!("sinks[{index}].{field}");
+        let (name, when_full, buffer, kind) = match sink {
+            RawSink::Stdout(s) => (s.name, s.when_full, s.buffer, SinkKind::Stdout),
+            RawSink::File(f) => {
+                let Some(path) = f.path else {
+                    c.line(
+                        Some(line),
+                        &key("path"),
+                        "missing: a file sink needs a `path`",
+                    );
+                    continue;
+                };
+                if f.keep_files == 0 && f.max_file_bytes > 0 {
+                    c.line(
+                        Some(line),
+                        &key("keep_files"),
+                        "must be at least 1 when rotating",
+                    );
+                }
+                (
+                    f.name,
+                    f.when_full,
+                    f.buffer,
+                    SinkKind::File(FileSinkConfig {
+                        path,
+                        max_file_bytes: f.max_file_bytes,
+                        keep_files: f.keep_files,
+                    }),
+                )
+            }
+        };
+        match buffer.kind {
+            // The only kind so far; `disk` joins it with the durable buffer.
+            BufferKind::Memory => {}
+        }
+        if buffer.max_events == 0 || buffer.max_events > 10_000_000 {
+            c.line(
+                Some(line),
+                &key("buffer.max_events"),
+                "must be between 1 and 10000000",
+            );
+        }
+        let type_name = match &kind {
+            SinkKind::Stdout => "stdout",
+            SinkKind::File(_) => "file",
+        };
+        let name = name.unwrap_or_else(|| {
+            if total == 1 {
+                type_name.to_owned()
+            } else {
+                format!("{type_name}-{index}")
+            }
+        });
+        if out.iter().any(|s| s.name == name) {
+            c.line(
+                Some(line),
+                &key("name"),
+                format!("duplicate sink name `{name}`"),
+            );
+        }
+        if let SinkKind::File(file) = &kind {
+            let clash = out
+                .iter()
+                .any(|s| matches!(&s.kind, SinkKind::File(o) if o.path == file.path));
+            if clash {
+                c.line(
+                    Some(line),
+                    &key("path"),
+                    format!("{} is already written by another sink", file.path.display()),
+                );
+            }
+        }
+        out.push(SinkConfig {
+            name,
+            when_full,
+            max_events: buffer.max_events.clamp(1, 10_000_000) as usize,
+            kind,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

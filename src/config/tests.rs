@@ -1,0 +1,212 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, Path::new("proxy.toml"))
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+const MINIMAL: &str = r#"
+[listen]
+address = "127.0.0.1:8080"
+
+[upstream]
+url = "http://127.0.0.1:9000"
+
+[[sinks]]
+type = "stdout"
+"#;
+
+#[test]
+fn minimal_config_takes_documented_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.listen.address, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:9000");
+    assert_eq!(config.upstream.base_path, "");
+    assert_eq!(config.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.upstream.response_timeout, Duration::from_secs(30));
+    assert!(!config.upstream.preserve_host);
+    assert_eq!(config.capture.max_body_bytes, 1024 * 1024);
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(config.sinks.len(), 1);
+    assert_eq!(config.sinks[0].name, "stdout");
+    assert_eq!(config.sinks[0].when_full, WhenFull::Block);
+}
+
+#[test]
+fn upstream_path_prefix_is_kept_without_trailing_slash() {
+    let text = MINIMAL.replace("http://127.0.0.1:9000", "https://saas.example.com/scim/");
+    let config = parse(&text).unwrap();
+    assert!(config.upstream.is_https());
+    assert_eq!(config.upstream.base_path, "/scim");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let text = MINIMAL.replace("[upstream]\n", "[upstream]\nurll = \"x\"\n");
+    let p = problems(&text);
+    assert_eq!(p[0].key, "upstream.urll", "{p:?}");
+    assert_eq!(p[0].line, Some(6), "{p:?}");
+    assert!(p[0].message.contains("unknown field"), "{p:?}");
+}
+
+#[test]
+fn wrong_type_is_named_with_its_line() {
+    let text = MINIMAL.replace(
+        "[upstream]\n",
+        "[upstream]\nconnect_timeout_secs = \"five\"\n",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "upstream.connect_timeout_secs");
+    assert_eq!(p[0].line, Some(6));
+}
+
+#[test]
+fn missing_listen_address_is_reported() {
+    let text = MINIMAL.replace("address = \"127.0.0.1:8080\"\n", "");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "listen.address");
+    assert_eq!(p[0].line, Some(2));
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let text = r#"
+[listen]
+adress = "127.0.0.1:8080"
+
+[upstream]
+url = "ftp://x"
+response_timeout_secs = "slow"
+
+[admin]
+address = "nowhere"
+
+[[sinks]]
+type = "file"
+pth = "audit.jsonl"
+
+[[sinks]]
+type = "kafka"
+"#;
+    let p = problems(text);
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "listen.adress",
+        "upstream.response_timeout_secs",
+        "sinks[0].pth",
+        "sinks[1].type",
+        "listen.address",
+        "upstream.url",
+        "admin.address",
+    ] {
+        assert!(keys.contains(&expected), "{expected} missing from {p:#?}");
+    }
+    let line_of = |key: &str| p.iter().find(|p| p.key == key).and_then(|p| p.line);
+    assert_eq!(line_of("listen.adress"), Some(3));
+    assert_eq!(line_of("upstream.response_timeout_secs"), Some(7));
+    assert_eq!(line_of("admin.address"), Some(10));
+    assert_eq!(line_of("sinks[0].pth"), Some(14));
+}
+
+#[test]
+fn unknown_section_does_not_cascade() {
+    let text = format!("{MINIMAL}\n[upstreem]\nurl = \"x\"\nfoo = 1\n");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "upstreem");
+}
+
+#[test]
+fn syntax_error_names_its_line() {
+    let text = MINIMAL.replace("[upstream]", "[upstream");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].line, Some(5));
+    assert!(p[0].message.starts_with("invalid TOML"));
+}
+
+#[test]
+fn display_lists_file_line_and_key() {
+    let text = MINIMAL.replace("[upstream]\n", "[upstream]\nbogus = 1\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("proxy.toml:6: upstream.bogus: unknown field `bogus`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn credentials_in_upstream_url_are_refused() {
+    let text = MINIMAL.replace(
+        "http://127.0.0.1:9000",
+        "https://user:secret@saas.example.com",
+    );
+    let p = problems(&text);
+    assert_eq!(p[0].key, "upstream.url");
+    assert!(!p[0].message.contains("secret"));
+}
+
+#[test]
+fn tls_key_without_cert_is_refused() {
+    let text = MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"\n",
+        "address = \"127.0.0.1:8080\"\ntls_key_file = \"key.pem\"\n",
+    );
+    let p = problems(&text);
+    assert_eq!(p[0].key, "listen.tls_cert_file");
+}
+
+#[test]
+fn missing_tls_files_are_reported_with_their_paths() {
+    let text = MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"\n",
+        "address = \"127.0.0.1:8080\"\ntls_cert_file = \"/nonexistent/cert.pem\"\ntls_key_file = \"/nonexistent/key.pem\"\n",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].message.contains("/nonexistent/cert.pem"));
+}
+
+#[test]
+fn sinks_are_required_and_names_unique() {
+    let text = MINIMAL.replace("[[sinks]]\ntype = \"stdout\"\n", "");
+    assert_eq!(problems(&text)[0].key, "sinks");
+    let text = format!("{MINIMAL}\n[[sinks]]\ntype = \"stdout\"\nname = \"stdout-0\"\n");
+    let p = problems(&text);
+    assert_eq!(p[0].key, "sinks[1].name", "{p:?}");
+}
+
+#[test]
+fn file_sink_reads_rotation_and_queue_options() {
+    let text = MINIMAL.replace(
+        "type = \"stdout\"",
+        "type = \"file\"\npath = \"a.jsonl\"\nmax_file_bytes = 1000\nkeep_files = 3\nwhen_full = \"drop_newest\"\nbuffer = { type = \"memory\", max_events = 7 }",
+    );
+    let config = parse(&text).unwrap();
+    let sink = &config.sinks[0];
+    assert_eq!(sink.when_full, WhenFull::DropNewest);
+    assert_eq!(sink.max_events, 7);
+    match &sink.kind {
+        SinkKind::File(f) => {
+            assert_eq!(f.path, PathBuf::from("a.jsonl"));
+            assert_eq!(f.max_file_bytes, 1000);
+            assert_eq!(f.keep_files, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bundled_proxy_toml_is_valid() {
+    let text = include_str!("../../proxy.toml");
+    parse(text).unwrap();
+}

@@ -1,0 +1,326 @@
+//! The hand-off unit: one request/response pair as it happened on the wire.
+//!
+//! A [`PendingExchange`] is created when a request arrives. Its two sides finish independently
+//! (the request body when the upstream has read it, the response body when the client has read
+//! it, or either one on error or drop). Each side reports exactly once; the side that reports
+//! last turns the pending state into an [`Exchange`] and hands it to the audit pipeline with a
+//! non-blocking send. Nothing here parses a body or waits on anything but an uncontended lock.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Version};
+
+use crate::pipeline::Handoff;
+
+/// Who caused an exchange to fail before a full response (pingora's ErrorSource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureSide {
+    /// The upstream SCIM service: unreachable, too slow, reset mid-body.
+    Upstream,
+    /// The client (identity provider): went away, sent a broken or refused request.
+    Downstream,
+    /// scimtap itself.
+    Proxy,
+}
+
+/// Why an exchange failed, as recorded in the event's `failure` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub side: FailureSide,
+    /// Stable machine-readable kind, e.g. `connect_refused`, `response_timeout`.
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// How a body stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Every byte passed through (possibly zero bytes).
+    Complete,
+    /// The stream failed; the message says how.
+    Error(String),
+    /// The body was dropped before its end: the reader went away.
+    Cancelled,
+    /// scimtap did not forward this body (a refused request).
+    NotForwarded,
+}
+
+/// What was seen of one body: every byte counted, at most the capture limit kept.
+#[derive(Debug, Clone)]
+pub struct BodyCapture {
+    /// Kept frames, in order. Frames are reference-counted, so keeping one costs no copy.
+    pub chunks: Vec<Bytes>,
+    /// Bytes kept in `chunks`.
+    pub captured_bytes: usize,
+    /// Bytes that passed through, kept or not.
+    pub total_bytes: u64,
+    /// True when `total_bytes` exceeded the capture limit.
+    pub truncated: bool,
+    pub end: BodyEnd,
+}
+
+impl BodyCapture {
+    pub fn empty(end: BodyEnd) -> BodyCapture {
+        BodyCapture {
+            chunks: Vec::new(),
+            captured_bytes: 0,
+            total_bytes: 0,
+            truncated: false,
+            end,
+        }
+    }
+
+    /// The kept bytes as one contiguous buffer (a copy only when there are several frames).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut buf = BytesMut::with_capacity(self.captured_bytes);
+                for chunk in many {
+                    buf.extend_from_slice(chunk);
+                }
+                buf.freeze()
+            }
+        }
+    }
+}
+
+/// Per-connection facts every exchange on it shares.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// The request as received from the client (before scimtap's header rewrites).
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: Method,
+    /// Path and query exactly as received.
+    pub path_and_query: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// The response as sent to the client.
+#[derive(Debug)]
+pub struct ResponseRecord {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BodyCapture,
+    /// True when scimtap produced this response itself (502, 504, refusals).
+    pub generated: bool,
+}
+
+/// A finished exchange, ready for classification and the event.
+#[derive(Debug)]
+pub struct Exchange {
+    pub request_id: String,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub conn: ConnInfo,
+    pub request: RequestHead,
+    pub request_body: BodyCapture,
+    /// None when no response reached the client (it went away first).
+    pub response: Option<ResponseRecord>,
+    /// Set by the request path when it knows why the exchange failed (upstream errors,
+    /// refusals); otherwise derived from how the bodies ended, see [`Exchange::failure`].
+    pub recorded_failure: Option<Failure>,
+}
+
+impl Exchange {
+    /// Why the exchange failed before a full response, if it did. Precedence: a client that
+    /// broke its own request body, then what the request path recorded, then how the response
+    /// body ended.
+    pub fn failure(&self) -> Option<Failure> {
+        if let BodyEnd::Error(detail) = &self.request_body.end {
+            return Some(Failure {
+                side: FailureSide::Downstream,
+                kind: "request_body_error",
+                detail: detail.clone(),
+            });
+        }
+        if let Some(f) = &self.recorded_failure {
+            return Some(f.clone());
+        }
+        let Some(response) = &self.response else {
+            return Some(Failure {
+                side: FailureSide::Downstream,
+                kind: "client_disconnected",
+                detail: "the client went away before the response head was sent".to_owned(),
+            });
+        };
+        match &response.body.end {
+            BodyEnd::Complete | BodyEnd::NotForwarded => None,
+            BodyEnd::Error(detail) => Some(Failure {
+                side: FailureSide::Upstream,
+                kind: "response_body_error",
+                detail: detail.clone(),
+            }),
+            BodyEnd::Cancelled => Some(Failure {
+                side: FailureSide::Downstream,
+                kind: "client_disconnected",
+                detail: format!(
+                    "the client went away after {} response body bytes",
+                    response.body.total_bytes
+                ),
+            }),
+        }
+    }
+}
+
+/// Which half of the exchange a body belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+/// What the response side reports when it finishes.
+pub enum ResponseOutcome {
+    /// The upstream's response, whose body has now ended.
+    Forwarded {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: BodyCapture,
+    },
+    /// scimtap answered itself.
+    Generated {
+        status: StatusCode,
+        headers: HeaderMap,
+        failure: Option<Failure>,
+    },
+    /// The client went away before any response head was sent.
+    Abandoned,
+}
+
+struct PendingState {
+    request: Option<RequestHead>,
+    request_body: Option<BodyCapture>,
+    response: Option<ResponseRecord>,
+    failure: Option<Failure>,
+    remaining: u8,
+}
+
+/// An exchange in flight. Shared (`Arc`) by the request body tee, the response body tee and
+/// the request handler; whichever finishes last hands the [`Exchange`] off.
+pub struct PendingExchange {
+    request_id: String,
+    started_at: SystemTime,
+    started: Instant,
+    conn: ConnInfo,
+    state: Mutex<PendingState>,
+    handoff: Handoff,
+}
+
+impl PendingExchange {
+    pub fn new(
+        request_id: String,
+        conn: ConnInfo,
+        request: RequestHead,
+        handoff: Handoff,
+    ) -> Arc<Self> {
+        Arc::new(PendingExchange {
+            request_id,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            conn,
+            state: Mutex::new(PendingState {
+                request: Some(request),
+                request_body: None,
+                response: None,
+                failure: None,
+                remaining: 2,
+            }),
+            handoff,
+        })
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Reports how the request body ended. Called once.
+    pub fn finish_request(&self, body: BodyCapture) {
+        let done = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.request_body = Some(body);
+            state.remaining = state.remaining.saturating_sub(1);
+            state.remaining == 0
+        };
+        if done {
+            self.hand_off();
+        }
+    }
+
+    /// Reports how the response side ended. Called once.
+    pub fn finish_response(&self, outcome: ResponseOutcome) {
+        let done = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match outcome {
+                ResponseOutcome::Forwarded {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    state.response = Some(ResponseRecord {
+                        status,
+                        headers,
+                        body,
+                        generated: false,
+                    });
+                }
+                ResponseOutcome::Generated {
+                    status,
+                    headers,
+                    failure,
+                } => {
+                    state.response = Some(ResponseRecord {
+                        status,
+                        headers,
+                        body: BodyCapture::empty(BodyEnd::Complete),
+                        generated: true,
+                    });
+                    state.failure = failure;
+                }
+                ResponseOutcome::Abandoned => {}
+            }
+            state.remaining = state.remaining.saturating_sub(1);
+            state.remaining == 0
+        };
+        if done {
+            self.hand_off();
+        }
+    }
+
+    fn hand_off(&self) {
+        let duration = self.started.elapsed();
+        let exchange = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(request) = state.request.take() else {
+                // Both sides already reported and the exchange left: cannot happen, as
+                // `remaining` reaches zero once. Nothing to hand off twice.
+                return;
+            };
+            Exchange {
+                request_id: self.request_id.clone(),
+                started_at: self.started_at,
+                duration,
+                conn: self.conn,
+                request,
+                request_body: state
+                    .request_body
+                    .take()
+                    .unwrap_or_else(|| BodyCapture::empty(BodyEnd::Cancelled)),
+                response: state.response.take(),
+                recorded_failure: state.failure.take(),
+            }
+        };
+        self.handoff.submit(exchange);
+    }
+}

@@ -1,0 +1,239 @@
+//! scimtap: a transparent auditing reverse proxy for SCIM 2.0.
+//!
+//! An identity provider talks to scimtap instead of the SCIM service; scimtap forwards every
+//! request and response unchanged and streaming, tees a copy of both bodies off the hot path,
+//! and writes one structured audit event per exchange to its sinks.
+//!
+//! Stages, in the order data flows (one module each):
+//!
+//! | stage     | module        | role |
+//! |-----------|---------------|------|
+//! | config    | [`config`]    | parse, validate, resolve `proxy.toml`; every problem at once |
+//! | accept    | [`listener`]  | TCP (+TLS) accept, HTTP/1.1 + HTTP/2, graceful drain |
+//! | forward   | [`proxy`]     | rewrite target and hop-by-hop headers, stream both ways, 502/504 |
+//! | tee       | [`tee`]       | pass each frame through, keep a capped copy, report once |
+//! | hand-off  | [`exchange`]  | both sides done → [`exchange::Exchange`] → non-blocking send |
+//! | audit     | [`pipeline`]  | hand-off queue → worker → one bounded queue per sink |
+//! | event     | [`event`]     | the JSON audit event built from an exchange |
+//! | sinks     | [`sinks`]     | stdout, rotating file; dedicated threads, drops counted |
+//! | telemetry | [`telemetry`] | stderr logs and every Prometheus metric |
+//! | admin     | [`admin`]     | `/healthz`, `/readyz`, `/metrics` |
+//!
+//! The request path never waits on parsing, disk or a sink: audit work starts after the bytes
+//! have been forwarded, behind bounded queues whose overflow is counted.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin;
+pub mod config;
+pub mod event;
+pub mod exchange;
+pub mod listener;
+pub mod pipeline;
+pub mod proxy;
+pub mod sinks;
+pub mod tee;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::sinks::{ReopenSignal, SinkThread};
+use crate::telemetry::Metrics;
+
+/// Why scimtap could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sink `{sink}`: {source}")]
+    Sink {
+        sink: String,
+        #[source]
+        source: sinks::SinkError,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] listener::TlsSetupError),
+    #[error("upstream client: {0}")]
+    Upstream(#[from] proxy::ProxyBuildError),
+}
+
+/// A running scimtap: its bound addresses and the handles to stop it.
+pub struct Running {
+    /// Where the proxy accepts (the real port when the config asked for port 0).
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<()>,
+    admin: Option<JoinHandle<()>>,
+    pipeline: Pipeline,
+    sink_threads: Vec<SinkThread>,
+    reopen: ReopenSignal,
+    shutdown_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// Builds every stage and starts serving. Sinks are opened first, so a bad sink path fails
+/// before a port is bound.
+///
+/// # Errors
+/// [`StartError`] naming the part that could not start.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let metrics = Metrics::new();
+    let reopen = ReopenSignal::default();
+
+    let mut sink_handles = Vec::new();
+    let mut sink_threads = Vec::new();
+    for sink in &config.sinks {
+        let (handle, thread) =
+            sinks::start(sink, &metrics, reopen.clone()).map_err(|source| StartError::Sink {
+                sink: sink.name.clone(),
+                source,
+            })?;
+        sink_handles.push(handle);
+        sink_threads.push(thread);
+    }
+    let sink_health: Vec<(String, Arc<AtomicBool>)> = sink_handles
+        .iter()
+        .map(|s| (s.name().to_owned(), s.health()))
+        .collect();
+
+    let tls = config
+        .listen
+        .tls
+        .as_ref()
+        .map(listener::tls_acceptor)
+        .transpose()?;
+    let (handoff, pipeline) =
+        Pipeline::start(config.audit.queue_max_events, sink_handles, &metrics);
+    let proxy = Arc::new(proxy::Proxy::new(
+        config.upstream.clone(),
+        config.capture.max_body_bytes,
+        handoff,
+    )?);
+
+    let bind = |address: SocketAddr| async move {
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Bind { address, source })
+    };
+    let tcp = bind(config.listen.address).await?;
+    let proxy_addr = tcp.local_addr().map_err(|source| StartError::Bind {
+        address: config.listen.address,
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let listening = Arc::new(AtomicBool::new(false));
+    let (admin, admin_addr) = match &config.admin {
+        Some(admin) => {
+            let tcp = bind(admin.address).await?;
+            let addr = tcp.local_addr().map_err(|source| StartError::Bind {
+                address: admin.address,
+                source,
+            })?;
+            let readiness = admin::Readiness {
+                listening: listening.clone(),
+                sinks: sink_health,
+            };
+            let task = tokio::spawn(admin::serve(
+                tcp,
+                metrics.clone(),
+                readiness,
+                shutdown_rx.clone(),
+            ));
+            tracing::info!(address = %addr, "Admin listening.");
+            (Some(task), Some(addr))
+        }
+        None => (None, None),
+    };
+
+    let listener = listener::Listener {
+        tcp,
+        tls,
+        proxy,
+        config: config.listen.clone(),
+        metrics: metrics.clone(),
+    };
+    let serve = tokio::spawn(listener.serve(shutdown_rx, config.shutdown_timeout));
+    listening.store(true, Ordering::Relaxed);
+    tracing::info!(
+        address = %proxy_addr,
+        tls = config.listen.tls.is_some(),
+        upstream = %format_args!("{}://{}{}", config.upstream.scheme, config.upstream.authority, config.upstream.base_path),
+        "Proxy listening."
+    );
+
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        shutdown,
+        serve,
+        admin,
+        pipeline,
+        sink_threads,
+        reopen,
+        shutdown_timeout: config.shutdown_timeout,
+        metrics,
+    })
+}
+
+impl Running {
+    /// Asks every sink to reopen its output (SIGHUP, after external log rotation).
+    pub fn reopen_sinks(&self) {
+        self.reopen.trigger();
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops accepting, drains in-flight exchanges, writes out every queued event and closes
+    /// the sinks, all within the configured `shutdown_timeout_secs`. Returns true when
+    /// everything finished in time.
+    pub async fn shutdown(self) -> bool {
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        let _ = self.shutdown.send(true);
+        // The listener enforces the same deadline on its drain.
+        let _ = self.serve.await;
+        let mut clean = tokio::time::timeout(remaining(), self.pipeline.close())
+            .await
+            .is_ok();
+        let threads = self.sink_threads;
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                thread.join();
+            }
+        });
+        clean &= tokio::time::timeout(remaining(), joined).await.is_ok();
+        if let Some(admin) = self.admin {
+            admin.abort();
+        }
+        if clean {
+            tracing::info!("Shutdown complete; every queued event was written.");
+        } else {
+            tracing::warn!("Shutdown deadline reached before every event was written.");
+        }
+        clean
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone). Kept as a function so no
+/// watch guard lives across an await in the callers' `select!`.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

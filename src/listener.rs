@@ -1,0 +1,192 @@
+//! Accepting client connections: TCP, optional TLS termination (rustls, TLS 1.2+, ALPN h2 and
+//! http/1.1, optional client certificates), HTTP/1.1 and HTTP/2 via hyper-util's auto builder,
+//! and a graceful drain on shutdown.
+//!
+//! The accept loop never does per-connection work itself (handshakes run in the connection's
+//! task) and never stops on an accept error.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ListenConfig, ServerTls};
+use crate::exchange::ConnInfo;
+use crate::proxy::Proxy;
+use crate::stopped;
+use crate::telemetry::Metrics;
+
+/// Why TLS termination could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("invalid server certificate or key: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("invalid client CA: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// Builds the TLS acceptor for `[listen]` TLS settings.
+///
+/// # Errors
+/// [`TlsSetupError`] when the key does not match the certificate or a CA is unusable.
+pub fn tls_acceptor(tls: &ServerTls) -> Result<TlsAcceptor, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match &tls.client_ca {
+        Some(cas) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in cas {
+                roots.add(ca.clone())?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(tls.cert_chain.clone(), tls.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Everything the accept loop needs.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub proxy: Arc<Proxy>,
+    pub config: ListenConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Listener {
+    /// Serves until `shutdown` turns true, then stops accepting and waits up to `drain` for
+    /// open connections to finish their in-flight exchanges.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        let graceful = GracefulShutdown::new();
+        let accepted = self.metrics.connections_accepted.clone();
+        let open = self.metrics.connections_open.clone();
+        let tls_failures = self.metrics.tls_handshake_failures.clone();
+
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // EMFILE and friends: back off and keep serving.
+                        tracing::warn!(%error, "Accept failed.");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut shutdown) => break,
+            };
+            let _ = stream.set_nodelay(true);
+            accepted.inc();
+            let conn = ConnInfo {
+                peer,
+                tls: self.tls.is_some(),
+            };
+            let proxy = self.proxy.clone();
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.forward(req, conn).await) }
+            });
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let open = ConnGauge::new(open.clone());
+            match &self.tls {
+                None => {
+                    tokio::spawn(async move {
+                        let _open = open;
+                        let io = TokioIo::new(stream);
+                        let served =
+                            watcher.watch(builder.serve_connection(io, service).into_owned());
+                        if let Err(error) = served.await {
+                            tracing::debug!(%peer, error = %error, "Connection ended with an error.");
+                        }
+                    });
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let handshake_timeout = self.config.tls_handshake_timeout;
+                    let tls_failures = tls_failures.clone();
+                    tokio::spawn(async move {
+                        let _open = open;
+                        let tls =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(error)) => {
+                                    count_tls_failure(&tls_failures, peer, &error.to_string());
+                                    return;
+                                }
+                                Err(_) => {
+                                    count_tls_failure(&tls_failures, peer, "handshake timed out");
+                                    return;
+                                }
+                            };
+                        let io = TokioIo::new(tls);
+                        let served =
+                            watcher.watch(builder.serve_connection(io, service).into_owned());
+                        if let Err(error) = served.await {
+                            tracing::debug!(%peer, error = %error, "Connection ended with an error.");
+                        }
+                    });
+                }
+            }
+        }
+
+        drop(self.tcp);
+        tracing::info!("Stopped accepting; draining open connections.");
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::info!("All connections drained."),
+            _ = tokio::time::sleep(drain) => tracing::warn!(
+                timeout_secs = drain.as_secs_f64(),
+                "Drain timed out; closing remaining connections."
+            ),
+        }
+    }
+}
+
+fn count_tls_failure(counter: &Counter, peer: std::net::SocketAddr, error: &str) {
+    counter.inc();
+    tracing::info!(%peer, %error, "TLS handshake failed.");
+}
+
+/// Keeps `connections_open` right however the connection task ends.
+struct ConnGauge(Gauge);
+
+impl ConnGauge {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        ConnGauge(gauge)
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,565 @@
+//! Forwarding one request to the configured upstream and streaming the answer back.
+//!
+//! Request phases, in order: refuse what must never be forwarded (CONNECT, absolute-form or
+//! non-origin targets) → settle the request id → record the request head → rewrite the target
+//! and the hop-by-hop, Host and X-Forwarded-* headers → stream the request body upstream
+//! through a [`TeeBody`] → wait (bounded) for the response head → stream the response body back
+//! through a [`TeeBody`]. Upstream failures become 502/504 with a SCIM error body and a
+//! recorded [`Failure`]. Nothing here parses a body, touches disk or waits on the audit side.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+use crate::exchange::{
+    ConnInfo, Failure, FailureSide, PendingExchange, RequestHead, ResponseOutcome,
+};
+use crate::pipeline::Handoff;
+use crate::tee::TeeBody;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Longest client-supplied X-Request-Id kept; longer or non-printable ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 200;
+
+/// Why scimtap could not build its upstream client.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyBuildError {
+    #[error("invalid TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("upstream authority is not a valid Host header value")]
+    Host,
+}
+
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, TeeBody<Incoming>>;
+
+/// The forwarding half of scimtap: one per process, shared by every connection.
+pub struct Proxy {
+    client: UpstreamClient,
+    upstream: UpstreamConfig,
+    upstream_host: HeaderValue,
+    capture_limit: usize,
+    handoff: Handoff,
+}
+
+impl Proxy {
+    /// Builds the pooled upstream client.
+    ///
+    /// # Errors
+    /// [`ProxyBuildError`] when the TLS client configuration cannot be built.
+    pub fn new(
+        upstream: UpstreamConfig,
+        capture_limit: usize,
+        handoff: Handoff,
+    ) -> Result<Proxy, ProxyBuildError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in &upstream.extra_roots {
+            roots.add(cert.clone())?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(upstream.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(upstream.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let upstream_host = HeaderValue::from_str(upstream.authority.as_str())
+            .map_err(|_| ProxyBuildError::Host)?;
+        Ok(Proxy {
+            client,
+            upstream,
+            upstream_host,
+            capture_limit,
+            handoff,
+        })
+    }
+
+    /// Handles one request end to end. Never fails: every error becomes a response (or, if the
+    /// client went away, an abandoned exchange) and an event.
+    pub async fn forward(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        let (mut parts, body) = req.into_parts();
+
+        let request_id = settle_request_id(&mut parts.headers);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        let head = RequestHead {
+            method: parts.method.clone(),
+            path_and_query,
+            version: parts.version,
+            headers: parts.headers.clone(),
+        };
+        let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone());
+        let span = tracing::debug_span!(
+            "request",
+            request_id = %pending.request_id(),
+            method = %parts.method,
+            status = tracing::field::Empty,
+        );
+        let _enter = span.enter();
+
+        if let Some(refusal) = refuse(&parts.method, &parts.uri, parts.version) {
+            drop(body);
+            pending.finish_request(crate::exchange::BodyCapture::empty(
+                crate::exchange::BodyEnd::NotForwarded,
+            ));
+            return generated(&pending, refusal.status, refusal.failure);
+        }
+
+        let uri = match self.upstream_uri(&parts.uri) {
+            Ok(uri) => uri,
+            Err(detail) => {
+                drop(body);
+                pending.finish_request(crate::exchange::BodyCapture::empty(
+                    crate::exchange::BodyEnd::NotForwarded,
+                ));
+                let failure = Failure {
+                    side: FailureSide::Downstream,
+                    kind: "invalid_request_target",
+                    detail,
+                };
+                return generated(&pending, StatusCode::BAD_REQUEST, Some(failure));
+            }
+        };
+        self.rewrite_request_headers(&mut parts.headers, parts.version, &parts.uri, conn);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(
+            parts,
+            TeeBody::request(body, pending.clone(), self.capture_limit),
+        );
+
+        let guard = AbandonGuard(Some(pending.clone()));
+        let result = tokio::time::timeout(
+            self.upstream.response_timeout,
+            self.client.request(upstream_req),
+        )
+        .await;
+        guard.disarm();
+        match result {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                span.record("status", parts.status.as_u16());
+                let body = TeeBody::response(
+                    body,
+                    pending,
+                    parts.status,
+                    parts.headers.clone(),
+                    self.capture_limit,
+                );
+                Response::from_parts(parts, ProxyBody::Forwarded(body))
+            }
+            Ok(Err(error)) => {
+                let failure = upstream_failure(&error);
+                let status = if failure.kind == "connect_timeout" {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                self.handoff.metrics().count_upstream_error(failure.kind);
+                tracing::warn!(kind = failure.kind, error = %failure.detail, "Upstream request failed.");
+                generated(&pending, status, Some(failure))
+            }
+            Err(_elapsed) => {
+                self.handoff
+                    .metrics()
+                    .count_upstream_error("response_timeout");
+                let failure = Failure {
+                    side: FailureSide::Upstream,
+                    kind: "response_timeout",
+                    detail: format!(
+                        "no response head from the upstream within {}",
+                        humantime::format_duration(self.upstream.response_timeout)
+                    ),
+                };
+                tracing::warn!(kind = failure.kind, "Upstream request timed out.");
+                generated(&pending, StatusCode::GATEWAY_TIMEOUT, Some(failure))
+            }
+        }
+    }
+
+    /// The upstream URI: the configured scheme and authority, the base path, then the
+    /// request's own path and query byte for byte.
+    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, String> {
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut path = String::with_capacity(self.upstream.base_path.len() + pq.len());
+        path.push_str(&self.upstream.base_path);
+        path.push_str(pq);
+        Uri::builder()
+            .scheme(self.upstream.scheme.clone())
+            .authority(self.upstream.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| format!("cannot build the upstream URI: {e}"))
+    }
+
+    fn rewrite_request_headers(
+        &self,
+        headers: &mut HeaderMap,
+        version: Version,
+        uri: &Uri,
+        conn: ConnInfo,
+    ) {
+        strip_hop_by_hop(headers);
+        if self.upstream.preserve_host {
+            // HTTP/2 clients send the host as :authority, not as a Host header.
+            if !headers.contains_key(header::HOST) {
+                if let Some(value) = uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                {
+                    headers.insert(header::HOST, value);
+                }
+            }
+        } else {
+            headers.insert(header::HOST, self.upstream_host.clone());
+        }
+        let _ = version;
+        append_list(headers, &X_FORWARDED_FOR, &conn.peer.ip().to_string());
+        append_list(
+            headers,
+            &X_FORWARDED_PROTO,
+            if conn.tls { "https" } else { "http" },
+        );
+    }
+}
+
+/// Keeps the client's X-Request-Id when it is sane, else generates a UUIDv7 and sets it, so the
+/// upstream and the event always carry the same id.
+fn settle_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(value) = headers.get(&X_REQUEST_ID) {
+        let bytes = value.as_bytes();
+        if !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+        {
+            // All bytes are printable ASCII, so this is valid UTF-8.
+            return String::from_utf8_lossy(bytes).into_owned();
+        }
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(X_REQUEST_ID.clone(), value);
+    }
+    id
+}
+
+struct Refusal {
+    status: StatusCode,
+    failure: Option<Failure>,
+}
+
+/// Targets scimtap never forwards: it only ever talks to its configured upstream.
+fn refuse(method: &Method, uri: &Uri, version: Version) -> Option<Refusal> {
+    let refusal = |status, kind, detail: &str| {
+        Some(Refusal {
+            status,
+            failure: Some(Failure {
+                side: FailureSide::Downstream,
+                kind,
+                detail: detail.to_owned(),
+            }),
+        })
+    };
+    if method == Method::CONNECT {
+        return refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "connect_refused_by_proxy",
+            "CONNECT is not supported: scimtap forwards only to its configured upstream",
+        );
+    }
+    // HTTP/2 always carries scheme and authority; in HTTP/1 they mean absolute-form.
+    if version < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "absolute_form_refused",
+            "absolute-form request targets are not supported: scimtap forwards only to its configured upstream",
+        );
+    }
+    if !uri.path().starts_with('/') {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_target",
+            "the request target must be an absolute path",
+        );
+    }
+    None
+}
+
+/// Removes the connection-specific headers of RFC 9110 §7.6.1, plus those the Connection
+/// header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &PROXY_CONNECTION,
+        &KEEP_ALIVE,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Appends `value` to a comma-separated list header, folding existing lines into one.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    let mut joined = String::new();
+    for existing in headers.get_all(name) {
+        if let Ok(s) = existing.to_str() {
+            joined.push_str(s);
+            joined.push_str(", ");
+        }
+    }
+    joined.push_str(value);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// Maps a client error to where and why it failed.
+fn upstream_failure(error: &hyper_util::client::legacy::Error) -> Failure {
+    let detail = error_chain(error);
+    let kind = if error.is_connect() {
+        let mut source: Option<&(dyn StdError + 'static)> = error.source();
+        let mut kind = "connect_error";
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                kind = match io.kind() {
+                    std::io::ErrorKind::TimedOut => "connect_timeout",
+                    std::io::ErrorKind::ConnectionRefused => "connect_refused",
+                    _ if io
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+                    {
+                        "tls_error"
+                    }
+                    _ => kind,
+                };
+            }
+            if e.is::<rustls::Error>() {
+                kind = "tls_error";
+            }
+            source = e.source();
+        }
+        kind
+    } else {
+        "upstream_closed"
+    };
+    Failure {
+        side: FailureSide::Upstream,
+        kind,
+        detail,
+    }
+}
+
+fn error_chain(error: &dyn StdError) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// A response scimtap produces itself: a SCIM error body (RFC 7644 §3.12).
+fn generated(
+    pending: &Arc<PendingExchange>,
+    status: StatusCode,
+    failure: Option<Failure>,
+) -> Response<ProxyBody> {
+    let detail = failure
+        .as_ref()
+        .map_or("request refused", |f| f.detail.as_str());
+    let body = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status.as_str(),
+        "detail": format!("scimtap: {detail}"),
+    })
+    .to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/scim+json"),
+    );
+    if let Ok(len) = HeaderValue::from_str(&body.len().to_string()) {
+        headers.insert(header::CONTENT_LENGTH, len);
+    }
+    if let Ok(id) = HeaderValue::from_str(pending.request_id()) {
+        headers.insert(X_REQUEST_ID.clone(), id);
+    }
+    pending.finish_response(ResponseOutcome::Generated {
+        status,
+        headers: headers.clone(),
+        failure,
+    });
+    let mut response = Response::new(ProxyBody::Generated(Some(Bytes::from(body))));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Reports the response side as abandoned if the handler future is dropped (the client went
+/// away) before a response head exists.
+struct AbandonGuard(Option<Arc<PendingExchange>>);
+
+impl AbandonGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if let Some(pending) = self.0.take() {
+            pending.finish_response(ResponseOutcome::Abandoned);
+        }
+    }
+}
+
+/// The body scimtap answers with: the upstream's, teed, or its own small error body.
+pub enum ProxyBody {
+    Forwarded(TeeBody<Incoming>),
+    Generated(Option<Bytes>),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Forwarded(body) => std::pin::Pin::new(body).poll_frame(cx),
+            ProxyBody::Generated(bytes) => {
+                std::task::Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Forwarded(body) => body.is_end_stream(),
+            ProxyBody::Generated(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Forwarded(body) => body.size_hint(),
+            ProxyBody::Generated(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+/// For tests and the benchmark: how long the client waits for a response head by default.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_to_an_existing_list() {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        append_list(&mut h, &X_FORWARDED_FOR, "127.0.0.1");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 127.0.0.1");
+    }
+
+    #[test]
+    fn sane_request_ids_are_kept_and_others_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("okta-123"));
+        assert_eq!(settle_request_id(&mut h), "okta-123");
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+        let id = settle_request_id(&mut h);
+        assert_ne!(id, "has space");
+        assert_eq!(h[&X_REQUEST_ID], id.as_str());
+        let mut h = HeaderMap::new();
+        let id = settle_request_id(&mut h);
+        assert_eq!(h[&X_REQUEST_ID], id.as_str());
+    }
+
+    #[test]
+    fn connect_and_absolute_form_are_refused() {
+        let abs: Uri = "http://evil.example/x".parse().unwrap();
+        assert!(refuse(
+            &Method::CONNECT,
+            &"evil:443".parse().unwrap(),
+            Version::HTTP_11
+        )
+        .is_some());
+        assert!(refuse(&Method::GET, &abs, Version::HTTP_11).is_some());
+        // HTTP/2 requests always carry an authority; that is not absolute-form.
+        let h2: Uri = "https://proxy.example/scim/v2/Users".parse().unwrap();
+        assert!(refuse(&Method::GET, &h2, Version::HTTP_2).is_none());
+        assert!(refuse(&Method::GET, &"/Users".parse().unwrap(), Version::HTTP_11).is_none());
+    }
+}

@@ -1,0 +1,285 @@
+//! Sinks: where encoded audit events go.
+//!
+//! Each sink owns a bounded queue and a dedicated thread: writes to files and pipes are
+//! blocking system calls, and a stalled one (a full disk, a reader that stopped reading stdout)
+//! must stall only that thread, never the async runtime serving requests. The thread takes a
+//! batch of whole lines, writes it, and accounts for every event: written, or dropped with a
+//! reason.
+
+mod file;
+mod stdout;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::mpsc;
+
+use crate::config::{SinkConfig, SinkKind, WhenFull};
+use crate::telemetry::{DropReason, Metrics, SinkLabels, SinkReasonLabels};
+
+pub use file::FileWriter;
+pub use stdout::StdoutWriter;
+
+/// Most events written in one batch (one write(2) of whole lines).
+const MAX_BATCH_EVENTS: usize = 512;
+/// Attempts at writing one batch before its events are dropped and counted.
+const WRITE_ATTEMPTS: u32 = 3;
+
+/// Why a sink could not be built or could not write.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write failed: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("rotation failed: {0}")]
+    Rotate(#[source] std::io::Error),
+}
+
+/// The blocking writer behind one sink.
+pub trait SinkWriter: Send + 'static {
+    /// Writes whole lines, in order. A batch is written with as few writes as possible and a
+    /// line is never split between two writes, so a reader tailing the output never sees half
+    /// a line followed by another event.
+    ///
+    /// # Errors
+    /// [`SinkError::Write`] / [`SinkError::Rotate`]; the caller retries, then counts the batch
+    /// as dropped.
+    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), SinkError>;
+
+    /// Closes and reopens the output (after external log rotation, on SIGHUP, or after an
+    /// error). The default does nothing.
+    ///
+    /// # Errors
+    /// [`SinkError::Open`] when the output cannot be reopened.
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Shared signal to reopen every sink's output (SIGHUP).
+#[derive(Clone, Default)]
+pub struct ReopenSignal(Arc<AtomicU64>);
+
+impl ReopenSignal {
+    pub fn trigger(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn generation(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The audit worker's end of one sink.
+pub struct SinkHandle {
+    name: String,
+    tx: mpsc::Sender<Bytes>,
+    when_full: WhenFull,
+    dropped_full: Counter,
+    dropped_shutdown: Counter,
+    dropped_encode: Counter,
+    healthy: Arc<AtomicBool>,
+}
+
+/// Lets the owner wait for a sink thread to finish its last batch.
+pub struct SinkThread {
+    pub name: String,
+    handle: JoinHandle<()>,
+}
+
+impl SinkThread {
+    /// Waits (blocking) for the thread to drain its queue and exit.
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            tracing::error!(sink = %self.name, "Sink thread panicked.");
+        }
+    }
+}
+
+impl SinkHandle {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Health flag shared with `/readyz`: false after a batch failed to be written.
+    pub fn health(&self) -> Arc<AtomicBool> {
+        self.healthy.clone()
+    }
+
+    /// Queues one encoded event per the sink's `when_full` policy.
+    pub async fn enqueue(&self, line: Bytes) {
+        match self.when_full {
+            WhenFull::Block => {
+                if self.tx.send(line).await.is_err() {
+                    self.dropped_shutdown.inc();
+                }
+            }
+            WhenFull::DropNewest => match self.tx.try_send(line) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped_full.inc();
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.dropped_shutdown.inc();
+                }
+            },
+        }
+    }
+
+    pub fn count_encode_error(&self) {
+        self.dropped_encode.inc();
+    }
+}
+
+/// Builds the writer for `config` and starts its thread.
+///
+/// # Errors
+/// [`SinkError::Open`] when the output cannot be opened (checked before the proxy accepts
+/// anything, so a bad path stops startup).
+pub fn start(
+    config: &SinkConfig,
+    metrics: &Metrics,
+    reopen: ReopenSignal,
+) -> Result<(SinkHandle, SinkThread), SinkError> {
+    let writer: Box<dyn SinkWriter> = match &config.kind {
+        SinkKind::Stdout => Box::new(StdoutWriter::new()),
+        SinkKind::File(file) => Box::new(FileWriter::open(file)?),
+    };
+    let (tx, rx) = mpsc::channel(config.max_events);
+    let sink = SinkLabels {
+        sink: config.name.clone(),
+    };
+    let dropped = |reason| {
+        metrics.sink_dropped.get_or_create_owned(&SinkReasonLabels {
+            sink: config.name.clone(),
+            reason,
+        })
+    };
+    let healthy = Arc::new(AtomicBool::new(true));
+    let worker = SinkWorker {
+        name: config.name.clone(),
+        writer,
+        rx,
+        reopen,
+        written: metrics.sink_written.get_or_create_owned(&sink),
+        write_errors: metrics.sink_write_errors.get_or_create_owned(&sink),
+        dropped_write: dropped(DropReason::write_error),
+        queue_depth: metrics.sink_queue_depth.get_or_create_owned(&sink),
+        healthy: healthy.clone(),
+    };
+    let handle = std::thread::Builder::new()
+        .name(format!("sink-{}", config.name))
+        .spawn(move || worker.run())
+        .map_err(|source| SinkError::Open {
+            path: format!("thread for sink {}", config.name),
+            source,
+        })?;
+    Ok((
+        SinkHandle {
+            name: config.name.clone(),
+            tx,
+            when_full: config.when_full,
+            dropped_full: dropped(DropReason::queue_full),
+            dropped_shutdown: dropped(DropReason::shutdown),
+            dropped_encode: dropped(DropReason::encode_error),
+            healthy,
+        },
+        SinkThread {
+            name: config.name.clone(),
+            handle,
+        },
+    ))
+}
+
+struct SinkWorker {
+    name: String,
+    writer: Box<dyn SinkWriter>,
+    rx: mpsc::Receiver<Bytes>,
+    reopen: ReopenSignal,
+    written: Counter,
+    write_errors: Counter,
+    dropped_write: Counter,
+    queue_depth: Gauge,
+    healthy: Arc<AtomicBool>,
+}
+
+impl SinkWorker {
+    fn run(mut self) {
+        let mut seen_generation = self.reopen.generation();
+        let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH_EVENTS);
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH_EVENTS {
+                match self.rx.try_recv() {
+                    Ok(line) => batch.push(line),
+                    Err(_) => break,
+                }
+            }
+            self.queue_depth
+                .set(i64::try_from(self.rx.len()).unwrap_or(i64::MAX));
+            let generation = self.reopen.generation();
+            if generation != seen_generation {
+                seen_generation = generation;
+                match self.writer.reopen() {
+                    Ok(()) => tracing::info!(sink = %self.name, "Sink output reopened."),
+                    Err(error) => {
+                        tracing::error!(sink = %self.name, %error, "Cannot reopen sink output.")
+                    }
+                }
+            }
+            self.write_with_retries(&batch);
+            batch.clear();
+        }
+        self.queue_depth.set(0);
+        tracing::debug!(sink = %self.name, "Sink drained and closed.");
+    }
+
+    fn write_with_retries(&mut self, batch: &[Bytes]) {
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match self.writer.write_batch(batch) {
+                Ok(()) => {
+                    self.written.inc_by(batch.len() as u64);
+                    self.healthy.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(error) => {
+                    self.write_errors.inc();
+                    self.healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(sink = %self.name, attempt, %error, "Sink write failed.");
+                    if attempt < WRITE_ATTEMPTS {
+                        std::thread::sleep(backoff);
+                        backoff *= 2;
+                        if let Err(error) = self.writer.reopen() {
+                            tracing::error!(sink = %self.name, %error, "Cannot reopen sink output.");
+                        }
+                    }
+                }
+            }
+        }
+        self.dropped_write.inc_by(batch.len() as u64);
+        tracing::error!(
+            sink = %self.name,
+            count = batch.len(),
+            reason = "write_error",
+            "Audit events dropped."
+        );
+    }
+}
+
+/// Concatenates whole lines into `buf` (cleared first).
+fn join_lines(buf: &mut Vec<u8>, lines: &[Bytes]) {
+    buf.clear();
+    for line in lines {
+        buf.extend_from_slice(line);
+    }
+}

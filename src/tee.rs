@@ -1,0 +1,184 @@
+//! `TeeBody`: a body wrapper that passes every frame through untouched and keeps a copy.
+//!
+//! Frames are handed to the reader as they arrive; the copy is a reference-counted clone of the
+//! same bytes, taken up to the capture limit. The wrapper reports to its [`PendingExchange`]
+//! exactly once: at end of stream, on error, or when dropped early (the reader went away).
+//! It never buffers, never parses and never waits (the shape of linkerd2-proxy's body-eos).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::exchange::{BodyCapture, BodyEnd, PendingExchange, ResponseOutcome, Side};
+
+/// Where a finished capture goes.
+enum Report {
+    Request,
+    Response {
+        status: StatusCode,
+        headers: HeaderMap,
+    },
+}
+
+struct Tap {
+    pending: Arc<PendingExchange>,
+    report: Report,
+    limit: usize,
+    capture: BodyCapture,
+}
+
+impl Tap {
+    fn record(&mut self, data: &Bytes) {
+        let c = &mut self.capture;
+        c.total_bytes += data.len() as u64;
+        let room = self.limit.saturating_sub(c.captured_bytes);
+        if data.len() <= room {
+            if !data.is_empty() {
+                c.chunks.push(data.clone());
+                c.captured_bytes += data.len();
+            }
+        } else {
+            if room > 0 {
+                c.chunks.push(data.slice(..room));
+                c.captured_bytes += room;
+            }
+            c.truncated = true;
+        }
+    }
+
+    fn finish(self, end: BodyEnd) {
+        let Tap {
+            pending,
+            report,
+            mut capture,
+            ..
+        } = self;
+        capture.end = end;
+        match report {
+            Report::Request => pending.finish_request(capture),
+            Report::Response { status, headers } => {
+                pending.finish_response(ResponseOutcome::Forwarded {
+                    status,
+                    headers,
+                    body: capture,
+                })
+            }
+        }
+    }
+}
+
+/// A body that tees its frames into the exchange's capture.
+pub struct TeeBody<B: Body> {
+    inner: B,
+    tap: Option<Tap>,
+}
+
+impl<B: Body> TeeBody<B> {
+    /// Wraps a request body. `limit` is the number of bytes kept.
+    pub fn request(inner: B, pending: Arc<PendingExchange>, limit: usize) -> Self {
+        Self::new(inner, pending, Report::Request, limit)
+    }
+
+    /// Wraps a response body; `status` and `headers` are what the client receives.
+    pub fn response(
+        inner: B,
+        pending: Arc<PendingExchange>,
+        status: StatusCode,
+        headers: HeaderMap,
+        limit: usize,
+    ) -> Self {
+        Self::new(inner, pending, Report::Response { status, headers }, limit)
+    }
+
+    fn new(inner: B, pending: Arc<PendingExchange>, report: Report, limit: usize) -> Self {
+        TeeBody {
+            inner,
+            tap: Some(Tap {
+                pending,
+                report,
+                limit,
+                capture: BodyCapture::empty(BodyEnd::Complete),
+            }),
+        }
+    }
+
+    /// Which side this body is on (for tests and logs).
+    pub fn side(&self) -> Option<Side> {
+        self.tap.as_ref().map(|t| match t.report {
+            Report::Request => Side::Request,
+            Report::Response { .. } => Side::Response,
+        })
+    }
+
+    fn finish(&mut self, end: BodyEnd) {
+        if let Some(tap) = self.tap.take() {
+            tap.finish(end);
+        }
+    }
+}
+
+impl<B> Body for TeeBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match polled {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(tap)) = (frame.data_ref(), this.tap.as_mut()) {
+                    tap.record(data);
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(BodyEnd::Complete);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(error)) => {
+                this.finish(BodyEnd::Error(error.to_string()));
+                Poll::Ready(Some(Err(error)))
+            }
+            None => {
+                this.finish(BodyEnd::Complete);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Body> Drop for TeeBody<B> {
+    fn drop(&mut self) {
+        if let Some(tap) = self.tap.take() {
+            // Dropped before we saw the end. A body already at its end (HEAD, 204, an empty
+            // body nobody needed to poll) finished normally; anything else was abandoned.
+            let end = if self.inner.is_end_stream() {
+                BodyEnd::Complete
+            } else {
+                BodyEnd::Cancelled
+            };
+            tap.finish(end);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! The tee against a scripted body: every way a stream can end reports exactly once.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Version};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+
+use super::TeeBody;
+use crate::exchange::{BodyEnd, ConnInfo, Exchange, PendingExchange, RequestHead, ResponseOutcome};
+use crate::pipeline::Handoff;
+
+/// A body that yields what it was given, then ends (or fails).
+struct Scripted {
+    frames: VecDeque<Result<Frame<Bytes>, String>>,
+}
+
+impl Scripted {
+    fn data(chunks: &[&'static str]) -> Self {
+        Scripted {
+            frames: chunks
+                .iter()
+                .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+                .collect(),
+        }
+    }
+    fn then_error(mut self, message: &str) -> Self {
+        self.frames.push_back(Err(message.to_owned()));
+        self
+    }
+    fn then_trailers(mut self) -> Self {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        self.frames.push_back(Ok(Frame::trailers(trailers)));
+        self
+    }
+}
+
+impl Body for Scripted {
+    type Data = Bytes;
+    type Error = String;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+        Poll::Ready(self.get_mut().frames.pop_front())
+    }
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+fn pending() -> (std::sync::Arc<PendingExchange>, mpsc::Receiver<Exchange>) {
+    let (handoff, rx): (Handoff, _) = Handoff::channel(8);
+    let head = RequestHead {
+        method: Method::POST,
+        path_and_query: "/Users".into(),
+        version: Version::HTTP_11,
+        headers: HeaderMap::new(),
+    };
+    let conn = ConnInfo {
+        peer: "127.0.0.1:1".parse().unwrap(),
+        tls: false,
+    };
+    (PendingExchange::new("r1".into(), conn, head, handoff), rx)
+}
+
+/// Finishes the response side so the exchange is handed off after the request side reports.
+fn finish_response(p: &PendingExchange) {
+    p.finish_response(ResponseOutcome::Generated {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        failure: None,
+    });
+}
+
+#[tokio::test]
+async fn frames_pass_through_unchanged_and_are_captured() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let tee = TeeBody::request(Scripted::data(&["hello ", "world"]), p, 1024);
+    let collected = tee.collect().await.unwrap().to_bytes();
+    assert_eq!(collected, "hello world");
+    let ex = rx.try_recv().expect("handed off once the body ended");
+    assert_eq!(ex.request_body.end, BodyEnd::Complete);
+    assert_eq!(ex.request_body.total_bytes, 11);
+    assert_eq!(ex.request_body.to_bytes(), "hello world");
+    assert!(!ex.request_body.truncated);
+    assert!(rx.try_recv().is_err(), "handed off exactly once");
+}
+
+#[tokio::test]
+async fn capture_stops_at_the_limit_and_says_so() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let tee = TeeBody::request(Scripted::data(&["0123", "4567", "89"]), p, 6);
+    let collected = tee.collect().await.unwrap().to_bytes();
+    assert_eq!(collected, "0123456789", "forwarding is never limited");
+    let ex = rx.try_recv().unwrap();
+    assert_eq!(ex.request_body.to_bytes(), "012345");
+    assert_eq!(ex.request_body.total_bytes, 10);
+    assert!(ex.request_body.truncated);
+}
+
+#[tokio::test]
+async fn trailers_end_the_stream_normally() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let tee = TeeBody::request(Scripted::data(&["x"]).then_trailers(), p, 64);
+    let collected = tee.collect().await.unwrap();
+    assert!(collected.trailers().is_some());
+    assert_eq!(rx.try_recv().unwrap().request_body.end, BodyEnd::Complete);
+}
+
+#[tokio::test]
+async fn an_error_mid_stream_is_passed_on_and_recorded() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let mut tee = TeeBody::request(Scripted::data(&["part"]).then_error("reset by peer"), p, 64);
+    assert!(tee.frame().await.unwrap().is_ok());
+    assert_eq!(tee.frame().await.unwrap().unwrap_err(), "reset by peer");
+    drop(tee);
+    let ex = rx.try_recv().unwrap();
+    assert_eq!(ex.request_body.end, BodyEnd::Error("reset by peer".into()));
+    assert_eq!(ex.request_body.total_bytes, 4);
+    assert!(
+        rx.try_recv().is_err(),
+        "drop after an error does not report again"
+    );
+}
+
+#[tokio::test]
+async fn dropped_early_is_cancelled() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let mut tee = TeeBody::request(Scripted::data(&["a", "b"]), p, 64);
+    assert!(tee.frame().await.is_some());
+    drop(tee);
+    let ex = rx.try_recv().unwrap();
+    assert_eq!(ex.request_body.end, BodyEnd::Cancelled);
+    assert_eq!(ex.request_body.total_bytes, 1);
+}
+
+#[tokio::test]
+async fn an_empty_body_dropped_unpolled_is_complete() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    drop(TeeBody::request(Scripted::data(&[]), p, 64));
+    assert_eq!(rx.try_recv().unwrap().request_body.end, BodyEnd::Complete);
+}
+
+#[tokio::test]
+async fn nothing_is_handed_off_until_both_sides_finish() {
+    let (p, mut rx) = pending();
+    let tee = TeeBody::request(Scripted::data(&["x"]), p.clone(), 64);
+    tee.collect().await.unwrap();
+    assert!(rx.try_recv().is_err(), "response side still open");
+    let body = TeeBody::response(
+        Scripted::data(&["{}"]),
+        p,
+        StatusCode::CREATED,
+        HeaderMap::new(),
+        64,
+    );
+    body.collect().await.unwrap();
+    let ex = rx.try_recv().unwrap();
+    let response = ex.response.unwrap();
+    assert_eq!(response.status, StatusCode::CREATED);
+    assert_eq!(response.body.to_bytes(), "{}");
+}

@@ -1,0 +1,272 @@
+//! scimtap's own telemetry: the tracing subscriber (stderr, never the audit stream) and every
+//! Prometheus metric, defined in this one file so names stay consistent
+//! (`scimtap_<name>_<unit>[_total]`).
+//!
+//! Hot-path counters are resolved once at startup ([`ProxyMetrics`]), so the request path only
+//! touches atomics, never a label map.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Installs the stderr log subscriber. `SCIMTAP_LOG` (or `RUST_LOG`) takes an env-filter
+/// directive; the default is `info`.
+pub fn init_logging() {
+    let filter = std::env::var("SCIMTAP_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusClassLabels {
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: DropReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkReasonLabels {
+    pub sink: String,
+    pub reason: DropReason,
+}
+
+/// Why an event did not reach its destination.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum DropReason {
+    /// The bounded queue had no room (hand-off or a `drop_newest` sink).
+    queue_full,
+    /// The receiving side had already shut down.
+    shutdown,
+    /// The sink failed to write the event.
+    write_error,
+    /// The event could not be serialized.
+    encode_error,
+}
+
+/// Every metric scimtap exposes, registered once.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<StatusClassLabels, Counter>,
+    pub upstream_errors: Family<KindLabels, Counter>,
+    pub request_duration: Histogram,
+    pub connections_open: Gauge,
+    pub connections_accepted: Counter,
+    pub tls_handshake_failures: Counter,
+    pub handoff_dropped: Family<ReasonLabels, Counter>,
+    pub handoff_queue_depth: Gauge<i64, AtomicI64Compat>,
+    pub events_encoded: Counter,
+    pub sink_written: Family<SinkLabels, Counter>,
+    pub sink_dropped: Family<SinkReasonLabels, Counter>,
+    pub sink_queue_depth: Family<SinkLabels, Gauge>,
+    pub sink_write_errors: Family<SinkLabels, Counter>,
+}
+
+/// The gauge's default atomic; named so the field type reads plainly.
+pub type AtomicI64Compat = std::sync::atomic::AtomicI64;
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("scimtap");
+        let requests = Family::<StatusClassLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by response status class (none: no response reached the client)",
+            requests.clone(),
+        );
+        let upstream_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Requests that failed on the upstream side, by kind",
+            upstream_errors.clone(),
+        );
+        let request_duration = Histogram::new(
+            [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]
+            .into_iter(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request received to both bodies finished",
+            prometheus_client::registry::Unit::Seconds,
+            request_duration.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        let connections_accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted",
+            connections_accepted.clone(),
+        );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Client TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
+        let handoff_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "audit_handoff_dropped",
+            "Finished exchanges whose event was dropped before the audit pipeline, by reason",
+            handoff_dropped.clone(),
+        );
+        let handoff_queue_depth = Gauge::<i64, AtomicI64Compat>::default();
+        registry.register(
+            "audit_handoff_queue_depth",
+            "Finished exchanges waiting for the audit worker",
+            handoff_queue_depth.clone(),
+        );
+        let events_encoded = Counter::default();
+        registry.register(
+            "audit_events_encoded",
+            "Audit events built and serialized by the audit worker",
+            events_encoded.clone(),
+        );
+        let sink_written = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "sink_events_written",
+            "Audit events written by each sink",
+            sink_written.clone(),
+        );
+        let sink_dropped = Family::<SinkReasonLabels, Counter>::default();
+        registry.register(
+            "sink_events_dropped",
+            "Audit events a sink did not write, by reason",
+            sink_dropped.clone(),
+        );
+        let sink_queue_depth = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "sink_queue_depth",
+            "Audit events waiting in each sink's queue",
+            sink_queue_depth.clone(),
+        );
+        let sink_write_errors = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "sink_write_errors",
+            "Failed write attempts per sink",
+            sink_write_errors.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            requests,
+            upstream_errors,
+            request_duration,
+            connections_open,
+            connections_accepted,
+            tls_handshake_failures,
+            handoff_dropped,
+            handoff_queue_depth,
+            events_encoded,
+            sink_written,
+            sink_dropped,
+            sink_queue_depth,
+            sink_write_errors,
+        })
+    }
+
+    /// The registry in Prometheus/OpenMetrics text form.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counters the request path uses, resolved now so it never looks up a label set.
+    pub fn proxy_metrics(&self) -> ProxyMetrics {
+        // `get_or_create_owned` everywhere: a guard from `get_or_create` lives to the end of its
+        // statement, and a second lookup on the same family in that statement deadlocks.
+        let class = |c: &'static str| {
+            self.requests
+                .get_or_create_owned(&StatusClassLabels { status_class: c })
+        };
+        let handoff = |reason| {
+            self.handoff_dropped
+                .get_or_create_owned(&ReasonLabels { reason })
+        };
+        let by_class = [
+            class("1xx"),
+            class("2xx"),
+            class("3xx"),
+            class("4xx"),
+            class("5xx"),
+        ];
+        let no_response = class("none");
+        let handoff_full = handoff(DropReason::queue_full);
+        let handoff_closed = handoff(DropReason::shutdown);
+        ProxyMetrics {
+            by_class,
+            no_response,
+            request_duration: self.request_duration.clone(),
+            handoff_full,
+            handoff_closed,
+            handoff_queue_depth: self.handoff_queue_depth.clone(),
+            upstream_errors: self.upstream_errors.clone(),
+        }
+    }
+}
+
+/// Pre-resolved counters for the request path.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    by_class: [Counter<u64, AtomicU64>; 5],
+    no_response: Counter<u64, AtomicU64>,
+    pub request_duration: Histogram,
+    pub handoff_full: Counter<u64, AtomicU64>,
+    pub handoff_closed: Counter<u64, AtomicU64>,
+    pub handoff_queue_depth: Gauge<i64, AtomicI64Compat>,
+    upstream_errors: Family<KindLabels, Counter>,
+}
+
+impl ProxyMetrics {
+    pub fn count_status(&self, status: Option<u16>) {
+        match status {
+            Some(s @ 100..=599) => {
+                self.by_class[usize::from(s / 100 - 1)].inc();
+            }
+            _ => {
+                self.no_response.inc();
+            }
+        }
+    }
+
+    /// Rare (an upstream failure), so the label lookup is acceptable here.
+    pub fn count_upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+}
