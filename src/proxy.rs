@@ -361,25 +361,13 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
 fn upstream_failure(error: &hyper_util::client::legacy::Error) -> Failure {
     let detail = error_chain(error);
     let kind = if error.is_connect() {
-        let mut source: Option<&(dyn StdError + 'static)> = error.source();
         let mut kind = "connect_error";
+        let mut source: Option<&(dyn StdError + 'static)> = error.source();
         while let Some(e) = source {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                kind = match io.kind() {
-                    std::io::ErrorKind::TimedOut => "connect_timeout",
-                    std::io::ErrorKind::ConnectionRefused => "connect_refused",
-                    _ if io
-                        .get_ref()
-                        .is_some_and(|inner| inner.is::<rustls::Error>()) =>
-                    {
-                        "tls_error"
-                    }
-                    _ => kind,
-                };
-            }
-            if e.is::<rustls::Error>() {
-                kind = "tls_error";
-            }
+            kind = match connect_error_kind(e) {
+                Some(found) => found,
+                None => kind,
+            };
             source = e.source();
         }
         kind
@@ -390,6 +378,26 @@ fn upstream_failure(error: &hyper_util::client::legacy::Error) -> Failure {
         side: FailureSide::Upstream,
         kind,
         detail,
+    }
+}
+
+/// The kind of one error in a connect failure's chain. `io::Error` hides the error it wraps
+/// from `source()` (it returns the wrapped error's source), and the TLS connector wraps an
+/// `io::Error` around tokio-rustls's `io::Error` around `rustls::Error`, so look inside.
+fn connect_error_kind(e: &(dyn StdError + 'static)) -> Option<&'static str> {
+    if e.is::<rustls::Error>() {
+        return Some("tls_error");
+    }
+    let io = e.downcast_ref::<std::io::Error>()?;
+    if let Some(inner) = io.get_ref() {
+        if let Some(kind) = connect_error_kind(inner) {
+            return Some(kind);
+        }
+    }
+    match io.kind() {
+        std::io::ErrorKind::TimedOut => Some("connect_timeout"),
+        std::io::ErrorKind::ConnectionRefused => Some("connect_refused"),
+        _ => None,
     }
 }
 
