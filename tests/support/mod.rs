@@ -277,6 +277,11 @@ impl Proxy {
     /// SIGTERM, then wait for exit; returns the exit code.
     pub fn stop(&mut self) -> i32 {
         self.signal("TERM");
+        self.stop_wait()
+    }
+
+    /// Waits for the process to exit (after a signal sent elsewhere); returns the exit code.
+    pub fn stop_wait(&mut self) -> i32 {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

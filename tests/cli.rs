@@ -1,0 +1,132 @@
+//! The command line: check-config, refusals of bad configuration with file, line and key,
+//! --version, and a clear error when the port is taken.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::scimtap_bin;
+
+fn scimtap(args: &[&str]) -> Output {
+    Command::new(scimtap_bin()).args(args).output().unwrap()
+}
+
+fn write_config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+fn report(out: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn check_config_accepts_the_bundled_proxy_toml() {
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
+    let out = scimtap(&["check-config", "--config", bundled]);
+    assert!(out.status.success(), "{}", report(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:8080"), "{stdout}");
+}
+
+#[test]
+fn malformed_config_is_refused_naming_file_line_and_key_for_every_problem() {
+    let (_dir, path) = write_config(
+        "[listen]\n\
+         port = 8080\n\
+         \n\
+         [upstream]\n\
+         url = \"http://127.0.0.1:9000\"\n\
+         connect_timeout_secs = \"soon\"\n\
+         \n\
+         [[sinks]]\n\
+         type = \"stdout\"\n",
+    );
+    let out = scimtap(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(64), "{}", report(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Unknown key, wrong type and missing address, all in one run.
+    assert!(
+        stderr.contains(&format!("{path}:2: listen.port: unknown field `port`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}:6: upstream.connect_timeout_secs: invalid type"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{path}:1: listen.address: missing")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 problems"), "{stderr}");
+}
+
+#[test]
+fn running_with_a_bad_config_binds_nothing_and_exits_64() {
+    let (_dir, path) = write_config("[listen]\naddress = \"127.0.0.1:0\"\n");
+    let out = scimtap(&["--config", &path]);
+    assert_eq!(out.status.code(), Some(64), "{}", report(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("upstream: missing section [upstream]"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Proxy listening"), "{stderr}");
+}
+
+#[test]
+fn config_path_comes_from_the_environment() {
+    let (_dir, path) = write_config(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[[sinks]]\ntype = \"stdout\"\n",
+    );
+    let out = Command::new(scimtap_bin())
+        .arg("check-config")
+        .env("SCIMTAP_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", report(&out));
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let out = scimtap(&["check-config", "--config", "/nonexistent/proxy.toml"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/proxy.toml"));
+}
+
+#[test]
+fn version_is_printed() {
+    let out = scimtap(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("scimtap {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_taken_port_is_a_clear_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (_dir, path) = write_config(&format!(
+        "[listen]\naddress = \"{addr}\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[[sinks]]\ntype = \"stdout\"\n"
+    ));
+    let out = scimtap(&["--config", &path]);
+    assert_eq!(out.status.code(), Some(1), "{}", report(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,267 @@
+//! The audit side: a stalled sink never slows requests (overflow is counted), SIGTERM drains
+//! and flushes, SIGHUP reopens the file, the admin endpoints answer.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use support::*;
+
+async fn ok_upstream() -> Upstream {
+    Upstream::start(|_req: Request<Incoming>| async {
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/scim+json")
+            .body(full(
+                r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"1"}"#,
+            ))
+            .unwrap()
+    })
+    .await
+}
+
+/// Sends `n` GETs with `concurrency` in flight; returns (elapsed, slowest single request).
+async fn drive(proxy: &Proxy, n: usize, concurrency: usize) -> (Duration, Duration) {
+    let client = http1_client();
+    let url = proxy.url("/scim/v2/Users/1");
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                let t = Instant::now();
+                let req = Request::get(&url).body(empty()).unwrap();
+                let resp = tokio::time::timeout(WAIT, client.request(req))
+                    .await
+                    .expect("request answered in time")
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap();
+                slowest = slowest.max(t.elapsed());
+            }
+            slowest
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for w in workers {
+        slowest = slowest.max(w.await.unwrap());
+    }
+    (started.elapsed(), slowest)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_sink_does_not_slow_requests_and_overflow_is_counted() {
+    const N: usize = 1500;
+    let upstream = ok_upstream().await;
+    // Baseline: the same proxy with a healthy file sink.
+    let healthy = Proxy::start(ProxyConfig::new(upstream.url()));
+    let (healthy_time, _) = drive(&healthy, N, 8).await;
+
+    // stdout is a pipe nobody reads: once its 64 KiB fill, every write blocks forever.
+    let stalled = Proxy::start_with(
+        ProxyConfig::new(upstream.url())
+            .top("[audit]\nqueue_max_events = 32")
+            .sinks(
+                "[[sinks]]\ntype = \"stdout\"\nbuffer = { type = \"memory\", max_events = 16 }\n",
+            ),
+        Stdio::piped(),
+    );
+    let (stalled_time, slowest) = drive(&stalled, N, 8).await;
+    eprintln!("healthy sink: {healthy_time:?}; stalled sink: {stalled_time:?}, slowest request {slowest:?}");
+    // A proxy that waited on its sink would hang (and time out above). The ratio bound is
+    // loose on purpose: the machine is shared and noisy.
+    assert!(
+        stalled_time < healthy_time * 4 + Duration::from_secs(2),
+        "stalled sink slowed requests: {stalled_time:?} vs {healthy_time:?}"
+    );
+
+    let dropped = stalled
+        .metric("scimtap_audit_handoff_dropped_total{reason=\"queue_full\"}")
+        .await;
+    let encoded = stalled.metric("scimtap_audit_events_encoded_total").await;
+    let answered = stalled
+        .metric("scimtap_requests_total{status_class=\"2xx\"}")
+        .await;
+    assert_eq!(answered, N as f64);
+    assert!(
+        dropped > 0.0,
+        "overflow must be counted; log:\n{}",
+        stalled.log_tail()
+    );
+    let waiting = stalled.metric("scimtap_audit_handoff_queue_depth").await;
+    assert_eq!(waiting, 32.0, "the hand-off queue is full");
+    assert_eq!(
+        dropped + encoded + waiting,
+        N as f64,
+        "every exchange is encoded, waiting, or counted as dropped"
+    );
+    let depth = stalled
+        .metric("scimtap_sink_queue_depth{sink=\"stdout\"}")
+        .await;
+    assert!(depth <= 16.0);
+    // The healthy proxy lost nothing.
+    assert_eq!(healthy.wait_for_events(N).await.len(), N);
+    assert_eq!(
+        healthy
+            .metric("scimtap_audit_handoff_dropped_total{reason=\"queue_full\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_exchanges_and_flushes_every_event() {
+    let upstream = Upstream::start(|_req: Request<Incoming>| async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Response::new(full("done"))
+    })
+    .await;
+    let mut proxy = Proxy::start(ProxyConfig::new(upstream.url()));
+    let client = http1_client();
+    let mut in_flight = Vec::new();
+    for i in 0..20 {
+        let req = Request::get(proxy.url("/Users"))
+            .header("x-request-id", format!("drain-{i}"))
+            .body(empty())
+            .unwrap();
+        in_flight.push(tokio::spawn(client.request(req)));
+    }
+    // Let every request reach the upstream, then stop scimtap while they wait there.
+    let deadline = Instant::now() + WAIT;
+    while upstream.count() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "requests did not reach the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = {
+        let pid = proxy.child.id();
+        std::thread::spawn(move || {
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .unwrap()
+        })
+    };
+    for r in in_flight {
+        let resp = r
+            .await
+            .unwrap()
+            .expect("in-flight request completed during drain");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "done");
+    }
+    stopping.join().unwrap();
+    let code = proxy.stop_wait();
+    assert_eq!(code, 0, "log:\n{}", proxy.log_tail());
+    let events = proxy.events();
+    assert_eq!(events.len(), 20, "log:\n{}", proxy.log_tail());
+    for i in 0..20 {
+        assert!(events
+            .iter()
+            .any(|e| e["request_id"] == format!("drain-{i}")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reopens_the_audit_file_after_external_rotation() {
+    let upstream = ok_upstream().await;
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
+    let client = http1_client();
+    let get = |id: &str| {
+        Request::get(proxy.url("/Users/1"))
+            .header("x-request-id", id)
+            .body(empty())
+            .unwrap()
+    };
+    client
+        .request(get("before"))
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    proxy.wait_for_events(1).await;
+    let rotated = proxy.dir.path().join("audit.jsonl.rotated");
+    std::fs::rename(&proxy.audit, &rotated).unwrap();
+    proxy.signal("HUP");
+    let deadline = Instant::now() + WAIT;
+    while !proxy.log_tail().contains("SIGHUP received") {
+        assert!(Instant::now() < deadline, "SIGHUP not handled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client
+        .request(get("after"))
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let events = proxy.wait_for_events(1).await;
+    assert_eq!(events[0]["request_id"], "after");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(old.lines().count(), 1);
+    assert!(old.contains("\"before\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_endpoints_report_health_readiness_and_metrics() {
+    let upstream = ok_upstream().await;
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
+    assert_eq!(proxy.admin_get("/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(proxy.admin_get("/readyz").await.0, 200);
+    http1_client()
+        .request(Request::get(proxy.url("/Users/1")).body(empty()).unwrap())
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    proxy.wait_for_events(1).await;
+    let (status, text) = proxy.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "scimtap_requests_total{status_class=\"2xx\"} 1",
+        "scimtap_request_duration_seconds_bucket",
+        "scimtap_sink_events_written_total{sink=\"file\"} 1",
+        "scimtap_connections_accepted_total",
+        "scimtap_audit_handoff_dropped_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert_eq!(proxy.admin_get("/nope").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_sink_path_stops_startup_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[[sinks]]\ntype = \"file\"\npath = \"/nonexistent-dir/audit.jsonl\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(scimtap_bin())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent-dir/audit.jsonl"), "{stderr}");
+}
