@@ -39,4 +39,12 @@ run.sh: starting scimtap --config $CONFIG (Ctrl-C to stop). With the bundled pro
   tail -f audit.jsonl
   curl -s http://127.0.0.1:9090/metrics
 EOF
-./target/release/scimtap --config "$CONFIG"
+./target/release/scimtap --config "$CONFIG" &
+SCIMTAP_PID=$!
+# Pass SIGTERM/SIGINT on, so scimtap drains and flushes before the SCIM server stops.
+trap 'kill -TERM "$SCIMTAP_PID" 2>/dev/null || true' TERM INT
+status=0
+while kill -0 "$SCIMTAP_PID" 2>/dev/null; do
+  wait "$SCIMTAP_PID" || status=$?
+done
+exit "$status"

@@ -9,7 +9,6 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -151,8 +150,11 @@ impl Proxy {
                 return generated(&pending, StatusCode::BAD_REQUEST, Some(failure));
             }
         };
-        self.rewrite_request_headers(&mut parts.headers, parts.version, &parts.uri, conn);
+        self.rewrite_request_headers(&mut parts.headers, &parts.uri, conn);
         parts.uri = uri;
+        // The HTTP version is per connection: the upstream always gets HTTP/1.1, and the
+        // client gets its own version back whatever the upstream spoke (wsgiref answers 1.0).
+        let client_version = parts.version;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(
             parts,
@@ -169,6 +171,7 @@ impl Proxy {
         match result {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
+                parts.version = client_version;
                 strip_hop_by_hop(&mut parts.headers);
                 span.record("status", parts.status.as_u16());
                 let body = TeeBody::response(
@@ -227,7 +230,6 @@ impl Proxy {
     fn rewrite_request_headers(
         &self,
         headers: &mut HeaderMap,
-        version: Version,
         uri: &Uri,
         conn: ConnInfo,
     ) {
@@ -245,7 +247,6 @@ impl Proxy {
         } else {
             headers.insert(header::HOST, self.upstream_host.clone());
         }
-        let _ = version;
         append_list(headers, &X_FORWARDED_FOR, &conn.peer.ip().to_string());
         append_list(
             headers,
@@ -505,9 +506,6 @@ impl Body for ProxyBody {
         }
     }
 }
-
-/// For tests and the benchmark: how long the client waits for a response head by default.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -110,8 +110,7 @@ impl Metrics {
             [
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 30.0,
-            ]
-            .into_iter(),
+            ],
         );
         registry.register_with_unit(
             "request_duration",

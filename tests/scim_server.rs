@@ -117,6 +117,9 @@ async fn send(
         .await
         .unwrap();
     let status = resp.status().as_u16();
+    // scim2-server (wsgiref) answers HTTP/1.0; the version is per hop, so our client still
+    // gets HTTP/1.1 (and keeps its connection).
+    assert_eq!(resp.version(), http::Version::HTTP_11);
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     sent.push(Sent {
         id,

@@ -186,7 +186,7 @@ async fn large_bodies_stream_both_ways_with_equal_sha256() {
     assert_eq!(sha256_hex(&got), sha256_hex(&pattern(SIZE, 7)));
 
     // Chunked request, fed in 64 KiB pieces.
-    let (tx, body) = ChannelBody::new();
+    let (tx, body) = ChannelBody::pair();
     let req = Request::put(proxy.url("/Users/big"))
         .header("x-request-id", "big-chunked")
         .body(body)
@@ -478,7 +478,7 @@ async fn gated_upstream(first: &'static str) -> (Upstream, mpsc::Sender<()>) {
     let upstream = Upstream::start(move |_req: Request<Incoming>| {
         let release_rx = release_rx.clone();
         async move {
-            let (tx, body) = ChannelBody::new();
+            let (tx, body) = ChannelBody::pair();
             tokio::spawn(async move {
                 let _ = tx.send(Bytes::from_static(first.as_bytes())).await;
                 let _ = release_rx.lock().await.recv().await;
@@ -538,7 +538,7 @@ async fn request_body_streams_upstream_before_the_client_finishes() {
     })
     .await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
-    let (tx, body) = ChannelBody::new();
+    let (tx, body) = ChannelBody::pair();
     let req = Request::post(proxy.url("/Bulk")).body(body).unwrap();
     let pending = tokio::spawn(http1_client().request(req));
     tx.send(Bytes::from_static(b"{\"Operations\":["))

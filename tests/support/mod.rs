@@ -469,7 +469,7 @@ pub struct ChannelBody {
 }
 
 impl ChannelBody {
-    pub fn new() -> (mpsc::Sender<Bytes>, TestBody) {
+    pub fn pair() -> (mpsc::Sender<Bytes>, TestBody) {
         let (tx, rx) = mpsc::channel(4);
         (tx, ChannelBody { rx }.boxed())
     }
