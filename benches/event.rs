@@ -15,12 +15,26 @@ use scimtap::exchange::{BodyCapture, BodyEnd, ConnInfo, Exchange, RequestHead, R
 
 fn user_create() -> Exchange {
     let mut headers = HeaderMap::new();
-    headers.insert("authorization", HeaderValue::from_static("Bearer 0123456789abcdef0123456789abcdef"));
-    headers.insert("user-agent", HeaderValue::from_static("Okta SCIM Client 1.0.0"));
-    headers.insert("content-type", HeaderValue::from_static("application/scim+json; charset=utf-8"));
-    let body = Bytes::from_static(include_bytes!("../tests/peer/fixtures/okta_lifecycle.jsonl"));
+    headers.insert(
+        "authorization",
+        HeaderValue::from_static("Bearer 0123456789abcdef0123456789abcdef"),
+    );
+    headers.insert(
+        "user-agent",
+        HeaderValue::from_static("Okta SCIM Client 1.0.0"),
+    );
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/scim+json; charset=utf-8"),
+    );
+    let body = Bytes::from_static(include_bytes!(
+        "../tests/peer/fixtures/okta_lifecycle.jsonl"
+    ));
     let mut response_headers = HeaderMap::new();
-    response_headers.insert("content-type", HeaderValue::from_static("application/scim+json"));
+    response_headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/scim+json"),
+    );
     Exchange {
         request_id: "0192f1c2-7a4b-7c3d-9e8f-0123456789ab".to_owned(),
         started_at: SystemTime::now(),

@@ -227,12 +227,7 @@ impl Proxy {
             .map_err(|e| format!("cannot build the upstream URI: {e}"))
     }
 
-    fn rewrite_request_headers(
-        &self,
-        headers: &mut HeaderMap,
-        uri: &Uri,
-        conn: ConnInfo,
-    ) {
+    fn rewrite_request_headers(&self, headers: &mut HeaderMap, uri: &Uri, conn: ConnInfo) {
         strip_hop_by_hop(headers);
         if self.upstream.preserve_host {
             // HTTP/2 clients send the host as :authority, not as a Host header.

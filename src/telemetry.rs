@@ -106,12 +106,10 @@ impl Metrics {
             "Requests that failed on the upstream side, by kind",
             upstream_errors.clone(),
         );
-        let request_duration = Histogram::new(
-            [
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ],
-        );
+        let request_duration = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ]);
         registry.register_with_unit(
             "request_duration",
             "Time from request received to both bodies finished",

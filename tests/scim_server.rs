@@ -77,6 +77,12 @@ impl ScimServer {
     }
 }
 
+impl ScimServer {
+    fn log_path(&self) -> PathBuf {
+        self._dir.path().join("server.log")
+    }
+}
+
 impl Drop for ScimServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -241,4 +247,136 @@ async fn real_scim_server_behind_scimtap_yields_one_event_per_request() {
     assert!(!std::fs::read_to_string(&proxy.audit)
         .unwrap()
         .contains("idp-token-1"));
+}
+
+/// Replays a documented IdP lifecycle (tests/peer/fixtures) through scimtap with the peer
+/// scripts' `replay.py`, judged against the statuses scim2-server gave without a proxy: the
+/// proxy in the middle must reproduce them exactly, and write one event per request sent.
+async fn replay_matches_the_direct_baseline(fixture: &str) {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(ProxyConfig::new(format!(
+        "http://127.0.0.1:{}",
+        server.port
+    )));
+    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer");
+    let out = proxy.dir.path().join("replay.jsonl");
+    let result = Command::new(peer_venv().join("bin/python"))
+        .arg(format!("{peer}/replay.py"))
+        .arg(format!("http://{}/v2", proxy.addr))
+        .arg(format!("{peer}/fixtures/{fixture}.jsonl"))
+        .arg("--baseline")
+        .arg(format!(
+            "{peer}/fixtures/baseline/{fixture}.scim2-server.json"
+        ))
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "replay through scimtap differs from the direct baseline:\n{stdout}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let steps: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sent: Vec<&Value> = steps.iter().filter(|s| !s["status"].is_null()).collect();
+    assert!(sent.len() > 10, "{stdout}");
+    let events = proxy.wait_for_events(sent.len()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events_now = proxy.events();
+    assert_eq!(
+        events_now.len(),
+        sent.len(),
+        "one event per request sent, no more"
+    );
+    // Sequential replay: events are written in the order the requests were sent.
+    for (step, event) in sent.iter().zip(&events) {
+        assert_eq!(event["http"]["method"], step["method"], "{event}");
+        assert_eq!(event["http"]["status"], step["status"], "{event}");
+        let path = step["path"].as_str().unwrap().split('?').next().unwrap();
+        assert_eq!(event["http"]["path"], path, "{event}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn okta_lifecycle_through_scimtap_matches_the_direct_baseline() {
+    replay_matches_the_direct_baseline("okta_lifecycle").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entra_lifecycle_through_scimtap_matches_the_direct_baseline() {
+    replay_matches_the_direct_baseline("entra_lifecycle").await;
+}
+
+/// Runs scim2-tester and scim-sanity (tests/peer/run_conformance.sh) against `base_url`; returns
+/// summary.json.
+fn conformance(base_url: &str, server: &ScimServer, out: &std::path::Path) -> Value {
+    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer");
+    let result = Command::new("bash")
+        .arg(format!("{peer}/run_conformance.sh"))
+        .arg(base_url)
+        .arg(out)
+        .env("SCIM_SERVER_LOG", server.log_path())
+        .env("CONFORMANCE_SEED", "0")
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "conformance checkers failed to run:\n{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_checkers_see_the_same_server_through_scimtap_as_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let direct_server = ScimServer::start().await;
+    let direct = conformance(
+        &format!("http://127.0.0.1:{}/v2", direct_server.port),
+        &direct_server,
+        &dir.path().join("direct"),
+    );
+    let proxied_server = ScimServer::start().await;
+    let proxy = Proxy::start(ProxyConfig::new(format!(
+        "http://127.0.0.1:{}",
+        proxied_server.port
+    )));
+    let proxied = conformance(
+        &format!("http://{}/v2", proxy.addr),
+        &proxied_server,
+        &dir.path().join("proxied"),
+    );
+    let mut requests = 0;
+    for checker in ["scim2-tester", "scim-sanity"] {
+        let (d, p) = (&direct[checker], &proxied[checker]);
+        assert!(d.is_object(), "{checker} did not run directly: {direct}");
+        for key in [
+            "total",
+            "passed",
+            "failed",
+            "skipped",
+            "failed_checks",
+            "requests_sent",
+        ] {
+            assert_eq!(d[key], p[key], "{checker}.{key}: direct vs through scimtap");
+        }
+        assert_eq!(
+            p["requests_sent"], p["requests_seen_by_server"],
+            "{checker}: every request reached the server once"
+        );
+        requests += p["requests_sent"].as_u64().unwrap() as usize;
+    }
+    assert!(
+        requests > 500,
+        "the checkers ran for real: {requests} requests"
+    );
+    let events = proxy.wait_for_events(requests).await;
+    assert_eq!(events.len(), requests, "one event per checker request");
 }
