@@ -55,6 +55,7 @@ fn user_create() -> Exchange {
             chunks: vec![body],
             truncated: false,
             end: BodyEnd::Complete,
+            budget: None,
         },
         response: Some(ResponseRecord {
             status: StatusCode::CREATED,

@@ -128,10 +128,18 @@ struct RawCapture {
     /// says the body was truncated. Forwarding is never limited by this.
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: Spanned<u64>,
+    /// Bytes of captured bodies held in memory at once, across every exchange in flight or
+    /// waiting for the audit worker. Past it, captures are truncated (and counted), which
+    /// bounds memory under load or when a sink stalls.
+    #[serde(default = "default_max_pending_bytes")]
+    max_pending_bytes: Spanned<u64>,
 }
 
 fn default_max_body_bytes() -> Spanned<u64> {
     Spanned::new(0..0, 1024 * 1024)
+}
+fn default_max_pending_bytes() -> Spanned<u64> {
+    Spanned::new(0..0, 64 * 1024 * 1024)
 }
 
 /// `[audit]`: the hand-off between the request path and the audit pipeline.
@@ -305,6 +313,7 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {
     pub max_body_bytes: usize,
+    pub max_pending_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -728,18 +737,28 @@ impl RawConfig {
         let capture = match &self.capture {
             None => CaptureConfig {
                 max_body_bytes: *default_max_body_bytes().get_ref() as usize,
+                max_pending_bytes: *default_max_pending_bytes().get_ref() as usize,
             },
             Some(capture) => {
-                let max = &capture.get_ref().max_body_bytes;
-                if *max.get_ref() > 1 << 30 {
+                let raw = capture.get_ref();
+                let (body, pending) = (&raw.max_body_bytes, &raw.max_pending_bytes);
+                if *body.get_ref() > 1 << 30 {
                     c.at(
-                        max.span(),
+                        body.span(),
                         "capture.max_body_bytes",
                         "must be at most 1 GiB",
                     );
                 }
+                if *pending.get_ref() > 64 << 30 {
+                    c.at(
+                        pending.span(),
+                        "capture.max_pending_bytes",
+                        "must be at most 64 GiB",
+                    );
+                }
                 CaptureConfig {
-                    max_body_bytes: usize::try_from(*max.get_ref()).unwrap_or(usize::MAX),
+                    max_body_bytes: usize::try_from(*body.get_ref()).unwrap_or(usize::MAX),
+                    max_pending_bytes: usize::try_from(*pending.get_ref()).unwrap_or(usize::MAX),
                 }
             }
         };

@@ -7,6 +7,7 @@
 //! non-blocking send. Nothing here parses a body or waits on anything but an uncontended lock.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,8 +50,56 @@ pub enum BodyEnd {
     NotForwarded,
 }
 
-/// What was seen of one body: every byte counted, at most the capture limit kept.
+/// A process-wide cap on captured body bytes held in memory: exchanges waiting in the audit
+/// queues keep their captures, and without a cap 8192 queued exchanges of 1 MiB bodies would
+/// hold 16 GiB. Past the cap, captures are truncated (and counted), never forwarding.
 #[derive(Debug, Clone)]
+pub struct CaptureBudget(Arc<BudgetState>);
+
+#[derive(Debug)]
+struct BudgetState {
+    used: AtomicUsize,
+    max: usize,
+    exhausted: prometheus_client::metrics::counter::Counter,
+}
+
+impl CaptureBudget {
+    pub fn new(
+        max: usize,
+        exhausted: prometheus_client::metrics::counter::Counter,
+    ) -> CaptureBudget {
+        CaptureBudget(Arc::new(BudgetState {
+            used: AtomicUsize::new(0),
+            max,
+            exhausted,
+        }))
+    }
+
+    /// Takes `n` bytes from the budget, or nothing (and counts it) when they do not fit.
+    fn try_reserve(&self, n: usize) -> bool {
+        let state = &self.0;
+        let before = state.used.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > state.max {
+            state.used.fetch_sub(n, Ordering::Relaxed);
+            state.exhausted.inc();
+            false
+        } else {
+            true
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.0.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Relaxed)
+    }
+}
+
+/// What was seen of one body: every byte counted, at most the capture limit kept.
+#[derive(Debug)]
 pub struct BodyCapture {
     /// Kept frames, in order. Frames are reference-counted, so keeping one costs no copy.
     pub chunks: Vec<Bytes>,
@@ -61,6 +110,8 @@ pub struct BodyCapture {
     /// True when `total_bytes` exceeded the capture limit.
     pub truncated: bool,
     pub end: BodyEnd,
+    /// Where `captured_bytes` were reserved; given back when the capture is dropped.
+    pub budget: Option<CaptureBudget>,
 }
 
 impl BodyCapture {
@@ -71,6 +122,30 @@ impl BodyCapture {
             total_bytes: 0,
             truncated: false,
             end,
+            budget: None,
+        }
+    }
+
+    /// Keeps up to `limit` bytes in total, as far as the budget allows. Frames are
+    /// reference-counted, so keeping one is a clone of a pointer, not of the bytes.
+    pub fn record(&mut self, data: &Bytes, limit: usize) {
+        self.total_bytes += data.len() as u64;
+        if self.truncated || data.is_empty() {
+            return;
+        }
+        let room = limit.saturating_sub(self.captured_bytes);
+        let take = data.len().min(room);
+        let reserved = take > 0 && self.budget.as_ref().is_none_or(|b| b.try_reserve(take));
+        if reserved {
+            self.chunks.push(if take == data.len() {
+                data.clone()
+            } else {
+                data.slice(..take)
+            });
+            self.captured_bytes += take;
+        }
+        if !reserved || take < data.len() {
+            self.truncated = true;
         }
     }
 
@@ -86,6 +161,14 @@ impl BodyCapture {
                 }
                 buf.freeze()
             }
+        }
+    }
+}
+
+impl Drop for BodyCapture {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.captured_bytes);
         }
     }
 }

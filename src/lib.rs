@@ -119,9 +119,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .transpose()?;
     let (handoff, pipeline) =
         Pipeline::start(config.audit.queue_max_events, sink_handles, &metrics);
+    let capture = tee::CaptureLimits {
+        max_body_bytes: config.capture.max_body_bytes,
+        budget: exchange::CaptureBudget::new(
+            config.capture.max_pending_bytes,
+            metrics.capture_budget_exhausted.clone(),
+        ),
+    };
     let proxy = Arc::new(proxy::Proxy::new(
         config.upstream.clone(),
-        config.capture.max_body_bytes,
+        capture,
         handoff,
     )?);
 
@@ -213,13 +220,16 @@ impl Running {
         let mut clean = tokio::time::timeout(remaining(), self.pipeline.close())
             .await
             .is_ok();
-        let threads = self.sink_threads;
-        let joined = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                thread.join();
+        for thread in self.sink_threads {
+            let name = thread.name.clone();
+            if tokio::time::timeout(remaining(), thread.finished())
+                .await
+                .is_err()
+            {
+                tracing::error!(sink = %name, "Sink did not finish writing before the shutdown deadline.");
+                clean = false;
             }
-        });
-        clean &= tokio::time::timeout(remaining(), joined).await.is_ok();
+        }
         if let Some(admin) = self.admin {
             admin.abort();
         }

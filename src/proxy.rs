@@ -25,7 +25,7 @@ use crate::exchange::{
     ConnInfo, Failure, FailureSide, PendingExchange, RequestHead, ResponseOutcome,
 };
 use crate::pipeline::Handoff;
-use crate::tee::TeeBody;
+use crate::tee::{CaptureLimits, TeeBody};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -52,7 +52,7 @@ pub struct Proxy {
     client: UpstreamClient,
     upstream: UpstreamConfig,
     upstream_host: HeaderValue,
-    capture_limit: usize,
+    capture: CaptureLimits,
     handoff: Handoff,
 }
 
@@ -63,7 +63,7 @@ impl Proxy {
     /// [`ProxyBuildError`] when the TLS client configuration cannot be built.
     pub fn new(
         upstream: UpstreamConfig,
-        capture_limit: usize,
+        capture: CaptureLimits,
         handoff: Handoff,
     ) -> Result<Proxy, ProxyBuildError> {
         let mut roots = rustls::RootCertStore::empty();
@@ -97,7 +97,7 @@ impl Proxy {
             client,
             upstream,
             upstream_host,
-            capture_limit,
+            capture,
             handoff,
         })
     }
@@ -158,7 +158,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(
             parts,
-            TeeBody::request(body, pending.clone(), self.capture_limit),
+            TeeBody::request(body, pending.clone(), &self.capture),
         );
 
         let guard = AbandonGuard(Some(pending.clone()));
@@ -179,7 +179,7 @@ impl Proxy {
                     pending,
                     parts.status,
                     parts.headers.clone(),
-                    self.capture_limit,
+                    &self.capture,
                 );
                 Response::from_parts(parts, ProxyBody::Forwarded(body))
             }

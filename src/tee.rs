@@ -13,7 +13,16 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::exchange::{BodyCapture, BodyEnd, PendingExchange, ResponseOutcome, Side};
+use crate::exchange::{
+    BodyCapture, BodyEnd, CaptureBudget, PendingExchange, ResponseOutcome, Side,
+};
+
+/// How much of each body to keep: per body (`capture.max_body_bytes`) and in total.
+#[derive(Debug, Clone)]
+pub struct CaptureLimits {
+    pub max_body_bytes: usize,
+    pub budget: CaptureBudget,
+}
 
 /// Where a finished capture goes.
 enum Report {
@@ -33,21 +42,7 @@ struct Tap {
 
 impl Tap {
     fn record(&mut self, data: &Bytes) {
-        let c = &mut self.capture;
-        c.total_bytes += data.len() as u64;
-        let room = self.limit.saturating_sub(c.captured_bytes);
-        if data.len() <= room {
-            if !data.is_empty() {
-                c.chunks.push(data.clone());
-                c.captured_bytes += data.len();
-            }
-        } else {
-            if room > 0 {
-                c.chunks.push(data.slice(..room));
-                c.captured_bytes += room;
-            }
-            c.truncated = true;
-        }
+        self.capture.record(data, self.limit);
     }
 
     fn finish(self, end: BodyEnd) {
@@ -78,9 +73,9 @@ pub struct TeeBody<B: Body> {
 }
 
 impl<B: Body> TeeBody<B> {
-    /// Wraps a request body. `limit` is the number of bytes kept.
-    pub fn request(inner: B, pending: Arc<PendingExchange>, limit: usize) -> Self {
-        Self::new(inner, pending, Report::Request, limit)
+    /// Wraps a request body.
+    pub fn request(inner: B, pending: Arc<PendingExchange>, limits: &CaptureLimits) -> Self {
+        Self::new(inner, pending, Report::Request, limits)
     }
 
     /// Wraps a response body; `status` and `headers` are what the client receives.
@@ -89,19 +84,26 @@ impl<B: Body> TeeBody<B> {
         pending: Arc<PendingExchange>,
         status: StatusCode,
         headers: HeaderMap,
-        limit: usize,
+        limits: &CaptureLimits,
     ) -> Self {
-        Self::new(inner, pending, Report::Response { status, headers }, limit)
+        Self::new(inner, pending, Report::Response { status, headers }, limits)
     }
 
-    fn new(inner: B, pending: Arc<PendingExchange>, report: Report, limit: usize) -> Self {
+    fn new(
+        inner: B,
+        pending: Arc<PendingExchange>,
+        report: Report,
+        limits: &CaptureLimits,
+    ) -> Self {
+        let mut capture = BodyCapture::empty(BodyEnd::Complete);
+        capture.budget = Some(limits.budget.clone());
         TeeBody {
             inner,
             tap: Some(Tap {
                 pending,
                 report,
-                limit,
-                capture: BodyCapture::empty(BodyEnd::Complete),
+                limit: limits.max_body_bytes,
+                capture,
             }),
         }
     }

@@ -82,6 +82,7 @@ pub struct Metrics {
     pub handoff_dropped: Family<ReasonLabels, Counter>,
     pub handoff_queue_depth: Gauge<i64, AtomicI64Compat>,
     pub events_encoded: Counter,
+    pub capture_budget_exhausted: Counter,
     pub sink_written: Family<SinkLabels, Counter>,
     pub sink_dropped: Family<SinkReasonLabels, Counter>,
     pub sink_queue_depth: Family<SinkLabels, Gauge>,
@@ -152,6 +153,12 @@ impl Metrics {
             "Audit events built and serialized by the audit worker",
             events_encoded.clone(),
         );
+        let capture_budget_exhausted = Counter::default();
+        registry.register(
+            "capture_budget_exhausted",
+            "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)",
+            capture_budget_exhausted.clone(),
+        );
         let sink_written = Family::<SinkLabels, Counter>::default();
         registry.register(
             "sink_events_written",
@@ -187,6 +194,7 @@ impl Metrics {
             handoff_dropped,
             handoff_queue_depth,
             events_encoded,
+            capture_budget_exhausted,
             sink_written,
             sink_dropped,
             sink_queue_depth,

@@ -265,3 +265,34 @@ async fn unreadable_sink_path_stops_startup_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent-dir/audit.jsonl"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_stuck_in_a_write_cannot_hold_shutdown_past_its_deadline() {
+    let upstream = ok_upstream().await;
+    let mut proxy = Proxy::start_with(
+        ProxyConfig::new(upstream.url())
+            .shutdown_timeout_secs(1.0)
+            .sinks("[[sinks]]\ntype = \"stdout\"\n"),
+        Stdio::piped(),
+    );
+    // Enough events to fill the 64 KiB pipe nobody reads: the sink thread blocks in write(2).
+    drive(&proxy, 400, 4).await;
+    let started = Instant::now();
+    let code = proxy.stop();
+    let took = started.elapsed();
+    assert_eq!(
+        code,
+        1,
+        "unwritten events make a non-zero exit; log:\n{}",
+        proxy.log_tail()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?} with a 1 s deadline"
+    );
+    assert!(
+        proxy.log_tail().contains("shutdown deadline"),
+        "{}",
+        proxy.log_tail()
+    );
+}

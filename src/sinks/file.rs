@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::{join_lines, SinkError, SinkWriter};
+use super::{BatchError, SinkError, SinkWriter};
 use crate::config::FileSinkConfig;
 
 pub struct FileWriter {
@@ -68,33 +68,74 @@ impl FileWriter {
         Ok(())
     }
 
-    fn write_buf(&mut self) -> Result<(), SinkError> {
+    /// Writes `buf` (whole lines). On failure the file is cut back to the last
+    /// whole line that made it, so a tailer never sees a torn event and a retry of the
+    /// remaining lines duplicates nothing; returns how many lines are out.
+    fn write_buf(&mut self) -> Result<(), (usize, SinkError)> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&self.buf).map_err(SinkError::Write)?;
-        self.size += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
+        let start = self.size;
+        match self.file.write_all(&self.buf) {
+            Ok(()) => {
+                self.size += self.buf.len() as u64;
+                self.buf.clear();
+                Ok(())
+            }
+            Err(error) => {
+                let now = self.file.metadata().map_or(start, |m| m.len());
+                let landed = usize::try_from(now.saturating_sub(start)).unwrap_or(usize::MAX);
+                let (keep, whole) = whole_lines_prefix(&self.buf, landed);
+                if let Err(cut) = self.file.set_len(start + keep as u64) {
+                    tracing::error!(path = %self.path.display(), error = %cut, "Cannot cut a torn line from the audit file.");
+                }
+                self.size = start + keep as u64;
+                self.buf.clear();
+                Err((whole, SinkError::Write(error)))
+            }
+        }
+    }
+}
+
+/// Of the first `landed` bytes of `buf`, the prefix that ends at a line boundary: its length
+/// and the number of lines in it.
+fn whole_lines_prefix(buf: &[u8], landed: usize) -> (usize, usize) {
+    let landed = &buf[..landed.min(buf.len())];
+    match landed.iter().rposition(|&b| b == b'\n') {
+        Some(last) => (last + 1, landed.iter().filter(|&&b| b == b'\n').count()),
+        None => (0, 0),
     }
 }
 
 impl SinkWriter for FileWriter {
-    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), SinkError> {
-        if self.max_file_bytes == 0 {
-            join_lines(&mut self.buf, lines);
-            return self.write_buf();
-        }
+    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError> {
+        let mut done = 0;
+        let mut in_buf = 0;
         self.buf.clear();
         for line in lines {
             let would_be = self.size + (self.buf.len() + line.len()) as u64;
-            if would_be > self.max_file_bytes && self.size + self.buf.len() as u64 > 0 {
-                self.write_buf()?;
-                self.rotate()?;
+            if self.max_file_bytes > 0
+                && would_be > self.max_file_bytes
+                && self.size + self.buf.len() as u64 > 0
+            {
+                self.write_buf().map_err(|(whole, error)| BatchError {
+                    written: done + whole,
+                    error,
+                })?;
+                done += in_buf;
+                in_buf = 0;
+                self.rotate().map_err(|error| BatchError {
+                    written: done,
+                    error,
+                })?;
             }
             self.buf.extend_from_slice(line);
+            in_buf += 1;
         }
-        self.write_buf()
+        self.write_buf().map_err(|(whole, error)| BatchError {
+            written: done + whole,
+            error,
+        })
     }
 
     fn reopen(&mut self) -> Result<(), SinkError> {
@@ -153,6 +194,31 @@ mod tests {
             "{\"n\":0003}\n{\"n\":0004}\n{\"n\":0005}\n"
         );
         assert!(!w.rotated(3).exists());
+    }
+
+    #[test]
+    fn whole_lines_prefix_stops_at_the_last_complete_line() {
+        let buf = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        assert_eq!(whole_lines_prefix(buf, 0), (0, 0));
+        assert_eq!(whole_lines_prefix(buf, 5), (0, 0));
+        assert_eq!(whole_lines_prefix(buf, 8), (8, 1));
+        assert_eq!(whole_lines_prefix(buf, 12), (8, 1));
+        assert_eq!(whole_lines_prefix(buf, buf.len()), (buf.len(), 3));
+        assert_eq!(whole_lines_prefix(buf, 1000), (buf.len(), 3));
+    }
+
+    #[test]
+    fn a_failed_write_reports_no_lines_written() {
+        // /dev/full fails every write with ENOSPC, like a full disk.
+        let mut w = FileWriter::open(&FileSinkConfig {
+            path: PathBuf::from("/dev/full"),
+            max_file_bytes: 0,
+            keep_files: 1,
+        })
+        .unwrap();
+        let err = w.write_batch(&[line(1), line(2)]).unwrap_err();
+        assert_eq!(err.written, 0);
+        assert!(matches!(err.error, SinkError::Write(_)));
     }
 
     #[test]

@@ -11,13 +11,12 @@ mod stdout;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{SinkConfig, SinkKind, WhenFull};
 use crate::telemetry::{DropReason, Metrics, SinkLabels, SinkReasonLabels};
@@ -45,16 +44,23 @@ pub enum SinkError {
     Rotate(#[source] std::io::Error),
 }
 
+/// A batch that was only partly written: the first `written` lines are out, whole; the rest
+/// are not.
+#[derive(Debug)]
+pub struct BatchError {
+    pub written: usize,
+    pub error: SinkError,
+}
+
 /// The blocking writer behind one sink.
 pub trait SinkWriter: Send + 'static {
-    /// Writes whole lines, in order. A batch is written with as few writes as possible and a
-    /// line is never split between two writes, so a reader tailing the output never sees half
-    /// a line followed by another event.
+    /// Writes whole lines, in order, with as few write(2) calls as possible (one per batch
+    /// unless the file rotates in between).
     ///
     /// # Errors
-    /// [`SinkError::Write`] / [`SinkError::Rotate`]; the caller retries, then counts the batch
-    /// as dropped.
-    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), SinkError>;
+    /// [`BatchError`] saying how many leading lines were written whole; the caller retries
+    /// only the rest (so nothing is duplicated), then counts what is left as dropped.
+    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError>;
 
     /// Closes and reopens the output (after external log rotation, on SIGHUP, or after an
     /// error). The default does nothing.
@@ -90,17 +96,19 @@ pub struct SinkHandle {
     healthy: Arc<AtomicBool>,
 }
 
-/// Lets the owner wait for a sink thread to finish its last batch.
+/// Lets the owner wait for a sink thread to finish its last batch. Waiting is async and
+/// bounded by the caller: a thread stuck in a write (a pipe nobody reads) must not hold up
+/// shutdown past its deadline, so the thread is never joined.
 pub struct SinkThread {
     pub name: String,
-    handle: JoinHandle<()>,
+    done: oneshot::Receiver<()>,
 }
 
 impl SinkThread {
-    /// Waits (blocking) for the thread to drain its queue and exit.
-    pub fn join(self) {
-        if self.handle.join().is_err() {
-            tracing::error!(sink = %self.name, "Sink thread panicked.");
+    /// Resolves once the thread has drained its queue and written its last batch.
+    pub async fn finished(self) {
+        if self.done.await.is_err() {
+            tracing::error!(sink = %self.name, "Sink thread ended without finishing its queue.");
         }
     }
 }
@@ -165,6 +173,7 @@ pub fn start(
         })
     };
     let healthy = Arc::new(AtomicBool::new(true));
+    let (done_tx, done) = oneshot::channel();
     let worker = SinkWorker {
         name: config.name.clone(),
         writer,
@@ -176,9 +185,12 @@ pub fn start(
         queue_depth: metrics.sink_queue_depth.get_or_create_owned(&sink),
         healthy: healthy.clone(),
     };
-    let handle = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(format!("sink-{}", config.name))
-        .spawn(move || worker.run())
+        .spawn(move || {
+            worker.run();
+            let _ = done_tx.send(());
+        })
         .map_err(|source| SinkError::Open {
             path: format!("thread for sink {}", config.name),
             source,
@@ -195,7 +207,7 @@ pub fn start(
         },
         SinkThread {
             name: config.name.clone(),
-            handle,
+            done,
         },
     ))
 }
@@ -244,18 +256,25 @@ impl SinkWorker {
     }
 
     fn write_with_retries(&mut self, batch: &[Bytes]) {
+        let mut rest = batch;
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=WRITE_ATTEMPTS {
-            match self.writer.write_batch(batch) {
+            match self.writer.write_batch(rest) {
                 Ok(()) => {
-                    self.written.inc_by(batch.len() as u64);
+                    self.written.inc_by(rest.len() as u64);
                     self.healthy.store(true, Ordering::Relaxed);
                     return;
                 }
-                Err(error) => {
+                Err(BatchError { written, error }) => {
+                    let written = written.min(rest.len());
+                    self.written.inc_by(written as u64);
+                    rest = &rest[written..];
                     self.write_errors.inc();
                     self.healthy.store(false, Ordering::Relaxed);
                     tracing::error!(sink = %self.name, attempt, %error, "Sink write failed.");
+                    if rest.is_empty() {
+                        return;
+                    }
                     if attempt < WRITE_ATTEMPTS {
                         std::thread::sleep(backoff);
                         backoff *= 2;
@@ -266,10 +285,10 @@ impl SinkWorker {
                 }
             }
         }
-        self.dropped_write.inc_by(batch.len() as u64);
+        self.dropped_write.inc_by(rest.len() as u64);
         tracing::error!(
             sink = %self.name,
-            count = batch.len(),
+            count = rest.len(),
             reason = "write_error",
             "Audit events dropped."
         );

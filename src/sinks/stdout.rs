@@ -5,7 +5,7 @@ use std::io::Write;
 
 use bytes::Bytes;
 
-use super::{join_lines, SinkError, SinkWriter};
+use super::{join_lines, BatchError, SinkError, SinkWriter};
 
 pub struct StdoutWriter {
     buf: Vec<u8>,
@@ -26,10 +26,16 @@ impl Default for StdoutWriter {
 }
 
 impl SinkWriter for StdoutWriter {
-    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), SinkError> {
+    /// A failed write to a pipe cannot be taken back: the batch is reported unwritten (a
+    /// reader that went away gets nothing more anyway).
+    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError> {
         join_lines(&mut self.buf, lines);
         let mut out = std::io::stdout().lock();
-        out.write_all(&self.buf).map_err(SinkError::Write)?;
-        out.flush().map_err(SinkError::Write)
+        out.write_all(&self.buf)
+            .and_then(|()| out.flush())
+            .map_err(|e| BatchError {
+                written: 0,
+                error: SinkError::Write(e),
+            })
     }
 }

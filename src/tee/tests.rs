@@ -10,7 +10,8 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-use super::TeeBody;
+use super::{CaptureLimits, TeeBody};
+use crate::exchange::CaptureBudget;
 use crate::exchange::{BodyEnd, ConnInfo, Exchange, PendingExchange, RequestHead, ResponseOutcome};
 use crate::pipeline::Handoff;
 
@@ -69,6 +70,13 @@ fn pending() -> (std::sync::Arc<PendingExchange>, mpsc::Receiver<Exchange>) {
     (PendingExchange::new("r1".into(), conn, head, handoff), rx)
 }
 
+fn limits(max_body_bytes: usize) -> CaptureLimits {
+    CaptureLimits {
+        max_body_bytes,
+        budget: CaptureBudget::new(1 << 20, Default::default()),
+    }
+}
+
 /// Finishes the response side so the exchange is handed off after the request side reports.
 fn finish_response(p: &PendingExchange) {
     p.finish_response(ResponseOutcome::Generated {
@@ -82,7 +90,7 @@ fn finish_response(p: &PendingExchange) {
 async fn frames_pass_through_unchanged_and_are_captured() {
     let (p, mut rx) = pending();
     finish_response(&p);
-    let tee = TeeBody::request(Scripted::data(&["hello ", "world"]), p, 1024);
+    let tee = TeeBody::request(Scripted::data(&["hello ", "world"]), p, &limits(1024));
     let collected = tee.collect().await.unwrap().to_bytes();
     assert_eq!(collected, "hello world");
     let ex = rx.try_recv().expect("handed off once the body ended");
@@ -97,7 +105,7 @@ async fn frames_pass_through_unchanged_and_are_captured() {
 async fn capture_stops_at_the_limit_and_says_so() {
     let (p, mut rx) = pending();
     finish_response(&p);
-    let tee = TeeBody::request(Scripted::data(&["0123", "4567", "89"]), p, 6);
+    let tee = TeeBody::request(Scripted::data(&["0123", "4567", "89"]), p, &limits(6));
     let collected = tee.collect().await.unwrap().to_bytes();
     assert_eq!(collected, "0123456789", "forwarding is never limited");
     let ex = rx.try_recv().unwrap();
@@ -110,7 +118,7 @@ async fn capture_stops_at_the_limit_and_says_so() {
 async fn trailers_end_the_stream_normally() {
     let (p, mut rx) = pending();
     finish_response(&p);
-    let tee = TeeBody::request(Scripted::data(&["x"]).then_trailers(), p, 64);
+    let tee = TeeBody::request(Scripted::data(&["x"]).then_trailers(), p, &limits(64));
     let collected = tee.collect().await.unwrap();
     assert!(collected.trailers().is_some());
     assert_eq!(rx.try_recv().unwrap().request_body.end, BodyEnd::Complete);
@@ -120,7 +128,11 @@ async fn trailers_end_the_stream_normally() {
 async fn an_error_mid_stream_is_passed_on_and_recorded() {
     let (p, mut rx) = pending();
     finish_response(&p);
-    let mut tee = TeeBody::request(Scripted::data(&["part"]).then_error("reset by peer"), p, 64);
+    let mut tee = TeeBody::request(
+        Scripted::data(&["part"]).then_error("reset by peer"),
+        p,
+        &limits(64),
+    );
     assert!(tee.frame().await.unwrap().is_ok());
     assert_eq!(tee.frame().await.unwrap().unwrap_err(), "reset by peer");
     drop(tee);
@@ -137,7 +149,7 @@ async fn an_error_mid_stream_is_passed_on_and_recorded() {
 async fn dropped_early_is_cancelled() {
     let (p, mut rx) = pending();
     finish_response(&p);
-    let mut tee = TeeBody::request(Scripted::data(&["a", "b"]), p, 64);
+    let mut tee = TeeBody::request(Scripted::data(&["a", "b"]), p, &limits(64));
     assert!(tee.frame().await.is_some());
     drop(tee);
     let ex = rx.try_recv().unwrap();
@@ -149,14 +161,14 @@ async fn dropped_early_is_cancelled() {
 async fn an_empty_body_dropped_unpolled_is_complete() {
     let (p, mut rx) = pending();
     finish_response(&p);
-    drop(TeeBody::request(Scripted::data(&[]), p, 64));
+    drop(TeeBody::request(Scripted::data(&[]), p, &limits(64)));
     assert_eq!(rx.try_recv().unwrap().request_body.end, BodyEnd::Complete);
 }
 
 #[tokio::test]
 async fn nothing_is_handed_off_until_both_sides_finish() {
     let (p, mut rx) = pending();
-    let tee = TeeBody::request(Scripted::data(&["x"]), p.clone(), 64);
+    let tee = TeeBody::request(Scripted::data(&["x"]), p.clone(), &limits(64));
     tee.collect().await.unwrap();
     assert!(rx.try_recv().is_err(), "response side still open");
     let body = TeeBody::response(
@@ -164,11 +176,43 @@ async fn nothing_is_handed_off_until_both_sides_finish() {
         p,
         StatusCode::CREATED,
         HeaderMap::new(),
-        64,
+        &limits(64),
     );
     body.collect().await.unwrap();
     let ex = rx.try_recv().unwrap();
     let response = ex.response.unwrap();
     assert_eq!(response.status, StatusCode::CREATED);
     assert_eq!(response.body.to_bytes(), "{}");
+}
+
+#[tokio::test]
+async fn the_shared_budget_truncates_captures_and_is_given_back() {
+    let budget = CaptureBudget::new(5, Default::default());
+    let limits = CaptureLimits {
+        max_body_bytes: 100,
+        budget: budget.clone(),
+    };
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let tee = TeeBody::request(Scripted::data(&["abc", "defg", "h"]), p, &limits);
+    assert_eq!(
+        tee.collect().await.unwrap().to_bytes(),
+        "abcdefgh",
+        "forwarding is never limited"
+    );
+    let ex = rx.try_recv().unwrap();
+    assert_eq!(
+        ex.request_body.to_bytes(),
+        "abc",
+        "\"defg\" did not fit the budget of 5"
+    );
+    assert!(ex.request_body.truncated);
+    assert_eq!(ex.request_body.total_bytes, 8);
+    assert_eq!(budget.used(), 3);
+    drop(ex);
+    assert_eq!(
+        budget.used(),
+        0,
+        "dropping the exchange gives its bytes back"
+    );
 }

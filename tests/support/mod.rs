@@ -54,6 +54,7 @@ pub struct ProxyConfig {
     pub extra_upstream: String,
     pub extra_top: String,
     pub sinks: Option<String>,
+    pub shutdown_timeout_secs: f64,
 }
 
 impl ProxyConfig {
@@ -64,7 +65,12 @@ impl ProxyConfig {
             extra_upstream: String::new(),
             extra_top: String::new(),
             sinks: None,
+            shutdown_timeout_secs: 10.0,
         }
+    }
+    pub fn shutdown_timeout_secs(mut self, secs: f64) -> Self {
+        self.shutdown_timeout_secs = secs;
+        self
     }
     pub fn listen(mut self, extra: &str) -> Self {
         self.extra_listen.push_str(extra);
@@ -95,8 +101,8 @@ impl ProxyConfig {
             )
         });
         format!(
-            "shutdown_timeout_secs = 10\n{}\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n[upstream]\nurl = \"{}\"\n{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n{}",
-            self.extra_top, self.extra_listen, self.upstream_url, self.extra_upstream, sinks
+            "shutdown_timeout_secs = {}\n{}\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n[upstream]\nurl = \"{}\"\n{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n{}",
+            self.shutdown_timeout_secs, self.extra_top, self.extra_listen, self.upstream_url, self.extra_upstream, sinks
         )
     }
 }
