@@ -43,8 +43,10 @@ EOF
 SCIMTAP_PID=$!
 # Pass SIGTERM/SIGINT on, so scimtap drains and flushes before the SCIM server stops.
 trap 'kill -TERM "$SCIMTAP_PID" 2>/dev/null || true' TERM INT
+# `wait` returns early (>128) when a trapped signal arrives; wait again for scimtap's own
+# exit status once it has drained.
 status=0
 while kill -0 "$SCIMTAP_PID" 2>/dev/null; do
-  wait "$SCIMTAP_PID" || status=$?
+  if wait "$SCIMTAP_PID"; then status=0; else status=$?; fi
 done
 exit "$status"

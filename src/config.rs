@@ -88,10 +88,13 @@ struct RawUpstream {
     url: Option<Spanned<String>>,
     /// Extra PEM CA bundle trusted for an `https` upstream, on top of the standard web roots.
     ca_file: Option<Spanned<PathBuf>>,
-    /// Seconds to establish the TCP connection (and TLS) to the upstream; then 504.
+    /// Seconds to establish the TCP connection to the upstream (the TLS handshake counts
+    /// against `response_timeout_secs`); then 504 with failure kind `connect_timeout`.
     #[serde(default = "default_connect_timeout_secs")]
     connect_timeout_secs: Spanned<f64>,
-    /// Seconds from sending the request until the upstream's response head arrives; then 504.
+    /// Seconds from the start of forwarding (connecting, sending the head and streaming the
+    /// request body) until the upstream's response head arrives; then 504 with failure kind
+    /// `response_timeout`. A client that uploads slower than this also ends here.
     #[serde(default = "default_response_timeout_secs")]
     response_timeout_secs: Spanned<f64>,
     /// Forward the client's Host header instead of the upstream's authority.
@@ -168,7 +171,8 @@ enum RawSink {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStdoutSink {
-    /// Name used in metrics and logs; defaults to the type, suffixed by its position if repeated.
+    /// Name used in metrics and logs. Defaults to the type (`stdout`, `file`) when there is
+    /// one sink, and to `<type>-<index>` for every sink when there are several.
     name: Option<String>,
     #[serde(default)]
     when_full: WhenFull,
@@ -425,7 +429,13 @@ impl Config {
                     if let Err(ConfigError::Invalid { problems: more, .. }) =
                         raw.validate(&src, sinks, origin)
                     {
-                        problems.extend(more);
+                        // One problem per key: a key already reported (an unknown sink
+                        // type, then that sink's missing type) is not reported again.
+                        for p in more {
+                            if !problems.iter().any(|q: &Problem| q.key == p.key) {
+                                problems.push(p);
+                            }
+                        }
                     }
                     break;
                 }
@@ -439,7 +449,9 @@ impl Config {
                 }
                 Err(PassError::Field(p)) => {
                     let line = p.line;
-                    problems.push(p);
+                    if !problems.iter().any(|q| q.key == p.key) {
+                        problems.push(p);
+                    }
                     match line {
                         Some(line) => blank_entry(&mut src, line),
                         None => break,
@@ -518,6 +530,7 @@ fn error_key(path: &str, message: &str) -> String {
         .collect();
     let unknown = message
         .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("missing field `"))
         .and_then(|rest| rest.split('`').next());
     if let Some(field) = unknown {
         if segments.last() != Some(&field) {

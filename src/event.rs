@@ -173,7 +173,8 @@ fn credentials(headers: &HeaderMap) -> (Option<String>, Option<String>) {
     let text = text.trim();
     let (scheme, secret) = match text.split_once(' ') {
         Some((scheme, secret)) => (Some(scheme.to_ascii_lowercase()), secret.trim()),
-        None => (None, text),
+        // A lone word is a scheme without credentials (`Bearer`), not a token.
+        None => (Some(text.to_ascii_lowercase()), ""),
     };
     if secret.is_empty() {
         return (scheme, None);
@@ -287,6 +288,17 @@ mod tests {
         let text = v.to_string();
         assert!(!text.contains("s3cr3t"));
         assert!(!text.contains("session=abc"));
+    }
+
+    #[test]
+    fn a_scheme_without_credentials_has_no_fingerprint() {
+        let mut ex = exchange(Some(401));
+        ex.request
+            .headers
+            .insert(AUTHORIZATION, HeaderValue::from_static("Bearer"));
+        let v = json(&ex);
+        assert_eq!(v["client"]["auth_scheme"], "bearer");
+        assert!(v["client"]["token_fingerprint"].is_null());
     }
 
     #[test]

@@ -272,10 +272,11 @@ pub enum ResponseOutcome {
         headers: HeaderMap,
         body: BodyCapture,
     },
-    /// scimtap answered itself.
+    /// scimtap answered itself, with this (small) body.
     Generated {
         status: StatusCode,
         headers: HeaderMap,
+        body: Bytes,
         failure: Option<Failure>,
     },
     /// The client went away before any response head was sent.
@@ -361,12 +362,17 @@ impl PendingExchange {
                 ResponseOutcome::Generated {
                     status,
                     headers,
+                    body,
                     failure,
                 } => {
+                    let mut capture = BodyCapture::empty(BodyEnd::Complete);
+                    capture.total_bytes = body.len() as u64;
+                    capture.captured_bytes = body.len();
+                    capture.chunks.push(body);
                     state.response = Some(ResponseRecord {
                         status,
                         headers,
-                        body: BodyCapture::empty(BodyEnd::Complete),
+                        body: capture,
                         generated: true,
                     });
                     state.failure = failure;

@@ -2,8 +2,12 @@
 //!
 //! Two queues, deliberately. The hand-off queue protects the proxy: the request path only ever
 //! calls [`Handoff::submit`], a `try_send` that never waits; what does not fit is counted by
-//! reason. The per-sink queues keep one slow sink from starving another; each has its own
-//! `when_full` policy, and `block` there stalls only the audit worker, never a request.
+//! reason. Each sink has its own queue and `when_full` policy:
+//! - `drop_newest`: a sink that cannot keep up loses (and counts) its own events; the others
+//!   are not affected.
+//! - `block` (default): the audit worker waits for room, so one stalled sink holds back every
+//!   sink (as backpressure does in Vector) until the hand-off queue fills and further events
+//!   are dropped there and counted. Requests are never held back either way.
 
 use std::sync::Arc;
 
@@ -12,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::AuditEvent;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, FailureSide};
 use crate::sinks::SinkHandle;
 use crate::telemetry::{Metrics, ProxyMetrics};
 
@@ -29,11 +33,17 @@ struct HandoffShared {
 
 impl Handoff {
     /// Queues a finished exchange for the audit worker without waiting. Also records the
-    /// exchange's request metrics, so they count even when the event itself is dropped.
+    /// exchange's request metrics (the one place they are counted, from the same facts the
+    /// event reports), so they count even when the event itself is dropped.
     pub fn submit(&self, exchange: Exchange) {
         let m = &self.shared.metrics;
         m.count_status(exchange.response.as_ref().map(|r| r.status.as_u16()));
         m.request_duration.observe(exchange.duration.as_secs_f64());
+        if let Some(failure) = exchange.failure() {
+            if failure.side == FailureSide::Upstream {
+                m.count_upstream_error(failure.kind);
+            }
+        }
         match self.shared.tx.try_send(exchange) {
             Ok(()) => {
                 m.handoff_queue_depth.inc();

@@ -190,14 +190,10 @@ impl Proxy {
                 } else {
                     StatusCode::BAD_GATEWAY
                 };
-                self.handoff.metrics().count_upstream_error(failure.kind);
                 tracing::warn!(kind = failure.kind, error = %failure.detail, "Upstream request failed.");
                 generated(&pending, status, Some(failure))
             }
             Err(_elapsed) => {
-                self.handoff
-                    .metrics()
-                    .count_upstream_error("response_timeout");
                 let failure = Failure {
                     side: FailureSide::Upstream,
                     kind: "response_timeout",
@@ -423,6 +419,7 @@ fn generated(
         "detail": format!("scimtap: {detail}"),
     })
     .to_string();
+    let body = Bytes::from(body);
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -437,9 +434,10 @@ fn generated(
     pending.finish_response(ResponseOutcome::Generated {
         status,
         headers: headers.clone(),
+        body: body.clone(),
         failure,
     });
-    let mut response = Response::new(ProxyBody::Generated(Some(Bytes::from(body))));
+    let mut response = Response::new(ProxyBody::Generated(Some(body)));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response

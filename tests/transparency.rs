@@ -432,6 +432,10 @@ async fn upstream_down_gives_502_and_an_upstream_event() {
     assert_eq!(event["http"]["response_generated"], true);
     assert_eq!(event["failure"]["side"], "upstream");
     assert_eq!(event["failure"]["kind"], "connect_refused");
+    assert!(
+        event["http"]["response_bytes"].as_u64().unwrap() > 0,
+        "the SCIM error body is counted"
+    );
     assert_eq!(
         proxy
             .metric("scimtap_upstream_errors_total{kind=\"connect_refused\"}")
@@ -680,4 +684,51 @@ async fn upstream_base_path_is_prefixed_and_preserve_host_keeps_the_client_host(
     let seen = seen.lock().unwrap()[0].clone();
     assert_eq!(seen.uri, "/tenant-a/scim/v2/Users?startIndex=1&count=100");
     assert_eq!(seen.header("host"), Some("scim.customer.example"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_reset_mid_body_is_an_upstream_failure() {
+    // A raw upstream that promises 100 bytes, sends 10, and hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ncontent-length: 100\r\n\r\n{\"Resource")
+                .await;
+            drop(stream);
+        }
+    });
+    let proxy = Proxy::start(ProxyConfig::new(format!("http://{addr}")));
+    let resp = http1_client()
+        .request(
+            Request::get(proxy.url("/Users"))
+                .header("x-request-id", "reset-1")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the head was already forwarded"
+    );
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "the client sees the body break too"
+    );
+    let event = proxy.event_for("reset-1").await;
+    assert_eq!(event["outcome"], "failure");
+    assert_eq!(event["failure"]["side"], "upstream", "{event}");
+    assert_eq!(event["failure"]["kind"], "response_body_error");
+    assert_eq!(event["http"]["response_bytes"], 10);
+    assert_eq!(
+        proxy
+            .metric("scimtap_upstream_errors_total{kind=\"response_body_error\"}")
+            .await,
+        1.0
+    );
 }

@@ -110,6 +110,11 @@ type = "kafka"
     ] {
         assert!(keys.contains(&expected), "{expected} missing from {p:#?}");
     }
+    assert_eq!(
+        p.iter().filter(|p| p.key.starts_with("sinks[1]")).count(),
+        1,
+        "{p:#?}"
+    );
     let line_of = |key: &str| p.iter().find(|p| p.key == key).and_then(|p| p.line);
     assert_eq!(line_of("listen.adress"), Some(3));
     assert_eq!(line_of("upstream.response_timeout_secs"), Some(7));

@@ -93,6 +93,8 @@ pub struct SinkHandle {
     dropped_full: Counter,
     dropped_shutdown: Counter,
     dropped_encode: Counter,
+    queue_depth: Gauge,
+    capacity: usize,
     healthy: Arc<AtomicBool>,
 }
 
@@ -125,6 +127,14 @@ impl SinkHandle {
 
     /// Queues one encoded event per the sink's `when_full` policy.
     pub async fn enqueue(&self, line: Bytes) {
+        self.enqueue_inner(line).await;
+        // Updated here too, so the gauge moves while the sink thread is stuck in a write.
+        let depth = self.capacity.saturating_sub(self.tx.capacity());
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    async fn enqueue_inner(&self, line: Bytes) {
         match self.when_full {
             WhenFull::Block => {
                 if self.tx.send(line).await.is_err() {
@@ -203,6 +213,8 @@ pub fn start(
             dropped_full: dropped(DropReason::queue_full),
             dropped_shutdown: dropped(DropReason::shutdown),
             dropped_encode: dropped(DropReason::encode_error),
+            queue_depth: metrics.sink_queue_depth.get_or_create_owned(&sink),
+            capacity: config.max_events,
             healthy,
         },
         SinkThread {

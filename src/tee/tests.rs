@@ -82,6 +82,7 @@ fn finish_response(p: &PendingExchange) {
     p.finish_response(ResponseOutcome::Generated {
         status: StatusCode::OK,
         headers: HeaderMap::new(),
+        body: Bytes::new(),
         failure: None,
     });
 }
