@@ -47,6 +47,66 @@ struct RawConfig {
     /// positions toml gives us, and each sink's problems should be reported on their own.
     #[serde(default)]
     sinks: Option<Vec<Spanned<toml::Table>>>,
+    scim: Option<Spanned<RawScim>>,
+    #[serde(default)]
+    clients: Vec<Spanned<RawClient>>,
+    redact: Option<Spanned<RawRedact>>,
+    privacy: Option<Spanned<RawPrivacy>>,
+}
+
+/// `[scim]`: how to read the SCIM traffic.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScim {
+    /// Path where the SCIM endpoints start (`/scim/v2`). Optional: without it the endpoint is
+    /// found wherever it starts in the path.
+    base_path: Option<Spanned<String>>,
+    /// Custom resource types, besides those learned from `/ResourceTypes` responses.
+    #[serde(default)]
+    resource_types: Vec<Spanned<RawResourceType>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResourceType {
+    /// The type's name as events show it (`Device`).
+    name: String,
+    /// Its endpoint (`/Devices`).
+    endpoint: String,
+}
+
+/// `[[clients]]`: identity providers scimtap knows by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    /// Name in events (`client.name`), e.g. `okta-prod`.
+    name: String,
+    /// Hex SHA-256 of the bearer token this client sends (`printf %s "$TOKEN" | sha256sum`);
+    /// the token itself never goes into the configuration.
+    token_sha256: Option<Spanned<String>>,
+    /// The identity provider, for `client.idp` (`okta`, `entra`, ...).
+    idp: Option<String>,
+}
+
+/// `[redact]`: values that never leave scimtap, besides `password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedact {
+    /// Attribute names (any casing) whose values are never shown.
+    #[serde(default)]
+    attributes: Vec<String>,
+    /// Query parameters whose values are replaced in `http.query`, besides the built-in list.
+    #[serde(default)]
+    query_params: Vec<String>,
+}
+
+/// `[privacy]`: keyed pseudonymisation of personal data in events.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    /// File holding the secret HMAC key. When set, userName, emails, displayName and filter
+    /// literals appear as `hmac-sha256:<hex>` values.
+    hash_key_file: Option<Spanned<PathBuf>>,
 }
 
 fn default_shutdown_timeout_secs() -> Spanned<f64> {
@@ -136,6 +196,10 @@ struct RawCapture {
     /// bounds memory under load or when a sink stalls.
     #[serde(default = "default_max_pending_bytes")]
     max_pending_bytes: Spanned<u64>,
+    /// `"none"` (default) or `"redacted"`: add the redacted request and response bodies to
+    /// events.
+    #[serde(default)]
+    include_bodies: IncludeBodies,
 }
 
 fn default_max_body_bytes() -> Spanned<u64> {
@@ -262,6 +326,37 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub audit: AuditConfig,
     pub sinks: Vec<SinkConfig>,
+    pub scim: ScimConfig,
+}
+
+/// How events describe SCIM traffic: endpoints, clients, redaction and privacy.
+#[derive(Debug, Clone, Default)]
+pub struct ScimConfig {
+    pub base_path: Option<String>,
+    /// Custom resource types: lower-case endpoint segment → type name.
+    pub resource_types: Vec<(String, String)>,
+    pub clients: Vec<ClientConfig>,
+    pub redact_attributes: Vec<String>,
+    pub redact_query_params: Vec<String>,
+    /// The HMAC key for pseudonymisation. Never printed.
+    pub hash_key: Option<SecretKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub name: String,
+    pub token_sha256: Option<[u8; 32]>,
+    pub idp: Option<String>,
+}
+
+/// Key material read from a `*_file` option. Debug shows only its length.
+#[derive(Clone)]
+pub struct SecretKey(pub Vec<u8>);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(<{} bytes redacted>)", self.0.len())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -318,6 +413,18 @@ pub struct AdminConfig {
 pub struct CaptureConfig {
     pub max_body_bytes: usize,
     pub max_pending_bytes: usize,
+    pub include_bodies: IncludeBodies,
+}
+
+/// `capture.include_bodies`: whether events carry the bodies.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IncludeBodies {
+    /// No bodies in events (the default).
+    #[default]
+    None,
+    /// JSON bodies with every sensitive value replaced by `[REDACTED]`.
+    Redacted,
 }
 
 #[derive(Debug, Clone)]
@@ -751,6 +858,7 @@ impl RawConfig {
             None => CaptureConfig {
                 max_body_bytes: *default_max_body_bytes().get_ref() as usize,
                 max_pending_bytes: *default_max_pending_bytes().get_ref() as usize,
+                include_bodies: IncludeBodies::None,
             },
             Some(capture) => {
                 let raw = capture.get_ref();
@@ -772,6 +880,7 @@ impl RawConfig {
                 CaptureConfig {
                     max_body_bytes: usize::try_from(*body.get_ref()).unwrap_or(usize::MAX),
                     max_pending_bytes: usize::try_from(*pending.get_ref()).unwrap_or(usize::MAX),
+                    include_bodies: raw.include_bodies,
                 }
             }
         };
@@ -794,6 +903,7 @@ impl RawConfig {
             }
         };
         let sinks = validate_sinks(&mut c, sinks);
+        let scim = validate_scim(&mut c, &self);
 
         if let (Some(listen), Some(admin)) = (&listen, &admin) {
             if listen.address == admin.address && listen.address.port() != 0 {
@@ -811,6 +921,7 @@ impl RawConfig {
                 capture,
                 audit,
                 sinks,
+                scim,
             }),
             _ => Err(ConfigError::Invalid {
                 file: origin.to_owned(),
@@ -979,6 +1090,120 @@ fn validate_upstream(
         pool_idle_timeout,
         preserve_host: raw.preserve_host,
     })
+}
+
+fn validate_scim(c: &mut Checker<'_>, raw: &RawConfig) -> ScimConfig {
+    let mut out = ScimConfig::default();
+    if let Some(scim) = &raw.scim {
+        let scim = scim.get_ref();
+        if let Some(base) = &scim.base_path {
+            if !base.get_ref().starts_with('/') {
+                c.at(
+                    base.span(),
+                    "scim.base_path",
+                    "must start with `/` (e.g. \"/scim/v2\")",
+                );
+            }
+            out.base_path = Some(base.get_ref().trim_end_matches('/').to_owned());
+        }
+        for (i, rt) in scim.resource_types.iter().enumerate() {
+            let key = format!("scim.resource_types[{i}]");
+            let segment = rt.get_ref().endpoint.trim_matches('/').to_ascii_lowercase();
+            if segment.is_empty() || segment.contains('/') {
+                c.at(
+                    rt.span(),
+                    &format!("{key}.endpoint"),
+                    "must be one path segment such as \"/Devices\"",
+                );
+            } else if segment == "users" || segment == "groups" {
+                c.at(
+                    rt.span(),
+                    &format!("{key}.endpoint"),
+                    "Users and Groups are built in",
+                );
+            } else {
+                out.resource_types
+                    .push((segment, rt.get_ref().name.clone()));
+            }
+        }
+    }
+    for (i, client) in raw.clients.iter().enumerate() {
+        let key = format!("clients[{i}]");
+        let raw_client = client.get_ref();
+        let token_sha256 = raw_client.token_sha256.as_ref().and_then(|hex| {
+            let parsed = parse_sha256_hex(hex.get_ref());
+            if parsed.is_none() {
+                c.at(
+                    hex.span(),
+                    &format!("{key}.token_sha256"),
+                    "must be 64 hex digits: the SHA-256 of the token (printf %s \"$TOKEN\" | sha256sum)",
+                );
+            }
+            parsed
+        });
+        if raw_client.token_sha256.is_none() {
+            c.at(
+                client.span(),
+                &format!("{key}.token_sha256"),
+                "missing: a client is matched by its token's SHA-256",
+            );
+        }
+        if out
+            .clients
+            .iter()
+            .any(|o: &ClientConfig| o.name == raw_client.name)
+        {
+            c.at(
+                client.span(),
+                &format!("{key}.name"),
+                format!("duplicate client name `{}`", raw_client.name),
+            );
+        }
+        out.clients.push(ClientConfig {
+            name: raw_client.name.clone(),
+            token_sha256,
+            idp: raw_client.idp.clone(),
+        });
+    }
+    if let Some(redact) = &raw.redact {
+        out.redact_attributes = redact.get_ref().attributes.clone();
+        out.redact_query_params = redact.get_ref().query_params.clone();
+    }
+    if let Some(file) = raw
+        .privacy
+        .as_ref()
+        .and_then(|p| p.get_ref().hash_key_file.as_ref())
+    {
+        match std::fs::read(file.get_ref()) {
+            Ok(key) if key.iter().filter(|b| !b.is_ascii_whitespace()).count() >= 16 => {
+                let trimmed: Vec<u8> = key.trim_ascii().to_vec();
+                out.hash_key = Some(SecretKey(trimmed));
+            }
+            Ok(_) => c.at(
+                file.span(),
+                "privacy.hash_key_file",
+                format!("{} holds fewer than 16 bytes: use a long random key (e.g. openssl rand -hex 32)", file.get_ref().display()),
+            ),
+            Err(e) => c.at(
+                file.span(),
+                "privacy.hash_key_file",
+                format!("cannot read {}: {e}", file.get_ref().display()),
+            ),
+        }
+    }
+    out
+}
+
+fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<SinkConfig> {

@@ -1,25 +1,101 @@
-//! The audit event: one JSON object per exchange, built from a finished [`Exchange`].
+//! The audit event: one JSON object per exchange (per operation for a Bulk request), built
+//! from a finished [`Exchange`] and its SCIM classification.
 //!
-//! Field names are a public contract (see README, "Event reference"); bump
+//! Field names are a public contract (docs/events.md, docs/event.schema.json); bump
 //! [`SCHEMA_VERSION`] when one changes meaning. Credentials never enter an event: the bearer
-//! token is reduced to a short SHA-256 fingerprint, and no header value other than User-Agent,
-//! Content-Type and X-Request-Id is copied. Bodies are not copied into the event.
+//! token is reduced to a short SHA-256 fingerprint, no header value other than User-Agent,
+//! Content-Type and X-Request-Id is copied, sensitive query parameters are replaced, and bodies
+//! appear only when `capture.include_bodies = "redacted"`, with every sensitive value replaced.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::time::SystemTime;
 
-use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, USER_AGENT};
 use http::HeaderMap;
 use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::exchange::{Exchange, Failure, FailureSide};
+use crate::config::{ClientConfig, Config, IncludeBodies};
+use crate::exchange::{BodyCapture, Exchange, Failure, FailureSide};
+use crate::scim::{self, Body, Parts, Pseudonymizer, ScimContext, ScimInfo};
 
 /// Version of the event layout. Readers should branch on the major part.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// Hex digits of SHA-256 kept in `client.token_fingerprint` (64 bits: enough to tell clients
 /// apart, far too few to be useful for guessing the token).
 const FINGERPRINT_HEX_LEN: usize = 16;
+
+/// Query parameters whose values never appear in `http.query`.
+const SECRET_QUERY_PARAMS: &[&str] = &[
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "token",
+    "api_key",
+    "apikey",
+    "password",
+    "client_secret",
+    "secret",
+];
+
+/// Everything event building needs besides the exchange. Owned by the audit worker, which
+/// also teaches it custom resource types seen in `/ResourceTypes` responses.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    pub scim: ScimContext,
+    pub clients: Vec<ClientConfig>,
+    pub include_bodies: IncludeBodies,
+    secret_query_params: HashSet<String>,
+}
+
+impl EventContext {
+    pub fn from_config(config: &Config) -> EventContext {
+        let s = &config.scim;
+        let custom = s.resource_types.iter().cloned().collect();
+        let pseudonymizer = s.hash_key.as_ref().map(|k| Pseudonymizer::new(k.0.clone()));
+        let mut secret_query_params: HashSet<String> = SECRET_QUERY_PARAMS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
+        secret_query_params.extend(s.redact_query_params.iter().map(|p| p.to_ascii_lowercase()));
+        EventContext {
+            scim: ScimContext::new(
+                s.base_path.clone(),
+                custom,
+                &s.redact_attributes,
+                pseudonymizer,
+            ),
+            clients: s.clients.clone(),
+            include_bodies: config.capture.include_bodies,
+            secret_query_params,
+        }
+    }
+
+    /// Learns custom resource types from a successful `/ResourceTypes` response.
+    pub fn learn(&mut self, ex: &Exchange) {
+        let Some(response) = &ex.response else { return };
+        if response.status.as_u16() != 200
+            || !ex.request.method.as_str().eq_ignore_ascii_case("GET")
+        {
+            return;
+        }
+        let (path, _) = split_target(&ex.request.path_and_query);
+        let endpoint = scim::endpoint::locate(
+            path,
+            self.scim.base_path.as_deref(),
+            &self.scim.custom_types,
+        );
+        if endpoint != scim::Endpoint::Discovery(scim::Discovery::ResourceTypes) {
+            return;
+        }
+        if let Body::Json(v) = parse_body(&response.body, "response") {
+            self.scim.learn_resource_types(&v);
+        }
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct AuditEvent<'a> {
@@ -34,6 +110,7 @@ pub struct AuditEvent<'a> {
     pub outcome: Outcome,
     pub client: ClientInfo,
     pub http: HttpInfo<'a>,
+    pub scim: ScimInfo,
     pub failure: Option<FailureInfo>,
 }
 
@@ -44,7 +121,7 @@ pub enum Outcome {
     Failure,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ClientInfo {
     /// The peer IP of the connection.
     pub address: String,
@@ -55,14 +132,19 @@ pub struct ClientInfo {
     pub auth_scheme: Option<String>,
     /// First 16 hex digits of SHA-256 over the credentials after the scheme.
     pub token_fingerprint: Option<String>,
+    /// The configured `[[clients]]` entry whose token this is.
+    pub name: Option<String>,
+    /// The identity provider: from the matched client, else recognised from the User-Agent.
+    pub idp: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HttpInfo<'a> {
     pub version: &'static str,
     pub method: &'a str,
     pub path: &'a str,
-    pub query: Option<&'a str>,
+    /// The raw query, with the values of secret parameters (`access_token`, ...) replaced.
+    pub query: Option<Cow<'a, str>>,
     /// Status sent to the client; null when none was.
     pub status: Option<u16>,
     /// Body bytes received from the client and forwarded.
@@ -71,14 +153,20 @@ pub struct HttpInfo<'a> {
     pub response_bytes: u64,
     pub request_content_type: Option<String>,
     pub response_content_type: Option<String>,
-    /// The capture kept only the first `capture.max_body_bytes` of the body.
+    /// The capture kept only part of the body (`capture.max_body_bytes` or
+    /// `capture.max_pending_bytes`).
     pub request_body_truncated: bool,
     pub response_body_truncated: bool,
     /// True when scimtap answered itself (502, 504, a refused request).
     pub response_generated: bool,
+    /// With `capture.include_bodies = "redacted"`: the request body, sensitive values replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FailureInfo {
     pub side: FailureSide,
     pub kind: &'static str,
@@ -95,65 +183,220 @@ impl From<Failure> for FailureInfo {
     }
 }
 
-impl<'a> AuditEvent<'a> {
-    pub fn from_exchange(ex: &'a Exchange) -> AuditEvent<'a> {
-        let (path, query) = match ex.request.path_and_query.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (ex.request.path_and_query.as_str(), None),
-        };
-        let failure = ex.failure();
-        let status = ex.response.as_ref().map(|r| r.status.as_u16());
-        let outcome = match (status, &failure) {
-            (Some(s), None) if s < 400 => Outcome::Success,
-            _ => Outcome::Failure,
-        };
-        let (auth_scheme, token_fingerprint) = credentials(&ex.request.headers);
-        AuditEvent {
-            schema_version: SCHEMA_VERSION,
-            event_id: uuid::Uuid::now_v7().to_string(),
-            timestamp: rfc3339_millis(ex.started_at),
-            duration_ms: (ex.duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-            request_id: &ex.request_id,
-            outcome,
-            client: ClientInfo {
-                address: ex.conn.peer.ip().to_string(),
-                port: ex.conn.peer.port(),
-                tls: ex.conn.tls,
-                user_agent: header_text(&ex.request.headers, USER_AGENT),
-                auth_scheme,
-                token_fingerprint,
-            },
-            http: HttpInfo {
-                version: version_str(ex.request.version),
-                method: ex.request.method.as_str(),
-                path,
-                query,
-                status,
-                request_bytes: ex.request_body.total_bytes,
-                response_bytes: ex.response.as_ref().map_or(0, |r| r.body.total_bytes),
-                request_content_type: header_text(&ex.request.headers, CONTENT_TYPE),
-                response_content_type: ex
-                    .response
-                    .as_ref()
-                    .and_then(|r| header_text(&r.headers, CONTENT_TYPE)),
-                request_body_truncated: ex.request_body.truncated,
-                response_body_truncated: ex.response.as_ref().is_some_and(|r| r.body.truncated),
-                response_generated: ex.response.as_ref().is_some_and(|r| r.generated),
-            },
-            failure: failure.map(FailureInfo::from),
-        }
-    }
+/// The events of one exchange: one, or one per operation of a Bulk request.
+pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a>> {
+    let (path, query) = split_target(&ex.request.path_and_query);
+    let failure = ex.failure();
+    let status = ex.response.as_ref().map(|r| r.status.as_u16());
+    let envelope_ok = matches!((status, &failure), (Some(s), None) if s < 400);
 
+    let request_body = parse_body(&ex.request_body, "request");
+    let response_body = match &ex.response {
+        Some(r)
+            if wants_response_body(
+                ex.request.method.as_str(),
+                path,
+                r.status.as_u16(),
+                &ctx.scim,
+            ) =>
+        {
+            parse_body(&r.body, "response")
+        }
+        _ => Body::Absent,
+    };
+    let location = ex
+        .response
+        .as_ref()
+        .and_then(|r| r.headers.get(LOCATION))
+        .and_then(|v| v.to_str().ok());
+    let parts = Parts {
+        method: ex.request.method.as_str(),
+        path,
+        query,
+        request: &request_body,
+        status,
+        response: &response_body,
+        location,
+    };
+    let infos = scim::classify(&parts, &ctx.scim);
+
+    let (auth_scheme, token_digest) = credentials(&ex.request.headers);
+    let user_agent = header_text(&ex.request.headers, USER_AGENT);
+    let client_entry = token_digest.as_ref().and_then(|d| {
+        ctx.clients
+            .iter()
+            .find(|c| c.token_sha256.as_ref() == Some(d))
+    });
+    let client = ClientInfo {
+        address: ex.conn.peer.ip().to_string(),
+        port: ex.conn.peer.port(),
+        tls: ex.conn.tls,
+        auth_scheme,
+        token_fingerprint: token_digest
+            .as_ref()
+            .map(|d| hex_prefix(d, FINGERPRINT_HEX_LEN)),
+        name: client_entry.map(|c| c.name.clone()),
+        idp: client_entry.and_then(|c| c.idp.clone()).or_else(|| {
+            user_agent
+                .as_deref()
+                .and_then(idp_from_user_agent)
+                .map(str::to_owned)
+        }),
+        user_agent,
+    };
+    let (shown_request, shown_response) = match ctx.include_bodies {
+        IncludeBodies::None => (None, None),
+        IncludeBodies::Redacted => (
+            shown_body(&request_body, &ctx.scim),
+            shown_body(&parse_body_any(ex), &ctx.scim),
+        ),
+    };
+    let http = HttpInfo {
+        version: version_str(ex.request.version),
+        method: ex.request.method.as_str(),
+        path,
+        query: query.map(|q| redact_query(q, &ctx.secret_query_params)),
+        status,
+        request_bytes: ex.request_body.total_bytes,
+        response_bytes: ex.response.as_ref().map_or(0, |r| r.body.total_bytes),
+        request_content_type: header_text(&ex.request.headers, CONTENT_TYPE),
+        response_content_type: ex
+            .response
+            .as_ref()
+            .and_then(|r| header_text(&r.headers, CONTENT_TYPE)),
+        request_body_truncated: ex.request_body.truncated,
+        response_body_truncated: ex.response.as_ref().is_some_and(|r| r.body.truncated),
+        response_generated: ex.response.as_ref().is_some_and(|r| r.generated),
+        request_body: shown_request,
+        response_body: shown_response,
+    };
+    let timestamp = rfc3339_millis(ex.started_at);
+    let duration_ms = (ex.duration.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    let failure = failure.map(FailureInfo::from);
+
+    infos
+        .into_iter()
+        .map(|scim| {
+            // A Bulk operation succeeded when the exchange did and its own entry says so.
+            let ok = match scim.bulk.as_ref().and_then(|b| b.status) {
+                Some(op_status) => envelope_ok && op_status < 400,
+                None if scim.bulk.is_some() => false,
+                None => envelope_ok,
+            };
+            AuditEvent {
+                schema_version: SCHEMA_VERSION,
+                event_id: uuid::Uuid::now_v7().to_string(),
+                timestamp: timestamp.clone(),
+                duration_ms,
+                request_id: &ex.request_id,
+                outcome: if ok {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                },
+                client: client.clone(),
+                http: http.clone(),
+                scim,
+                failure: failure.clone(),
+            }
+        })
+        .collect()
+}
+
+impl AuditEvent<'_> {
     /// The event as one JSON line, newline included.
     ///
     /// # Errors
     /// Only if serialization fails, which the types above do not allow in practice.
     pub fn to_json_line(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut line = Vec::with_capacity(768);
+        let mut line = Vec::with_capacity(1024);
         serde_json::to_writer(&mut line, self)?;
         line.push(b'\n');
         Ok(line)
     }
+}
+
+fn split_target(path_and_query: &str) -> (&str, Option<&str>) {
+    match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    }
+}
+
+fn parse_body(capture: &BodyCapture, side: &str) -> Body {
+    Body::parse(
+        &capture.to_bytes(),
+        capture.total_bytes,
+        capture.truncated,
+        side,
+    )
+}
+
+fn parse_body_any(ex: &Exchange) -> Body {
+    ex.response
+        .as_ref()
+        .map_or(Body::Absent, |r| parse_body(&r.body, "response"))
+}
+
+/// Whether classification needs the response body: errors, writes (the created id, the
+/// resource's names), reads of one resource, Bulk and ResourceTypes; not lists and searches,
+/// which can be large and name no single target.
+fn wants_response_body(method: &str, path: &str, status: u16, ctx: &ScimContext) -> bool {
+    if status >= 400 || !method.eq_ignore_ascii_case("GET") {
+        return !path.ends_with(".search");
+    }
+    matches!(
+        scim::endpoint::locate(path, ctx.base_path.as_deref(), &ctx.custom_types),
+        scim::Endpoint::Resource { id: Some(_), .. } | scim::Endpoint::Me
+    )
+}
+
+/// A body for `capture.include_bodies = "redacted"`.
+fn shown_body(body: &Body, ctx: &ScimContext) -> Option<Value> {
+    match body {
+        Body::Absent => None,
+        Body::Json(v) => Some(scim::redact_json(v, ctx)),
+        Body::Invalid(why) => Some(Value::String(format!("[not shown: {why}]"))),
+    }
+}
+
+/// The query with the values of secret parameters replaced by `REDACTED`.
+fn redact_query<'q>(query: &'q str, secret: &HashSet<String>) -> Cow<'q, str> {
+    let is_secret = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or(pair);
+        secret.contains(&scim::endpoint::percent_decode_with(name, true).to_ascii_lowercase())
+    };
+    if !query.split('&').any(is_secret) {
+        return Cow::Borrowed(query);
+    }
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            if is_secret(pair) {
+                format!("{}=REDACTED", pair.split('=').next().unwrap_or(pair))
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    Cow::Owned(pairs.join("&"))
+}
+
+/// Identity providers recognised by their User-Agent. Okta's is documented
+/// (`Okta SCIM Client 1.0.0`); the others are best effort.
+fn idp_from_user_agent(user_agent: &str) -> Option<&'static str> {
+    let ua = user_agent.to_ascii_lowercase();
+    [
+        ("okta", "okta"),
+        ("azure", "entra"),
+        ("microsoft", "entra"),
+        ("onelogin", "onelogin"),
+        ("jumpcloud", "jumpcloud"),
+        ("google", "google"),
+    ]
+    .into_iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, idp)| idp)
 }
 
 fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> Option<String> {
@@ -162,14 +405,13 @@ fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> Option<St
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-/// `(scheme, fingerprint)` of the Authorization header; the credentials themselves never leave
-/// this function.
-fn credentials(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+/// `(scheme, SHA-256 of the credentials)` of the Authorization header; the credentials
+/// themselves never leave this function.
+fn credentials(headers: &HeaderMap) -> (Option<String>, Option<[u8; 32]>) {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return (None, None);
     };
-    let raw = value.as_bytes();
-    let text = String::from_utf8_lossy(raw);
+    let text = String::from_utf8_lossy(value.as_bytes());
     let text = text.trim();
     let (scheme, secret) = match text.split_once(' ') {
         Some((scheme, secret)) => (Some(scheme.to_ascii_lowercase()), secret.trim()),
@@ -179,16 +421,21 @@ fn credentials(headers: &HeaderMap) -> (Option<String>, Option<String>) {
     if secret.is_empty() {
         return (scheme, None);
     }
-    (scheme, Some(fingerprint(secret.as_bytes())))
+    (scheme, Some(Sha256::digest(secret.as_bytes()).into()))
 }
 
-/// Short hex SHA-256 of `secret`.
+/// Short hex SHA-256 of `secret`, as in `client.token_fingerprint`.
 pub fn fingerprint(secret: &[u8]) -> String {
-    let digest = Sha256::digest(secret);
-    let mut out = String::with_capacity(FINGERPRINT_HEX_LEN);
-    for byte in digest.iter().take(FINGERPRINT_HEX_LEN / 2) {
+    let digest: [u8; 32] = Sha256::digest(secret).into();
+    hex_prefix(&digest, FINGERPRINT_HEX_LEN)
+}
+
+fn hex_prefix(bytes: &[u8], digits: usize) -> String {
+    let mut out = String::with_capacity(digits);
+    for byte in bytes.iter().take(digits.div_ceil(2)) {
         out.push_str(&format!("{byte:02x}"));
     }
+    out.truncate(digits);
     out
 }
 
@@ -254,7 +501,9 @@ mod tests {
     }
 
     fn json(ex: &Exchange) -> serde_json::Value {
-        let line = AuditEvent::from_exchange(ex).to_json_line().unwrap();
+        let events = events_for(ex, &EventContext::default());
+        assert_eq!(events.len(), 1);
+        let line = events[0].to_json_line().unwrap();
         assert_eq!(line.last(), Some(&b'\n'));
         serde_json::from_slice(&line).unwrap()
     }

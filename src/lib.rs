@@ -14,7 +14,8 @@
 //! | tee       | [`tee`]       | pass each frame through, keep a capped copy, report once |
 //! | hand-off  | [`exchange`]  | both sides done → [`exchange::Exchange`] → non-blocking send |
 //! | audit     | [`pipeline`]  | hand-off queue → worker → one bounded queue per sink |
-//! | event     | [`event`]     | the JSON audit event built from an exchange |
+//! | classify  | [`scim`]      | SCIM meaning: operation, resource, target, actions, result |
+//! | event     | [`event`]     | the JSON audit event(s) built from an exchange |
 //! | sinks     | [`sinks`]     | stdout, rotating file; dedicated threads, drops counted |
 //! | telemetry | [`telemetry`] | stderr logs and every Prometheus metric |
 //! | admin     | [`admin`]     | `/healthz`, `/readyz`, `/metrics` |
@@ -32,6 +33,7 @@ pub mod exchange;
 pub mod listener;
 pub mod pipeline;
 pub mod proxy;
+pub mod scim;
 pub mod sinks;
 pub mod tee;
 pub mod telemetry;
@@ -117,8 +119,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .as_ref()
         .map(listener::tls_acceptor)
         .transpose()?;
-    let (handoff, pipeline) =
-        Pipeline::start(config.audit.queue_max_events, sink_handles, &metrics);
+    let events = event::EventContext::from_config(&config);
+    let (handoff, pipeline) = Pipeline::start(
+        config.audit.queue_max_events,
+        events,
+        sink_handles,
+        &metrics,
+    );
     let capture = tee::CaptureLimits {
         max_body_bytes: config.capture.max_body_bytes,
         budget: exchange::CaptureBudget::new(

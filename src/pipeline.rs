@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::event::AuditEvent;
+use crate::event::{events_for, EventContext};
 use crate::exchange::{Exchange, FailureSide};
 use crate::sinks::SinkHandle;
 use crate::telemetry::{Metrics, ProxyMetrics};
@@ -93,6 +93,7 @@ impl Pipeline {
     /// Starts the audit worker feeding `sinks`. Returns the hand-off for the proxy.
     pub fn start(
         queue_max_events: usize,
+        events: EventContext,
         sinks: Vec<SinkHandle>,
         metrics: &Arc<Metrics>,
     ) -> (Handoff, Pipeline) {
@@ -102,6 +103,7 @@ impl Pipeline {
         let worker = tokio::spawn(run_worker(
             rx,
             close_rx,
+            events,
             sinks,
             proxy_metrics.clone(),
             metrics.clone(),
@@ -128,6 +130,7 @@ impl Pipeline {
 async fn run_worker(
     mut rx: mpsc::Receiver<Exchange>,
     mut close: watch::Receiver<bool>,
+    mut events: EventContext,
     sinks: Vec<SinkHandle>,
     proxy_metrics: ProxyMetrics,
     metrics: Arc<Metrics>,
@@ -150,19 +153,22 @@ async fn run_worker(
         };
         let Some(exchange) = exchange else { break };
         proxy_metrics.handoff_queue_depth.dec();
-        let line = match AuditEvent::from_exchange(&exchange).to_json_line() {
-            Ok(line) => Bytes::from(line),
-            Err(error) => {
-                tracing::error!(%error, request_id = %exchange.request_id, "Cannot encode audit event.");
-                for sink in &sinks {
-                    sink.count_encode_error();
+        events.learn(&exchange);
+        for event in events_for(&exchange, &events) {
+            let line = match event.to_json_line() {
+                Ok(line) => Bytes::from(line),
+                Err(error) => {
+                    tracing::error!(%error, request_id = %exchange.request_id, "Cannot encode audit event.");
+                    for sink in &sinks {
+                        sink.count_encode_error();
+                    }
+                    continue;
                 }
-                continue;
+            };
+            metrics.events_encoded.inc();
+            for sink in &sinks {
+                sink.enqueue(line.clone()).await;
             }
-        };
-        metrics.events_encoded.inc();
-        for sink in &sinks {
-            sink.enqueue(line.clone()).await;
         }
     }
     tracing::debug!("Audit worker finished.");

@@ -1,0 +1,679 @@
+//! SCIM meaning of an exchange: which endpoint, which operation on which resource, what it asked
+//! to happen to identities, to whom, and with what result.
+//!
+//! [`classify`] is a pure function of the finished exchange (request and response) and a
+//! [`ScimContext`]; it does no I/O, keeps no state, and never panics whatever the input: what
+//! cannot be parsed is reported in `parse_error` and everything else known is kept. Actions
+//! describe the request's intent; the event's `outcome` says whether it happened.
+
+pub mod endpoint;
+mod patch;
+mod privacy;
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use endpoint::{CustomTypes, Discovery, Endpoint};
+pub use privacy::Pseudonymizer;
+
+/// What classification needs besides the exchange: configuration and learned resource types.
+#[derive(Debug, Clone, Default)]
+pub struct ScimContext {
+    /// `scim.base_path`: where the SCIM endpoints start, when known.
+    pub base_path: Option<String>,
+    /// Custom resource types by lower-case endpoint segment.
+    pub custom_types: CustomTypes,
+    /// Lower-case attribute names whose values never leave scimtap (`password` and
+    /// `redact.attributes`).
+    pub sensitive: HashSet<String>,
+    /// Keyed pseudonymisation of userName, emails, displayName and filter literals.
+    pub pseudonymizer: Option<Pseudonymizer>,
+}
+
+impl ScimContext {
+    pub fn new(
+        base_path: Option<String>,
+        custom_types: CustomTypes,
+        redact: &[String],
+        pseudonymizer: Option<Pseudonymizer>,
+    ) -> Self {
+        let mut sensitive: HashSet<String> =
+            redact.iter().map(|a| a.to_ascii_lowercase()).collect();
+        sensitive.insert("password".to_owned());
+        ScimContext {
+            base_path,
+            custom_types,
+            sensitive,
+            pseudonymizer,
+        }
+    }
+
+    fn is_sensitive(&self, attribute: &str) -> bool {
+        self.sensitive.contains(attribute)
+    }
+
+    /// Learns custom resource types from a `/ResourceTypes` response body.
+    pub fn learn_resource_types(&mut self, body: &Value) {
+        let resources: Vec<&Value> = match get_ci(body, "Resources").and_then(Value::as_array) {
+            Some(list) => list.iter().collect(),
+            None => vec![body],
+        };
+        for r in resources {
+            let (Some(name), Some(endpoint)) = (
+                get_ci(r, "name").and_then(Value::as_str),
+                get_ci(r, "endpoint").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let segment = endpoint.trim_matches('/').to_ascii_lowercase();
+            if segment.is_empty()
+                || segment.contains('/')
+                || segment == "users"
+                || segment == "groups"
+            {
+                continue;
+            }
+            self.custom_types
+                .entry(segment)
+                .or_insert_with(|| name.to_owned());
+        }
+    }
+}
+
+/// The SCIM operation, from endpoint and method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Create,
+    Replace,
+    Patch,
+    Delete,
+    Read,
+    List,
+    Search,
+    Bulk,
+    Discovery,
+}
+
+/// The `scim` object of an event.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ScimInfo {
+    /// `Users`, `Groups`, `Me`, `Bulk`, `search` (root `.search`), `ServiceProviderConfig`,
+    /// `ResourceTypes`, `Schemas`, `custom`, or null when the path is not a SCIM endpoint.
+    pub endpoint: Option<&'static str>,
+    pub operation: Option<Operation>,
+    /// `User`, `Group`, a custom type's name, or null.
+    pub resource_type: Option<String>,
+    pub target: Target,
+    /// What the request asked to happen to identities; empty for reads.
+    pub actions: Vec<String>,
+    pub changes: Changes,
+    /// The filter of a list or search request (literals pseudonymised when configured).
+    pub filter: Option<String>,
+    /// Set on each event of a Bulk request.
+    pub bulk: Option<BulkRef>,
+    /// The SCIM error the service answered with, if any.
+    pub error: Option<ScimError>,
+    /// Why something could not be parsed; everything else known is still reported.
+    pub parse_error: Option<String>,
+    /// Caveats about the classification (e.g. a rename scimtap cannot verify without state).
+    pub note: Option<String>,
+}
+
+/// Who the operation was done to.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Target {
+    pub id: Option<String>,
+    pub external_id: Option<String>,
+    pub user_name: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// What the request touches.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Changes {
+    /// Attribute paths the request touches, as written (without values).
+    pub attributes: Vec<String>,
+    /// PATCH operations: op lower-cased, path, and the value where it is not sensitive.
+    pub patch_ops: Vec<PatchOpInfo>,
+    pub members_added: Vec<String>,
+    pub members_removed: Vec<String>,
+    /// The full new member list of a replace; `[]` for an emptied group; null when the
+    /// request did not replace the members.
+    pub members_replaced: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PatchOpInfo {
+    pub op: String,
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
+
+/// Where an event sits in a Bulk request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BulkRef {
+    /// 0-based position in the BulkRequest's `Operations`.
+    pub index: usize,
+    pub bulk_id: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// The status of the matching BulkResponse entry.
+    pub status: Option<u16>,
+}
+
+/// A SCIM error response (RFC 7644 §3.12).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ScimError {
+    pub status: Option<String>,
+    pub scim_type: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A body as classification sees it.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// No body, or an empty one.
+    Absent,
+    Json(Value),
+    /// Present but unusable: the reason.
+    Invalid(String),
+}
+
+impl Body {
+    /// Parses captured bytes. `truncated` captures are not parsed: half a JSON document would
+    /// mislead.
+    pub fn parse(bytes: &[u8], total: u64, truncated: bool, side: &str) -> Body {
+        if total == 0 || (bytes.is_empty() && !truncated) {
+            return Body::Absent;
+        }
+        if truncated {
+            return Body::Invalid(format!(
+                "{side} body not classified: only the first {} of {total} bytes were captured (capture.max_body_bytes or capture.max_pending_bytes)",
+                bytes.len()
+            ));
+        }
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Body::Absent;
+        }
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => Body::Json(v),
+            Err(e) => {
+                let hint = if bytes.first() == Some(&b'<') {
+                    " (looks like HTML)"
+                } else {
+                    ""
+                };
+                Body::Invalid(format!("{side} body is not JSON{hint}: {e}"))
+            }
+        }
+    }
+
+    fn json(&self) -> Option<&Value> {
+        match self {
+            Body::Json(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// One request (or one Bulk operation) to classify.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    pub method: &'a str,
+    /// Raw path without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub request: &'a Body,
+    pub status: Option<u16>,
+    pub response: &'a Body,
+    /// The response's Location header.
+    pub location: Option<&'a str>,
+}
+
+/// Classifies one exchange. A Bulk request yields one [`ScimInfo`] per operation inside it
+/// (with `bulk` set); anything else yields exactly one.
+pub fn classify(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
+    let endpoint = endpoint::locate(parts.path, ctx.base_path.as_deref(), &ctx.custom_types);
+    if endpoint == Endpoint::Bulk && parts.method.eq_ignore_ascii_case("POST") {
+        return classify_bulk(parts, ctx);
+    }
+    vec![classify_one(parts, &endpoint, ctx)]
+}
+
+fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> ScimInfo {
+    let method = parts.method.to_ascii_uppercase();
+    let mut info = ScimInfo {
+        endpoint: endpoint.name(),
+        ..ScimInfo::default()
+    };
+    let (resource_type, id, search) = match endpoint {
+        Endpoint::Resource {
+            resource_type,
+            id,
+            search,
+        } => (Some(resource_type.clone()), id.clone(), *search),
+        Endpoint::Me => (Some("User".to_owned()), None, false),
+        _ => (None, None, false),
+    };
+    info.resource_type = resource_type.clone();
+    info.operation = match (endpoint, method.as_str()) {
+        (Endpoint::Resource { search: true, .. } | Endpoint::RootSearch, "POST") => {
+            Some(Operation::Search)
+        }
+        (Endpoint::Resource { id: None, .. }, "GET") => Some(Operation::List),
+        (Endpoint::Resource { id: None, .. } | Endpoint::Me, "POST") => Some(Operation::Create),
+        (Endpoint::Resource { id: Some(_), .. } | Endpoint::Me, "GET") => Some(Operation::Read),
+        (Endpoint::Resource { id: Some(_), .. } | Endpoint::Me, "PUT") => Some(Operation::Replace),
+        (Endpoint::Resource { id: Some(_), .. } | Endpoint::Me, "PATCH") => Some(Operation::Patch),
+        (Endpoint::Resource { id: Some(_), .. } | Endpoint::Me, "DELETE") => {
+            Some(Operation::Delete)
+        }
+        (Endpoint::Bulk, "POST") => Some(Operation::Bulk),
+        (Endpoint::Discovery(_), "GET") => Some(Operation::Discovery),
+        _ => None,
+    };
+    let _ = search;
+
+    let needs_request = matches!(
+        info.operation,
+        Some(Operation::Create | Operation::Replace | Operation::Patch | Operation::Search)
+    );
+    if needs_request {
+        if let Body::Invalid(why) = parts.request {
+            info.parse_error = Some(why.clone());
+        }
+    }
+    let request = parts.request.json();
+
+    // Actions and changes: what the request asked for.
+    if let (Some(rt), Some(op)) = (&resource_type, info.operation) {
+        let prefix = action_prefix(rt);
+        match op {
+            Operation::Create => {
+                info.actions.push(format!("{prefix}.create"));
+                if let Some(body) = request {
+                    info.changes.attributes = body_attributes(body);
+                    if rt == "Group" {
+                        let members = get_ci(body, "members")
+                            .map(patch::member_ids)
+                            .unwrap_or_default();
+                        if !members.is_empty() {
+                            info.actions.push("group.members.add".to_owned());
+                            info.changes.members_added = members;
+                        }
+                    }
+                }
+            }
+            Operation::Replace => {
+                if let Some(body) = request {
+                    info.changes.attributes = body_attributes(body);
+                    match rt.as_str() {
+                        "User" => {
+                            let active = get_ci(body, "active").and_then(patch::as_bool);
+                            // A PUT with active true cannot be told from a routine profile
+                            // update without the prior state (Okta sends it in every PUT).
+                            info.actions.push(if active == Some(false) {
+                                "user.deactivate".to_owned()
+                            } else {
+                                "user.update".to_owned()
+                            });
+                        }
+                        "Group" => {
+                            info.actions.push("group.update".to_owned());
+                            if let Some(members) = get_ci(body, "members") {
+                                info.actions.push("group.members.replace".to_owned());
+                                info.changes.members_replaced = Some(patch::member_ids(members));
+                            }
+                        }
+                        _ => info.actions.push(format!("{prefix}.update")),
+                    }
+                } else {
+                    info.actions.push(format!("{prefix}.update"));
+                }
+            }
+            Operation::Patch => match request {
+                Some(body) => {
+                    let analysis = patch::analyze(body, rt, ctx);
+                    info.actions = analysis.actions;
+                    info.changes = analysis.changes;
+                    info.note = analysis.note;
+                    if let Some(why) = analysis.parse_error {
+                        info.parse_error.get_or_insert(why);
+                    }
+                    if info.actions.is_empty() {
+                        info.actions.push(format!("{prefix}.update"));
+                    }
+                }
+                None => info.actions.push(format!("{prefix}.update")),
+            },
+            Operation::Delete => info.actions.push(format!("{prefix}.delete")),
+            _ => {}
+        }
+    }
+
+    // Filter of a list or search.
+    info.filter = match info.operation {
+        Some(Operation::List) => parts.query.and_then(|q| query_param(q, "filter")),
+        Some(Operation::Search) => request
+            .and_then(|b| get_ci(b, "filter"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    }
+    .map(|f| match &ctx.pseudonymizer {
+        Some(p) => p.filter(&f),
+        None => f,
+    });
+
+    // Target: path first, then request body, then response body.
+    info.target.id = id;
+    let response = parts.response.json();
+    let single_resource =
+        |v: &&Value| get_ci(v, "Resources").is_none() && get_ci(v, "Operations").is_none();
+    let response_resource = response
+        .filter(single_resource)
+        .filter(|_| parts.status.is_some_and(|s| s < 300));
+    let request_resource =
+        request.filter(|_| matches!(info.operation, Some(Operation::Create | Operation::Replace)));
+    if info.target.id.is_none() && info.operation == Some(Operation::Create) {
+        info.target.id = response_resource
+            .and_then(|r| get_ci(r, "id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| parts.location.and_then(location_id));
+    }
+    if resource_type.is_some()
+        && !matches!(
+            info.operation,
+            Some(Operation::List | Operation::Search) | None
+        )
+    {
+        let patched = (info.operation == Some(Operation::Patch))
+            .then(|| request.map(patch::patched_values))
+            .flatten();
+        let pick = |key: &str| {
+            request_resource
+                .and_then(|r| get_ci(r, key))
+                .or_else(|| {
+                    patched
+                        .as_ref()
+                        .and_then(|m| m.get(&key.to_ascii_lowercase()))
+                })
+                .or_else(|| response_resource.and_then(|r| get_ci(r, key)))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        info.target.external_id = pick("externalId");
+        info.target.user_name = pick("userName");
+        info.target.display_name = pick("displayName");
+        if let Some(p) = &ctx.pseudonymizer {
+            info.target.user_name = info.target.user_name.map(|v| p.hash(&v));
+            info.target.display_name = info.target.display_name.map(|v| p.hash(&v));
+        }
+    }
+
+    // Result: the SCIM error the service answered with.
+    if parts.status.is_some_and(|s| s >= 400) {
+        match parts.response {
+            Body::Json(v) => info.error = scim_error(v),
+            Body::Invalid(why) => {
+                info.parse_error.get_or_insert_with(|| why.clone());
+            }
+            Body::Absent => {}
+        }
+    } else if let (Body::Invalid(why), true) = (
+        parts.response,
+        info.operation == Some(Operation::Create) && info.target.id.is_none(),
+    ) {
+        info.parse_error.get_or_insert_with(|| why.clone());
+    }
+    info
+}
+
+fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
+    let envelope = || ScimInfo {
+        endpoint: Some("Bulk"),
+        operation: Some(Operation::Bulk),
+        ..ScimInfo::default()
+    };
+    let request_ops = match parts.request {
+        Body::Json(v) => match get_ci(v, "Operations").and_then(Value::as_array) {
+            Some(ops) if !ops.is_empty() => ops,
+            Some(_) => {
+                let mut info = envelope();
+                info.note = Some("BulkRequest without operations".to_owned());
+                return vec![info];
+            }
+            None => {
+                let mut info = envelope();
+                info.parse_error = Some("BulkRequest has no Operations array".to_owned());
+                return vec![info];
+            }
+        },
+        Body::Invalid(why) => {
+            let mut info = envelope();
+            info.parse_error = Some(why.clone());
+            return vec![info];
+        }
+        Body::Absent => {
+            let mut info = envelope();
+            info.parse_error = Some("BulkRequest has no body".to_owned());
+            return vec![info];
+        }
+    };
+    let response_ops: &[Value] = parts
+        .response
+        .json()
+        .and_then(|v| get_ci(v, "Operations"))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+    let envelope_error = match (parts.status, parts.response) {
+        (Some(s), Body::Json(v)) if s >= 400 => scim_error(v),
+        _ => None,
+    };
+
+    request_ops
+        .iter()
+        .enumerate()
+        .map(|(index, op)| {
+            let method = get_ci(op, "method").and_then(Value::as_str).unwrap_or("");
+            let path = get_ci(op, "path").and_then(Value::as_str).unwrap_or("");
+            let bulk_id = get_ci(op, "bulkId")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let entry = bulk_id
+                .as_deref()
+                .and_then(|id| {
+                    response_ops
+                        .iter()
+                        .find(|e| get_ci(e, "bulkId").and_then(Value::as_str) == Some(id))
+                })
+                .or_else(|| {
+                    response_ops.get(index).filter(|e| {
+                        let m = get_ci(e, "method").and_then(Value::as_str);
+                        m.is_none_or(|m| m.eq_ignore_ascii_case(method))
+                    })
+                });
+            let status = entry
+                .and_then(|e| get_ci(e, "status"))
+                .and_then(bulk_status);
+            let request_body = get_ci(op, "data").map_or(Body::Absent, |d| Body::Json(d.clone()));
+            let response_body = entry
+                .and_then(|e| get_ci(e, "response"))
+                .map_or(Body::Absent, |r| Body::Json(r.clone()));
+            let location = entry
+                .and_then(|e| get_ci(e, "location"))
+                .and_then(Value::as_str);
+            let (op_path, op_query) = match path.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (path, None),
+            };
+            let sub = Parts {
+                method,
+                path: op_path,
+                query: op_query,
+                request: &request_body,
+                status,
+                response: &response_body,
+                location,
+            };
+            // Paths inside a BulkRequest are relative to the SCIM base, never to scimtap's.
+            let endpoint = endpoint::locate(op_path, None, &ctx.custom_types);
+            let mut info = classify_one(&sub, &endpoint, ctx);
+            if info.error.is_none() {
+                info.error = envelope_error.clone();
+            }
+            if entry.is_none() && parts.status.is_some_and(|s| s < 400) && !response_ops.is_empty()
+            {
+                info.note.get_or_insert_with(|| {
+                    "no matching BulkResponse entry (not attempted after failOnErrors?)".to_owned()
+                });
+            }
+            if let Body::Invalid(why) = parts.response {
+                info.parse_error.get_or_insert_with(|| why.clone());
+            }
+            info.bulk = Some(BulkRef {
+                index,
+                bulk_id,
+                method: (!method.is_empty()).then(|| method.to_ascii_uppercase()),
+                path: (!path.is_empty()).then(|| path.to_owned()),
+                status,
+            });
+            info
+        })
+        .collect()
+}
+
+/// A copy of a JSON body safe to put in an event: the value of every sensitive attribute
+/// (`password`, `redact.attributes`) replaced by `[REDACTED]` wherever it sits (top level,
+/// nested, PATCH `path`/`value` pairs, value objects, Bulk `data`), and, with
+/// pseudonymisation on, userName, emails and displayName hashed.
+pub fn redact_json(value: &Value, ctx: &ScimContext) -> Value {
+    match value {
+        Value::Object(object) => {
+            let patch_path_sensitive = get_ci(value, "path")
+                .and_then(Value::as_str)
+                .map(patch::base_attribute)
+                .is_some_and(|a| ctx.is_sensitive(&a));
+            let patch_path_pii = get_ci(value, "path")
+                .and_then(Value::as_str)
+                .map(patch::base_attribute)
+                .is_some_and(|a| patch::is_pii(&a));
+            let mut out = Map::new();
+            for (k, v) in object {
+                let attribute = patch::base_attribute(k);
+                let is_patch_value = k.eq_ignore_ascii_case("value");
+                let shown =
+                    if ctx.is_sensitive(&attribute) || (is_patch_value && patch_path_sensitive) {
+                        Value::String(patch::REDACTED.to_owned())
+                    } else if let (Some(p), true) = (
+                        &ctx.pseudonymizer,
+                        patch::is_pii(&attribute) || (is_patch_value && patch_path_pii),
+                    ) {
+                        hash_strings(v, p)
+                    } else {
+                        redact_json(v, ctx)
+                    };
+                out.insert(k.clone(), shown);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| redact_json(v, ctx)).collect()),
+        other => other.clone(),
+    }
+}
+
+fn hash_strings(value: &Value, p: &Pseudonymizer) -> Value {
+    match value {
+        Value::String(s) => Value::String(p.hash(s)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| hash_strings(v, p)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), hash_strings(v, p)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn action_prefix(resource_type: &str) -> String {
+    match resource_type {
+        "User" => "user".to_owned(),
+        "Group" => "group".to_owned(),
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+/// Top-level attribute names a POST or PUT body carries (not `schemas`, `meta`, `id`).
+fn body_attributes(body: &Value) -> Vec<String> {
+    body.as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| !matches!(k.to_ascii_lowercase().as_str(), "schemas" | "meta" | "id"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Object member by name, case-insensitively (SCIM attribute names are case-insensitive).
+pub(crate) fn get_ci<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+    let object: &Map<String, Value> = value.as_object()?;
+    object.get(key).or_else(|| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+/// A SCIM error body: `status` may be a string or a number.
+fn scim_error(v: &Value) -> Option<ScimError> {
+    let text = |key: &str| get_ci(v, key).and_then(Value::as_str).map(str::to_owned);
+    let status = get_ci(v, "status").and_then(|s| match s {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let error = ScimError {
+        status,
+        scim_type: text("scimType"),
+        detail: text("detail"),
+    };
+    (error.status.is_some() || error.scim_type.is_some() || error.detail.is_some()).then_some(error)
+}
+
+/// BulkResponse `status`: "201", 201, or (older drafts) `{"code": "201"}`.
+fn bulk_status(v: &Value) -> Option<u16> {
+    match v {
+        Value::String(s) => s.trim().get(..3).and_then(|c| c.parse().ok()),
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Value::Object(_) => get_ci(v, "code").and_then(bulk_status),
+        _ => None,
+    }
+}
+
+/// The last path segment of a Location URL: the new resource's id.
+fn location_id(location: &str) -> Option<String> {
+    let path = location.split(['?', '#']).next()?;
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    (!last.is_empty()).then(|| endpoint::percent_decode(last))
+}
+
+/// The decoded value of `name` in a query string.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        endpoint::percent_decode_with(k, true)
+            .eq_ignore_ascii_case(name)
+            .then(|| endpoint::percent_decode_with(v, true))
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,376 @@
+//! PATCH (RFC 7644 §3.5.2) as identity providers really send it: `op` in any casing, paths
+//! plain, dotted, filtered (`members[value eq "id"]`) or URN-qualified, path-less operations
+//! whose value object holds the attributes (Okta's deactivate, Entra's multi-attribute replace),
+//! and booleans sent as strings (`"False"`).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::{get_ci, Changes, PatchOpInfo, ScimContext};
+
+/// What a PATCH asked for.
+#[derive(Debug, Default)]
+pub(super) struct PatchAnalysis {
+    pub actions: Vec<String>,
+    pub changes: Changes,
+    pub note: Option<String>,
+    pub parse_error: Option<String>,
+}
+
+impl PatchAnalysis {
+    fn act(&mut self, action: String) {
+        if !self.actions.contains(&action) {
+            self.actions.push(action);
+        }
+    }
+}
+
+pub(super) fn analyze(body: &Value, resource_type: &str, ctx: &ScimContext) -> PatchAnalysis {
+    let mut out = PatchAnalysis::default();
+    let prefix = super::action_prefix(resource_type);
+    let Some(ops) = get_ci(body, "Operations").and_then(Value::as_array) else {
+        out.parse_error = Some("PatchOp has no Operations array".to_owned());
+        return out;
+    };
+    let mut renamed_by_value_object = false;
+    for op in ops {
+        let name = get_ci(op, "op")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let path = get_ci(op, "path").and_then(Value::as_str);
+        let value = get_ci(op, "value");
+        match path {
+            Some(path) => {
+                out.changes.attributes.push(path.to_owned());
+                let attribute = base_attribute(path);
+                apply(
+                    &mut out,
+                    &prefix,
+                    resource_type,
+                    &name,
+                    &attribute,
+                    Some(path),
+                    value,
+                );
+                out.changes.patch_ops.push(PatchOpInfo {
+                    op: name.clone(),
+                    path: Some(path.to_owned()),
+                    value: value.and_then(|v| shown_value(&attribute, v, ctx)),
+                });
+            }
+            None => {
+                let Some(object) = value.and_then(Value::as_object) else {
+                    if name != "remove" {
+                        out.parse_error.get_or_insert_with(|| {
+                            format!("PATCH `{name}` without a path needs an object value")
+                        });
+                    }
+                    out.changes.patch_ops.push(PatchOpInfo {
+                        op: name.clone(),
+                        path: None,
+                        value: None,
+                    });
+                    continue;
+                };
+                for (key, v) in object {
+                    let attribute = base_attribute(key);
+                    if matches!(attribute.as_str(), "id" | "schemas" | "meta") {
+                        continue;
+                    }
+                    out.changes.attributes.push(key.clone());
+                    if resource_type == "Group" && attribute == "displayname" {
+                        renamed_by_value_object = true;
+                    }
+                    apply(
+                        &mut out,
+                        &prefix,
+                        resource_type,
+                        &name,
+                        &attribute,
+                        None,
+                        Some(v),
+                    );
+                }
+                out.changes.patch_ops.push(PatchOpInfo {
+                    op: name.clone(),
+                    path: None,
+                    value: shown_object(object, ctx),
+                });
+            }
+        }
+    }
+    if renamed_by_value_object {
+        out.note = Some(
+            "group.rename: a displayName replace was requested; scimtap keeps no state, so it cannot tell whether the name actually changed (Okta resends the name on membership updates)"
+                .to_owned(),
+        );
+    }
+    out
+}
+
+/// The effect of one (op, attribute, value).
+fn apply(
+    out: &mut PatchAnalysis,
+    prefix: &str,
+    resource_type: &str,
+    op: &str,
+    attribute: &str,
+    path: Option<&str>,
+    value: Option<&Value>,
+) {
+    match (resource_type, attribute) {
+        ("Group", "members") => {
+            let filtered = path.map(filter_values).unwrap_or_default();
+            let listed = value.map(member_ids).unwrap_or_default();
+            match op {
+                "add" => {
+                    out.act("group.members.add".to_owned());
+                    out.changes.members_added.extend(listed);
+                }
+                "remove" if !filtered.is_empty() || !listed.is_empty() => {
+                    out.act("group.members.remove".to_owned());
+                    out.changes.members_removed.extend(filtered);
+                    out.changes.members_removed.extend(listed);
+                }
+                "remove" => {
+                    // `remove` of `members` without a filter or value empties the group.
+                    out.act("group.members.replace".to_owned());
+                    out.changes.members_replaced = Some(Vec::new());
+                }
+                "replace" if filtered.is_empty() => {
+                    out.act("group.members.replace".to_owned());
+                    out.changes.members_replaced = Some(listed);
+                }
+                _ => out.act("group.members.update".to_owned()),
+            }
+        }
+        ("User", "active") if op != "remove" => match value.and_then(as_bool) {
+            Some(false) => out.act("user.deactivate".to_owned()),
+            Some(true) => out.act("user.reactivate".to_owned()),
+            None => out.act("user.update".to_owned()),
+        },
+        ("Group", "displayname") if op != "remove" => out.act("group.rename".to_owned()),
+        _ => out.act(format!("{prefix}.update")),
+    }
+}
+
+/// `urn:…:User:emails[type eq "work"].value` → `emails`; `name.givenName` → `name`; lower case.
+pub(super) fn base_attribute(path: &str) -> String {
+    let before_filter = path.split('[').next().unwrap_or(path);
+    let without_urn = if before_filter
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+    {
+        match before_filter.rfind(':') {
+            Some(i) => &path[i + 1..],
+            None => path,
+        }
+    } else {
+        path
+    };
+    let end = without_urn.find(['[', '.']).unwrap_or(without_urn.len());
+    without_urn[..end].trim().to_ascii_lowercase()
+}
+
+/// Quoted literals compared with `value eq` in a value filter: `members[value eq "a"]` → `a`.
+fn filter_values(path: &str) -> Vec<String> {
+    let Some(start) = path.find('[') else {
+        return Vec::new();
+    };
+    let filter = &path[start + 1..];
+    let mut out = Vec::new();
+    let mut rest = filter;
+    while let Some(q) = rest.find('"') {
+        let before = rest[..q].trim_end().to_ascii_lowercase();
+        let after = &rest[q + 1..];
+        let mut literal = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        literal.push(escaped);
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => literal.push(c),
+            }
+        }
+        let words: Vec<&str> = before.split_whitespace().collect();
+        if let [.., attr, op] = words.as_slice() {
+            if op == &"eq" && attr.trim_start_matches(['(', '[']) == "value" {
+                out.push(literal);
+            }
+        }
+        rest = &after[end.min(after.len())..];
+    }
+    out
+}
+
+/// Member ids from a members value: `[{"value": "id"}]`, `[{"value": "id", "$ref": null}]`,
+/// `["id"]` or a single object.
+pub(super) fn member_ids(value: &Value) -> Vec<String> {
+    let one = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(_) => get_ci(v, "value")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
+    match value {
+        Value::Array(items) => items.iter().filter_map(one).collect(),
+        other => one(other).into_iter().collect(),
+    }
+}
+
+/// `true`, `false`, or a string of either in any casing.
+pub(super) fn as_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// New values of identifying attributes set by a PATCH (`userName`, `displayName`,
+/// `externalId`), keyed by lower-case name.
+pub(super) fn patched_values(body: &Value) -> HashMap<String, Value> {
+    let mut out = HashMap::new();
+    let Some(ops) = get_ci(body, "Operations").and_then(Value::as_array) else {
+        return out;
+    };
+    for op in ops {
+        let name = get_ci(op, "op")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if name == "remove" {
+            continue;
+        }
+        let value = get_ci(op, "value");
+        match (get_ci(op, "path").and_then(Value::as_str), value) {
+            (Some(path), Some(v)) if v.is_string() && !path.contains(['[', '.']) => {
+                out.insert(base_attribute(path), v.clone());
+            }
+            (None, Some(Value::Object(object))) => {
+                for (k, v) in object {
+                    if v.is_string() && !k.contains('.') {
+                        out.insert(base_attribute(k), v.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.retain(|k, _| matches!(k.as_str(), "username" | "displayname" | "externalid"));
+    out
+}
+
+/// A PATCH value as the event may show it: scalars of attributes that are not sensitive
+/// (pseudonymised where configured); members and complex values are summarised elsewhere.
+fn shown_value(attribute: &str, value: &Value, ctx: &ScimContext) -> Option<Value> {
+    if ctx.is_sensitive(attribute) {
+        return Some(Value::String(REDACTED.to_owned()));
+    }
+    match value {
+        Value::Bool(_) | Value::Number(_) | Value::Null => Some(value.clone()),
+        Value::String(s) => {
+            if attribute == "active" {
+                return as_bool(value)
+                    .map(Value::Bool)
+                    .or_else(|| Some(value.clone()));
+            }
+            Some(Value::String(match &ctx.pseudonymizer {
+                Some(p) if is_pii(attribute) => p.hash(s),
+                _ => s.clone(),
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn shown_object(object: &Map<String, Value>, ctx: &ScimContext) -> Option<Value> {
+    let mut shown = Map::new();
+    for (k, v) in object {
+        let attribute = base_attribute(k);
+        if matches!(attribute.as_str(), "schemas" | "meta") {
+            continue;
+        }
+        if let Some(v) = shown_value(&attribute, v, ctx) {
+            shown.insert(k.clone(), v);
+        }
+    }
+    (!shown.is_empty()).then_some(Value::Object(shown))
+}
+
+/// What sensitive values become wherever scimtap shows a structure that held one.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Attributes pseudonymised with `privacy.hash_key_file`.
+pub(super) fn is_pii(attribute: &str) -> bool {
+    matches!(attribute, "username" | "emails" | "displayname")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_attribute_strips_urns_filters_and_sub_attributes() {
+        assert_eq!(base_attribute("active"), "active");
+        assert_eq!(base_attribute("Active"), "active");
+        assert_eq!(
+            base_attribute("urn:ietf:params:scim:schemas:core:2.0:User:active"),
+            "active"
+        );
+        assert_eq!(base_attribute("emails[type eq \"work\"].value"), "emails");
+        assert_eq!(base_attribute("name.familyName"), "name");
+        assert_eq!(
+            base_attribute(
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"
+            ),
+            "employeenumber"
+        );
+        assert_eq!(
+            base_attribute("urn:x:User:emails[value eq \"a:b\"]"),
+            "emails"
+        );
+        assert_eq!(base_attribute("members[value eq \"x\"]"), "members");
+        assert_eq!(base_attribute(""), "");
+        assert_eq!(base_attribute("ü.x"), "ü");
+    }
+
+    #[test]
+    fn member_filters_yield_their_ids() {
+        assert_eq!(filter_values("members[value eq \"7f4b\"]"), vec!["7f4b"]);
+        assert_eq!(
+            filter_values("members[value eq \"a\" or value eq \"b\\\"c\"]"),
+            vec!["a", "b\"c"]
+        );
+        assert_eq!(
+            filter_values("members[display eq \"x\"]"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            filter_values("members[value eq \"unterminated"),
+            vec!["unterminated"]
+        );
+        assert_eq!(filter_values("members"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn booleans_arrive_in_any_casing() {
+        assert_eq!(as_bool(&Value::Bool(false)), Some(false));
+        assert_eq!(as_bool(&Value::String("False".into())), Some(false));
+        assert_eq!(as_bool(&Value::String("false".into())), Some(false));
+        assert_eq!(as_bool(&Value::String("TRUE".into())), Some(true));
+        assert_eq!(as_bool(&Value::String("yes".into())), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! Unit tests of the classifier's edges; the documented IdP flows are table-driven in
+//! tests/classify.rs.
+
+use super::*;
+use serde_json::json;
+
+fn one(method: &str, path: &str, request: Body, status: u16, response: Body) -> ScimInfo {
+    let parts = Parts {
+        method,
+        path,
+        query: None,
+        request: &request,
+        status: Some(status),
+        response: &response,
+        location: None,
+    };
+    let mut infos = classify(
+        &parts,
+        &ScimContext::new(None, CustomTypes::new(), &[], None),
+    );
+    assert_eq!(infos.len(), 1);
+    infos.remove(0)
+}
+
+#[test]
+fn truncated_bodies_are_not_parsed_and_say_why() {
+    let body = Body::parse(b"{\"userName\":", 5_000_000, true, "request");
+    let info = one("POST", "/Users", body, 201, Body::Absent);
+    assert_eq!(info.actions, ["user.create"]);
+    assert!(info
+        .parse_error
+        .unwrap()
+        .contains("only the first 12 of 5000000 bytes"));
+}
+
+#[test]
+fn a_utf8_bom_is_tolerated() {
+    let body = Body::parse(b"\xEF\xBB\xBF{\"userName\":\"a\"}", 20, false, "request");
+    let info = one("POST", "/Users", body, 201, Body::Absent);
+    assert!(info.parse_error.is_none());
+    assert_eq!(info.target.user_name.as_deref(), Some("a"));
+}
+
+#[test]
+fn redacted_attributes_never_show_and_configured_ones_too() {
+    let ctx = ScimContext::new(None, CustomTypes::new(), &["SSN".to_owned()], None);
+    let body = json!({
+        "userName": "a", "password": "p1", "ssn": "s1",
+        "Operations": [{"op": "replace", "path": "PASSWORD", "value": "p2"},
+                       {"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:password", "value": "p3"},
+                       {"op": "replace", "value": {"password": "p4", "nested": {"Password": "p5"}}}]
+    });
+    let shown = redact_json(&body, &ctx).to_string();
+    for secret in ["p1", "s1", "p2", "p3", "p4", "p5"] {
+        assert!(
+            !shown.contains(&format!("\"{secret}\"")),
+            "{secret} in {shown}"
+        );
+    }
+    assert!(shown.contains("\"userName\":\"a\""));
+}
+
+#[test]
+fn pseudonymised_targets_and_filters_hide_the_raw_values() {
+    let p = Pseudonymizer::new(b"0123456789abcdef".to_vec());
+    let ctx = ScimContext::new(None, CustomTypes::new(), &[], Some(p.clone()));
+    let request = Body::Json(json!({"userName": "bjensen@example.com", "displayName": "Babs"}));
+    let parts = Parts {
+        method: "POST",
+        path: "/Users",
+        query: None,
+        request: &request,
+        status: Some(201),
+        response: &Body::Absent,
+        location: None,
+    };
+    let info = classify(&parts, &ctx).remove(0);
+    assert_eq!(info.target.user_name, Some(p.hash("bjensen@example.com")));
+    assert_eq!(info.target.display_name, Some(p.hash("Babs")));
+    let list = Parts {
+        method: "GET",
+        query: Some("filter=userName%20eq%20%22bjensen%40example.com%22"),
+        request: &Body::Absent,
+        ..parts
+    };
+    let filter = classify(&list, &ctx).remove(0).filter.unwrap();
+    assert!(!filter.contains("bjensen"), "{filter}");
+    assert!(filter.starts_with("userName eq \"hmac-sha256:"));
+}
+
+#[test]
+fn resource_types_are_learned_from_discovery_responses() {
+    let mut ctx = ScimContext::default();
+    ctx.learn_resource_types(&json!({
+        "Resources": [
+            {"name": "User", "endpoint": "/Users"},
+            {"name": "Device", "endpoint": "/Devices"},
+            {"name": "Broken"}
+        ]
+    }));
+    assert_eq!(
+        ctx.custom_types.get("devices").map(String::as_str),
+        Some("Device")
+    );
+    assert_eq!(ctx.custom_types.len(), 1);
+}
+
+#[test]
+fn odd_json_shapes_never_panic() {
+    for body in [
+        json!(null),
+        json!([]),
+        json!("Operations"),
+        json!({"Operations": "x"}),
+        json!({"Operations": [null, 1, "x", {"op": 5, "path": 7}, {"op": "replace", "value": [1]}]}),
+        json!({"Operations": [{"op": "add", "path": "members", "value": {"value": 5}}]}),
+        json!({"members": "x", "active": {"a": 1}}),
+    ] {
+        for (method, path) in [
+            ("PATCH", "/Groups/g"),
+            ("PATCH", "/Users/u"),
+            ("PUT", "/Groups/g"),
+            ("POST", "/Groups"),
+            ("POST", "/Bulk"),
+        ] {
+            let info = classify(
+                &Parts {
+                    method,
+                    path,
+                    query: Some("filter=%zz&&="),
+                    request: &Body::Json(body.clone()),
+                    status: Some(400),
+                    response: &Body::Json(body.clone()),
+                    location: Some("::"),
+                },
+                &ScimContext::default(),
+            );
+            assert!(!info.is_empty());
+        }
+    }
+}
