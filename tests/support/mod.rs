@@ -94,12 +94,14 @@ impl ProxyConfig {
     }
 
     fn render(&self, audit: &Path) -> String {
-        let sinks = self.sinks.clone().unwrap_or_else(|| {
-            format!(
-                "[[sinks]]\ntype = \"file\"\npath = \"{}\"\n",
-                audit.display()
-            )
-        });
+        // `AUDIT_PLACEHOLDER` in custom sinks stands for the test's audit file.
+        let sinks = self
+            .sinks
+            .clone()
+            .unwrap_or_else(|| {
+                "[[sinks]]\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\n".to_owned()
+            })
+            .replace("AUDIT_PLACEHOLDER", &audit.display().to_string());
         format!(
             "shutdown_timeout_secs = {}\n{}\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n[upstream]\nurl = \"{}\"\n{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n{}",
             self.shutdown_timeout_secs, self.extra_top, self.extra_listen, self.upstream_url, self.extra_upstream, sinks
@@ -127,6 +129,23 @@ impl Proxy {
     }
 
     /// Starts scimtap with the given stdout (a pipe nobody reads stalls a stdout sink).
+    /// Starts scimtap with its stdout collected (for stdout sinks).
+    pub fn start_capturing_stdout(config: ProxyConfig) -> (Proxy, Arc<Mutex<String>>) {
+        let mut proxy = Self::start_with(config, Stdio::piped());
+        let out = Arc::new(Mutex::new(String::new()));
+        let stdout = proxy.child.stdout.take().unwrap();
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        (proxy, out)
+    }
+
     pub fn start_with(config: ProxyConfig, stdout: Stdio) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let audit = dir.path().join("audit.jsonl");
