@@ -379,4 +379,97 @@ async fn conformance_checkers_see_the_same_server_through_scimtap_as_directly() 
     );
     let events = proxy.wait_for_events(requests).await;
     assert_eq!(events.len(), requests, "one event per checker request");
+
+    // Every request the checkers sent (their own client-side logs, in order: scim2-tester,
+    // then scim-sanity) has its event, in the same order, and the event's SCIM reading matches
+    // what an independent reading of the request line says.
+    let mut sent = Vec::new();
+    for checker in ["scim2-tester", "scim-sanity"] {
+        let log = std::fs::read_to_string(
+            dir.path()
+                .join("proxied")
+                .join(format!("{checker}.requests.jsonl")),
+        )
+        .unwrap();
+        sent.extend(
+            log.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    assert_eq!(sent.len(), events.len());
+    let mut mismatches = Vec::new();
+    for (request, event) in sent.iter().zip(&events) {
+        let method = request["method"].as_str().unwrap();
+        let url = request["url"].as_str().unwrap();
+        let path_and_query = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+        let path = path_and_query.split('?').next().unwrap();
+        let expected = expected_reading(method, path);
+        let actual = (
+            event["http"]["method"].as_str().unwrap_or(""),
+            event["http"]["path"].as_str().unwrap_or(""),
+            event["scim"]["operation"].as_str(),
+            event["scim"]["resource_type"].as_str(),
+            event["scim"]["target"]["id"].as_str(),
+        );
+        let mut ok = actual.0 == method
+            && actual.1 == path
+            && actual.2 == expected.0
+            && actual.3 == expected.1;
+        match (&expected.2, actual.4) {
+            (Some(id), got) => ok &= got == Some(id.as_str()),
+            // A successful create names the id the server gave it.
+            (None, got) if expected.0 == Some("create") && request["status"] == 201 => {
+                ok &= got.is_some()
+            }
+            (None, _) => {}
+        }
+        if !ok {
+            mismatches.push(format!(
+                "{method} {path} -> expected {expected:?}, event {actual:?}"
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} events misread their request:\n{}",
+        mismatches.len(),
+        sent.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// An independent reading of a request line against scim2-server's layout (`/v2/...`):
+/// (operation, resource type, target id).
+fn expected_reading(
+    method: &str,
+    path: &str,
+) -> (Option<&'static str>, Option<&'static str>, Option<String>) {
+    let segments: Vec<&str> = path
+        .trim_start_matches("/v2")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let decode = |s: &str| scimtap::scim::endpoint::percent_decode(s);
+    match (method, segments.as_slice()) {
+        (_, [t, rest @ ..]) if *t == "Users" || *t == "Groups" => {
+            let rt = Some(if *t == "Users" { "User" } else { "Group" });
+            match (method, rest) {
+                ("GET", []) => (Some("list"), rt, None),
+                ("POST", []) => (Some("create"), rt, None),
+                ("POST", [".search"]) => (Some("search"), rt, None),
+                ("GET", [id]) => (Some("read"), rt, Some(decode(id))),
+                ("PUT", [id]) => (Some("replace"), rt, Some(decode(id))),
+                ("PATCH", [id]) => (Some("patch"), rt, Some(decode(id))),
+                ("DELETE", [id]) => (Some("delete"), rt, Some(decode(id))),
+                (_, [id]) => (None, rt, Some(decode(id))),
+                _ => (None, None, None),
+            }
+        }
+        ("GET", ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..]) => {
+            (Some("discovery"), None, None)
+        }
+        ("POST", [".search"]) => (Some("search"), None, None),
+        ("GET", ["Me"]) => (Some("read"), Some("User"), None),
+        _ => (None, None, None),
+    }
 }
