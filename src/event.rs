@@ -48,6 +48,7 @@ pub struct EventContext {
     pub scim: ScimContext,
     pub clients: Vec<ClientConfig>,
     pub include_bodies: IncludeBodies,
+    /// Configured (`redact.query_params`), on top of [`SECRET_QUERY_PARAMS`].
     secret_query_params: HashSet<String>,
 }
 
@@ -56,11 +57,11 @@ impl EventContext {
         let s = &config.scim;
         let custom = s.resource_types.iter().cloned().collect();
         let pseudonymizer = s.hash_key.as_ref().map(|k| Pseudonymizer::new(k.0.clone()));
-        let mut secret_query_params: HashSet<String> = SECRET_QUERY_PARAMS
+        let secret_query_params: HashSet<String> = s
+            .redact_query_params
             .iter()
-            .map(|p| (*p).to_owned())
+            .map(|p| p.to_ascii_lowercase())
             .collect();
-        secret_query_params.extend(s.redact_query_params.iter().map(|p| p.to_ascii_lowercase()));
         EventContext {
             scim: ScimContext::new(
                 s.base_path.clone(),
@@ -364,7 +365,8 @@ fn shown_body(body: &Body, ctx: &ScimContext) -> Option<Value> {
 fn redact_query<'q>(query: &'q str, secret: &HashSet<String>) -> Cow<'q, str> {
     let is_secret = |pair: &str| {
         let name = pair.split('=').next().unwrap_or(pair);
-        secret.contains(&scim::endpoint::percent_decode_with(name, true).to_ascii_lowercase())
+        let name = scim::endpoint::percent_decode_with(name, true).to_ascii_lowercase();
+        SECRET_QUERY_PARAMS.contains(&name.as_str()) || secret.contains(&name)
     };
     if !query.split('&').any(is_secret) {
         return Cow::Borrowed(query);
@@ -548,6 +550,36 @@ mod tests {
         let v = json(&ex);
         assert_eq!(v["client"]["auth_scheme"], "bearer");
         assert!(v["client"]["token_fingerprint"].is_null());
+    }
+
+    #[test]
+    fn configured_clients_are_named_and_idps_recognised() {
+        let mut ctx = EventContext::default();
+        let digest: [u8; 32] = Sha256::digest(b"s3cr3t-token").into();
+        ctx.clients.push(ClientConfig {
+            name: "okta-prod".into(),
+            token_sha256: Some(digest),
+            idp: Some("okta".into()),
+        });
+        let ex = exchange(Some(200));
+        let v = serde_json::to_value(&events_for(&ex, &ctx)[0]).unwrap();
+        assert_eq!(v["client"]["name"], "okta-prod");
+        assert_eq!(v["client"]["idp"], "okta");
+        // Unconfigured: the name stays empty and the idp comes from the User-Agent.
+        let v = json(&ex);
+        assert!(v["client"]["name"].is_null());
+        assert_eq!(v["client"]["idp"], "okta");
+    }
+
+    #[test]
+    fn secret_query_parameters_are_replaced() {
+        let mut ex = exchange(Some(200));
+        ex.request.path_and_query = "/Users?access_token=abc&count=5&Password=p".into();
+        let v = json(&ex);
+        assert_eq!(
+            v["http"]["query"],
+            "access_token=REDACTED&count=5&Password=REDACTED"
+        );
     }
 
     #[test]

@@ -215,3 +215,56 @@ fn bundled_proxy_toml_is_valid() {
     let text = include_str!("../../proxy.toml");
     parse(text).unwrap();
 }
+
+#[test]
+fn scim_clients_redaction_and_privacy_sections_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("pii.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let text = format!(
+        "{MINIMAL}\n[scim]\nbase_path = \"/scim/v2/\"\nresource_types = [{{ name = \"Device\", endpoint = \"/Devices\" }}]\n\
+         [[clients]]\nname = \"okta-prod\"\nidp = \"okta\"\ntoken_sha256 = \"{}\"\n\
+         [redact]\nattributes = [\"ssn\"]\n[privacy]\nhash_key_file = \"{}\"\n[capture]\ninclude_bodies = \"redacted\"\n",
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        key.display()
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.scim.base_path.as_deref(), Some("/scim/v2"));
+    assert_eq!(
+        config.scim.resource_types,
+        vec![("devices".to_owned(), "Device".to_owned())]
+    );
+    assert_eq!(config.scim.clients[0].name, "okta-prod");
+    assert_eq!(config.scim.clients[0].token_sha256.unwrap()[0], 0x9f);
+    assert_eq!(config.scim.redact_attributes, vec!["ssn".to_owned()]);
+    assert_eq!(
+        config.scim.hash_key.as_ref().unwrap().0,
+        b"0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(config.capture.include_bodies, IncludeBodies::Redacted);
+    assert!(
+        !format!("{config:?}").contains("0123456789abcdef"),
+        "Debug never shows the key"
+    );
+}
+
+#[test]
+fn bad_client_hash_short_key_and_base_path_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("short.key");
+    std::fs::write(&key, "short").unwrap();
+    let text = format!(
+        "{MINIMAL}\n[scim]\nbase_path = \"scim\"\n[[clients]]\nname = \"a\"\ntoken_sha256 = \"xyz\"\n[privacy]\nhash_key_file = \"{}\"\n",
+        key.display()
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert!(keys.contains(&"scim.base_path".to_owned()), "{keys:?}");
+    assert!(
+        keys.contains(&"clients[0].token_sha256".to_owned()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"privacy.hash_key_file".to_owned()),
+        "{keys:?}"
+    );
+}
