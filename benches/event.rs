@@ -39,10 +39,7 @@ fn user_create() -> Exchange {
         request_id: "0192f1c2-7a4b-7c3d-9e8f-0123456789ab".to_owned(),
         started_at: SystemTime::now(),
         duration: Duration::from_micros(850),
-        conn: ConnInfo {
-            peer: "10.1.2.3:51234".parse().expect("valid address"),
-            tls: true,
-        },
+        conn: ConnInfo::new("10.1.2.3:51234".parse().expect("valid address"), true),
         request: RequestHead {
             method: Method::POST,
             path_and_query: "/scim/v2/Users".to_owned(),

@@ -84,6 +84,9 @@ struct RawClient {
     /// Hex SHA-256 of the bearer token this client sends (`printf %s "$TOKEN" | sha256sum`);
     /// the token itself never goes into the configuration.
     token_sha256: Option<Spanned<String>>,
+    /// Subject of the client certificate this client presents over mTLS, RFC 4514 form as
+    /// `openssl x509 -noout -subject -nameopt RFC2253` prints it (`CN=okta-scim,O=Example`).
+    cert_subject: Option<String>,
     /// The identity provider, for `client.idp` (`okta`, `entra`, ...).
     idp: Option<String>,
 }
@@ -346,6 +349,8 @@ pub struct ScimConfig {
 pub struct ClientConfig {
     pub name: String,
     pub token_sha256: Option<[u8; 32]>,
+    /// Normalised with [`normalize_subject`].
+    pub cert_subject: Option<String>,
     pub idp: Option<String>,
 }
 
@@ -1141,11 +1146,11 @@ fn validate_scim(c: &mut Checker<'_>, raw: &RawConfig) -> ScimConfig {
             }
             parsed
         });
-        if raw_client.token_sha256.is_none() {
+        if raw_client.token_sha256.is_none() && raw_client.cert_subject.is_none() {
             c.at(
                 client.span(),
                 &format!("{key}.token_sha256"),
-                "missing: a client is matched by its token's SHA-256",
+                "missing: a client is matched by its token's SHA-256 or its certificate's subject (cert_subject)",
             );
         }
         if out
@@ -1162,6 +1167,7 @@ fn validate_scim(c: &mut Checker<'_>, raw: &RawConfig) -> ScimConfig {
         out.clients.push(ClientConfig {
             name: raw_client.name.clone(),
             token_sha256,
+            cert_subject: raw_client.cert_subject.as_deref().map(normalize_subject),
             idp: raw_client.idp.clone(),
         });
     }
@@ -1192,6 +1198,23 @@ fn validate_scim(c: &mut Checker<'_>, raw: &RawConfig) -> ScimConfig {
         }
     }
     out
+}
+
+/// A distinguished name for comparison: no spaces around `,` and `=`, lower case, RDNs in
+/// sorted order (so `CN=a,O=b` written either way round matches).
+pub fn normalize_subject(subject: &str) -> String {
+    let mut rdns: Vec<String> = subject
+        .split(',')
+        .map(|rdn| {
+            rdn.split('=')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("=")
+                .to_lowercase()
+        })
+        .collect();
+    rdns.sort();
+    rdns.join(",")
 }
 
 fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {

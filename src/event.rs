@@ -128,6 +128,8 @@ pub struct ClientInfo {
     pub address: String,
     pub port: u16,
     pub tls: bool,
+    /// Subject of the client certificate (mTLS), RFC 4514 form.
+    pub certificate_subject: Option<String>,
     pub user_agent: Option<String>,
     /// Authorization scheme, lower case (`bearer`, `basic`, ...).
     pub auth_scheme: Option<String>,
@@ -223,15 +225,26 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
 
     let (auth_scheme, token_digest) = credentials(&ex.request.headers);
     let user_agent = header_text(&ex.request.headers, USER_AGENT);
-    let client_entry = token_digest.as_ref().and_then(|d| {
-        ctx.clients
-            .iter()
-            .find(|c| c.token_sha256.as_ref() == Some(d))
-    });
+    let cert_subject = ex.conn.client_cert_subject.as_deref();
+    let normalized_subject = cert_subject.map(crate::config::normalize_subject);
+    let client_entry = token_digest
+        .as_ref()
+        .and_then(|d| {
+            ctx.clients
+                .iter()
+                .find(|c| c.token_sha256.as_ref() == Some(d))
+        })
+        .or_else(|| {
+            let subject = normalized_subject.as_ref()?;
+            ctx.clients
+                .iter()
+                .find(|c| c.cert_subject.as_ref() == Some(subject))
+        });
     let client = ClientInfo {
         address: ex.conn.peer.ip().to_string(),
         port: ex.conn.peer.port(),
         tls: ex.conn.tls,
+        certificate_subject: cert_subject.map(str::to_owned),
         auth_scheme,
         token_fingerprint: token_digest
             .as_ref()
@@ -481,10 +494,7 @@ mod tests {
             request_id: "req-1".into(),
             started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             duration: Duration::from_micros(1500),
-            conn: ConnInfo {
-                peer: "10.0.0.7:5555".parse().unwrap(),
-                tls: true,
-            },
+            conn: ConnInfo::new("10.0.0.7:5555".parse().unwrap(), true),
             request: RequestHead {
                 method: Method::GET,
                 path_and_query: "/scim/v2/Users?filter=userName%20eq%20%22a%22".into(),
@@ -559,6 +569,7 @@ mod tests {
         ctx.clients.push(ClientConfig {
             name: "okta-prod".into(),
             token_sha256: Some(digest),
+            cert_subject: None,
             idp: Some("okta".into()),
         });
         let ex = exchange(Some(200));

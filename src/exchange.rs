@@ -174,10 +174,23 @@ impl Drop for BodyCapture {
 }
 
 /// Per-connection facts every exchange on it shares.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// Subject of the client certificate (mTLS), RFC 4514 form (`CN=okta,O=Example`).
+    pub client_cert_subject: Option<Arc<str>>,
+}
+
+impl ConnInfo {
+    /// A plain connection without a client certificate.
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
+        ConnInfo {
+            peer,
+            tls,
+            client_cert_subject: None,
+        }
+    }
 }
 
 /// The request as received from the client (before scimtap's header rewrites).
@@ -400,7 +413,7 @@ impl PendingExchange {
                 request_id: self.request_id.clone(),
                 started_at: self.started_at,
                 duration,
-                conn: self.conn,
+                conn: self.conn.clone(),
                 request,
                 request_body: state
                     .request_body

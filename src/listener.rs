@@ -103,15 +103,14 @@ impl Listener {
             };
             let _ = stream.set_nodelay(true);
             accepted.inc();
-            let conn = ConnInfo {
-                peer,
-                tls: self.tls.is_some(),
-            };
             let proxy = self.proxy.clone();
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.forward(req, conn).await) }
-            });
+            let service = move |conn: ConnInfo| {
+                service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    let conn = conn.clone();
+                    async move { Ok::<_, Infallible>(proxy.forward(req, conn).await) }
+                })
+            };
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let open = ConnGauge::new(open.clone());
@@ -120,6 +119,7 @@ impl Listener {
                     tokio::spawn(async move {
                         let _open = open;
                         let io = TokioIo::new(stream);
+                        let service = service(ConnInfo::new(peer, false));
                         let served =
                             watcher.watch(builder.serve_connection(io, service).into_owned());
                         if let Err(error) = served.await {
@@ -147,7 +147,13 @@ impl Listener {
                                     return;
                                 }
                             };
+                        let conn = ConnInfo {
+                            peer,
+                            tls: true,
+                            client_cert_subject: client_certificate_subject(tls.get_ref().1),
+                        };
                         let io = TokioIo::new(tls);
+                        let service = service(conn);
                         let served =
                             watcher.watch(builder.serve_connection(io, service).into_owned());
                         if let Err(error) = served.await {
@@ -168,6 +174,24 @@ impl Listener {
             ),
         }
     }
+}
+
+/// The subject of the client's certificate, if it sent one (mTLS), in RFC 4514 form.
+fn client_certificate_subject(session: &rustls::ServerConnection) -> Option<std::sync::Arc<str>> {
+    use x509_cert::der::Decode;
+    let leaf = session.peer_certificates()?.first()?;
+    let cert = x509_cert::Certificate::from_der(leaf.as_ref()).ok()?;
+    // RFC 4514 lists the most specific RDN first, the reverse of the DER order (as
+    // `openssl x509 -subject -nameopt RFC2253` prints it).
+    let rdns: Vec<String> = cert
+        .tbs_certificate
+        .subject
+        .0
+        .iter()
+        .rev()
+        .map(ToString::to_string)
+        .collect();
+    Some(rdns.join(",").into())
 }
 
 fn count_tls_failure(counter: &Counter, peer: std::net::SocketAddr, error: &str) {

@@ -118,6 +118,8 @@ impl Proxy {
             version: parts.version,
             headers: parts.headers.clone(),
         };
+        let peer = conn.peer;
+        let tls = conn.tls;
         let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone());
         let span = tracing::debug_span!(
             "request",
@@ -150,7 +152,7 @@ impl Proxy {
                 return generated(&pending, StatusCode::BAD_REQUEST, Some(failure));
             }
         };
-        self.rewrite_request_headers(&mut parts.headers, &parts.uri, conn);
+        self.rewrite_request_headers(&mut parts.headers, &parts.uri, peer, tls);
         parts.uri = uri;
         // The HTTP version is per connection: the upstream always gets HTTP/1.1, and the
         // client gets its own version back whatever the upstream spoke (wsgiref answers 1.0).
@@ -223,7 +225,13 @@ impl Proxy {
             .map_err(|e| format!("cannot build the upstream URI: {e}"))
     }
 
-    fn rewrite_request_headers(&self, headers: &mut HeaderMap, uri: &Uri, conn: ConnInfo) {
+    fn rewrite_request_headers(
+        &self,
+        headers: &mut HeaderMap,
+        uri: &Uri,
+        peer: std::net::SocketAddr,
+        tls: bool,
+    ) {
         strip_hop_by_hop(headers);
         if self.upstream.preserve_host {
             // HTTP/2 clients send the host as :authority, not as a Host header.
@@ -238,11 +246,11 @@ impl Proxy {
         } else {
             headers.insert(header::HOST, self.upstream_host.clone());
         }
-        append_list(headers, &X_FORWARDED_FOR, &conn.peer.ip().to_string());
+        append_list(headers, &X_FORWARDED_FOR, &peer.ip().to_string());
         append_list(
             headers,
             &X_FORWARDED_PROTO,
-            if conn.tls { "https" } else { "http" },
+            if tls { "https" } else { "http" },
         );
     }
 }

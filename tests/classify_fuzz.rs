@@ -160,7 +160,7 @@ proptest! {
             request_id: "fuzz".into(),
             started_at: SystemTime::UNIX_EPOCH,
             duration: Duration::from_millis(1),
-            conn: ConnInfo { peer: "127.0.0.1:1".parse().unwrap(), tls: false },
+            conn: ConnInfo::new("127.0.0.1:1".parse().unwrap(), false),
             request: RequestHead {
                 method: Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET),
                 path_and_query: path,

@@ -732,3 +732,55 @@ async fn upstream_reset_mid_body_is_an_upstream_failure() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mtls_requires_a_client_certificate_and_names_the_client_by_its_subject() {
+    let (upstream, seen) = echo_upstream(2).await;
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki.write(dir.path());
+    let proxy = Proxy::start(
+        ProxyConfig::new(upstream.url())
+            .listen(&format!(
+                "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nclient_ca_file = \"{}\"",
+                cert.display(),
+                key.display(),
+                ca.display()
+            ))
+            .top("[[clients]]\nname = \"okta-mtls\"\nidp = \"okta\"\ncert_subject = \"CN=okta-scim, O=Example IdP\""),
+    );
+    let url = format!("https://localhost:{}/scim/v2/Users", proxy.addr.port());
+
+    // Without a certificate the handshake fails and nothing reaches the upstream.
+    let refused = tls_client(&pki.ca_der, false)
+        .request(Request::get(&url).body(empty()).unwrap())
+        .await;
+    assert!(
+        refused.is_err(),
+        "a client without a certificate was served"
+    );
+
+    let (client_cert, client_key) = pki.client_cert("okta-scim");
+    let resp = mtls_client(&pki.ca_der, client_cert, client_key)
+        .request(
+            Request::get(&url)
+                .header("x-request-id", "mtls-1")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    resp.into_body().collect().await.unwrap();
+    let event = proxy.event_for("mtls-1").await;
+    assert_eq!(event["client"]["tls"], true);
+    assert_eq!(event["client"]["name"], "okta-mtls", "{event}");
+    assert_eq!(event["client"]["idp"], "okta");
+    // RFC 4514 order is the reverse of the DER order; rcgen encodes CN before O.
+    assert_eq!(
+        event["client"]["certificate_subject"],
+        "O=Example IdP,CN=okta-scim"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(proxy.metric("scimtap_tls_handshake_failures_total").await >= 1.0);
+}

@@ -63,10 +63,7 @@ fn pending() -> (std::sync::Arc<PendingExchange>, mpsc::Receiver<Exchange>) {
         version: Version::HTTP_11,
         headers: HeaderMap::new(),
     };
-    let conn = ConnInfo {
-        peer: "127.0.0.1:1".parse().unwrap(),
-        tls: false,
-    };
+    let conn = ConnInfo::new("127.0.0.1:1".parse().unwrap(), false);
     (PendingExchange::new("r1".into(), conn, head, handoff), rx)
 }
 

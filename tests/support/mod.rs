@@ -459,6 +459,30 @@ pub fn h2c_client() -> Client<HttpConnector, TestBody> {
         .build(HttpConnector::new())
 }
 
+/// HTTP/1.1 HTTPS client trusting `ca` and presenting a client certificate.
+pub fn mtls_client(
+    ca: &CertificateDer<'static>,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, TestBody> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![cert], key)
+    .unwrap();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
 /// HTTPS client trusting `ca`, offering h2 and http/1.1 by ALPN (or only http/1.1).
 pub fn tls_client(
     ca: &CertificateDer<'static>,
@@ -515,6 +539,8 @@ impl Body for ChannelBody {
 
 /// A CA and a leaf for 127.0.0.1 / localhost signed by it.
 pub struct TestPki {
+    /// Signs client certificates (mTLS tests).
+    pub issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     pub ca_pem: String,
     pub ca_der: CertificateDer<'static>,
     pub leaf_pem: String,
@@ -539,6 +565,7 @@ impl TestPki {
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
         TestPki {
+            issuer,
             ca_pem: ca.pem(),
             ca_der: ca.der().clone(),
             leaf_pem: leaf.pem(),
@@ -546,6 +573,23 @@ impl TestPki {
             leaf_der: leaf.der().clone(),
             key_der: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
         }
+    }
+
+    /// A client certificate with subject `CN=<cn>, O=Example IdP`, signed by the test CA.
+    pub fn client_cert(&self, cn: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example IdP");
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (
+            cert.der().clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
     }
 
     /// Writes ca.pem, cert.pem, key.pem into `dir`.
