@@ -19,6 +19,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tracing::Instrument;
 
 use crate::config::UpstreamConfig;
 use crate::exchange::{
@@ -107,6 +108,10 @@ impl Proxy {
     pub async fn forward(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
 
+        // Hop-by-hop headers go first, so a `Connection: x-request-id` cannot remove the id
+        // after it was settled (the upstream and the event must agree on it).
+        strip_framing_conflict(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers);
         let request_id = settle_request_id(&mut parts.headers);
         let path_and_query = parts
             .uri
@@ -127,8 +132,20 @@ impl Proxy {
             method = %parts.method,
             status = tracing::field::Empty,
         );
-        let _enter = span.enter();
+        self.forward_exchange(parts, body, pending, peer, tls, span.clone())
+            .instrument(span)
+            .await
+    }
 
+    async fn forward_exchange(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        pending: Arc<PendingExchange>,
+        peer: std::net::SocketAddr,
+        tls: bool,
+        span: tracing::Span,
+    ) -> Response<ProxyBody> {
         if let Some(refusal) = refuse(&parts.method, &parts.uri, parts.version) {
             drop(body);
             pending.finish_request(crate::exchange::BodyCapture::empty(
@@ -174,6 +191,7 @@ impl Proxy {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 parts.version = client_version;
+                strip_framing_conflict(&mut parts.headers);
                 strip_hop_by_hop(&mut parts.headers);
                 span.record("status", parts.status.as_u16());
                 let body = TeeBody::response(
@@ -232,7 +250,6 @@ impl Proxy {
         peer: std::net::SocketAddr,
         tls: bool,
     ) {
-        strip_hop_by_hop(headers);
         if self.upstream.preserve_host {
             // HTTP/2 clients send the host as :authority, not as a Host header.
             if !headers.contains_key(header::HOST) {
@@ -315,6 +332,15 @@ fn refuse(method: &Method, uri: &Uri, version: Version) -> Option<Refusal> {
         );
     }
     None
+}
+
+/// A message with both Transfer-Encoding and Content-Length is framed by Transfer-Encoding
+/// (RFC 9112 §6.3): drop the Content-Length before the hop-by-hop strip removes the
+/// Transfer-Encoding, or the next hop would frame the body by a length that does not hold.
+fn strip_framing_conflict(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
 }
 
 /// Removes the connection-specific headers of RFC 9110 §7.6.1, plus those the Connection

@@ -142,7 +142,9 @@ where
                 if let (Some(data), Some(tap)) = (frame.data_ref(), this.tap.as_mut()) {
                     tap.record(data);
                 }
-                if this.inner.is_end_stream() {
+                // Trailers are always the last frame, and hyper stops polling after writing
+                // them, so they end the stream as surely as `is_end_stream`.
+                if frame.is_trailers() || this.inner.is_end_stream() {
                     this.finish(BodyEnd::Complete);
                 }
                 Poll::Ready(Some(Ok(frame)))

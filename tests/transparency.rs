@@ -784,3 +784,93 @@ async fn mtls_requires_a_client_certificate_and_names_the_client_by_its_subject(
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert!(proxy.metric("scimtap_tls_handshake_failures_total").await >= 1.0);
 }
+
+/// An upstream that answers every request with `response`, byte for byte, then closes.
+async fn raw_upstream(response: &'static [u8]) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(response).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_response_with_trailers_completes_normally() {
+    let addr = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n2\r\n{}\r\n0\r\nx-checksum: abc\r\n\r\n",
+    )
+    .await;
+    let proxy = Proxy::start(ProxyConfig::new(format!("http://{addr}")));
+    let resp = http1_client()
+        .request(
+            Request::get(proxy.url("/Users/1"))
+                .header("x-request-id", "trailers-1")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "{}");
+    let event = proxy.event_for("trailers-1").await;
+    assert_eq!(event["outcome"], "success", "{event}");
+    assert!(event["failure"].is_null(), "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfer_encoding_wins_over_a_conflicting_content_length() {
+    // RFC 9112 6.3: with both, the body is chunked; forwarding the stale length would cut
+    // the body short or hang the client.
+    let addr = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = Proxy::start(ProxyConfig::new(format!("http://{addr}")));
+    let resp = http1_client()
+        .request(
+            Request::get(proxy.url("/Users"))
+                .header("x-request-id", "te-cl-1")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(resp.headers().get("content-length").is_none());
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("body completes")
+        .unwrap();
+    assert_eq!(body.to_bytes(), "hello");
+    let event = proxy.event_for("te-cl-1").await;
+    assert_eq!(event["outcome"], "success", "{event}");
+    assert_eq!(event["http"]["response_bytes"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_cannot_strip_the_request_id() {
+    let (upstream, seen) = echo_upstream(1).await;
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
+    let resp = http1_client()
+        .request(
+            Request::get(proxy.url("/Users"))
+                .header("connection", "x-request-id")
+                .header("x-request-id", "hop-id")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    resp.into_body().collect().await.unwrap();
+    let upstream_id = seen.lock().unwrap()[0]
+        .header("x-request-id")
+        .map(str::to_owned)
+        .unwrap();
+    proxy.event_for(&upstream_id).await;
+}
