@@ -165,6 +165,12 @@ impl BodyCapture {
     }
 }
 
+impl Drop for PendingExchange {
+    fn drop(&mut self) {
+        self.handoff.exchange_ended();
+    }
+}
+
 impl Drop for BodyCapture {
     fn drop(&mut self) {
         if let Some(budget) = &self.budget {
@@ -322,6 +328,7 @@ impl PendingExchange {
         request: RequestHead,
         handoff: Handoff,
     ) -> Arc<Self> {
+        handoff.exchange_started();
         Arc::new(PendingExchange {
             request_id,
             started_at: SystemTime::now(),
@@ -409,6 +416,19 @@ impl PendingExchange {
                 // `remaining` reaches zero once. Nothing to hand off twice.
                 return;
             };
+            let mut recorded_failure = state.failure.take();
+            let cut = state
+                .response
+                .as_ref()
+                .is_none_or(|r| r.body.end == BodyEnd::Cancelled);
+            if recorded_failure.is_none() && cut && self.handoff.is_aborting() {
+                recorded_failure = Some(Failure {
+                    side: FailureSide::Proxy,
+                    kind: "shutdown",
+                    detail: "scimtap closed the connection at the shutdown drain deadline"
+                        .to_owned(),
+                });
+            }
             Exchange {
                 request_id: self.request_id.clone(),
                 started_at: self.started_at,
@@ -420,7 +440,7 @@ impl PendingExchange {
                     .take()
                     .unwrap_or_else(|| BodyCapture::empty(BodyEnd::Cancelled)),
                 response: state.response.take(),
-                recorded_failure: state.failure.take(),
+                recorded_failure,
             }
         };
         self.handoff.submit(exchange);

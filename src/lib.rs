@@ -67,6 +67,12 @@ pub enum StartError {
         #[source]
         source: sinks::SinkError,
     },
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(#[from] listener::TlsSetupError),
     #[error("upstream client: {0}")]
@@ -125,7 +131,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         events,
         sink_handles,
         &metrics,
-    );
+    )
+    .map_err(|source| StartError::Thread {
+        name: "audit-worker",
+        source,
+    })?;
     let capture = tee::CaptureLimits {
         max_body_bytes: config.capture.max_body_bytes,
         budget: exchange::CaptureBudget::new(
@@ -182,7 +192,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config: config.listen.clone(),
         metrics: metrics.clone(),
     };
-    let serve = tokio::spawn(listener.serve(shutdown_rx, config.shutdown_timeout));
+    // The drain gets the shutdown deadline minus a reserve for writing the events out.
+    let flush_reserve = (config.shutdown_timeout / 3).min(Duration::from_secs(5));
+    let drain = config.shutdown_timeout.saturating_sub(flush_reserve);
+    let serve = tokio::spawn(listener.serve(shutdown_rx, drain));
     listening.store(true, Ordering::Relaxed);
     tracing::info!(
         address = %proxy_addr,
@@ -222,9 +235,16 @@ impl Running {
         let deadline = Instant::now() + self.shutdown_timeout;
         let remaining = || deadline.saturating_duration_since(Instant::now());
         let _ = self.shutdown.send(true);
-        // The listener enforces the same deadline on its drain.
+        // The listener drains within its share of the deadline (the rest is kept for writing
+        // the events out), then closes what is left.
         let _ = self.serve.await;
-        let mut clean = tokio::time::timeout(remaining(), self.pipeline.close())
+        // Exchanges can still finish after their connection closed (the upstream side ends
+        // in the upstream client's task); wait for them before closing the hand-off.
+        let mut clean = self.pipeline.wait_idle(remaining()).await;
+        if !clean {
+            tracing::warn!("Exchanges still in flight at the shutdown deadline.");
+        }
+        clean &= tokio::time::timeout(remaining(), self.pipeline.close())
             .await
             .is_ok();
         for thread in self.sink_threads {

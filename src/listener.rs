@@ -84,6 +84,8 @@ impl Listener {
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
+        // Connection tasks, so the ones still open when the drain times out can be closed.
+        let mut connections = tokio::task::JoinSet::new();
         let accepted = self.metrics.connections_accepted.clone();
         let open = self.metrics.connections_open.clone();
         let tls_failures = self.metrics.tls_handshake_failures.clone();
@@ -103,6 +105,7 @@ impl Listener {
             };
             let _ = stream.set_nodelay(true);
             accepted.inc();
+            while connections.try_join_next().is_some() {}
             let proxy = self.proxy.clone();
             let service = move |conn: ConnInfo| {
                 service_fn(move |req| {
@@ -116,7 +119,7 @@ impl Listener {
             let open = ConnGauge::new(open.clone());
             match &self.tls {
                 None => {
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         let _open = open;
                         let io = TokioIo::new(stream);
                         let service = service(ConnInfo::new(peer, false));
@@ -131,7 +134,7 @@ impl Listener {
                     let acceptor = acceptor.clone();
                     let handshake_timeout = self.config.tls_handshake_timeout;
                     let tls_failures = tls_failures.clone();
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         let _open = open;
                         let tls =
                             match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
@@ -168,10 +171,18 @@ impl Listener {
         tracing::info!("Stopped accepting; draining open connections.");
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("All connections drained."),
-            _ = tokio::time::sleep(drain) => tracing::warn!(
-                timeout_secs = drain.as_secs_f64(),
-                "Drain timed out; closing remaining connections."
-            ),
+            _ = tokio::time::sleep(drain) => {
+                tracing::warn!(
+                    timeout_secs = drain.as_secs_f64(),
+                    open = connections.len(),
+                    "Drain timed out; closing the remaining connections."
+                );
+                // Dropping a connection drops its exchanges' bodies, which reports them, so
+                // their events are still written (failure.side = "proxy", kind "shutdown").
+                self.proxy.handoff().mark_aborting();
+                connections.abort_all();
+                while connections.join_next().await.is_some() {}
+            }
         }
     }
 }

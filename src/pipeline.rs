@@ -8,17 +8,28 @@
 //! - `block` (default): the audit worker waits for room, so one stalled sink holds back every
 //!   sink (as backpressure does in Vector) until the hand-off queue fills and further events
 //!   are dropped there and counted. Requests are never held back either way.
+//!
+//! The audit worker is a dedicated thread, not a task on the async runtime: parsing and
+//! classifying bodies is CPU work, and on a small machine it must not take turns with the
+//! tasks that forward bytes.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::event::{events_for, EventContext};
 use crate::exchange::{Exchange, FailureSide};
 use crate::sinks::SinkHandle;
 use crate::telemetry::{Metrics, ProxyMetrics};
+
+/// What travels through the hand-off queue: an exchange, or the marker that closes it.
+enum Message {
+    Exchange(Box<Exchange>),
+    Close,
+}
 
 /// The request path's end of the hand-off queue. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -27,8 +38,15 @@ pub struct Handoff {
 }
 
 struct HandoffShared {
-    tx: mpsc::Sender<Exchange>,
+    tx: mpsc::Sender<Message>,
     metrics: ProxyMetrics,
+    /// Set once shutdown closes the pipeline: later exchanges are counted, not queued.
+    closed: AtomicBool,
+    /// Set when the drain deadline passed and scimtap closes the remaining connections.
+    aborting: AtomicBool,
+    /// Exchanges started and not yet handed off (or dropped).
+    live: AtomicUsize,
+    idle: Notify,
 }
 
 impl Handoff {
@@ -44,37 +62,88 @@ impl Handoff {
                 m.count_upstream_error(failure.kind);
             }
         }
-        match self.shared.tx.try_send(exchange) {
+        if self.shared.closed.load(Ordering::Acquire) {
+            m.handoff_closed.inc();
+            tracing::warn!(
+                request_id = %exchange.request_id,
+                "Audit pipeline already shut down; event dropped."
+            );
+            return;
+        }
+        match self
+            .shared
+            .tx
+            .try_send(Message::Exchange(Box::new(exchange)))
+        {
             Ok(()) => {
                 m.handoff_queue_depth.inc();
             }
-            Err(mpsc::error::TrySendError::Full(exchange)) => {
+            Err(mpsc::error::TrySendError::Full(Message::Exchange(exchange))) => {
                 m.handoff_full.inc();
                 tracing::debug!(
                     request_id = %exchange.request_id,
                     "Audit hand-off queue full; event dropped."
                 );
             }
-            Err(mpsc::error::TrySendError::Closed(exchange)) => {
+            Err(mpsc::error::TrySendError::Closed(Message::Exchange(exchange))) => {
                 m.handoff_closed.inc();
                 tracing::warn!(
                     request_id = %exchange.request_id,
                     "Audit pipeline already shut down; event dropped."
                 );
             }
+            Err(_) => {}
         }
+    }
+
+    /// Marks that scimtap itself is now closing connections (drain deadline at shutdown), so
+    /// exchanges cut from here on blame the proxy, not the client.
+    pub fn mark_aborting(&self) {
+        self.shared.aborting.store(true, Ordering::Release);
+    }
+
+    pub fn is_aborting(&self) -> bool {
+        self.shared.aborting.load(Ordering::Acquire)
+    }
+
+    /// Counts an exchange in flight (its [`crate::exchange::PendingExchange`] was created).
+    pub fn exchange_started(&self) {
+        self.shared.live.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts an exchange out of flight (its pending state was dropped, after its hand-off).
+    pub fn exchange_ended(&self) {
+        if self.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until no exchange is in flight: every one has been handed off. A client that
+    /// went away can finish its exchange after its connection closed (the upstream side ends
+    /// in the upstream client's own task), so connection drain alone is not enough.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.shared.idle.notified();
+                if self.shared.live.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
     /// A hand-off whose receiving end the caller holds (unit tests of the body tee).
     #[cfg(test)]
-    pub(crate) fn channel(capacity: usize) -> (Handoff, mpsc::Receiver<Exchange>) {
+    pub(crate) fn channel(capacity: usize) -> (Handoff, TestReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
         let metrics = Metrics::new().proxy_metrics();
         (
             Handoff {
-                shared: Arc::new(HandoffShared { tx, metrics }),
+                shared: Arc::new(HandoffShared::new(tx, metrics)),
             },
-            rx,
+            TestReceiver(rx),
         )
     }
 
@@ -83,75 +152,100 @@ impl Handoff {
     }
 }
 
+impl HandoffShared {
+    fn new(tx: mpsc::Sender<Message>, metrics: ProxyMetrics) -> Self {
+        HandoffShared {
+            tx,
+            metrics,
+            closed: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+}
+
+/// The receiving end for unit tests of the body tee.
+#[cfg(test)]
+pub(crate) struct TestReceiver(mpsc::Receiver<Message>);
+
+#[cfg(test)]
+impl TestReceiver {
+    pub(crate) fn try_recv(&mut self) -> Result<Exchange, mpsc::error::TryRecvError> {
+        match self.0.try_recv()? {
+            Message::Exchange(exchange) => Ok(*exchange),
+            Message::Close => Err(mpsc::error::TryRecvError::Disconnected),
+        }
+    }
+}
+
 /// The running audit worker.
 pub struct Pipeline {
-    close: watch::Sender<bool>,
-    worker: JoinHandle<()>,
+    handoff: Handoff,
+    done: oneshot::Receiver<()>,
 }
 
 impl Pipeline {
-    /// Starts the audit worker feeding `sinks`. Returns the hand-off for the proxy.
+    /// Starts the audit worker thread feeding `sinks`. Returns the hand-off for the proxy.
+    ///
+    /// # Errors
+    /// When the operating system refuses a new thread.
     pub fn start(
         queue_max_events: usize,
         events: EventContext,
         sinks: Vec<SinkHandle>,
         metrics: &Arc<Metrics>,
-    ) -> (Handoff, Pipeline) {
+    ) -> std::io::Result<(Handoff, Pipeline)> {
         let (tx, rx) = mpsc::channel(queue_max_events.max(1));
         let proxy_metrics = metrics.proxy_metrics();
-        let (close, close_rx) = watch::channel(false);
-        let worker = tokio::spawn(run_worker(
-            rx,
-            close_rx,
-            events,
-            sinks,
-            proxy_metrics.clone(),
-            metrics.clone(),
-        ));
         let handoff = Handoff {
-            shared: Arc::new(HandoffShared {
-                tx,
-                metrics: proxy_metrics,
-            }),
+            shared: Arc::new(HandoffShared::new(tx, proxy_metrics.clone())),
         };
-        (handoff, Pipeline { close, worker })
+        let (done_tx, done) = oneshot::channel();
+        let metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("audit-worker".to_owned())
+            .spawn(move || {
+                run_worker(rx, events, sinks, &proxy_metrics, &metrics);
+                let _ = done_tx.send(());
+            })?;
+        Ok((handoff.clone(), Pipeline { handoff, done }))
+    }
+
+    /// Waits (up to `timeout`) until every exchange in flight has been handed off.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        self.handoff.wait_idle(timeout).await
     }
 
     /// Stops accepting new exchanges, writes out every queued one, and returns once the worker
     /// has handed everything to the sinks (and so dropped its ends of their queues).
     pub async fn close(self) {
-        let _ = self.close.send(true);
-        if let Err(error) = self.worker.await {
-            tracing::error!(%error, "Audit worker failed.");
+        let shared = &self.handoff.shared;
+        shared.closed.store(true, Ordering::Release);
+        // Waits for room behind what is queued; the caller bounds this with its deadline.
+        let _ = shared.tx.send(Message::Close).await;
+        if self.done.await.is_err() {
+            tracing::error!("Audit worker ended without finishing its queue.");
         }
     }
 }
 
-async fn run_worker(
-    mut rx: mpsc::Receiver<Exchange>,
-    mut close: watch::Receiver<bool>,
+fn run_worker(
+    mut rx: mpsc::Receiver<Message>,
     mut events: EventContext,
     sinks: Vec<SinkHandle>,
-    proxy_metrics: ProxyMetrics,
-    metrics: Arc<Metrics>,
+    proxy_metrics: &ProxyMetrics,
+    metrics: &Metrics,
 ) {
-    let mut closing = false;
-    loop {
-        let exchange = if closing {
-            rx.recv().await
-        } else {
-            tokio::select! {
-                biased;
-                exchange = rx.recv() => exchange,
-                _ = close.changed() => {
-                    // Refuse new exchanges; what is queued is still drained below.
-                    rx.close();
-                    closing = true;
-                    continue;
-                }
+    while let Some(message) = rx.blocking_recv() {
+        let exchange = match message {
+            Message::Exchange(exchange) => exchange,
+            Message::Close => {
+                // Refuse new exchanges; what is already queued is still drained.
+                rx.close();
+                continue;
             }
         };
-        let Some(exchange) = exchange else { break };
         proxy_metrics.handoff_queue_depth.dec();
         events.learn(&exchange);
         for event in events_for(&exchange, &events) {
@@ -167,7 +261,7 @@ async fn run_worker(
             };
             metrics.events_encoded.inc();
             for sink in &sinks {
-                sink.enqueue(line.clone()).await;
+                sink.enqueue_blocking(line.clone());
             }
         }
     }

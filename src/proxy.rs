@@ -228,6 +228,11 @@ impl Proxy {
         }
     }
 
+    /// The audit hand-off this proxy reports to.
+    pub fn handoff(&self) -> &Handoff {
+        &self.handoff
+    }
+
     /// The upstream URI: the configured scheme and authority, the base path, then the
     /// request's own path and query byte for byte.
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, String> {

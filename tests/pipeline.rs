@@ -296,3 +296,47 @@ async fn a_sink_stuck_in_a_write_cannot_hold_shutdown_past_its_deadline() {
         proxy.log_tail()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_exchange_is_closed_at_the_drain_deadline_and_still_recorded() {
+    let upstream = Upstream::start(|_req: Request<Incoming>| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Response::new(full("too late"))
+    })
+    .await;
+    let mut proxy = Proxy::start(ProxyConfig::new(upstream.url()).shutdown_timeout_secs(1.5));
+    let req = Request::get(proxy.url("/Users"))
+        .header("x-request-id", "stuck-1")
+        .body(empty())
+        .unwrap();
+    let pending = tokio::spawn(http1_client().request(req));
+    let deadline = Instant::now() + WAIT;
+    while upstream.count() < 1 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let code = proxy.stop();
+    let took = started.elapsed();
+    assert_eq!(
+        code,
+        0,
+        "every event was written; log:\n{}",
+        proxy.log_tail()
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown took {took:?} with a 1.5 s deadline"
+    );
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the stuck request was cut off"
+    );
+    let events = proxy.events();
+    let event = events
+        .iter()
+        .find(|e| e["request_id"] == "stuck-1")
+        .expect("the cut exchange has its event");
+    assert_eq!(event["failure"]["side"], "proxy", "{event}");
+    assert_eq!(event["failure"]["kind"], "shutdown");
+}

@@ -126,18 +126,19 @@ impl SinkHandle {
     }
 
     /// Queues one encoded event per the sink's `when_full` policy.
-    pub async fn enqueue(&self, line: Bytes) {
-        self.enqueue_inner(line).await;
+    /// Called from the audit worker thread, never from the async runtime.
+    pub fn enqueue_blocking(&self, line: Bytes) {
+        self.enqueue_inner(line);
         // Updated here too, so the gauge moves while the sink thread is stuck in a write.
         let depth = self.capacity.saturating_sub(self.tx.capacity());
         self.queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
-    async fn enqueue_inner(&self, line: Bytes) {
+    fn enqueue_inner(&self, line: Bytes) {
         match self.when_full {
             WhenFull::Block => {
-                if self.tx.send(line).await.is_err() {
+                if self.tx.blocking_send(line).is_err() {
                     self.dropped_shutdown.inc();
                 }
             }

@@ -8,12 +8,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
 
 use super::{CaptureLimits, TeeBody};
 use crate::exchange::CaptureBudget;
-use crate::exchange::{BodyEnd, ConnInfo, Exchange, PendingExchange, RequestHead, ResponseOutcome};
-use crate::pipeline::Handoff;
+use crate::exchange::{BodyEnd, ConnInfo, PendingExchange, RequestHead, ResponseOutcome};
+use crate::pipeline::{Handoff, TestReceiver};
 
 /// A body that yields what it was given, then ends (or fails).
 struct Scripted {
@@ -55,8 +54,8 @@ impl Body for Scripted {
     }
 }
 
-fn pending() -> (std::sync::Arc<PendingExchange>, mpsc::Receiver<Exchange>) {
-    let (handoff, rx): (Handoff, _) = Handoff::channel(8);
+fn pending() -> (std::sync::Arc<PendingExchange>, TestReceiver) {
+    let (handoff, rx): (Handoff, TestReceiver) = Handoff::channel(8);
     let head = RequestHead {
         method: Method::POST,
         path_and_query: "/Users".into(),

@@ -17,8 +17,16 @@ import json
 import sys
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+try:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+except ImportError:
+    print(
+        "error: the jsonschema package is missing: run tests/peer/setup.sh "
+        "(it installs tests/peer/requirements.txt)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 # Errors shown per event; the rest are counted.
 MAX_ERRORS_PER_EVENT = 10
