@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ClientConfig, Config, IncludeBodies};
-use crate::exchange::{BodyCapture, Exchange, Failure, FailureSide};
+use crate::exchange::{BodyCapture, BodyEnd, Exchange, Failure, FailureSide};
 use crate::scim::{self, Body, Parts, Pseudonymizer, ScimContext, ScimInfo};
 
 /// Version of the event layout. Readers should branch on the major part.
@@ -193,8 +193,22 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
     let status = ex.response.as_ref().map(|r| r.status.as_u16());
     let envelope_ok = matches!((status, &failure), (Some(s), None) if s < 400);
 
-    let request_body = parse_body(&ex.request_body, "request");
+    let request_body = match parse_body(&ex.request_body, "request") {
+        // The exchange ended before the body was read (the upstream failed first, or the
+        // request was refused): say so rather than classify an empty body.
+        Body::Absent
+            if ex.request_body.end != BodyEnd::Complete && declares_body(&ex.request.headers) =>
+        {
+            Body::Invalid(
+                "request body was not received: the exchange ended before scimtap forwarded it"
+                    .to_owned(),
+            )
+        }
+        other => other,
+    };
     let response_body = match &ex.response {
+        // scimtap's own error body repeats `failure`; it is not the service's SCIM error.
+        Some(r) if r.generated => Body::Absent,
         Some(r)
             if wants_response_body(
                 ex.request.method.as_str(),
@@ -269,7 +283,13 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
         version: version_str(ex.request.version),
         method: ex.request.method.as_str(),
         path,
-        query: query.map(|q| redact_query(q, &ctx.secret_query_params)),
+        query: query.map(|q| {
+            redact_query(
+                q,
+                &ctx.secret_query_params,
+                ctx.scim.pseudonymizer.is_some(),
+            )
+        }),
         status,
         request_bytes: ex.request_body.total_bytes,
         response_bytes: ex.response.as_ref().map_or(0, |r| r.body.total_bytes),
@@ -375,26 +395,42 @@ fn shown_body(body: &Body, ctx: &ScimContext) -> Option<Value> {
 }
 
 /// The query with the values of secret parameters replaced by `REDACTED`.
-fn redact_query<'q>(query: &'q str, secret: &HashSet<String>) -> Cow<'q, str> {
-    let is_secret = |pair: &str| {
+/// The query with the values of secret parameters replaced by `REDACTED`, and, with
+/// pseudonymisation on, the filter replaced by `PSEUDONYMISED` (its hashed form is in
+/// `scim.filter`).
+fn redact_query<'q>(query: &'q str, secret: &HashSet<String>, pseudonymise: bool) -> Cow<'q, str> {
+    let replacement = |pair: &str| {
         let name = pair.split('=').next().unwrap_or(pair);
         let name = scim::endpoint::percent_decode_with(name, true).to_ascii_lowercase();
-        SECRET_QUERY_PARAMS.contains(&name.as_str()) || secret.contains(&name)
+        if SECRET_QUERY_PARAMS.contains(&name.as_str()) || secret.contains(&name) {
+            Some("REDACTED")
+        } else if pseudonymise && name == "filter" {
+            Some("PSEUDONYMISED")
+        } else {
+            None
+        }
     };
-    if !query.split('&').any(is_secret) {
+    if !query.split('&').any(|pair| replacement(pair).is_some()) {
         return Cow::Borrowed(query);
     }
     let pairs: Vec<String> = query
         .split('&')
-        .map(|pair| {
-            if is_secret(pair) {
-                format!("{}=REDACTED", pair.split('=').next().unwrap_or(pair))
-            } else {
-                pair.to_owned()
-            }
+        .map(|pair| match replacement(pair) {
+            Some(with) => format!("{}={with}", pair.split('=').next().unwrap_or(pair)),
+            None => pair.to_owned(),
         })
         .collect();
     Cow::Owned(pairs.join("&"))
+}
+
+/// Whether the request announced a body (Content-Length > 0 or chunked).
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+        || headers.contains_key(http::header::TRANSFER_ENCODING)
 }
 
 /// Identity providers recognised by their User-Agent. Okta's is documented

@@ -19,7 +19,7 @@ pub use endpoint::{CustomTypes, Discovery, Endpoint};
 pub use privacy::Pseudonymizer;
 
 /// What classification needs besides the exchange: configuration and learned resource types.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ScimContext {
     /// `scim.base_path`: where the SCIM endpoints start, when known.
     pub base_path: Option<String>,
@@ -30,6 +30,13 @@ pub struct ScimContext {
     pub sensitive: HashSet<String>,
     /// Keyed pseudonymisation of userName, emails, displayName and filter literals.
     pub pseudonymizer: Option<Pseudonymizer>,
+}
+
+impl Default for ScimContext {
+    /// No configuration: `password` is still never shown.
+    fn default() -> Self {
+        ScimContext::new(None, CustomTypes::new(), &[], None)
+    }
 }
 
 impl ScimContext {
@@ -588,15 +595,29 @@ pub fn redact_json(value: &Value, ctx: &ScimContext) -> Value {
     }
 }
 
+/// Pseudonymises the personal strings in a PII attribute's value: the value itself, or in
+/// multi-valued attributes (emails, members) their `value` and `display`, not `type` or
+/// `primary`.
 fn hash_strings(value: &Value, p: &Pseudonymizer) -> Value {
     match value {
         Value::String(s) => Value::String(p.hash(s)),
-        Value::Array(items) => Value::Array(items.iter().map(|v| hash_strings(v, p)).collect()),
         Value::Object(o) => Value::Object(
             o.iter()
-                .map(|(k, v)| (k.clone(), hash_strings(v, p)))
+                .map(|(k, v)| {
+                    let personal =
+                        k.eq_ignore_ascii_case("value") || k.eq_ignore_ascii_case("display");
+                    (
+                        k.clone(),
+                        if personal {
+                            hash_strings(v, p)
+                        } else {
+                            v.clone()
+                        },
+                    )
+                })
                 .collect(),
         ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| hash_strings(v, p)).collect()),
         other => other.clone(),
     }
 }
@@ -605,7 +626,14 @@ fn action_prefix(resource_type: &str) -> String {
     match resource_type {
         "User" => "user".to_owned(),
         "Group" => "group".to_owned(),
-        other => other.to_ascii_lowercase(),
+        // Custom type names become action prefixes: keep them to [a-z0-9_-].
+        other => other
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+                _ => '_',
+            })
+            .collect(),
     }
 }
 

@@ -43,7 +43,9 @@ pub(super) fn analyze(body: &Value, resource_type: &str, ctx: &ScimContext) -> P
         let value = get_ci(op, "value");
         match path {
             Some(path) => {
-                out.changes.attributes.push(path.to_owned());
+                if !out.changes.attributes.iter().any(|a| a == path) {
+                    out.changes.attributes.push(path.to_owned());
+                }
                 let attribute = base_attribute(path);
                 apply(
                     &mut out,
@@ -79,7 +81,9 @@ pub(super) fn analyze(body: &Value, resource_type: &str, ctx: &ScimContext) -> P
                     if matches!(attribute.as_str(), "id" | "schemas" | "meta") {
                         continue;
                     }
-                    out.changes.attributes.push(key.clone());
+                    if !out.changes.attributes.contains(key) {
+                        out.changes.attributes.push(key.clone());
+                    }
                     if resource_type == "Group" && attribute == "displayname" {
                         renamed_by_value_object = true;
                     }
@@ -133,6 +137,14 @@ fn apply(
                     out.act("group.members.remove".to_owned());
                     out.changes.members_removed.extend(filtered);
                     out.changes.members_removed.extend(listed);
+                }
+                "remove" if path.is_some_and(|p| p.contains('[')) => {
+                    // A filter scimtap cannot resolve to ids (`members[display eq "x"]`):
+                    // members are removed, which ones only the service knows.
+                    out.act("group.members.remove".to_owned());
+                    out.note.get_or_insert_with(|| {
+                        "members removed by a filter that names no member ids; the service resolves which".to_owned()
+                    });
                 }
                 "remove" => {
                     // `remove` of `members` without a filter or value empties the group.
@@ -315,7 +327,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// Attributes pseudonymised with `privacy.hash_key_file`.
 pub(super) fn is_pii(attribute: &str) -> bool {
-    matches!(attribute, "username" | "emails" | "displayname")
+    matches!(attribute, "username" | "emails" | "displayname" | "members")
 }
 
 #[cfg(test)]
