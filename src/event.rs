@@ -619,6 +619,21 @@ mod tests {
     }
 
     #[test]
+    fn with_pseudonymisation_the_raw_filter_leaves_the_query() {
+        let mut ctx = EventContext::default();
+        ctx.scim.pseudonymizer = Some(crate::scim::Pseudonymizer::new(
+            b"0123456789abcdef".to_vec(),
+        ));
+        let ex = exchange(Some(200));
+        let v = serde_json::to_value(&events_for(&ex, &ctx)[0]).unwrap();
+        assert_eq!(v["http"]["query"], "filter=PSEUDONYMISED");
+        assert!(v["scim"]["filter"]
+            .as_str()
+            .unwrap()
+            .contains("hmac-sha256:"));
+    }
+
+    #[test]
     fn secret_query_parameters_are_replaced() {
         let mut ex = exchange(Some(200));
         ex.request.path_and_query = "/Users?access_token=abc&count=5&Password=p".into();

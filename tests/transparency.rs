@@ -436,17 +436,43 @@ async fn upstream_down_gives_502_and_an_upstream_event() {
         event["http"]["response_bytes"].as_u64().unwrap() > 0,
         "the SCIM error body is counted"
     );
+    assert!(
+        event["scim"]["error"].is_null(),
+        "scimtap's own 502 body is not the service's error"
+    );
+    // A write whose body never left scimtap says so instead of guessing from an empty body.
+    let resp = http1_client()
+        .request(
+            Request::patch(proxy.url("/scim/v2/Users/u1"))
+                .header("x-request-id", "down-2")
+                .header("content-type", "application/scim+json")
+                .body(full(
+                    r#"{"Operations":[{"op":"replace","path":"active","value":false}]}"#,
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let event = proxy.event_for("down-2").await;
+    assert!(
+        event["scim"]["parse_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not received"),
+        "{event}"
+    );
     assert_eq!(
         proxy
             .metric("scimtap_upstream_errors_total{kind=\"connect_refused\"}")
             .await,
-        1.0
+        2.0
     );
     assert_eq!(
         proxy
             .metric("scimtap_requests_total{status_class=\"5xx\"}")
             .await,
-        1.0
+        2.0
     );
 }
 

@@ -139,3 +139,25 @@ fn odd_json_shapes_never_panic() {
         }
     }
 }
+
+#[test]
+fn pseudonymised_bodies_hide_member_names_and_email_values_but_keep_types() {
+    let p = Pseudonymizer::new(b"0123456789abcdef".to_vec());
+    let ctx = ScimContext::new(None, CustomTypes::new(), &[], Some(p.clone()));
+    let body = json!({
+        "displayName": "Eng",
+        "emails": [{"type": "work", "value": "a@example.com", "primary": true}],
+        "members": [{"value": "u1", "display": "test.user@okta.local"}]
+    });
+    let shown = redact_json(&body, &ctx);
+    let text = shown.to_string();
+    for raw in ["a@example.com", "test.user@okta.local", "\"Eng\""] {
+        assert!(!text.contains(raw), "{raw} in {text}");
+    }
+    assert_eq!(shown["emails"][0]["type"], "work");
+    assert_eq!(shown["emails"][0]["primary"], true);
+    assert_eq!(
+        shown["members"][0]["display"],
+        p.hash("test.user@okta.local")
+    );
+}
