@@ -13,4 +13,12 @@ if ! command -v cargo >/dev/null 2>&1 && [ -d "$CARGO_BIN" ]; then PATH="$CARGO_
 
 # The Rust integration tests start $SCIMTAP_PEER_VENV/bin/scim2-server as upstream.
 export SCIMTAP_PEER_VENV="$ROOT/tests/peer/.venv"
-exec cargo test --locked "$@"
+# Every event the integration tests make is kept here and checked against the published
+# JSON Schema once the suite has run.
+export SCIMTAP_EMITTED_EVENTS_DIR="$ROOT/target/emitted-events"
+rm -rf "$SCIMTAP_EMITTED_EVENTS_DIR"
+mkdir -p "$SCIMTAP_EMITTED_EVENTS_DIR"
+cargo test --locked "$@"
+if compgen -G "$SCIMTAP_EMITTED_EVENTS_DIR/*.jsonl" >/dev/null; then
+  "$SCIMTAP_PEER_VENV/bin/python" tests/peer/validate_events.py docs/event.schema.json "$SCIMTAP_EMITTED_EVENTS_DIR"
+fi

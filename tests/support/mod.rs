@@ -328,6 +328,20 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // scripts/test.sh validates every event the suite made against docs/event.schema.json.
+        if let Some(dir) = std::env::var_os("SCIMTAP_EMITTED_EVENTS_DIR") {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let name = format!(
+                "{}-{}-{}.jsonl",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed),
+                self.addr.port()
+            );
+            let _ = std::fs::create_dir_all(&dir);
+            if std::fs::metadata(&self.audit).is_ok_and(|m| m.len() > 0) {
+                let _ = std::fs::copy(&self.audit, PathBuf::from(dir).join(name));
+            }
+        }
     }
 }
 
