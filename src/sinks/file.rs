@@ -22,6 +22,8 @@ pub struct FileWriter {
     max_file_bytes: u64,
     keep_files: u32,
     buf: Vec<u8>,
+    /// Set when a rotation failed; cleared by a reopen.
+    rotation_broken: bool,
 }
 
 impl FileWriter {
@@ -38,6 +40,7 @@ impl FileWriter {
             max_file_bytes: config.max_file_bytes,
             keep_files: config.keep_files,
             buf: Vec::with_capacity(64 * 1024),
+            rotation_broken: false,
         })
     }
 
@@ -75,7 +78,9 @@ impl FileWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let start = self.size;
+        // Our own count can be stale if someone truncated the file (copytruncate): ask.
+        let start = self.file.metadata().map_or(self.size, |m| m.len());
+        self.size = start;
         match self.file.write_all(&self.buf) {
             Ok(()) => {
                 self.size += self.buf.len() as u64;
@@ -86,10 +91,14 @@ impl FileWriter {
                 let now = self.file.metadata().map_or(start, |m| m.len());
                 let landed = usize::try_from(now.saturating_sub(start)).unwrap_or(usize::MAX);
                 let (keep, whole) = whole_lines_prefix(&self.buf, landed);
-                if let Err(cut) = self.file.set_len(start + keep as u64) {
-                    tracing::error!(path = %self.path.display(), error = %cut, "Cannot cut a torn line from the audit file.");
+                // Only ever shorten: never extend the file with zeros.
+                let cut_at = (start + keep as u64).min(now);
+                if cut_at < now {
+                    if let Err(cut) = self.file.set_len(cut_at) {
+                        tracing::error!(path = %self.path.display(), error = %cut, "Cannot cut a torn line from the audit file.");
+                    }
                 }
-                self.size = start + keep as u64;
+                self.size = cut_at;
                 self.buf.clear();
                 Err((whole, SinkError::Write(error)))
             }
@@ -124,10 +133,14 @@ impl SinkWriter for FileWriter {
                 })?;
                 done += in_buf;
                 in_buf = 0;
-                self.rotate().map_err(|error| BatchError {
-                    written: done,
-                    error,
-                })?;
+                if !self.rotation_broken {
+                    if let Err(error) = self.rotate() {
+                        // Events matter more than file sizes: keep appending to the current
+                        // file, and stop trying until the output is reopened.
+                        self.rotation_broken = true;
+                        tracing::error!(path = %self.path.display(), %error, "Rotation failed; appending to the current file until the next reopen.");
+                    }
+                }
             }
             self.buf.extend_from_slice(line);
             in_buf += 1;
@@ -142,6 +155,7 @@ impl SinkWriter for FileWriter {
         let (file, size) = open_append(&self.path)?;
         self.file = file;
         self.size = size;
+        self.rotation_broken = false;
         Ok(())
     }
 }
@@ -219,6 +233,47 @@ mod tests {
         let err = w.write_batch(&[line(1), line(2)]).unwrap_err();
         assert_eq!(err.written, 0);
         assert!(matches!(err.error, SinkError::Write(_)));
+    }
+
+    #[test]
+    fn a_failed_rotation_keeps_appending_to_the_current_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // A non-empty directory where the oldest rotated file goes: it cannot be removed.
+        std::fs::create_dir_all(dir.path().join("audit.jsonl.1/blocker")).unwrap();
+        let line_len = line(0).len() as u64;
+        let mut w = FileWriter::open(&FileSinkConfig {
+            path: path.clone(),
+            max_file_bytes: line_len * 2,
+            keep_files: 1,
+        })
+        .unwrap();
+        let lines: Vec<Bytes> = (0..5).map(line).collect();
+        w.write_batch(&lines)
+            .expect("events are written even when rotation fails");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 5);
+    }
+
+    #[test]
+    fn external_truncation_is_noticed_and_never_padded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut w = FileWriter::open(&FileSinkConfig {
+            path: path.clone(),
+            max_file_bytes: 0,
+            keep_files: 1,
+        })
+        .unwrap();
+        w.write_batch(&[line(1), line(2)]).unwrap();
+        // copytruncate-style: the file is emptied under our feet.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        w.write_batch(&[line(3)]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":0003}\n");
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub trait SinkWriter: Send + 'static {
     fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Called when the lines of a failed batch are given up: whatever a writer left half
+    /// written must not run into the next event. The default does nothing.
+    fn abandon(&mut self) {}
 }
 
 /// Shared signal to reopen every sink's output (SIGHUP).
@@ -298,6 +302,7 @@ impl SinkWorker {
                 }
             }
         }
+        self.writer.abandon();
         self.dropped_write.inc_by(rest.len() as u64);
         tracing::error!(
             sink = %self.name,

@@ -9,12 +9,16 @@ use super::{join_lines, BatchError, SinkError, SinkWriter};
 
 pub struct StdoutWriter {
     buf: Vec<u8>,
+    /// Bytes of the first line of the next batch already written by a failed attempt: a
+    /// pipe cannot be taken back, so the retry resumes mid-line instead of repeating it.
+    torn: usize,
 }
 
 impl StdoutWriter {
     pub fn new() -> Self {
         StdoutWriter {
             buf: Vec::with_capacity(64 * 1024),
+            torn: 0,
         }
     }
 }
@@ -26,16 +30,48 @@ impl Default for StdoutWriter {
 }
 
 impl SinkWriter for StdoutWriter {
-    /// A failed write to a pipe cannot be taken back: the batch is reported unwritten (a
-    /// reader that went away gets nothing more anyway).
     fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError> {
         join_lines(&mut self.buf, lines);
+        let skip = self.torn.min(self.buf.len());
         let mut out = std::io::stdout().lock();
-        out.write_all(&self.buf)
-            .and_then(|()| out.flush())
-            .map_err(|e| BatchError {
-                written: 0,
-                error: SinkError::Write(e),
-            })
+        let mut written = skip;
+        let result = loop {
+            if written == self.buf.len() {
+                break out.flush();
+            }
+            match out.write(&self.buf[written..]) {
+                Ok(0) => break Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.torn = 0;
+                Ok(())
+            }
+            Err(error) => {
+                // Lines wholly out, and how much of the next one is.
+                let done = &self.buf[..written];
+                let whole = done.iter().filter(|&&b| b == b'\n').count();
+                let last_line_start = done.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                self.torn = written - last_line_start;
+                Err(BatchError {
+                    written: whole,
+                    error: SinkError::Write(error),
+                })
+            }
+        }
+    }
+
+    /// Ends a torn line with a newline so the next event starts on its own line (the torn
+    /// one is lost, and is counted as dropped).
+    fn abandon(&mut self) {
+        if self.torn > 0 {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b"\n").and_then(|()| out.flush());
+            self.torn = 0;
+        }
     }
 }
