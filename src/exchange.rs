@@ -78,14 +78,16 @@ impl CaptureBudget {
     /// Takes `n` bytes from the budget, or nothing (and counts it) when they do not fit.
     fn try_reserve(&self, n: usize) -> bool {
         let state = &self.0;
-        let before = state.used.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) > state.max {
-            state.used.fetch_sub(n, Ordering::Relaxed);
+        let reserved = state
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= state.max)
+            })
+            .is_ok();
+        if !reserved {
             state.exhausted.inc();
-            false
-        } else {
-            true
         }
+        reserved
     }
 
     fn release(&self, n: usize) {
@@ -101,7 +103,7 @@ impl CaptureBudget {
 /// What was seen of one body: every byte counted, at most the capture limit kept.
 #[derive(Debug)]
 pub struct BodyCapture {
-    /// Kept frames, in order. Frames are reference-counted, so keeping one costs no copy.
+    /// Kept frames, in order, copied out of the connection's buffers.
     pub chunks: Vec<Bytes>,
     /// Bytes kept in `chunks`.
     pub captured_bytes: usize,
@@ -126,8 +128,7 @@ impl BodyCapture {
         }
     }
 
-    /// Keeps up to `limit` bytes in total, as far as the budget allows. Frames are
-    /// reference-counted, so keeping one is a clone of a pointer, not of the bytes.
+    /// Keeps up to `limit` bytes in total, as far as the budget allows.
     pub fn record(&mut self, data: &Bytes, limit: usize) {
         self.total_bytes += data.len() as u64;
         if self.truncated || data.is_empty() {
@@ -137,11 +138,9 @@ impl BodyCapture {
         let take = data.len().min(room);
         let reserved = take > 0 && self.budget.as_ref().is_none_or(|b| b.try_reserve(take));
         if reserved {
-            self.chunks.push(if take == data.len() {
-                data.clone()
-            } else {
-                data.slice(..take)
-            });
+            // A copy, not a reference into hyper's read buffer: a reference would keep the
+            // whole buffer alive and the budget would undercount what is held.
+            self.chunks.push(Bytes::copy_from_slice(&data[..take]));
             self.captured_bytes += take;
         }
         if !reserved || take < data.len() {

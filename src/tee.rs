@@ -1,7 +1,7 @@
 //! `TeeBody`: a body wrapper that passes every frame through untouched and keeps a copy.
 //!
-//! Frames are handed to the reader as they arrive; the copy is a reference-counted clone of the
-//! same bytes, taken up to the capture limit. The wrapper reports to its [`PendingExchange`]
+//! Frames are handed to the reader as they arrive; a copy of their bytes is kept up to the
+//! capture limit and the shared capture budget. The wrapper reports to its [`PendingExchange`]
 //! exactly once: at end of stream, on error, or when dropped early (the reader went away).
 //! It never buffers, never parses and never waits (the shape of linkerd2-proxy's body-eos).
 
