@@ -610,11 +610,9 @@ fn parse_pass(src: &str) -> Result<(RawConfig, Vec<(usize, RawSink)>), PassError
     for (index, table) in raw.sinks.iter().flatten().enumerate() {
         let start = table.span().start;
         let value = toml::Value::Table(table.get_ref().clone());
-        match serde_path_to_error::deserialize::<_, RawSink>(value) {
+        match deserialize_sink(value) {
             Ok(sink) => sinks.push((line_of(src, start), sink)),
-            Err(e) => {
-                let message = e.inner().message().to_owned();
-                let field = error_key(&e.path().to_string(), &message);
+            Err((field, message)) => {
                 let line = find_key_line(src, table.span(), last_segment(&field))
                     .unwrap_or_else(|| line_of(src, start));
                 let key = if field.is_empty() {
@@ -625,12 +623,45 @@ fn parse_pass(src: &str) -> Result<(RawConfig, Vec<(usize, RawSink)>), PassError
                 return Err(PassError::Field(Problem {
                     line: Some(line),
                     key,
-                    message: sink_message(&message),
+                    message,
                 }));
             }
         }
     }
     Ok((raw, sinks))
+}
+
+/// One `[[sinks]]` table: `type` picks the struct, which then gets the rest of the table.
+/// Done by hand rather than by a `type`-tagged enum, whose buffering loses the path of a bad
+/// field (`buffer.max_events`). Errors come back as (dotted field, message).
+fn deserialize_sink(value: toml::Value) -> Result<RawSink, (String, String)> {
+    let toml::Value::Table(mut table) = value else {
+        return Err((String::new(), "a sink must be a table".to_owned()));
+    };
+    let kind = table.remove("type");
+    let rest = toml::Value::Table(table);
+    fn fields<T: serde::de::DeserializeOwned>(rest: toml::Value) -> Result<T, (String, String)> {
+        serde_path_to_error::deserialize::<_, T>(rest).map_err(|e| {
+            let message = e.inner().message().to_owned();
+            (error_key(&e.path().to_string(), &message), message)
+        })
+    }
+    match kind.as_ref().map(|k| k.as_str()) {
+        Some(Some("file")) => fields(rest).map(RawSink::File),
+        Some(Some("stdout")) => fields(rest).map(RawSink::Stdout),
+        Some(Some(other)) => Err((
+            "type".to_owned(),
+            format!("unknown sink type `{other}`, expected `file` or `stdout`"),
+        )),
+        Some(None) => Err((
+            "type".to_owned(),
+            "`type` must be a string (\"file\" or \"stdout\")".to_owned(),
+        )),
+        None => Err((
+            "type".to_owned(),
+            "missing: a sink needs a `type` (\"file\" or \"stdout\")".to_owned(),
+        )),
+    }
 }
 
 /// The dotted key of an error: serde's path without the `Spanned` wrapper's internal
@@ -656,16 +687,6 @@ fn last_segment(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
 }
 
-fn sink_message(message: &str) -> String {
-    if message.starts_with("unknown variant") {
-        format!("unknown sink type: {message}")
-    } else if message.contains("missing field `type`") {
-        "sink needs a `type` (\"file\" or \"stdout\")".to_owned()
-    } else {
-        message.to_owned()
-    }
-}
-
 /// 1-based line of byte offset `at`.
 fn line_of(src: &str, at: usize) -> usize {
     let at = at.min(src.len());
@@ -679,10 +700,11 @@ fn find_key_line(src: &str, span: std::ops::Range<usize>, key: &str) -> Option<u
     if key.is_empty() || key.contains('[') {
         return None;
     }
+    let table = header_name(src.get(span.clone())?);
     let mut offset = span.end.min(src.len());
     for line in src.get(offset..)?.split_inclusive('\n') {
         let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
+        if trimmed.starts_with('[') && !is_sub_table(trimmed, table) {
             break;
         }
         if let Some(rest) = trimmed.strip_prefix(key) {
@@ -695,6 +717,24 @@ fn find_key_line(src: &str, span: std::ops::Range<usize>, key: &str) -> Option<u
     None
 }
 
+/// `sinks` for `[[sinks]]`, `upstream` for `[upstream]` (comments and spaces ignored).
+fn header_name(header: &str) -> &str {
+    header
+        .split('#')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim()
+}
+
+/// Whether a header line opens a sub-table of `table` (`[sinks.buffer]` of `sinks`).
+fn is_sub_table(line: &str, table: &str) -> bool {
+    !table.is_empty()
+        && header_name(line.lines().next().unwrap_or("")).starts_with(&format!("{table}."))
+}
+
 /// Blanks the entry at `line` so the next pass can see past it. Spaces keep every byte offset
 /// (and so every later line number) where it was. A table header takes its whole table with it,
 /// so its keys are not misread as belonging to the table before.
@@ -704,11 +744,15 @@ fn blank_entry(src: &mut String, line: usize) {
     let Some(&start) = starts.get(line - 1) else {
         return;
     };
-    let is_header = src[start..].trim_start().starts_with('[');
+    let first = src[start..].trim_start();
+    let is_header = first.starts_with('[');
     let mut end_line = line;
     if is_header {
+        // The table's own sub-tables (`[sinks.buffer]` under `[[sinks]]`) go with it.
+        let table = header_name(first.lines().next().unwrap_or("")).to_owned();
         while let Some(&s) = starts.get(end_line) {
-            if src[s..].trim_start().starts_with('[') {
+            let next = src[s..].trim_start();
+            if next.starts_with('[') && !is_sub_table(next, &table) {
                 break;
             }
             end_line += 1;

@@ -268,3 +268,14 @@ fn bad_client_hash_short_key_and_base_path_are_reported() {
         "{keys:?}"
     );
 }
+
+#[test]
+fn sub_table_of_a_sink_is_reported_against_that_sink() {
+    let text = format!(
+        "{MINIMAL}\n[[sinks]]\ntype = \"file\"\npath = \"b.jsonl\"\n[sinks.buffer]\ntype = \"memory\"\nmax_events = \"many\"\n"
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(p[0].key, "sinks[1].buffer.max_events", "{p:#?}");
+    assert_eq!(p[0].line, Some(16), "{p:#?}");
+}
