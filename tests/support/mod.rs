@@ -473,22 +473,25 @@ pub fn h2c_client() -> Client<HttpConnector, TestBody> {
         .build(HttpConnector::new())
 }
 
+/// A TLS client configuration that trusts only `ca`.
+fn trusting(
+    ca: &CertificateDer<'static>,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+}
+
 /// HTTP/1.1 HTTPS client trusting `ca` and presenting a client certificate.
 pub fn mtls_client(
     ca: &CertificateDer<'static>,
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
 ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, TestBody> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(vec![cert], key)
-    .unwrap();
+    let config = trusting(ca).with_client_auth_cert(vec![cert], key).unwrap();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()
@@ -502,15 +505,7 @@ pub fn tls_client(
     ca: &CertificateDer<'static>,
     h2: bool,
 ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, TestBody> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = trusting(ca).with_no_client_auth();
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only();
