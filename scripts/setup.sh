@@ -41,10 +41,13 @@ have curl || missing+=(curl)
 have openssl || missing+=(openssl)
 { have cc || have gcc; } || missing+=(build-essential)
 have pkg-config || missing+=(pkg-config)
+# A real syslog receiver for the syslog sink's tests (UDP, TCP and TLS via gnutls).
+[ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -n 1)" ] || missing+=(rsyslog-gnutls)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "system packages: all present (python3, curl, ca-certificates, openssl, gcc, pkg-config)"
+  say "system packages: all present (python3, curl, ca-certificates, openssl, gcc, pkg-config, rsyslog, rsyslog-gnutls)"
 fi
 
 # 'python3 -m venv' needs Debian's python3-venv (ensurepip); test it unless the venv exists.

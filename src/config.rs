@@ -233,6 +233,64 @@ fn default_queue_max_events() -> Spanned<u64> {
 enum RawSink {
     Stdout(RawStdoutSink),
     File(RawFileSink),
+    Syslog(RawSyslogSink),
+}
+
+/// `type = "syslog"`: RFC 5424 messages over UDP, TCP (RFC 6587 octet counting) or TLS
+/// (RFC 5425), one event per message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyslogSink {
+    name: Option<String>,
+    /// `host:port` of the receiver. Required.
+    address: Option<String>,
+    #[serde(default)]
+    protocol: SyslogProtocol,
+    /// Facility name (`auth`, `authpriv`, `local0` ... `local7`, ...).
+    #[serde(default = "default_facility")]
+    facility: String,
+    #[serde(default = "default_app_name")]
+    app_name: String,
+    /// HOSTNAME field; defaults to this machine's host name.
+    hostname: Option<String>,
+    /// Extra PEM CA bundle trusted for `protocol = "tls"`, on top of the standard web roots.
+    tls_ca_file: Option<PathBuf>,
+    /// Name checked against the receiver's certificate; defaults to the host of `address`.
+    tls_server_name: Option<String>,
+    /// Largest message sent. A bigger event is not cut (half a JSON document is worse than
+    /// none): it is dropped from this sink and counted (`reason="too_large"`). rsyslog's own
+    /// default limit is 8 KiB (`global(maxMessageSize=...)`).
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: usize,
+    #[serde(default = "default_connect_timeout_secs_plain")]
+    connect_timeout_secs: f64,
+    #[serde(default)]
+    when_full: WhenFull,
+    #[serde(default)]
+    buffer: RawBuffer,
+}
+
+fn default_facility() -> String {
+    "auth".to_owned()
+}
+fn default_app_name() -> String {
+    "scimtap".to_owned()
+}
+fn default_max_message_bytes() -> usize {
+    8192
+}
+fn default_connect_timeout_secs_plain() -> f64 {
+    5.0
+}
+
+/// Transport of a syslog sink.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SyslogProtocol {
+    Udp,
+    #[default]
+    Tcp,
+    Tls,
 }
 
 #[derive(Debug, Deserialize)]
@@ -449,6 +507,56 @@ pub struct SinkConfig {
 pub enum SinkKind {
     Stdout,
     File(FileSinkConfig),
+    Syslog(SyslogSinkConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct SyslogSinkConfig {
+    /// `host:port` as written (resolved when connecting).
+    pub address: String,
+    pub protocol: SyslogProtocol,
+    /// Facility code (RFC 5424 §6.2.1).
+    pub facility: u8,
+    pub app_name: String,
+    pub hostname: Option<String>,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub tls_server_name: Option<String>,
+    pub max_message_bytes: usize,
+    pub connect_timeout: Duration,
+}
+
+/// RFC 5424 facility codes by name.
+fn facility_code(name: &str) -> Option<u8> {
+    const NAMES: [&str; 24] = [
+        "kern",
+        "user",
+        "mail",
+        "daemon",
+        "auth",
+        "syslog",
+        "lpr",
+        "news",
+        "uucp",
+        "cron",
+        "authpriv",
+        "ftp",
+        "ntp",
+        "security",
+        "console",
+        "solaris-cron",
+        "local0",
+        "local1",
+        "local2",
+        "local3",
+        "local4",
+        "local5",
+        "local6",
+        "local7",
+    ];
+    NAMES
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name))
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 #[derive(Debug, Clone)]
@@ -649,9 +757,10 @@ fn deserialize_sink(value: toml::Value) -> Result<RawSink, (String, String)> {
     match kind.as_ref().map(|k| k.as_str()) {
         Some(Some("file")) => fields(rest).map(RawSink::File),
         Some(Some("stdout")) => fields(rest).map(RawSink::Stdout),
+        Some(Some("syslog")) => fields(rest).map(RawSink::Syslog),
         Some(Some(other)) => Err((
             "type".to_owned(),
-            format!("unknown sink type `{other}`, expected `file` or `stdout`"),
+            format!("unknown sink type `{other}`, expected `file`, `stdout` or `syslog`"),
         )),
         Some(None) => Err((
             "type".to_owned(),
@@ -1287,6 +1396,94 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
         let key = |field: &str| format!("sinks[{index}].{field}");
         let (name, when_full, buffer, kind) = match sink {
             RawSink::Stdout(s) => (s.name, s.when_full, s.buffer, SinkKind::Stdout),
+            RawSink::Syslog(s) => {
+                let Some(address) = s.address else {
+                    c.line(
+                        Some(line),
+                        &key("address"),
+                        "missing: a syslog sink needs an `address` (host:port)",
+                    );
+                    continue;
+                };
+                if address
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    c.line(
+                        Some(line),
+                        &key("address"),
+                        format!("`{address}` is not host:port"),
+                    );
+                }
+                let facility = facility_code(&s.facility).unwrap_or_else(|| {
+                    c.line(
+                        Some(line),
+                        &key("facility"),
+                        format!("unknown facility `{}` (auth, authpriv, daemon, local0 ... local7, ...)", s.facility),
+                    );
+                    4
+                });
+                if !(480..=1_048_576).contains(&s.max_message_bytes) {
+                    c.line(
+                        Some(line),
+                        &key("max_message_bytes"),
+                        "must be between 480 and 1048576",
+                    );
+                }
+                if s.app_name.is_empty()
+                    || s.app_name.len() > 48
+                    || !s.app_name.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    c.line(
+                        Some(line),
+                        &key("app_name"),
+                        "must be 1 to 48 printable ASCII characters (RFC 5424)",
+                    );
+                }
+                let extra_roots = match &s.tls_ca_file {
+                    Some(path) => {
+                        let spanned = Spanned::new(0..0, path.clone());
+                        let certs = c.certs(&spanned, &key("tls_ca_file"));
+                        if let Some(last) = c.problems.last_mut() {
+                            if last.key == key("tls_ca_file") && last.line.is_none() {
+                                last.line = Some(line);
+                            }
+                        }
+                        certs
+                    }
+                    None => Vec::new(),
+                };
+                if s.protocol != SyslogProtocol::Tls
+                    && (s.tls_ca_file.is_some() || s.tls_server_name.is_some())
+                {
+                    c.line(
+                        Some(line),
+                        &key("protocol"),
+                        "tls_ca_file and tls_server_name need protocol = \"tls\"",
+                    );
+                }
+                let connect_timeout = c.secs(
+                    &Spanned::new(0..0, s.connect_timeout_secs),
+                    &key("connect_timeout_secs"),
+                );
+                (
+                    s.name,
+                    s.when_full,
+                    s.buffer,
+                    SinkKind::Syslog(SyslogSinkConfig {
+                        address,
+                        protocol: s.protocol,
+                        facility,
+                        app_name: s.app_name,
+                        hostname: s.hostname,
+                        extra_roots,
+                        tls_server_name: s.tls_server_name,
+                        max_message_bytes: s.max_message_bytes,
+                        connect_timeout,
+                    }),
+                )
+            }
             RawSink::File(f) => {
                 let Some(path) = f.path else {
                     c.line(
@@ -1329,6 +1526,7 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
         let type_name = match &kind {
             SinkKind::Stdout => "stdout",
             SinkKind::File(_) => "file",
+            SinkKind::Syslog(_) => "syslog",
         };
         let name = name.unwrap_or_else(|| {
             if total == 1 {

@@ -68,6 +68,8 @@ pub enum DropReason {
     write_error,
     /// The event could not be serialized.
     encode_error,
+    /// The event is larger than the sink can carry (syslog `max_message_bytes`).
+    too_large,
 }
 
 /// Every metric scimtap exposes, registered once.

@@ -8,6 +8,7 @@
 
 mod file;
 mod stdout;
+mod syslog;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::telemetry::{DropReason, Metrics, SinkLabels, SinkReasonLabels};
 
 pub use file::FileWriter;
 pub use stdout::StdoutWriter;
+pub use syslog::SyslogWriter;
 
 /// Most events written in one batch (one write(2) of whole lines).
 const MAX_BATCH_EVENTS: usize = 512;
@@ -69,6 +71,12 @@ pub trait SinkWriter: Send + 'static {
     /// [`SinkError::Open`] when the output cannot be reopened.
     fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Lines of the last `write_batch` call that were deliberately not written (and already
+    /// counted as dropped by the writer), so they are not counted as written too.
+    fn take_skipped(&mut self) -> usize {
+        0
     }
 
     /// Called when the lines of a failed batch are given up: whatever a writer left half
@@ -176,6 +184,13 @@ pub fn start(
     let writer: Box<dyn SinkWriter> = match &config.kind {
         SinkKind::Stdout => Box::new(StdoutWriter::new()),
         SinkKind::File(file) => Box::new(FileWriter::open(file)?),
+        SinkKind::Syslog(syslog) => Box::new(SyslogWriter::new(
+            syslog,
+            metrics.sink_dropped.get_or_create_owned(&SinkReasonLabels {
+                sink: config.name.clone(),
+                reason: DropReason::too_large,
+            }),
+        )?),
     };
     let (tx, rx) = mpsc::channel(config.max_events);
     let sink = SinkLabels {
@@ -278,13 +293,16 @@ impl SinkWorker {
         for attempt in 1..=WRITE_ATTEMPTS {
             match self.writer.write_batch(rest) {
                 Ok(()) => {
-                    self.written.inc_by(rest.len() as u64);
+                    let skipped = self.writer.take_skipped();
+                    self.written
+                        .inc_by(rest.len().saturating_sub(skipped) as u64);
                     self.healthy.store(true, Ordering::Relaxed);
                     return;
                 }
                 Err(BatchError { written, error }) => {
                     let written = written.min(rest.len());
-                    self.written.inc_by(written as u64);
+                    let skipped = self.writer.take_skipped().min(written);
+                    self.written.inc_by((written - skipped) as u64);
                     rest = &rest[written..];
                     self.write_errors.inc();
                     self.healthy.store(false, Ordering::Relaxed);

@@ -1,0 +1,316 @@
+//! `type = "syslog"`: each event as the MSG of one RFC 5424 message, over UDP (one datagram
+//! per event), TCP with octet-counting framing (RFC 6587 §3.4.1) or TLS (RFC 5425).
+//!
+//! An event larger than `max_message_bytes` is never cut (a truncated JSON document would
+//! mislead a SIEM more than a missing one): it is dropped from this sink and counted with
+//! `reason="too_large"`; the other sinks still get it. Delivery over TCP and TLS is
+//! at-least-once: after a broken connection the batch is sent again, and the receiver may have
+//! kept part of it.
+
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use rustls::pki_types::ServerName;
+
+use super::{BatchError, SinkError, SinkWriter};
+use crate::config::{SyslogProtocol, SyslogSinkConfig};
+
+/// Severity of events whose outcome is a failure (warning) and of the others (informational).
+const SEVERITY_FAILURE: u8 = 4;
+const SEVERITY_INFO: u8 = 6;
+/// How long one write may block before the connection is treated as broken.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum Connection {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+pub struct SyslogWriter {
+    config: SyslogSinkConfig,
+    hostname: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connection: Option<Connection>,
+    too_large: Counter,
+    /// Events of the current batch dropped as too large (see [`SinkWriter::take_skipped`]).
+    skipped: usize,
+    buf: Vec<u8>,
+}
+
+impl SyslogWriter {
+    /// Prepares the writer; the connection is made on the first batch (and again after any
+    /// error), so a receiver that is down at startup does not stop scimtap.
+    ///
+    /// # Errors
+    /// [`SinkError::Open`] when the TLS configuration cannot be built.
+    pub fn new(config: &SyslogSinkConfig, too_large: Counter) -> Result<SyslogWriter, SinkError> {
+        let tls = match config.protocol {
+            SyslogProtocol::Tls => Some(Arc::new(tls_config(config).map_err(|e| {
+                SinkError::Open {
+                    path: config.address.clone(),
+                    source: std::io::Error::other(e),
+                }
+            })?)),
+            _ => None,
+        };
+        let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
+        Ok(SyslogWriter {
+            config: config.clone(),
+            hostname,
+            tls,
+            connection: None,
+            too_large,
+            skipped: 0,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    fn connect(&self) -> Result<Connection, SinkError> {
+        let open_err = |source| SinkError::Open {
+            path: self.config.address.clone(),
+            source,
+        };
+        let addr = self
+            .config
+            .address
+            .to_socket_addrs()
+            .map_err(open_err)?
+            .next()
+            .ok_or_else(|| open_err(std::io::Error::other("the address resolves to nothing")))?;
+        if self.config.protocol == SyslogProtocol::Udp {
+            let bind = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let socket = UdpSocket::bind(bind).map_err(open_err)?;
+            socket.connect(addr).map_err(open_err)?;
+            return Ok(Connection::Udp(socket));
+        }
+        let tcp =
+            TcpStream::connect_timeout(&addr, self.config.connect_timeout).map_err(open_err)?;
+        tcp.set_nodelay(true).map_err(open_err)?;
+        tcp.set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(open_err)?;
+        match &self.tls {
+            None => Ok(Connection::Tcp(tcp)),
+            Some(tls) => {
+                let host = self
+                    .config
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| host_of(&self.config.address).to_owned());
+                let name = ServerName::try_from(host).map_err(|e| {
+                    open_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                })?;
+                let session = rustls::ClientConnection::new(tls.clone(), name)
+                    .map_err(|e| open_err(std::io::Error::other(e)))?;
+                let mut stream = rustls::StreamOwned::new(session, tcp);
+                // Complete the handshake now, so certificate errors surface as connect errors.
+                while stream.conn.is_handshaking() {
+                    stream
+                        .conn
+                        .complete_io(&mut stream.sock)
+                        .map_err(open_err)?;
+                }
+                Ok(Connection::Tls(Box::new(stream)))
+            }
+        }
+    }
+
+    /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG` (RFC 5424 §6), MSG = the event.
+    fn message(&self, event: &[u8], out: &mut Vec<u8>) {
+        let failed = contains(event, br#""outcome":"failure""#);
+        let severity = if failed {
+            SEVERITY_FAILURE
+        } else {
+            SEVERITY_INFO
+        };
+        let pri = u16::from(self.config.facility) * 8 + u16::from(severity);
+        let timestamp = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "<{pri}>1 {timestamp} {} {} {} audit - ",
+            self.hostname,
+            self.config.app_name,
+            std::process::id()
+        );
+        out.extend_from_slice(event);
+    }
+}
+
+impl SinkWriter for SyslogWriter {
+    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError> {
+        if self.connection.is_none() {
+            self.connection = Some(
+                self.connect()
+                    .map_err(|error| BatchError { written: 0, error })?,
+            );
+        }
+        let mut message = Vec::with_capacity(2048);
+        let mut sent = 0;
+        self.skipped = 0;
+        self.buf.clear();
+        for line in lines {
+            let event = line.strip_suffix(b"\n").unwrap_or(line);
+            message.clear();
+            self.message(event, &mut message);
+            if message.len() > self.config.max_message_bytes {
+                self.too_large.inc();
+                tracing::warn!(
+                    sink_address = %self.config.address,
+                    bytes = message.len(),
+                    max_message_bytes = self.config.max_message_bytes,
+                    "Audit event larger than the syslog message limit; not sent to this sink."
+                );
+                sent += 1;
+                self.skipped += 1;
+                continue;
+            }
+            match self.connection.as_mut() {
+                Some(Connection::Udp(socket)) => {
+                    if let Err(e) = socket.send(&message) {
+                        self.connection = None;
+                        return Err(BatchError {
+                            written: sent,
+                            error: SinkError::Write(e),
+                        });
+                    }
+                    sent += 1;
+                }
+                _ => {
+                    // Octet counting: "LEN SP MSG", so MSG may hold anything (RFC 6587 §3.4.1).
+                    let _ = write!(self.buf, "{} ", message.len());
+                    self.buf.extend_from_slice(&message);
+                }
+            }
+        }
+        let result = match self.connection.as_mut() {
+            Some(Connection::Tcp(stream)) => {
+                stream.write_all(&self.buf).and_then(|()| stream.flush())
+            }
+            Some(Connection::Tls(stream)) => {
+                stream.write_all(&self.buf).and_then(|()| stream.flush())
+            }
+            _ => Ok(()),
+        };
+        result.map_err(|e| {
+            // Unknown how much the receiver kept: resend the batch on a new connection.
+            self.connection = None;
+            BatchError {
+                written: 0,
+                error: SinkError::Write(e),
+            }
+        })
+    }
+
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        self.connection = None;
+        Ok(())
+    }
+
+    fn take_skipped(&mut self) -> usize {
+        std::mem::take(&mut self.skipped)
+    }
+}
+
+fn tls_config(config: &SyslogSinkConfig) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in &config.extra_roots {
+        roots.add(cert.clone())?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// This machine's host name (RFC 5424 HOSTNAME), or `-` when unknown.
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(protocol: SyslogProtocol, max: usize) -> SyslogSinkConfig {
+        SyslogSinkConfig {
+            address: "127.0.0.1:1".into(),
+            protocol,
+            facility: 4,
+            app_name: "scimtap".into(),
+            hostname: Some("host1".into()),
+            extra_roots: Vec::new(),
+            tls_server_name: None,
+            max_message_bytes: max,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn messages_are_rfc5424_with_the_event_as_msg() {
+        let w = SyslogWriter::new(&config(SyslogProtocol::Udp, 8192), Counter::default()).unwrap();
+        let mut out = Vec::new();
+        w.message(br#"{"outcome":"success"}"#, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        // auth (4) * 8 + informational (6) = 38.
+        assert!(text.starts_with("<38>1 "), "{text}");
+        assert!(text.contains(" host1 scimtap "), "{text}");
+        assert!(
+            text.ends_with(r#" audit - {"outcome":"success"}"#),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        w.message(br#"{"outcome":"failure"}"#, &mut out);
+        assert!(out.starts_with(b"<36>1 "), "failures are warnings");
+    }
+
+    #[test]
+    fn udp_datagrams_carry_one_event_each_and_oversized_events_are_counted_not_cut() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut cfg = config(SyslogProtocol::Udp, 600);
+        cfg.address = receiver.local_addr().unwrap().to_string();
+        let too_large = Counter::default();
+        let mut w = SyslogWriter::new(&cfg, too_large.clone()).unwrap();
+        let big = format!("{{\"x\":\"{}\"}}\n", "a".repeat(700));
+        w.write_batch(&[
+            Bytes::from_static(b"{\"n\":1}\n"),
+            Bytes::from(big),
+            Bytes::from_static(b"{\"n\":2}\n"),
+        ])
+        .unwrap();
+        let mut buf = [0u8; 2048];
+        for n in 1..=2 {
+            let len = receiver.recv(&mut buf).unwrap();
+            let text = std::str::from_utf8(&buf[..len]).unwrap();
+            assert!(text.ends_with(&format!("{{\"n\":{n}}}")), "{text}");
+        }
+        assert_eq!(too_large.get(), 1);
+    }
+}

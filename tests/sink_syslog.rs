@@ -1,0 +1,208 @@
+//! The syslog sink against a real rsyslog on 127.0.0.1: UDP, TCP (octet counting) and TLS
+//! (RFC 5425) at once. rsyslog writes the MSG of every message it receives to a file; each
+//! transport must deliver exactly the events the file sink wrote.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::Value;
+use support::*;
+
+struct Rsyslog {
+    child: Child,
+    out: PathBuf,
+    udp: u16,
+    tcp: u16,
+    tls: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn rsyslogd() -> PathBuf {
+    for candidate in ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!("rsyslogd is missing: run scripts/setup.sh (it installs rsyslog and rsyslog-gnutls)");
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Rsyslog {
+    fn start(pki: &TestPki) -> Rsyslog {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = pki.write(dir.path());
+        let out = dir.path().join("received.log");
+        let (udp, tcp, tls) = (free_udp_port(), closed_port(), closed_port());
+        let conf = dir.path().join("rsyslog.conf");
+        let d = dir.path().display();
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{d}" maxMessageSize="64k"
+  DefaultNetstreamDriverCAFile="{ca}" DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")
+module(load="imudp")
+module(load="imtcp")
+template(name="raw" type="string" string="%app-name% %msg%\n")
+ruleset(name="out") {{ action(type="omfile" file="{out}" template="raw") }}
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="out")
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="out")
+input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+"#,
+                ca = ca.display(),
+                cert = cert.display(),
+                key = key.display(),
+                out = out.display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("rsyslogd.log")).unwrap();
+        let child = Command::new(rsyslogd())
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("rsyslogd starts");
+        let rsyslog = Rsyslog {
+            child,
+            out,
+            udp,
+            tcp,
+            tls,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + WAIT;
+        for port in [tcp, tls] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "rsyslogd did not listen on {port}: {}",
+                    std::fs::read_to_string(rsyslog._dir.path().join("rsyslogd.log"))
+                        .unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // imudp starts with the TCP inputs; give it a moment to bind.
+        std::thread::sleep(Duration::from_millis(300));
+        rsyslog
+    }
+
+    /// (app-name, parsed MSG) of every message received so far.
+    fn received(&self) -> Vec<(String, Value)> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(app, msg)| {
+                (
+                    app.to_owned(),
+                    serde_json::from_str(msg).unwrap_or(Value::String(msg.to_owned())),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rsyslog_receives_every_event_over_udp_tcp_and_tls() {
+    const N: usize = 20;
+    let pki = TestPki::new();
+    let rsyslog = Rsyslog::start(&pki);
+    let ca_path = rsyslog._dir.path().join("ca.pem");
+    let upstream = Upstream::start(|_req: Request<Incoming>| async {
+        Response::builder()
+            .status(200)
+            .body(full(r#"{"id":"u1","userName":"a"}"#))
+            .unwrap()
+    })
+    .await;
+    let syslog = |protocol: &str, port: u16, extra: &str| {
+        format!(
+            "[[sinks]]\ntype = \"syslog\"\nname = \"syslog-{protocol}\"\nprotocol = \"{protocol}\"\naddress = \"127.0.0.1:{port}\"\napp_name = \"scimtap-{protocol}\"\n{extra}\n"
+        )
+    };
+    let sinks = format!(
+        "[[sinks]]\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\n{}{}{}",
+        syslog("udp", rsyslog.udp, ""),
+        syslog("tcp", rsyslog.tcp, ""),
+        syslog(
+            "tls",
+            rsyslog.tls,
+            &format!(
+                "tls_ca_file = \"{}\"\ntls_server_name = \"localhost\"",
+                ca_path.display()
+            )
+        ),
+    );
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let client = http1_client();
+    for i in 0..N {
+        let req = Request::get(proxy.url(&format!("/scim/v2/Users/u{i}")))
+            .header("x-request-id", format!("syslog-{i}"))
+            .body(empty())
+            .unwrap();
+        client
+            .request(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+    }
+    let written = proxy.wait_for_events(N).await;
+    let deadline = Instant::now() + WAIT;
+    while rsyslog.received().len() < 3 * N {
+        assert!(
+            Instant::now() < deadline,
+            "rsyslog got {} of {} messages; scimtap log:\n{}",
+            rsyslog.received().len(),
+            3 * N,
+            proxy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = rsyslog.received();
+    assert_eq!(received.len(), 3 * N, "no duplicates");
+    for app in ["scimtap-udp", "scimtap-tcp", "scimtap-tls"] {
+        let mut got: Vec<&Value> = received
+            .iter()
+            .filter(|(a, _)| a == app)
+            .map(|(_, v)| v)
+            .collect();
+        let mut want: Vec<&Value> = written.iter().collect();
+        let key = |v: &&Value| v["request_id"].as_str().unwrap_or("").to_owned();
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_eq!(got, want, "{app} delivered exactly the file sink's events");
+    }
+    for sink in ["syslog-udp", "syslog-tcp", "syslog-tls"] {
+        let series = format!("scimtap_sink_events_written_total{{sink=\"{sink}\"}}");
+        assert_eq!(proxy.metric(&series).await, N as f64, "{series}");
+    }
+}
