@@ -242,6 +242,9 @@ enum RawSink {
 #[serde(deny_unknown_fields)]
 struct RawSyslogSink {
     name: Option<String>,
+    /// Line format: `"native"` (the JSON event, default) or `"cef"` (ArcSight CEF).
+    #[serde(default)]
+    format: EventFormat,
     /// `host:port` of the receiver. Required.
     address: Option<String>,
     #[serde(default)]
@@ -299,6 +302,9 @@ struct RawStdoutSink {
     /// Name used in metrics and logs. Defaults to the type (`stdout`, `file`) when there is
     /// one sink, and to `<type>-<index>` for every sink when there are several.
     name: Option<String>,
+    /// Line format: `"native"` (the JSON event, default) or `"cef"` (ArcSight CEF).
+    #[serde(default)]
+    format: EventFormat,
     #[serde(default)]
     when_full: WhenFull,
     #[serde(default)]
@@ -309,6 +315,9 @@ struct RawStdoutSink {
 #[serde(deny_unknown_fields)]
 struct RawFileSink {
     name: Option<String>,
+    /// Line format: `"native"` (the JSON event, default) or `"cef"` (ArcSight CEF).
+    #[serde(default)]
+    format: EventFormat,
     /// File to append events to, one JSON object per line. Required.
     path: Option<PathBuf>,
     /// Rotate (rename to `<path>.1`, shift older ones) once the file reaches this size; 0 never.
@@ -358,6 +367,17 @@ fn default_buffer_max_events() -> u64 {
 enum BufferKind {
     #[default]
     Memory,
+}
+
+/// How a sink writes each event.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EventFormat {
+    /// scimtap's JSON event (docs/events.md).
+    #[default]
+    Native,
+    /// ArcSight Common Event Format, one `CEF:0|...` line per event.
+    Cef,
 }
 
 /// What a sink's queue does when the sink cannot keep up.
@@ -498,6 +518,7 @@ pub struct AuditConfig {
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
     pub name: String,
+    pub format: EventFormat,
     pub when_full: WhenFull,
     pub max_events: usize,
     pub kind: SinkKind,
@@ -1394,6 +1415,11 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
     let total = sinks.len();
     for (index, (line, sink)) in sinks.into_iter().enumerate() {
         let key = |field: &str| format!("sinks[{index}].{field}");
+        let format = match &sink {
+            RawSink::Stdout(s) => s.format,
+            RawSink::File(f) => f.format,
+            RawSink::Syslog(s) => s.format,
+        };
         let (name, when_full, buffer, kind) = match sink {
             RawSink::Stdout(s) => (s.name, s.when_full, s.buffer, SinkKind::Stdout),
             RawSink::Syslog(s) => {
@@ -1556,6 +1582,7 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
         }
         out.push(SinkConfig {
             name,
+            format,
             when_full,
             max_events: buffer.max_events.clamp(1, 10_000_000) as usize,
             kind,

@@ -16,7 +16,8 @@
 //! | audit     | [`pipeline`]  | hand-off queue → worker → one bounded queue per sink |
 //! | classify  | [`scim`]      | SCIM meaning: operation, resource, target, actions, result |
 //! | event     | [`event`]     | the JSON audit event(s) built from an exchange |
-//! | sinks     | [`sinks`]     | stdout, rotating file; dedicated threads, drops counted |
+//! | format    | [`formats`]   | other line formats a sink may ask for (CEF) |
+//! | sinks     | [`sinks`]     | stdout, rotating file, syslog; dedicated threads, drops counted |
 //! | telemetry | [`telemetry`] | stderr logs and every Prometheus metric |
 //! | admin     | [`admin`]     | `/healthz`, `/readyz`, `/metrics` |
 //!
@@ -30,6 +31,7 @@ pub mod admin;
 pub mod config;
 pub mod event;
 pub mod exchange;
+pub mod formats;
 pub mod listener;
 pub mod pipeline;
 pub mod proxy;

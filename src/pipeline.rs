@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::config::EventFormat;
 use crate::event::{events_for, EventContext};
 use crate::exchange::{Exchange, FailureSide};
 use crate::sinks::SinkHandle;
@@ -260,8 +261,17 @@ fn run_worker(
                 }
             };
             metrics.events_encoded.inc();
+            // Other formats are made once per event, and only when a sink wants them.
+            let cef = sinks
+                .iter()
+                .any(|s| s.format() == EventFormat::Cef)
+                .then(|| Bytes::from(crate::formats::cef_line(&event)));
             for sink in &sinks {
-                sink.enqueue_blocking(line.clone());
+                let bytes = match (sink.format(), &cef) {
+                    (EventFormat::Cef, Some(cef)) => cef.clone(),
+                    _ => line.clone(),
+                };
+                sink.enqueue_blocking(bytes);
             }
         }
     }

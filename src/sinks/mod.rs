@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{SinkConfig, SinkKind, WhenFull};
+use crate::config::{EventFormat, SinkConfig, SinkKind, WhenFull};
 use crate::telemetry::{DropReason, Metrics, SinkLabels, SinkReasonLabels};
 
 pub use file::FileWriter;
@@ -100,6 +100,7 @@ impl ReopenSignal {
 /// The audit worker's end of one sink.
 pub struct SinkHandle {
     name: String,
+    format: EventFormat,
     tx: mpsc::Sender<Bytes>,
     when_full: WhenFull,
     dropped_full: Counter,
@@ -130,6 +131,11 @@ impl SinkThread {
 impl SinkHandle {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What this sink writes for each event.
+    pub fn format(&self) -> EventFormat {
+        self.format
     }
 
     /// Health flag shared with `/readyz`: false after a batch failed to be written.
@@ -228,6 +234,7 @@ pub fn start(
     Ok((
         SinkHandle {
             name: config.name.clone(),
+            format: config.format,
             tx,
             when_full: config.when_full,
             dropped_full: dropped(DropReason::queue_full),
