@@ -242,7 +242,7 @@ enum RawSink {
 #[serde(deny_unknown_fields)]
 struct RawSyslogSink {
     name: Option<String>,
-    /// Line format: `"native"` (the JSON event, default) or `"cef"` (ArcSight CEF).
+    /// Line format: `"native"` (the JSON event, default), `"ocsf"`, `"ecs"` or `"cef"`.
     #[serde(default)]
     format: EventFormat,
     /// `host:port` of the receiver. Required.
@@ -302,7 +302,7 @@ struct RawStdoutSink {
     /// Name used in metrics and logs. Defaults to the type (`stdout`, `file`) when there is
     /// one sink, and to `<type>-<index>` for every sink when there are several.
     name: Option<String>,
-    /// Line format: `"native"` (the JSON event, default) or `"cef"` (ArcSight CEF).
+    /// Line format: `"native"` (the JSON event, default), `"ocsf"`, `"ecs"` or `"cef"`.
     #[serde(default)]
     format: EventFormat,
     #[serde(default)]
@@ -315,7 +315,7 @@ struct RawStdoutSink {
 #[serde(deny_unknown_fields)]
 struct RawFileSink {
     name: Option<String>,
-    /// Line format: `"native"` (the JSON event, default) or `"cef"` (ArcSight CEF).
+    /// Line format: `"native"` (the JSON event, default), `"ocsf"`, `"ecs"` or `"cef"`.
     #[serde(default)]
     format: EventFormat,
     /// File to append events to, one JSON object per line. Required.
@@ -378,6 +378,10 @@ pub enum EventFormat {
     Native,
     /// ArcSight Common Event Format, one `CEF:0|...` line per event.
     Cef,
+    /// Elastic Common Schema: one ECS JSON document per line.
+    Ecs,
+    /// OCSF 1.8: Account Change, Group Management or API Activity, one JSON object per line.
+    Ocsf,
 }
 
 /// What a sink's queue does when the sink cannot keep up.

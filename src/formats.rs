@@ -6,9 +6,27 @@
 //! implementation standard requires. The class id is the SCIM action (`user.deactivate`), or
 //! `scim.<operation>` / `http.request` when the request asked nothing of an identity.
 
+mod ocsf;
+
 use std::fmt::Write;
 
+use crate::config::EventFormat;
 use crate::event::{AuditEvent, Outcome};
+
+pub use ocsf::{ocsf_line, OCSF_VERSION};
+
+/// The event in `format`, one line, newline included.
+///
+/// # Errors
+/// When the native event cannot be serialised (not expected: every field is plain data).
+pub fn encode(format: EventFormat, event: &AuditEvent<'_>) -> Result<Vec<u8>, serde_json::Error> {
+    Ok(match format {
+        EventFormat::Native => event.to_json_line()?,
+        EventFormat::Cef => cef_line(event),
+        EventFormat::Ecs => ecs_line(event),
+        EventFormat::Ocsf => ocsf_line(event),
+    })
+}
 
 /// The event as one CEF line, newline included.
 pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
@@ -154,7 +172,7 @@ impl Extension {
 }
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp (CEF `rt`).
-fn event_time_millis(timestamp: &str) -> Option<u128> {
+pub(crate) fn event_time_millis(timestamp: &str) -> Option<u128> {
     let t = humantime::parse_rfc3339(timestamp).ok()?;
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis())
 }
@@ -171,4 +189,160 @@ mod tests {
         ext.field("absent", None);
         assert_eq!(ext.0, r"msg=a\=b\\c\nd|e");
     }
+}
+
+/// ECS version the documents follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.12.0";
+
+/// The event as one ECS document (JSON), newline included.
+///
+/// `event.category` is `iam` for requests that change identities and `api` for the rest;
+/// `event.type` follows ECS's expected pairs (`user`+`creation`, `group`+`change`, ...);
+/// `user.*` is the actor (the configured client), `user.target.*` the user acted on, `group.*`
+/// the group. Everything scimtap knows that ECS has no field for stays under `scimtap.*`.
+pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
+    use serde_json::{json, Map, Value};
+    let scim = &event.scim;
+    let action = scim.actions.first().map(String::as_str);
+    let is_group = scim.resource_type.as_deref() == Some("Group");
+    let (category, kind_type): (&str, Vec<&str>) = match action {
+        Some(a) => {
+            let subject = if is_group { "group" } else { "user" };
+            let change = if a.ends_with(".create") {
+                "creation"
+            } else if a.ends_with(".delete") {
+                "deletion"
+            } else {
+                "change"
+            };
+            ("iam", vec![subject, change])
+        }
+        None => ("api", vec!["access"]),
+    };
+    let event_action =
+        action
+            .map(|a| a.replace('.', "-"))
+            .unwrap_or_else(|| match scim.operation {
+                Some(op) => format!(
+                    "scim-{}",
+                    serde_json::to_value(op)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                ),
+                None => "http-request".to_owned(),
+            });
+    let mut doc = Map::new();
+    doc.insert("@timestamp".into(), json!(event.timestamp));
+    doc.insert("ecs".into(), json!({"version": ECS_VERSION}));
+    let mut ev = json!({
+        "kind": "event",
+        "category": [category],
+        "type": kind_type,
+        "action": event_action,
+        "outcome": match event.outcome { Outcome::Success => "success", Outcome::Failure => "failure" },
+        "id": event.event_id,
+        "duration": (event.duration_ms * 1_000_000.0).round() as u64,
+        "dataset": "scimtap.audit",
+        "provider": "scimtap",
+    });
+    let reason = event
+        .failure
+        .as_ref()
+        .map(|f| format!("{}: {}", f.kind, f.detail))
+        .or_else(|| scim.error.as_ref().and_then(|e| e.detail.clone()))
+        .or_else(|| scim.parse_error.clone());
+    if let Some(reason) = reason {
+        ev["reason"] = json!(reason);
+    }
+    doc.insert("event".into(), ev);
+
+    let mut user = Map::new();
+    if let Some(name) = &event.client.name {
+        user.insert("name".into(), json!(name));
+    }
+    if !is_group && scim.resource_type.is_some() {
+        let mut target = Map::new();
+        if let Some(id) = &scim.target.id {
+            target.insert("id".into(), json!(id));
+        }
+        if let Some(name) = &scim.target.user_name {
+            target.insert("name".into(), json!(name));
+        }
+        if let Some(full) = &scim.target.display_name {
+            target.insert("full_name".into(), json!(full));
+        }
+        if !target.is_empty() {
+            user.insert("target".into(), Value::Object(target));
+        }
+        if matches!(action, Some("user.update")) {
+            if let Some(name) = &scim.target.user_name {
+                user.insert("changes".into(), json!({"name": name}));
+            }
+        }
+    }
+    if !user.is_empty() {
+        doc.insert("user".into(), Value::Object(user));
+    }
+    if is_group {
+        let mut group = Map::new();
+        if let Some(id) = &scim.target.id {
+            group.insert("id".into(), json!(id));
+        }
+        if let Some(name) = &scim.target.display_name {
+            group.insert("name".into(), json!(name));
+        }
+        if !group.is_empty() {
+            doc.insert("group".into(), Value::Object(group));
+        }
+    }
+    doc.insert(
+        "source".into(),
+        json!({"ip": event.client.address, "port": event.client.port}),
+    );
+    if let Some(ua) = &event.client.user_agent {
+        doc.insert("user_agent".into(), json!({"original": ua}));
+    }
+    if let Some(subject) = &event.client.certificate_subject {
+        doc.insert("tls".into(), json!({"client": {"subject": subject}}));
+    }
+    let mut http = json!({
+        "request": {"method": event.http.method, "id": event.request_id, "body": {"bytes": event.http.request_bytes}},
+        "response": {"body": {"bytes": event.http.response_bytes}},
+        "version": event.http.version.trim_start_matches("HTTP/"),
+    });
+    if let Some(status) = event.http.status {
+        http["response"]["status_code"] = json!(status);
+    }
+    doc.insert("http".into(), http);
+    let mut url = json!({"path": event.http.path});
+    if let Some(query) = &event.http.query {
+        url["query"] = json!(query);
+    }
+    doc.insert("url".into(), url);
+    if let Some(error) = &scim.error {
+        let mut e = Map::new();
+        if let Some(code) = error.scim_type.clone().or_else(|| error.status.clone()) {
+            e.insert("code".into(), json!(code));
+        }
+        if let Some(detail) = &error.detail {
+            e.insert("message".into(), json!(detail));
+        }
+        if !e.is_empty() {
+            doc.insert("error".into(), Value::Object(e));
+        }
+    }
+    // What ECS has no field for, in scimtap's own namespace.
+    doc.insert(
+        "scimtap".into(),
+        json!({
+            "schema_version": event.schema_version,
+            "scim": scim,
+            "client": {"token_fingerprint": event.client.token_fingerprint, "idp": event.client.idp},
+            "failure": event.failure.as_ref().map(|f| json!({"side": f.side, "kind": f.kind})),
+        }),
+    );
+    let mut line = serde_json::to_vec(&Value::Object(doc)).unwrap_or_default();
+    line.push(b'\n');
+    line
 }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::config::EventFormat;
 use crate::event::{events_for, EventContext};
 use crate::exchange::{Exchange, FailureSide};
-use crate::sinks::SinkHandle;
+use crate::sinks::{Record, RecordMeta, SinkHandle};
 use crate::telemetry::{Metrics, ProxyMetrics};
 
 /// What travels through the hand-off queue: an exchange, or the marker that closes it.
@@ -261,17 +261,30 @@ fn run_worker(
                 }
             };
             metrics.events_encoded.inc();
+            let meta = RecordMeta::of(&event);
             // Other formats are made once per event, and only when a sink wants them.
-            let cef = sinks
-                .iter()
-                .any(|s| s.format() == EventFormat::Cef)
-                .then(|| Bytes::from(crate::formats::cef_line(&event)));
+            let mut encoded: Vec<(EventFormat, Bytes)> = vec![(EventFormat::Native, line)];
             for sink in &sinks {
-                let bytes = match (sink.format(), &cef) {
-                    (EventFormat::Cef, Some(cef)) => cef.clone(),
-                    _ => line.clone(),
+                let format = sink.format();
+                let line = match encoded.iter().find(|(f, _)| *f == format) {
+                    Some((_, line)) => line.clone(),
+                    None => match crate::formats::encode(format, &event) {
+                        Ok(line) => {
+                            let line = Bytes::from(line);
+                            encoded.push((format, line.clone()));
+                            line
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, sink = sink.name(), "Cannot encode audit event.");
+                            sink.count_encode_error();
+                            continue;
+                        }
+                    },
                 };
-                sink.enqueue_blocking(bytes);
+                sink.enqueue_blocking(Record {
+                    line,
+                    meta: meta.clone(),
+                });
             }
         }
     }

@@ -169,3 +169,175 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
     assert!(unescape(&by_id("cef-2")["scimError"]).contains("no such user | really = gone"));
     assert_eq!(by_id("cef-3")["DeviceEventClassID"], "http.request");
 }
+
+/// Dotted paths of every leaf of a JSON document (arrays count as leaves).
+fn leaf_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_paths(v, &path, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ecs_documents_use_only_ecs_fields_and_allowed_values() {
+    let fields: std::collections::HashSet<String> = include_str!("fixtures/ecs/fields.csv")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        fields.len() > 1000,
+        "the vendored ECS field reference is incomplete"
+    );
+    let allowed: Value =
+        serde_json::from_str(include_str!("fixtures/ecs/allowed_values.json")).unwrap();
+
+    let upstream = Upstream::start(|req: Request<Incoming>| async move {
+        let (status, body) = match (req.method().as_str(), req.uri().path()) {
+            ("POST", p) if p.ends_with("/Users") => (
+                201,
+                json!({"id": "u1", "userName": "bjensen", "displayName": "Babs"}),
+            ),
+            ("POST", p) if p.ends_with("/Groups") => {
+                (201, json!({"id": "g1", "displayName": "Eng"}))
+            }
+            (_, p) if p.ends_with("/missing") => (
+                404,
+                json!({"status": "404", "detail": "not found", "scimType": "invalidValue"}),
+            ),
+            _ => (200, json!({})),
+        };
+        Response::builder()
+            .status(status)
+            .body(full(body.to_string()))
+            .unwrap()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ecs_path = dir.path().join("audit.ecs.jsonl");
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&format!(
+        "[[sinks]]\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\n[[sinks]]\ntype = \"file\"\nformat = \"ecs\"\npath = \"{}\"\n",
+        ecs_path.display()
+    )));
+    let patch = |ops: Value| {
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}),
+        )
+    };
+    let requests = [
+        (
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"userName": "bjensen", "displayName": "Babs"})),
+        ),
+        (
+            "PATCH",
+            "/scim/v2/Users/u1",
+            patch(json!([{"op": "replace", "path": "active", "value": false}])),
+        ),
+        ("DELETE", "/scim/v2/Users/u1", None),
+        (
+            "POST",
+            "/scim/v2/Groups",
+            Some(json!({"displayName": "Eng", "members": [{"value": "u1"}]})),
+        ),
+        (
+            "PATCH",
+            "/scim/v2/Groups/g1",
+            patch(json!([{"op": "remove", "path": "members[value eq \"u1\"]"}])),
+        ),
+        (
+            "GET",
+            "/scim/v2/Users?filter=userName%20eq%20%22bjensen%22",
+            None,
+        ),
+        ("GET", "/scim/v2/Users/missing", None),
+    ];
+    let client = http1_client();
+    for (i, (method, path, body)) in requests.iter().enumerate() {
+        let req = Request::builder()
+            .method(*method)
+            .uri(proxy.url(path))
+            .header("x-request-id", format!("ecs-{i}"))
+            .header("user-agent", "Okta SCIM Client 1.0.0")
+            .body(body.as_ref().map_or_else(empty, |b| full(b.to_string())))
+            .unwrap();
+        client
+            .request(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+    }
+    proxy.wait_for_events(requests.len()).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::read_to_string(&ecs_path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < requests.len()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ECS sink did not write every event"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let docs: Vec<Value> = std::fs::read_to_string(&ecs_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for doc in &docs {
+        let mut paths = Vec::new();
+        leaf_paths(doc, "", &mut paths);
+        for path in paths.iter().filter(|p| !p.starts_with("scimtap.")) {
+            assert!(fields.contains(path), "{path} is not an ECS field: {doc}");
+        }
+        for key in ["category", "type", "kind", "outcome"] {
+            let values: Vec<&Value> = match &doc["event"][key] {
+                Value::Array(a) => a.iter().collect(),
+                v => vec![v],
+            };
+            let permitted = allowed[format!("event.{key}")].as_array().unwrap();
+            for v in values {
+                assert!(
+                    permitted.contains(v),
+                    "event.{key} = {v} is not an allowed ECS value"
+                );
+            }
+        }
+    }
+    let by_id = |id: &str| {
+        docs.iter()
+            .find(|d| d["http"]["request"]["id"] == id)
+            .unwrap()
+    };
+    assert_eq!(by_id("ecs-0")["event"]["type"], json!(["user", "creation"]));
+    assert_eq!(by_id("ecs-0")["user"]["target"]["name"], "bjensen");
+    assert_eq!(by_id("ecs-1")["event"]["action"], "user-deactivate");
+    assert_eq!(by_id("ecs-1")["user"]["target"]["id"], "u1");
+    assert_eq!(by_id("ecs-2")["event"]["type"], json!(["user", "deletion"]));
+    assert_eq!(by_id("ecs-3")["group"]["name"], "Eng");
+    assert_eq!(by_id("ecs-4")["event"]["type"], json!(["group", "change"]));
+    assert_eq!(
+        by_id("ecs-4")["scimtap"]["scim"]["changes"]["members_removed"],
+        json!(["u1"])
+    );
+    assert_eq!(by_id("ecs-5")["event"]["category"], json!(["api"]));
+    assert_eq!(by_id("ecs-6")["event"]["outcome"], "failure");
+    assert_eq!(by_id("ecs-6")["error"]["code"], "invalidValue");
+    assert_eq!(by_id("ecs-6")["http"]["response"]["status_code"], 404);
+}

@@ -9,9 +9,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 
-use super::{BatchError, SinkError, SinkWriter};
+use super::{BatchError, Record, SinkError, SinkWriter};
 use crate::config::FileSinkConfig;
 
 pub struct FileWriter {
@@ -117,7 +116,7 @@ fn whole_lines_prefix(buf: &[u8], landed: usize) -> (usize, usize) {
 }
 
 impl SinkWriter for FileWriter {
-    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError> {
+    fn write_batch(&mut self, lines: &[Record]) -> Result<(), BatchError> {
         let mut done = 0;
         let mut in_buf = 0;
         self.buf.clear();
@@ -178,8 +177,8 @@ fn open_append(path: &Path) -> Result<(File, u64), SinkError> {
 mod tests {
     use super::*;
 
-    fn line(n: usize) -> Bytes {
-        Bytes::from(format!("{{\"n\":{n:04}}}\n"))
+    fn line(n: usize) -> Record {
+        Record::from(bytes::Bytes::from(format!("{{\"n\":{n:04}}}\n")))
     }
 
     #[test]
@@ -193,7 +192,7 @@ mod tests {
             keep_files: 2,
         })
         .unwrap();
-        let lines: Vec<Bytes> = (0..10).map(line).collect();
+        let lines: Vec<Record> = (0..10).map(line).collect();
         w.write_batch(&lines[..4]).unwrap();
         w.write_batch(&lines[4..]).unwrap();
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
@@ -248,7 +247,7 @@ mod tests {
             keep_files: 1,
         })
         .unwrap();
-        let lines: Vec<Bytes> = (0..5).map(line).collect();
+        let lines: Vec<Record> = (0..5).map(line).collect();
         w.write_batch(&lines)
             .expect("events are written even when rotation fails");
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 5);

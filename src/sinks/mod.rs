@@ -31,6 +31,59 @@ const MAX_BATCH_EVENTS: usize = 512;
 /// Attempts at writing one batch before its events are dropped and counted.
 const WRITE_ATTEMPTS: u32 = 3;
 
+/// One encoded event on its way to a sink: the line, and what network sinks need besides it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The event in the sink's format, one line, newline included.
+    pub line: Bytes,
+    pub meta: Arc<RecordMeta>,
+}
+
+/// Facts about an event that some sinks put beside the line (shared by every format's record).
+#[derive(Debug, Default)]
+pub struct RecordMeta {
+    /// The event id: Elasticsearch `_id`, so a retried item is not indexed twice.
+    pub event_id: String,
+    /// The SCIM resource id the event is about (else the request id): the Kafka message key,
+    /// so events about one identity stay in order on one partition.
+    pub key: String,
+    /// When the request arrived, milliseconds since the Unix epoch (HEC `time`).
+    pub time_millis: i64,
+}
+
+impl RecordMeta {
+    pub fn of(event: &crate::event::AuditEvent<'_>) -> Arc<RecordMeta> {
+        Arc::new(RecordMeta {
+            event_id: event.event_id.clone(),
+            key: event
+                .scim
+                .target
+                .id
+                .clone()
+                .unwrap_or_else(|| event.request_id.to_owned()),
+            time_millis: crate::formats::event_time_millis(&event.timestamp)
+                .and_then(|t| i64::try_from(t).ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
+impl std::ops::Deref for Record {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.line
+    }
+}
+
+impl From<Bytes> for Record {
+    fn from(line: Bytes) -> Record {
+        Record {
+            line,
+            meta: Arc::default(),
+        }
+    }
+}
+
 /// Why a sink could not be built or could not write.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -62,7 +115,7 @@ pub trait SinkWriter: Send + 'static {
     /// # Errors
     /// [`BatchError`] saying how many leading lines were written whole; the caller retries
     /// only the rest (so nothing is duplicated), then counts what is left as dropped.
-    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError>;
+    fn write_batch(&mut self, lines: &[Record]) -> Result<(), BatchError>;
 
     /// Closes and reopens the output (after external log rotation, on SIGHUP, or after an
     /// error). The default does nothing.
@@ -101,7 +154,7 @@ impl ReopenSignal {
 pub struct SinkHandle {
     name: String,
     format: EventFormat,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Record>,
     when_full: WhenFull,
     dropped_full: Counter,
     dropped_shutdown: Counter,
@@ -145,7 +198,7 @@ impl SinkHandle {
 
     /// Queues one encoded event per the sink's `when_full` policy.
     /// Called from the audit worker thread, never from the async runtime.
-    pub fn enqueue_blocking(&self, line: Bytes) {
+    pub fn enqueue_blocking(&self, line: Record) {
         self.enqueue_inner(line);
         // Updated here too, so the gauge moves while the sink thread is stuck in a write.
         let depth = self.capacity.saturating_sub(self.tx.capacity());
@@ -153,7 +206,7 @@ impl SinkHandle {
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
-    fn enqueue_inner(&self, line: Bytes) {
+    fn enqueue_inner(&self, line: Record) {
         match self.when_full {
             WhenFull::Block => {
                 if self.tx.blocking_send(line).is_err() {
@@ -254,7 +307,7 @@ pub fn start(
 struct SinkWorker {
     name: String,
     writer: Box<dyn SinkWriter>,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Record>,
     reopen: ReopenSignal,
     written: Counter,
     write_errors: Counter,
@@ -266,7 +319,7 @@ struct SinkWorker {
 impl SinkWorker {
     fn run(mut self) {
         let mut seen_generation = self.reopen.generation();
-        let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH_EVENTS);
+        let mut batch: Vec<Record> = Vec::with_capacity(MAX_BATCH_EVENTS);
         while let Some(first) = self.rx.blocking_recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH_EVENTS {
@@ -294,7 +347,7 @@ impl SinkWorker {
         tracing::debug!(sink = %self.name, "Sink drained and closed.");
     }
 
-    fn write_with_retries(&mut self, batch: &[Bytes]) {
+    fn write_with_retries(&mut self, batch: &[Record]) {
         let mut rest = batch;
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=WRITE_ATTEMPTS {
@@ -339,7 +392,7 @@ impl SinkWorker {
 }
 
 /// Concatenates whole lines into `buf` (cleared first).
-fn join_lines(buf: &mut Vec<u8>, lines: &[Bytes]) {
+fn join_lines(buf: &mut Vec<u8>, lines: &[Record]) {
     buf.clear();
     for line in lines {
         buf.extend_from_slice(line);

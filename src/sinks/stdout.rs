@@ -3,9 +3,8 @@
 
 use std::io::Write;
 
-use bytes::Bytes;
 
-use super::{join_lines, BatchError, SinkError, SinkWriter};
+use super::{join_lines, BatchError, Record, SinkError, SinkWriter};
 
 pub struct StdoutWriter {
     buf: Vec<u8>,
@@ -30,7 +29,7 @@ impl Default for StdoutWriter {
 }
 
 impl SinkWriter for StdoutWriter {
-    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError> {
+    fn write_batch(&mut self, lines: &[Record]) -> Result<(), BatchError> {
         join_lines(&mut self.buf, lines);
         let skip = self.torn.min(self.buf.len());
         let mut out = std::io::stdout().lock();

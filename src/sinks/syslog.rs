@@ -12,11 +12,10 @@ use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 
-use super::{BatchError, SinkError, SinkWriter};
+use super::{BatchError, Record, SinkError, SinkWriter};
 use crate::config::{SyslogProtocol, SyslogSinkConfig};
 
 /// Severity of events whose outcome is a failure (warning) and of the others (informational).
@@ -146,7 +145,7 @@ impl SyslogWriter {
 }
 
 impl SinkWriter for SyslogWriter {
-    fn write_batch(&mut self, lines: &[Bytes]) -> Result<(), BatchError> {
+    fn write_batch(&mut self, lines: &[Record]) -> Result<(), BatchError> {
         if self.connection.is_none() {
             self.connection = Some(
                 self.connect()
@@ -298,11 +297,12 @@ mod tests {
         cfg.address = receiver.local_addr().unwrap().to_string();
         let too_large = Counter::default();
         let mut w = SyslogWriter::new(&cfg, too_large.clone()).unwrap();
+        use bytes::Bytes;
         let big = format!("{{\"x\":\"{}\"}}\n", "a".repeat(700));
         w.write_batch(&[
-            Bytes::from_static(b"{\"n\":1}\n"),
-            Bytes::from(big),
-            Bytes::from_static(b"{\"n\":2}\n"),
+            Record::from(Bytes::from_static(b"{\"n\":1}\n")),
+            Record::from(Bytes::from(big)),
+            Record::from(Bytes::from_static(b"{\"n\":2}\n")),
         ])
         .unwrap();
         let mut buf = [0u8; 2048];
