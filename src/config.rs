@@ -234,6 +234,189 @@ enum RawSink {
     Stdout(RawStdoutSink),
     File(RawFileSink),
     Syslog(RawSyslogSink),
+    Http(RawHttpSink),
+    Kafka(RawKafkaSink),
+}
+
+/// `type = "http"`: batches POSTed to a collector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpSink {
+    name: Option<String>,
+    #[serde(default)]
+    format: EventFormat,
+    /// Where batches are POSTed (`http://` or `https://`). Required.
+    url: Option<String>,
+    #[serde(default)]
+    encoding: HttpEncoding,
+    /// Extra request headers, sent as written (nothing secret here: use `header_files`).
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    /// Headers whose value is read from a file (a secret), trimmed of surrounding whitespace.
+    #[serde(default)]
+    header_files: std::collections::BTreeMap<String, PathBuf>,
+    /// File holding a token: sent as `Authorization: Splunk <token>` for `splunk_hec`,
+    /// `Authorization: Bearer <token>` otherwise.
+    token_file: Option<PathBuf>,
+    /// Extra PEM CA bundle trusted for an `https://` url, on top of the standard web roots.
+    ca_file: Option<PathBuf>,
+    /// Elasticsearch `_index` of each document (`elasticsearch_bulk`), or HEC `index`.
+    index: Option<String>,
+    /// HEC `source` (default `scimtap`).
+    source: Option<String>,
+    /// HEC `sourcetype` (default `scimtap:<format>`).
+    sourcetype: Option<String>,
+    /// HEC `host` (default: this machine's host name).
+    host: Option<String>,
+    #[serde(default = "default_connect_timeout_secs_plain")]
+    connect_timeout_secs: f64,
+    /// Time allowed for one batch's request and response.
+    #[serde(default = "default_request_timeout_secs")]
+    request_timeout_secs: f64,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    when_full: WhenFull,
+    #[serde(default)]
+    buffer: RawBuffer,
+}
+
+fn default_request_timeout_secs() -> f64 {
+    10.0
+}
+
+/// How an HTTP sink lays out a batch.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpEncoding {
+    /// One event per line (`application/x-ndjson`).
+    #[default]
+    Ndjson,
+    /// One JSON array of events (`application/json`).
+    JsonArray,
+    /// Splunk HTTP Event Collector envelopes (`/services/collector/event`).
+    SplunkHec,
+    /// Elasticsearch `_bulk` API: `index` actions with the event id as `_id`.
+    ElasticsearchBulk,
+}
+
+/// `type = "kafka"`: produced to one topic, keyed by the SCIM resource id.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafkaSink {
+    name: Option<String>,
+    #[serde(default)]
+    format: EventFormat,
+    /// Bootstrap brokers, `host:port`. Required.
+    #[serde(default)]
+    brokers: Vec<String>,
+    /// Topic to produce to. Required.
+    topic: Option<String>,
+    #[serde(default)]
+    compression: KafkaCompression,
+    /// Connect with TLS. `tls_ca_file` adds a PEM CA bundle to the standard web roots.
+    #[serde(default)]
+    tls: bool,
+    tls_ca_file: Option<PathBuf>,
+    /// SASL authentication: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    sasl_mechanism: Option<String>,
+    sasl_username: Option<String>,
+    /// File holding the SASL password.
+    sasl_password_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout_secs_plain")]
+    connect_timeout_secs: f64,
+    /// Time allowed for one produce request (acks = all) and its answer.
+    #[serde(default = "default_request_timeout_secs")]
+    request_timeout_secs: f64,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    when_full: WhenFull,
+    #[serde(default)]
+    buffer: RawBuffer,
+}
+
+/// Compression of produced record batches.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaCompression {
+    None,
+    Gzip,
+    Lz4,
+    Snappy,
+    #[default]
+    Zstd,
+}
+
+/// `batch = { max_events, max_bytes, timeout_secs }`: how much a sink sends at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    /// Most events in one batch.
+    #[serde(default = "default_batch_max_events")]
+    max_events: u64,
+    /// Most bytes of encoded events in one batch (a single larger event goes alone).
+    #[serde(default = "default_batch_max_bytes")]
+    max_bytes: u64,
+    /// How long a sink waits for a batch to fill once it holds one event. 0: send what is
+    /// there at once (the default for file, stdout and syslog).
+    timeout_secs: Option<f64>,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        RawBatch {
+            max_events: default_batch_max_events(),
+            max_bytes: default_batch_max_bytes(),
+            timeout_secs: None,
+        }
+    }
+}
+
+fn default_batch_max_events() -> u64 {
+    512
+}
+fn default_batch_max_bytes() -> u64 {
+    1024 * 1024
+}
+
+/// `retry = { max_attempts, initial_backoff_secs, max_backoff_secs }`: what a sink does when
+/// a batch fails. Waits double from the initial backoff up to the maximum, each with random
+/// jitter (half to all of it); a receiver's `Retry-After` is honoured (up to the maximum).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    /// Attempts per batch (first try included) before its events are dropped and counted.
+    #[serde(default = "default_retry_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_retry_initial_backoff_secs")]
+    initial_backoff_secs: f64,
+    #[serde(default = "default_retry_max_backoff_secs")]
+    max_backoff_secs: f64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            max_attempts: default_retry_max_attempts(),
+            initial_backoff_secs: default_retry_initial_backoff_secs(),
+            max_backoff_secs: default_retry_max_backoff_secs(),
+        }
+    }
+}
+
+fn default_retry_max_attempts() -> u32 {
+    8
+}
+fn default_retry_initial_backoff_secs() -> f64 {
+    0.1
+}
+fn default_retry_max_backoff_secs() -> f64 {
+    30.0
 }
 
 /// `type = "syslog"`: RFC 5424 messages over UDP, TCP (RFC 6587 octet counting) or TLS
@@ -267,6 +450,10 @@ struct RawSyslogSink {
     max_message_bytes: usize,
     #[serde(default = "default_connect_timeout_secs_plain")]
     connect_timeout_secs: f64,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    retry: RawRetry,
     #[serde(default)]
     when_full: WhenFull,
     #[serde(default)]
@@ -306,6 +493,10 @@ struct RawStdoutSink {
     #[serde(default)]
     format: EventFormat,
     #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
     when_full: WhenFull,
     #[serde(default)]
     buffer: RawBuffer,
@@ -326,6 +517,10 @@ struct RawFileSink {
     /// Rotated files kept (`<path>.1` .. `<path>.N`); older ones are deleted.
     #[serde(default = "default_keep_files")]
     keep_files: u32,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    retry: RawRetry,
     #[serde(default)]
     when_full: WhenFull,
     #[serde(default)]
@@ -525,7 +720,24 @@ pub struct SinkConfig {
     pub format: EventFormat,
     pub when_full: WhenFull,
     pub max_events: usize,
+    pub batch: BatchConfig,
+    pub retry: RetryConfig,
     pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    /// Zero: send what is queued at once.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -533,6 +745,50 @@ pub enum SinkKind {
     Stdout,
     File(FileSinkConfig),
     Syslog(SyslogSinkConfig),
+    Http(HttpSinkConfig),
+    Kafka(KafkaSinkConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSinkConfig {
+    pub url: http::Uri,
+    pub encoding: HttpEncoding,
+    /// Plain headers and the ones read from files; values from files are marked sensitive
+    /// (`HeaderValue::set_sensitive`), so hyper never logs them.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub index: Option<String>,
+    pub source: String,
+    pub sourcetype: String,
+    pub host: Option<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSinkConfig {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    pub compression: KafkaCompression,
+    /// `Some` (possibly empty: web roots only) when connecting with TLS.
+    pub tls_extra_roots: Option<Vec<CertificateDer<'static>>>,
+    pub sasl: Option<KafkaSasl>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: SecretKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
 }
 
 #[derive(Debug, Clone)]
@@ -764,6 +1020,8 @@ fn parse_pass(src: &str) -> Result<(RawConfig, Vec<(usize, RawSink)>), PassError
     Ok((raw, sinks))
 }
 
+const SINK_TYPES: &str = "`file`, `stdout`, `syslog`, `http` or `kafka`";
+
 /// One `[[sinks]]` table: `type` picks the struct, which then gets the rest of the table.
 /// Done by hand rather than by a `type`-tagged enum, whose buffering loses the path of a bad
 /// field (`buffer.max_events`). Errors come back as (dotted field, message).
@@ -783,17 +1041,19 @@ fn deserialize_sink(value: toml::Value) -> Result<RawSink, (String, String)> {
         Some(Some("file")) => fields(rest).map(RawSink::File),
         Some(Some("stdout")) => fields(rest).map(RawSink::Stdout),
         Some(Some("syslog")) => fields(rest).map(RawSink::Syslog),
+        Some(Some("http")) => fields(rest).map(RawSink::Http),
+        Some(Some("kafka")) => fields(rest).map(RawSink::Kafka),
         Some(Some(other)) => Err((
             "type".to_owned(),
-            format!("unknown sink type `{other}`, expected `file`, `stdout` or `syslog`"),
+            format!("unknown sink type `{other}`, expected {SINK_TYPES}"),
         )),
         Some(None) => Err((
             "type".to_owned(),
-            "`type` must be a string (\"file\" or \"stdout\")".to_owned(),
+            format!("`type` must be a string: {SINK_TYPES}"),
         )),
         None => Err((
             "type".to_owned(),
-            "missing: a sink needs a `type` (\"file\" or \"stdout\")".to_owned(),
+            format!("missing: a sink needs a `type`: {SINK_TYPES}"),
         )),
     }
 }
@@ -966,6 +1226,53 @@ impl Checker<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// [`Checker::certs`] for a key inside a `[[sinks]]` table (known by line, not span).
+    fn certs_at(&mut self, line: usize, key: &str, path: &Path) -> Vec<CertificateDer<'static>> {
+        let certs = self.certs(&Spanned::new(0..0, path.to_path_buf()), key);
+        if let Some(last) = self.problems.last_mut() {
+            if last.key == key && last.line.is_none() {
+                last.line = Some(line);
+            }
+        }
+        certs
+    }
+
+    /// A secret read from a file: trimmed, non-empty.
+    fn secret_at(&mut self, line: usize, key: &str, path: &Path) -> Option<SecretKey> {
+        match std::fs::read(path) {
+            Ok(bytes) if !bytes.trim_ascii().is_empty() => {
+                Some(SecretKey(bytes.trim_ascii().to_vec()))
+            }
+            Ok(_) => {
+                self.line(Some(line), key, format!("{} is empty", path.display()));
+                None
+            }
+            Err(e) => {
+                self.line(
+                    Some(line),
+                    key,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A number of seconds inside a `[[sinks]]` table; `zero_ok` admits 0.
+    fn secs_at(&mut self, line: usize, key: &str, secs: f64, zero_ok: bool) -> Duration {
+        if secs.is_finite() && (secs > 0.0 || (zero_ok && secs == 0.0)) && secs <= 86_400.0 {
+            Duration::from_secs_f64(secs)
+        } else {
+            let range = if zero_ok { "0" } else { "more than 0" };
+            self.line(
+                Some(line),
+                key,
+                format!("must be {range} and at most 86400 seconds, got {secs}"),
+            );
+            Duration::from_secs(1)
         }
     }
 
@@ -1413,7 +1720,7 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
         c.line(
             None,
             "sinks",
-            "no [[sinks]] configured: add at least one (type = \"file\" or \"stdout\"), or events have nowhere to go",
+            "no [[sinks]] configured: add at least one (type = \"file\", \"stdout\", \"syslog\", \"http\" or \"kafka\"), or events have nowhere to go",
         );
     }
     let total = sinks.len();
@@ -1423,9 +1730,30 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
             RawSink::Stdout(s) => s.format,
             RawSink::File(f) => f.format,
             RawSink::Syslog(s) => s.format,
+            RawSink::Http(h) => h.format,
+            RawSink::Kafka(k) => k.format,
         };
-        let (name, when_full, buffer, kind) = match sink {
-            RawSink::Stdout(s) => (s.name, s.when_full, s.buffer, SinkKind::Stdout),
+        let (name, when_full, buffer, batch, retry, kind) = match sink {
+            RawSink::Stdout(s) => (
+                s.name,
+                s.when_full,
+                s.buffer,
+                s.batch,
+                s.retry,
+                SinkKind::Stdout,
+            ),
+            RawSink::Http(h) => {
+                let Some(kind) = validate_http(c, line, &key, &h) else {
+                    continue;
+                };
+                (h.name, h.when_full, h.buffer, h.batch, h.retry, kind)
+            }
+            RawSink::Kafka(k) => {
+                let Some(kind) = validate_kafka(c, line, &key, &k) else {
+                    continue;
+                };
+                (k.name, k.when_full, k.buffer, k.batch, k.retry, kind)
+            }
             RawSink::Syslog(s) => {
                 let Some(address) = s.address else {
                     c.line(
@@ -1472,16 +1800,7 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
                     );
                 }
                 let extra_roots = match &s.tls_ca_file {
-                    Some(path) => {
-                        let spanned = Spanned::new(0..0, path.clone());
-                        let certs = c.certs(&spanned, &key("tls_ca_file"));
-                        if let Some(last) = c.problems.last_mut() {
-                            if last.key == key("tls_ca_file") && last.line.is_none() {
-                                last.line = Some(line);
-                            }
-                        }
-                        certs
-                    }
+                    Some(path) => c.certs_at(line, &key("tls_ca_file"), path),
                     None => Vec::new(),
                 };
                 if s.protocol != SyslogProtocol::Tls
@@ -1501,6 +1820,8 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
                     s.name,
                     s.when_full,
                     s.buffer,
+                    s.batch,
+                    s.retry,
                     SinkKind::Syslog(SyslogSinkConfig {
                         address,
                         protocol: s.protocol,
@@ -1534,6 +1855,8 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
                     f.name,
                     f.when_full,
                     f.buffer,
+                    f.batch,
+                    f.retry,
                     SinkKind::File(FileSinkConfig {
                         path,
                         max_file_bytes: f.max_file_bytes,
@@ -1557,7 +1880,12 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
             SinkKind::Stdout => "stdout",
             SinkKind::File(_) => "file",
             SinkKind::Syslog(_) => "syslog",
+            SinkKind::Http(_) => "http",
+            SinkKind::Kafka(_) => "kafka",
         };
+        let network = matches!(kind, SinkKind::Http(_) | SinkKind::Kafka(_));
+        let batch = validate_batch(c, line, &key, &batch, network);
+        let retry = validate_retry(c, line, &key, &retry);
         let name = name.unwrap_or_else(|| {
             if total == 1 {
                 type_name.to_owned()
@@ -1589,10 +1917,334 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
             format,
             when_full,
             max_events: buffer.max_events.clamp(1, 10_000_000) as usize,
+            batch,
+            retry,
             kind,
         });
     }
     out
+}
+
+fn validate_batch(
+    c: &mut Checker<'_>,
+    line: usize,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawBatch,
+    network: bool,
+) -> BatchConfig {
+    if !(1..=100_000).contains(&raw.max_events) {
+        c.line(
+            Some(line),
+            &key("batch.max_events"),
+            "must be between 1 and 100000",
+        );
+    }
+    if !(1024..=256 * 1024 * 1024).contains(&raw.max_bytes) {
+        c.line(
+            Some(line),
+            &key("batch.max_bytes"),
+            "must be between 1024 and 268435456",
+        );
+    }
+    // Network sinks wait a little for a fuller batch (fewer requests); local ones write
+    // what is there at once.
+    let default_timeout = if network { 1.0 } else { 0.0 };
+    let timeout = c.secs_at(
+        line,
+        &key("batch.timeout_secs"),
+        raw.timeout_secs.unwrap_or(default_timeout),
+        true,
+    );
+    BatchConfig {
+        max_events: raw.max_events.clamp(1, 100_000) as usize,
+        max_bytes: raw.max_bytes.clamp(1024, 256 * 1024 * 1024) as usize,
+        timeout,
+    }
+}
+
+fn validate_retry(
+    c: &mut Checker<'_>,
+    line: usize,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawRetry,
+) -> RetryConfig {
+    if !(1..=1000).contains(&raw.max_attempts) {
+        c.line(
+            Some(line),
+            &key("retry.max_attempts"),
+            "must be between 1 and 1000",
+        );
+    }
+    let initial_backoff = c.secs_at(
+        line,
+        &key("retry.initial_backoff_secs"),
+        raw.initial_backoff_secs,
+        false,
+    );
+    let max_backoff = c.secs_at(
+        line,
+        &key("retry.max_backoff_secs"),
+        raw.max_backoff_secs,
+        false,
+    );
+    if max_backoff < initial_backoff {
+        c.line(
+            Some(line),
+            &key("retry.max_backoff_secs"),
+            "must not be less than retry.initial_backoff_secs",
+        );
+    }
+    RetryConfig {
+        max_attempts: raw.max_attempts.clamp(1, 1000),
+        initial_backoff,
+        max_backoff,
+    }
+}
+
+fn validate_http(
+    c: &mut Checker<'_>,
+    line: usize,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawHttpSink,
+) -> Option<SinkKind> {
+    let Some(url) = &raw.url else {
+        c.line(
+            Some(line),
+            &key("url"),
+            "missing: an http sink needs a `url`",
+        );
+        return None;
+    };
+    let url = match url.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            uri
+        }
+        _ => {
+            c.line(
+                Some(line),
+                &key("url"),
+                format!("`{url}` is not an http:// or https:// URL"),
+            );
+            return None;
+        }
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let header_key = key(&format!("headers.{name}"));
+        match (
+            http::HeaderName::try_from(name.as_str()),
+            http::HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            _ => c.line(Some(line), &header_key, "not a valid header name and value"),
+        }
+    }
+    let mut secret_header = |c: &mut Checker<'_>, k: &str, name: &str, value: Vec<u8>| {
+        match (
+            http::HeaderName::try_from(name),
+            http::HeaderValue::try_from(value),
+        ) {
+            (Ok(n), Ok(mut v)) => {
+                v.set_sensitive(true);
+                headers.push((n, v));
+            }
+            // The value is a secret: never echo it.
+            _ => c.line(Some(line), k, "not a valid header name and value"),
+        }
+    };
+    for (name, path) in &raw.header_files {
+        let k = key(&format!("header_files.{name}"));
+        if let Some(secret) = c.secret_at(line, &k, path) {
+            secret_header(c, &k, name, secret.0);
+        }
+    }
+    if let Some(path) = &raw.token_file {
+        let k = key("token_file");
+        if let Some(secret) = c.secret_at(line, &k, path) {
+            let scheme: &[u8] = if raw.encoding == HttpEncoding::SplunkHec {
+                b"Splunk "
+            } else {
+                b"Bearer "
+            };
+            let mut value = scheme.to_vec();
+            value.extend_from_slice(&secret.0);
+            secret_header(c, &k, "authorization", value);
+        }
+    }
+    let extra_roots = match &raw.ca_file {
+        Some(path) => c.certs_at(line, &key("ca_file"), path),
+        None => Vec::new(),
+    };
+    if raw.ca_file.is_some() && url.scheme_str() != Some("https") {
+        c.line(Some(line), &key("ca_file"), "needs an https:// url");
+    }
+    if raw.encoding != HttpEncoding::SplunkHec
+        && (raw.source.is_some() || raw.sourcetype.is_some() || raw.host.is_some())
+    {
+        c.line(
+            Some(line),
+            &key("encoding"),
+            "source, sourcetype and host are Splunk HEC fields: they need encoding = \"splunk_hec\"",
+        );
+    }
+    Some(SinkKind::Http(HttpSinkConfig {
+        url,
+        encoding: raw.encoding,
+        headers,
+        extra_roots,
+        index: raw.index.clone(),
+        source: raw.source.clone().unwrap_or_else(|| "scimtap".to_owned()),
+        sourcetype: raw.sourcetype.clone().unwrap_or_else(|| {
+            let format = match raw.format {
+                EventFormat::Native => "native",
+                EventFormat::Cef => "cef",
+                EventFormat::Ecs => "ecs",
+                EventFormat::Ocsf => "ocsf",
+            };
+            format!("scimtap:{format}")
+        }),
+        host: raw.host.clone(),
+        connect_timeout: c.secs_at(
+            line,
+            &key("connect_timeout_secs"),
+            raw.connect_timeout_secs,
+            false,
+        ),
+        request_timeout: c.secs_at(
+            line,
+            &key("request_timeout_secs"),
+            raw.request_timeout_secs,
+            false,
+        ),
+    }))
+}
+
+fn validate_kafka(
+    c: &mut Checker<'_>,
+    line: usize,
+    key: &dyn Fn(&str) -> String,
+    raw: &RawKafkaSink,
+) -> Option<SinkKind> {
+    let mut ok = true;
+    if raw.brokers.is_empty() {
+        c.line(
+            Some(line),
+            &key("brokers"),
+            "missing: a kafka sink needs `brokers` ([\"host:port\", ...])",
+        );
+        ok = false;
+    }
+    for broker in &raw.brokers {
+        if broker
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            c.line(
+                Some(line),
+                &key("brokers"),
+                format!("`{broker}` is not host:port"),
+            );
+            ok = false;
+        }
+    }
+    let topic = match &raw.topic {
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= 249
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+        {
+            t.clone()
+        }
+        Some(t) => {
+            c.line(
+                Some(line),
+                &key("topic"),
+                format!("`{t}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"),
+            );
+            return None;
+        }
+        None => {
+            c.line(
+                Some(line),
+                &key("topic"),
+                "missing: a kafka sink needs a `topic`",
+            );
+            return None;
+        }
+    };
+    let tls_extra_roots = match (&raw.tls_ca_file, raw.tls) {
+        (Some(path), true) => Some(c.certs_at(line, &key("tls_ca_file"), path)),
+        (None, true) => Some(Vec::new()),
+        (Some(_), false) => {
+            c.line(Some(line), &key("tls_ca_file"), "needs tls = true");
+            None
+        }
+        (None, false) => None,
+    };
+    let sasl = match (
+        &raw.sasl_mechanism,
+        &raw.sasl_username,
+        &raw.sasl_password_file,
+    ) {
+        (None, None, None) => None,
+        (Some(mechanism), Some(username), Some(password_file)) => {
+            let mechanism = match mechanism.to_ascii_uppercase().as_str() {
+                "PLAIN" => Some(SaslMechanism::Plain),
+                "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
+                "SCRAM-SHA-512" => Some(SaslMechanism::ScramSha512),
+                _ => {
+                    c.line(
+                        Some(line),
+                        &key("sasl_mechanism"),
+                        format!("unknown SASL mechanism `{mechanism}`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+                    );
+                    None
+                }
+            };
+            let password = c.secret_at(line, &key("sasl_password_file"), password_file);
+            match (mechanism, password) {
+                (Some(mechanism), Some(password)) => Some(KafkaSasl {
+                    mechanism,
+                    username: username.clone(),
+                    password,
+                }),
+                _ => None,
+            }
+        }
+        _ => {
+            c.line(
+                Some(line),
+                &key("sasl_mechanism"),
+                "SASL needs all of sasl_mechanism, sasl_username and sasl_password_file",
+            );
+            None
+        }
+    };
+    let connect_timeout = c.secs_at(
+        line,
+        &key("connect_timeout_secs"),
+        raw.connect_timeout_secs,
+        false,
+    );
+    let request_timeout = c.secs_at(
+        line,
+        &key("request_timeout_secs"),
+        raw.request_timeout_secs,
+        false,
+    );
+    ok.then(|| {
+        SinkKind::Kafka(KafkaSinkConfig {
+            brokers: raw.brokers.clone(),
+            topic,
+            compression: raw.compression,
+            tls_extra_roots,
+            sasl,
+            connect_timeout,
+            request_timeout,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -177,6 +177,9 @@ pub(crate) fn event_time_millis(timestamp: &str) -> Option<u128> {
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis())
 }
 
+/// ECS version the documents follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.12.0";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,9 +193,6 @@ mod tests {
         assert_eq!(ext.0, r"msg=a\=b\\c\nd|e");
     }
 }
-
-/// ECS version the documents follow (`ecs.version`).
-pub const ECS_VERSION: &str = "8.12.0";
 
 /// The event as one ECS document (JSON), newline included.
 ///

@@ -64,12 +64,14 @@ pub enum DropReason {
     queue_full,
     /// The receiving side had already shut down.
     shutdown,
-    /// The sink failed to write the event.
+    /// The sink failed to write the event, `retry.max_attempts` times.
     write_error,
     /// The event could not be serialized.
     encode_error,
     /// The event is larger than the sink can carry (syslog `max_message_bytes`).
     too_large,
+    /// The receiver refused the event for good (an Elasticsearch item answered 4xx, not 429).
+    rejected,
 }
 
 /// Every metric scimtap exposes, registered once.
@@ -89,6 +91,14 @@ pub struct Metrics {
     pub sink_dropped: Family<SinkReasonLabels, Counter>,
     pub sink_queue_depth: Family<SinkLabels, Gauge>,
     pub sink_write_errors: Family<SinkLabels, Counter>,
+    pub sink_retried: Family<SinkLabels, Counter>,
+    pub sink_send_duration: Family<SinkLabels, Histogram>,
+}
+
+fn send_duration_histogram() -> Histogram {
+    Histogram::new([
+        0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0,
+    ])
 }
 
 /// The gauge's default atomic; named so the field type reads plainly.
@@ -185,6 +195,20 @@ impl Metrics {
             "Failed write attempts per sink",
             sink_write_errors.clone(),
         );
+        let sink_retried = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "sink_events_retried",
+            "Audit events sent again after a failed attempt, per sink",
+            sink_retried.clone(),
+        );
+        let sink_send_duration =
+            Family::<SinkLabels, Histogram>::new_with_constructor(send_duration_histogram);
+        registry.register_with_unit(
+            "sink_send_duration",
+            "Time of one write or send attempt of a batch, per sink",
+            prometheus_client::registry::Unit::Seconds,
+            sink_send_duration.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -201,6 +225,8 @@ impl Metrics {
             sink_dropped,
             sink_queue_depth,
             sink_write_errors,
+            sink_retried,
+            sink_send_duration,
         })
     }
 

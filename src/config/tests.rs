@@ -95,7 +95,7 @@ type = "file"
 pth = "audit.jsonl"
 
 [[sinks]]
-type = "kafka"
+type = "carrier-pigeon"
 "#;
     let p = problems(text);
     let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();

@@ -9,7 +9,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-
 use super::{BatchError, Record, SinkError, SinkWriter};
 use crate::config::FileSinkConfig;
 
@@ -126,10 +125,8 @@ impl SinkWriter for FileWriter {
                 && would_be > self.max_file_bytes
                 && self.size + self.buf.len() as u64 > 0
             {
-                self.write_buf().map_err(|(whole, error)| BatchError {
-                    written: done + whole,
-                    error,
-                })?;
+                self.write_buf()
+                    .map_err(|(whole, error)| BatchError::leading(done + whole, error))?;
                 done += in_buf;
                 in_buf = 0;
                 if !self.rotation_broken {
@@ -144,10 +141,8 @@ impl SinkWriter for FileWriter {
             self.buf.extend_from_slice(line);
             in_buf += 1;
         }
-        self.write_buf().map_err(|(whole, error)| BatchError {
-            written: done + whole,
-            error,
-        })
+        self.write_buf()
+            .map_err(|(whole, error)| BatchError::leading(done + whole, error))
     }
 
     fn reopen(&mut self) -> Result<(), SinkError> {
@@ -230,7 +225,7 @@ mod tests {
         })
         .unwrap();
         let err = w.write_batch(&[line(1), line(2)]).unwrap_err();
-        assert_eq!(err.written, 0);
+        assert_eq!(err.delivered, crate::sinks::Delivered::Leading(0));
         assert!(matches!(err.error, SinkError::Write(_)));
     }
 

@@ -1,35 +1,37 @@
 //! Sinks: where encoded audit events go.
 //!
 //! Each sink owns a bounded queue and a dedicated thread: writes to files and pipes are
-//! blocking system calls, and a stalled one (a full disk, a reader that stopped reading stdout)
-//! must stall only that thread, never the async runtime serving requests. The thread takes a
-//! batch of whole lines, writes it, and accounts for every event: written, or dropped with a
-//! reason.
+//! blocking system calls, and a stalled one (a full disk, a reader that stopped reading stdout,
+//! a collector that does not answer) must stall only that thread, never the async runtime
+//! serving requests. The thread runs its own single-threaded runtime (network sinks speak async
+//! HTTP and Kafka), takes a batch of whole events (`batch.max_events`, `batch.max_bytes`,
+//! waiting up to `batch.timeout_secs` for it to fill), sends it, retries what failed with
+//! exponential backoff, jitter and the receiver's `Retry-After`, and accounts for every event:
+//! written, or dropped with a reason.
 
 mod file;
+mod http;
+mod kafka;
 mod stdout;
 mod syslog;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{EventFormat, SinkConfig, SinkKind, WhenFull};
+use crate::config::{BatchConfig, EventFormat, RetryConfig, SinkConfig, SinkKind, WhenFull};
 use crate::telemetry::{DropReason, Metrics, SinkLabels, SinkReasonLabels};
 
 pub use file::FileWriter;
+pub use http::HttpWriter;
+pub use kafka::KafkaWriter;
 pub use stdout::StdoutWriter;
 pub use syslog::SyslogWriter;
-
-/// Most events written in one batch (one write(2) of whole lines).
-const MAX_BATCH_EVENTS: usize = 512;
-/// Attempts at writing one batch before its events are dropped and counted.
-const WRITE_ATTEMPTS: u32 = 3;
 
 /// One encoded event on its way to a sink: the line, and what network sinks need besides it.
 #[derive(Debug, Clone)]
@@ -97,14 +99,40 @@ pub enum SinkError {
     Write(#[source] std::io::Error),
     #[error("rotation failed: {0}")]
     Rotate(#[source] std::io::Error),
+    /// A network receiver failed or refused the batch (connection, status, protocol error).
+    #[error("{0}")]
+    Send(String),
+    #[error("cannot set up the client: {0}")]
+    Setup(String),
 }
 
-/// A batch that was only partly written: the first `written` lines are out, whole; the rest
-/// are not.
+/// A batch that was not wholly delivered: which of its events are out, and when to try again.
 #[derive(Debug)]
 pub struct BatchError {
-    pub written: usize,
+    pub delivered: Delivered,
     pub error: SinkError,
+    /// How long the receiver asked to be left alone (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+/// Which events of a failed batch are out (whole) and need no retry.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// The first `n` (a stream: file, pipe, syslog over TCP).
+    Leading(usize),
+    /// All but these, by index into the batch (per-item results: Elasticsearch `_bulk`).
+    AllBut(Vec<usize>),
+}
+
+impl BatchError {
+    /// A failure after which the first `written` events are out and the rest are not.
+    pub fn leading(written: usize, error: SinkError) -> BatchError {
+        BatchError {
+            delivered: Delivered::Leading(written),
+            error,
+            retry_after: None,
+        }
+    }
 }
 
 /// The blocking writer behind one sink.
@@ -233,25 +261,13 @@ impl SinkHandle {
 /// Builds the writer for `config` and starts its thread.
 ///
 /// # Errors
-/// [`SinkError::Open`] when the output cannot be opened (checked before the proxy accepts
-/// anything, so a bad path stops startup).
+/// [`SinkError::Open`] / [`SinkError::Setup`] when the output cannot be opened or the client
+/// cannot be built (checked before the proxy accepts anything, so a bad path stops startup).
 pub fn start(
     config: &SinkConfig,
     metrics: &Metrics,
     reopen: ReopenSignal,
 ) -> Result<(SinkHandle, SinkThread), SinkError> {
-    let writer: Box<dyn SinkWriter> = match &config.kind {
-        SinkKind::Stdout => Box::new(StdoutWriter::new()),
-        SinkKind::File(file) => Box::new(FileWriter::open(file)?),
-        SinkKind::Syslog(syslog) => Box::new(SyslogWriter::new(
-            syslog,
-            metrics.sink_dropped.get_or_create_owned(&SinkReasonLabels {
-                sink: config.name.clone(),
-                reason: DropReason::too_large,
-            }),
-        )?),
-    };
-    let (tx, rx) = mpsc::channel(config.max_events);
     let sink = SinkLabels {
         sink: config.name.clone(),
     };
@@ -261,23 +277,46 @@ pub fn start(
             reason,
         })
     };
+    let output = match &config.kind {
+        SinkKind::Stdout => Output::Blocking(Box::new(StdoutWriter::new())),
+        SinkKind::File(file) => Output::Blocking(Box::new(FileWriter::open(file)?)),
+        SinkKind::Syslog(syslog) => Output::Blocking(Box::new(SyslogWriter::new(
+            syslog,
+            dropped(DropReason::too_large),
+        )?)),
+        SinkKind::Http(http) => Output::Http(Box::new(HttpWriter::new(
+            http,
+            config.format,
+            dropped(DropReason::rejected),
+        )?)),
+        SinkKind::Kafka(kafka) => Output::Kafka(Box::new(KafkaWriter::new(kafka)?)),
+    };
+    let (tx, rx) = mpsc::channel(config.max_events);
     let healthy = Arc::new(AtomicBool::new(true));
     let (done_tx, done) = oneshot::channel();
     let worker = SinkWorker {
         name: config.name.clone(),
-        writer,
+        output,
         rx,
         reopen,
+        batch: config.batch.clone(),
+        retry: config.retry.clone(),
         written: metrics.sink_written.get_or_create_owned(&sink),
         write_errors: metrics.sink_write_errors.get_or_create_owned(&sink),
+        retried: metrics.sink_retried.get_or_create_owned(&sink),
+        send_duration: metrics.sink_send_duration.get_or_create_owned(&sink),
         dropped_write: dropped(DropReason::write_error),
         queue_depth: metrics.sink_queue_depth.get_or_create_owned(&sink),
         healthy: healthy.clone(),
     };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SinkError::Setup(format!("runtime for sink {}: {e}", config.name)))?;
     std::thread::Builder::new()
         .name(format!("sink-{}", config.name))
         .spawn(move || {
-            worker.run();
+            runtime.block_on(worker.run());
             let _ = done_tx.send(());
         })
         .map_err(|source| SinkError::Open {
@@ -304,91 +343,211 @@ pub fn start(
     ))
 }
 
+/// Where a sink's batches go: a blocking writer (called on the sink's own thread, where
+/// blocking stalls nothing else) or an async network client.
+enum Output {
+    Blocking(Box<dyn SinkWriter>),
+    Http(Box<HttpWriter>),
+    Kafka(Box<KafkaWriter>),
+}
+
+impl Output {
+    async fn write_batch(&mut self, records: &[Record]) -> Result<(), BatchError> {
+        match self {
+            Output::Blocking(writer) => writer.write_batch(records),
+            Output::Http(writer) => writer.send(records).await,
+            Output::Kafka(writer) => writer.send(records).await,
+        }
+    }
+
+    fn take_skipped(&mut self) -> usize {
+        match self {
+            Output::Blocking(writer) => writer.take_skipped(),
+            Output::Http(writer) => writer.take_skipped(),
+            Output::Kafka(_) => 0,
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        match self {
+            Output::Blocking(writer) => writer.reopen(),
+            Output::Http(_) | Output::Kafka(_) => Ok(()),
+        }
+    }
+
+    fn abandon(&mut self) {
+        if let Output::Blocking(writer) = self {
+            writer.abandon();
+        }
+    }
+}
+
 struct SinkWorker {
     name: String,
-    writer: Box<dyn SinkWriter>,
+    output: Output,
     rx: mpsc::Receiver<Record>,
     reopen: ReopenSignal,
+    batch: BatchConfig,
+    retry: RetryConfig,
     written: Counter,
     write_errors: Counter,
+    retried: Counter,
+    send_duration: prometheus_client::metrics::histogram::Histogram,
     dropped_write: Counter,
     queue_depth: Gauge,
     healthy: Arc<AtomicBool>,
 }
 
 impl SinkWorker {
-    fn run(mut self) {
+    async fn run(mut self) {
         let mut seen_generation = self.reopen.generation();
-        let mut batch: Vec<Record> = Vec::with_capacity(MAX_BATCH_EVENTS);
-        while let Some(first) = self.rx.blocking_recv() {
+        let mut batch: Vec<Record> = Vec::with_capacity(self.batch.max_events.min(4096));
+        while let Some(first) = self.rx.recv().await {
+            let mut bytes = first.line.len();
             batch.push(first);
-            while batch.len() < MAX_BATCH_EVENTS {
-                match self.rx.try_recv() {
-                    Ok(line) => batch.push(line),
-                    Err(_) => break,
-                }
-            }
-            self.queue_depth
-                .set(i64::try_from(self.rx.len()).unwrap_or(i64::MAX));
-            let generation = self.reopen.generation();
-            if generation != seen_generation {
-                seen_generation = generation;
-                match self.writer.reopen() {
-                    Ok(()) => tracing::info!(sink = %self.name, "Sink output reopened."),
-                    Err(error) => {
-                        tracing::error!(sink = %self.name, %error, "Cannot reopen sink output.")
+            let deadline = tokio::time::Instant::now() + self.batch.timeout;
+            while batch.len() < self.batch.max_events && bytes < self.batch.max_bytes {
+                let next = match self.rx.try_recv() {
+                    Ok(record) => Some(record),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) if self.batch.timeout.is_zero() => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::time::timeout_at(deadline, self.rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
                     }
+                };
+                let Some(record) = next else { break };
+                if bytes + record.line.len() > self.batch.max_bytes {
+                    // Too big to join this batch: it opens the next one.
+                    self.flush(&mut batch, &mut seen_generation).await;
+                    bytes = 0;
                 }
+                bytes += record.line.len();
+                batch.push(record);
             }
-            self.write_with_retries(&batch);
-            batch.clear();
+            self.flush(&mut batch, &mut seen_generation).await;
         }
         self.queue_depth.set(0);
         tracing::debug!(sink = %self.name, "Sink drained and closed.");
     }
 
-    fn write_with_retries(&mut self, batch: &[Record]) {
-        let mut rest = batch;
-        let mut backoff = Duration::from_millis(100);
-        for attempt in 1..=WRITE_ATTEMPTS {
-            match self.writer.write_batch(rest) {
-                Ok(()) => {
-                    let skipped = self.writer.take_skipped();
-                    self.written
-                        .inc_by(rest.len().saturating_sub(skipped) as u64);
-                    self.healthy.store(true, Ordering::Relaxed);
-                    return;
-                }
-                Err(BatchError { written, error }) => {
-                    let written = written.min(rest.len());
-                    let skipped = self.writer.take_skipped().min(written);
-                    self.written.inc_by((written - skipped) as u64);
-                    rest = &rest[written..];
-                    self.write_errors.inc();
-                    self.healthy.store(false, Ordering::Relaxed);
-                    tracing::error!(sink = %self.name, attempt, %error, "Sink write failed.");
-                    if rest.is_empty() {
-                        return;
-                    }
-                    if attempt < WRITE_ATTEMPTS {
-                        std::thread::sleep(backoff);
-                        backoff *= 2;
-                        if let Err(error) = self.writer.reopen() {
-                            tracing::error!(sink = %self.name, %error, "Cannot reopen sink output.");
-                        }
-                    }
+    async fn flush(&mut self, batch: &mut Vec<Record>, seen_generation: &mut u64) {
+        if batch.is_empty() {
+            return;
+        }
+        self.queue_depth
+            .set(i64::try_from(self.rx.len()).unwrap_or(i64::MAX));
+        let generation = self.reopen.generation();
+        if generation != *seen_generation {
+            *seen_generation = generation;
+            match self.output.reopen() {
+                Ok(()) => tracing::info!(sink = %self.name, "Sink output reopened."),
+                Err(error) => {
+                    tracing::error!(sink = %self.name, %error, "Cannot reopen sink output.")
                 }
             }
         }
-        self.writer.abandon();
-        self.dropped_write.inc_by(rest.len() as u64);
+        let pending = std::mem::take(batch);
+        self.write_with_retries(pending).await;
+    }
+
+    /// Sends `pending` until every event is out or `retry.max_attempts` is used up; only
+    /// what failed is sent again, so a partial success duplicates nothing.
+    async fn write_with_retries(&mut self, mut pending: Vec<Record>) {
+        for attempt in 1..=self.retry.max_attempts {
+            if attempt > 1 {
+                self.retried.inc_by(pending.len() as u64);
+            }
+            let started = Instant::now();
+            let result = self.output.write_batch(&pending).await;
+            self.send_duration.observe(started.elapsed().as_secs_f64());
+            let skipped = self.output.take_skipped();
+            let error = match result {
+                Ok(()) => {
+                    self.written
+                        .inc_by(pending.len().saturating_sub(skipped) as u64);
+                    self.healthy.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(error) => error,
+            };
+            let before = pending.len();
+            pending = remaining(pending, error.delivered);
+            let out = before - pending.len();
+            self.written.inc_by(out.saturating_sub(skipped) as u64);
+            self.write_errors.inc();
+            self.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(
+                sink = %self.name,
+                attempt,
+                remaining = pending.len(),
+                error = %error.error,
+                "Sink write failed."
+            );
+            if pending.is_empty() {
+                return;
+            }
+            if attempt < self.retry.max_attempts {
+                let wait = backoff(&self.retry, attempt, error.retry_after);
+                tokio::time::sleep(wait).await;
+                if let Err(error) = self.output.reopen() {
+                    tracing::error!(sink = %self.name, %error, "Cannot reopen sink output.");
+                }
+            }
+        }
+        self.output.abandon();
+        self.dropped_write.inc_by(pending.len() as u64);
         tracing::error!(
             sink = %self.name,
-            count = rest.len(),
+            count = pending.len(),
             reason = "write_error",
             "Audit events dropped."
         );
     }
+}
+
+/// The events of `batch` still to be sent after a failure that delivered `delivered`.
+fn remaining(batch: Vec<Record>, delivered: Delivered) -> Vec<Record> {
+    match delivered {
+        Delivered::Leading(n) => batch.into_iter().skip(n).collect(),
+        Delivered::AllBut(failed) => batch
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| failed.contains(i))
+            .map(|(_, record)| record)
+            .collect(),
+    }
+}
+
+/// Wait before attempt `attempt + 1`: the initial backoff doubled per attempt, capped, with
+/// "equal jitter" (half fixed, half random, so many instances do not retry in step), or the
+/// receiver's `Retry-After` when it asks for longer (capped too: a receiver cannot park a
+/// sink for an hour).
+fn backoff(retry: &RetryConfig, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = retry
+        .initial_backoff
+        .saturating_mul(1u32 << (attempt - 1).min(20))
+        .min(retry.max_backoff);
+    let jittered = exp / 2 + exp.mul_f64(random_fraction() / 2.0);
+    match retry_after {
+        Some(asked) if asked > jittered => asked.min(retry.max_backoff),
+        _ => jittered,
+    }
+}
+
+/// A number in [0, 1) from the standard library's randomly keyed hasher: plenty for jitter.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Concatenates whole lines into `buf` (cleared first).
@@ -396,5 +555,58 @@ fn join_lines(buf: &mut Vec<u8>, lines: &[Record]) {
     buf.clear();
     for line in lines {
         buf.extend_from_slice(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| Record::from(Bytes::from(format!("{i}\n"))))
+            .collect()
+    }
+
+    #[test]
+    fn only_failed_events_are_sent_again() {
+        let left = remaining(records(5), Delivered::Leading(2));
+        assert_eq!(
+            left.iter().map(|r| r.line.clone()).collect::<Vec<_>>(),
+            [Bytes::from("2\n"), Bytes::from("3\n"), Bytes::from("4\n")]
+        );
+        let left = remaining(records(5), Delivered::AllBut(vec![1, 4]));
+        assert_eq!(
+            left.iter().map(|r| r.line.clone()).collect::<Vec<_>>(),
+            [Bytes::from("1\n"), Bytes::from("4\n")]
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_retry_after_up_to_the_cap() {
+        let retry = RetryConfig {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        };
+        for _ in 0..100 {
+            let first = backoff(&retry, 1, None);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let third = backoff(&retry, 3, None);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            let late = backoff(&retry, 30, None);
+            assert!(late >= Duration::from_secs(1) && late <= Duration::from_secs(2));
+        }
+        assert_eq!(
+            backoff(&retry, 1, Some(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            backoff(&retry, 1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(2)
+        );
+        let spread: std::collections::HashSet<_> =
+            (0..20).map(|_| backoff(&retry, 5, None)).collect();
+        assert!(spread.len() > 1, "jitter must vary the wait");
     }
 }

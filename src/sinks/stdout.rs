@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-
 use super::{join_lines, BatchError, Record, SinkError, SinkWriter};
 
 pub struct StdoutWriter {
@@ -56,10 +55,7 @@ impl SinkWriter for StdoutWriter {
                 let whole = done.iter().filter(|&&b| b == b'\n').count();
                 let last_line_start = done.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
                 self.torn = written - last_line_start;
-                Err(BatchError {
-                    written: whole,
-                    error: SinkError::Write(error),
-                })
+                Err(BatchError::leading(whole, SinkError::Write(error)))
             }
         }
     }

@@ -149,7 +149,7 @@ impl SinkWriter for SyslogWriter {
         if self.connection.is_none() {
             self.connection = Some(
                 self.connect()
-                    .map_err(|error| BatchError { written: 0, error })?,
+                    .map_err(|error| BatchError::leading(0, error))?,
             );
         }
         let mut message = Vec::with_capacity(2048);
@@ -176,10 +176,7 @@ impl SinkWriter for SyslogWriter {
                 Some(Connection::Udp(socket)) => {
                     if let Err(e) = socket.send(&message) {
                         self.connection = None;
-                        return Err(BatchError {
-                            written: sent,
-                            error: SinkError::Write(e),
-                        });
+                        return Err(BatchError::leading(sent, SinkError::Write(e)));
                     }
                     sent += 1;
                 }
@@ -202,10 +199,7 @@ impl SinkWriter for SyslogWriter {
         result.map_err(|e| {
             // Unknown how much the receiver kept: resend the batch on a new connection.
             self.connection = None;
-            BatchError {
-                written: 0,
-                error: SinkError::Write(e),
-            }
+            BatchError::leading(0, SinkError::Write(e))
         })
     }
 
@@ -239,7 +233,7 @@ fn host_of(address: &str) -> &str {
 }
 
 /// This machine's host name (RFC 5424 HOSTNAME), or `-` when unknown.
-fn local_hostname() -> String {
+pub(super) fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

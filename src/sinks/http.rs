@@ -1,0 +1,452 @@
+//! `type = "http"`: each batch POSTed to a collector as NDJSON, a JSON array, Splunk HEC
+//! envelopes or an Elasticsearch `_bulk` request.
+//!
+//! Which failures are retried follows what the receivers document: connection errors,
+//! timeouts, 408, 429 and 5xx are retried (after `Retry-After` when the receiver sends one);
+//! any other status refuses the batch for good, and its events are counted as dropped with
+//! `reason="rejected"`. Elasticsearch answers `_bulk` with 200 even when items fail, so its
+//! per-item results are read: only items that failed with 429 or 5xx are sent again, and every
+//! document carries the event id as `_id`, so a retried item overwrites itself instead of
+//! being indexed twice.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+
+use super::{BatchError, Delivered, Record, SinkError};
+use crate::config::{EventFormat, HttpEncoding, HttpSinkConfig};
+
+/// Most bytes of a response body read (an error text for the log, or `_bulk` item results).
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct HttpWriter {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    config: HttpSinkConfig,
+    /// CEF lines are text, not JSON: the JSON encodings carry them as strings.
+    text_events: bool,
+    hostname: String,
+    rejected: Counter,
+    /// Events of the last attempt refused for good (already counted as `rejected`).
+    skipped: usize,
+}
+
+impl HttpWriter {
+    /// # Errors
+    /// [`SinkError::Setup`] when a CA certificate cannot be used.
+    pub fn new(
+        config: &HttpSinkConfig,
+        format: EventFormat,
+        rejected: Counter,
+    ) -> Result<HttpWriter, SinkError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in &config.extra_roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| SinkError::Setup(format!("ca_file: {e}")))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SinkError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(HttpWriter {
+            client,
+            config: config.clone(),
+            text_events: format == EventFormat::Cef,
+            hostname: config
+                .host
+                .clone()
+                .unwrap_or_else(super::syslog::local_hostname),
+            rejected,
+            skipped: 0,
+        })
+    }
+
+    pub fn take_skipped(&mut self) -> usize {
+        std::mem::take(&mut self.skipped)
+    }
+
+    /// Sends one batch; see the module docs for what is retried.
+    pub async fn send(&mut self, records: &[Record]) -> Result<(), BatchError> {
+        self.skipped = 0;
+        let (body, content_type) = self.body(records);
+        let mut request = Request::post(self.config.url.clone())
+            .header(CONTENT_TYPE, content_type)
+            .header(
+                http::header::USER_AGENT,
+                concat!("scimtap/", env!("CARGO_PKG_VERSION")),
+            );
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| fail(SinkError::Send(format!("cannot build the request: {e}"))))?;
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, hyper_util::client::legacy::Error>((parts, body))
+        };
+        let (parts, response) =
+            match tokio::time::timeout(self.config.request_timeout, exchange).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(error)) => return Err(fail(SinkError::Send(error_chain(&error)))),
+                Err(_) => {
+                    return Err(fail(SinkError::Send(format!(
+                        "no answer within {:?}",
+                        self.config.request_timeout
+                    ))))
+                }
+            };
+        let status = parts.status;
+        if status.is_success() {
+            if self.config.encoding == HttpEncoding::ElasticsearchBulk {
+                return self.bulk_items(records.len(), &response);
+            }
+            return Ok(());
+        }
+        let detail = format!("{status}: {}", snippet(&response));
+        if retryable(status) {
+            return Err(BatchError {
+                delivered: Delivered::Leading(0),
+                error: SinkError::Send(detail),
+                retry_after: parts.headers.get(RETRY_AFTER).and_then(retry_after),
+            });
+        }
+        // Refused for good: sending the same bytes again would be refused again.
+        self.rejected.inc_by(records.len() as u64);
+        self.skipped = records.len();
+        tracing::error!(
+            url = %self.config.url,
+            %status,
+            count = records.len(),
+            reason = "rejected",
+            body = %snippet(&response),
+            "Collector refused the batch; audit events dropped."
+        );
+        Ok(())
+    }
+
+    /// Reads `_bulk` item results: items failed with 429 or 5xx are retried, other failures
+    /// are counted as rejected.
+    fn bulk_items(&mut self, sent: usize, response: &[u8]) -> Result<(), BatchError> {
+        let parsed: BulkResponse = match serde_json::from_slice(response) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                // Ids make a full resend harmless.
+                return Err(fail(SinkError::Send(format!(
+                    "unreadable _bulk response: {e}"
+                ))));
+            }
+        };
+        if !parsed.errors {
+            return Ok(());
+        }
+        let mut retry = Vec::new();
+        let mut rejected = 0;
+        for (index, item) in parsed.items.iter().enumerate().take(sent) {
+            let Some(result) = item.values().next() else {
+                continue;
+            };
+            let status = StatusCode::from_u16(result.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            if status.is_success() {
+                continue;
+            }
+            if retryable(status) {
+                retry.push(index);
+            } else {
+                rejected += 1;
+                tracing::error!(
+                    url = %self.config.url,
+                    %status,
+                    error = %result.error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+                    "Elasticsearch refused an audit event; dropped."
+                );
+            }
+        }
+        // Items the response did not mention are sent again: with their ids, harmlessly.
+        retry.extend(parsed.items.len()..sent);
+        self.rejected.inc_by(rejected);
+        self.skipped = rejected as usize;
+        if retry.is_empty() {
+            return Ok(());
+        }
+        let count = retry.len();
+        Err(BatchError {
+            delivered: Delivered::AllBut(retry),
+            error: SinkError::Send(format!("{count} _bulk items failed and will be retried")),
+            retry_after: None,
+        })
+    }
+
+    /// The request body for `records` in the configured encoding, and its content type.
+    fn body(&self, records: &[Record]) -> (Vec<u8>, &'static str) {
+        let size: usize = records.iter().map(|r| r.line.len() + 128).sum();
+        let mut body = Vec::with_capacity(size + 2);
+        match self.config.encoding {
+            HttpEncoding::Ndjson => {
+                for record in records {
+                    body.extend_from_slice(&record.line);
+                }
+                (body, "application/x-ndjson")
+            }
+            HttpEncoding::JsonArray => {
+                body.push(b'[');
+                for (i, record) in records.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    self.push_json(&mut body, record, false);
+                }
+                body.push(b']');
+                (body, "application/json")
+            }
+            HttpEncoding::SplunkHec => {
+                for record in records {
+                    let mut envelope = serde_json::Map::new();
+                    let time = record.meta.time_millis as f64 / 1000.0;
+                    envelope.insert("time".into(), serde_json::json!(time));
+                    envelope.insert("host".into(), self.hostname.clone().into());
+                    envelope.insert("source".into(), self.config.source.clone().into());
+                    envelope.insert("sourcetype".into(), self.config.sourcetype.clone().into());
+                    if let Some(index) = &self.config.index {
+                        envelope.insert("index".into(), index.clone().into());
+                    }
+                    // `{...,"event":` + the event + `}`: the event bytes are used as they are.
+                    let head = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
+                    body.extend_from_slice(&head[..head.len() - 1]);
+                    body.extend_from_slice(if envelope.is_empty() {
+                        b"\"event\":"
+                    } else {
+                        b",\"event\":"
+                    });
+                    self.push_json(&mut body, record, false);
+                    body.extend_from_slice(b"}\n");
+                }
+                (body, "application/json")
+            }
+            HttpEncoding::ElasticsearchBulk => {
+                for record in records {
+                    let mut action = serde_json::Map::new();
+                    if let Some(index) = &self.config.index {
+                        action.insert("_index".into(), index.clone().into());
+                    }
+                    action.insert("_id".into(), record.meta.event_id.clone().into());
+                    let action = serde_json::json!({ "index": action });
+                    if serde_json::to_writer(&mut body, &action).is_err() {
+                        body.extend_from_slice(b"{\"index\":{}}");
+                    }
+                    body.push(b'\n');
+                    self.push_json(&mut body, record, true);
+                    body.push(b'\n');
+                }
+                (body, "application/x-ndjson")
+            }
+        }
+    }
+
+    /// The event as JSON: its line without the newline, or (CEF) a JSON string, wrapped in
+    /// `{"message": ...}` where a document must be an object.
+    fn push_json(&self, body: &mut Vec<u8>, record: &Record, object: bool) {
+        let line = record.line.strip_suffix(b"\n").unwrap_or(&record.line);
+        if !self.text_events {
+            body.extend_from_slice(line);
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
+        let value = if object {
+            serde_json::json!({ "message": text })
+        } else {
+            serde_json::Value::String(text.into_owned())
+        };
+        if serde_json::to_writer(&mut *body, &value).is_err() {
+            body.extend_from_slice(b"null");
+        }
+    }
+}
+
+/// A whole-batch failure: nothing delivered, retry it all.
+fn fail(error: SinkError) -> BatchError {
+    BatchError::leading(0, error)
+}
+
+/// Whether a status says "try again later" (RFC 9110 408, 429, 5xx).
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(value: &http::HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The start of a response body, for a log line.
+fn snippet(body: &[u8]) -> String {
+    let end = body.len().min(300);
+    String::from_utf8_lossy(&body[..end]).trim().to_owned()
+}
+
+/// An error with its causes (`connection refused` is usually two levels down).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    errors: bool,
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    error: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::RecordMeta;
+    use std::sync::Arc;
+
+    fn writer(encoding: HttpEncoding, format: EventFormat) -> HttpWriter {
+        let config = HttpSinkConfig {
+            url: "http://127.0.0.1:1/ingest".parse().unwrap(),
+            encoding,
+            headers: Vec::new(),
+            extra_roots: Vec::new(),
+            index: Some("audit".into()),
+            source: "scimtap".into(),
+            sourcetype: "scimtap:native".into(),
+            host: Some("h1".into()),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        };
+        HttpWriter::new(&config, format, Counter::default()).unwrap()
+    }
+
+    fn record(line: &str, id: &str) -> Record {
+        Record {
+            line: Bytes::from(format!("{line}\n")),
+            meta: Arc::new(RecordMeta {
+                event_id: id.into(),
+                key: "k".into(),
+                time_millis: 1_700_000_000_123,
+            }),
+        }
+    }
+
+    #[test]
+    fn encodings_lay_out_batches_as_their_receivers_expect() {
+        let records = [record(r#"{"a":1}"#, "e1"), record(r#"{"a":2}"#, "e2")];
+        let (body, _) = writer(HttpEncoding::Ndjson, EventFormat::Native).body(&records);
+        assert_eq!(body, b"{\"a\":1}\n{\"a\":2}\n");
+        let (body, _) = writer(HttpEncoding::JsonArray, EventFormat::Native).body(&records);
+        assert_eq!(body, b"[{\"a\":1},{\"a\":2}]");
+        let (body, _) = writer(HttpEncoding::ElasticsearchBulk, EventFormat::Native).body(&records);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "{\"index\":{\"_index\":\"audit\",\"_id\":\"e1\"}}\n{\"a\":1}\n{\"index\":{\"_index\":\"audit\",\"_id\":\"e2\"}}\n{\"a\":2}\n"
+        );
+        let (body, _) = writer(HttpEncoding::SplunkHec, EventFormat::Native).body(&records);
+        let text = String::from_utf8(body).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["time"], serde_json::json!(1_700_000_000.123));
+        assert_eq!(first["host"], "h1");
+        assert_eq!(first["sourcetype"], "scimtap:native");
+        assert_eq!(first["index"], "audit");
+        assert_eq!(first["event"], serde_json::json!({"a": 1}));
+    }
+
+    #[test]
+    fn cef_lines_travel_as_json_strings() {
+        let records = [record(r"CEF:0|scimtap|x|1|a|b|3|msg=a\=b", "e1")];
+        let (body, _) = writer(HttpEncoding::JsonArray, EventFormat::Cef).body(&records);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed[0], r"CEF:0|scimtap|x|1|a|b|3|msg=a\=b");
+        let (body, _) = writer(HttpEncoding::ElasticsearchBulk, EventFormat::Cef).body(&records);
+        let doc: serde_json::Value =
+            serde_json::from_str(std::str::from_utf8(&body).unwrap().lines().nth(1).unwrap())
+                .unwrap();
+        assert_eq!(doc["message"], r"CEF:0|scimtap|x|1|a|b|3|msg=a\=b");
+    }
+
+    #[test]
+    fn bulk_items_retry_only_429_and_5xx() {
+        let mut w = writer(HttpEncoding::ElasticsearchBulk, EventFormat::Native);
+        let response = br#"{"took":1,"errors":true,"items":[
+            {"index":{"status":201}},{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}},
+            {"index":{"status":400,"error":{"type":"mapper_parsing_exception"}}},{"index":{"status":503}}]}"#;
+        let error = w.bulk_items(5, response).unwrap_err();
+        assert_eq!(error.delivered, Delivered::AllBut(vec![1, 3, 4]));
+        assert_eq!(w.take_skipped(), 1);
+        assert_eq!(w.rejected.get(), 1);
+        assert!(w
+            .bulk_items(1, br#"{"errors":false,"items":[{"index":{"status":201}}]}"#)
+            .is_ok());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let secs = http::HeaderValue::from_static("7");
+        assert_eq!(retry_after(&secs), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(30);
+        let date = http::HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap();
+        let wait = retry_after(&date).unwrap();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
+        assert_eq!(retry_after(&http::HeaderValue::from_static("soon")), None);
+        assert!(retryable(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(retryable(StatusCode::TOO_MANY_REQUESTS));
+        assert!(!retryable(StatusCode::BAD_REQUEST));
+    }
+}
