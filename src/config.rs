@@ -534,14 +534,20 @@ fn default_keep_files() -> u32 {
     10
 }
 
-/// `buffer = { type = "memory", max_events = N }`: the sink's own queue.
+/// `buffer = { type = "memory", max_events = N }` (default) or
+/// `buffer = { type = "disk", path = "...", max_bytes = N }`: the sink's own queue.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBuffer {
     #[serde(rename = "type", default)]
     kind: BufferKind,
+    /// Memory: events held. Disk: events read ahead into memory (a small number is enough).
     #[serde(default = "default_buffer_max_events")]
     max_events: u64,
+    /// Disk: the directory of segment files (one per sink). Required for `type = "disk"`.
+    path: Option<PathBuf>,
+    /// Disk: most bytes kept on disk; past it `when_full` applies.
+    max_bytes: Option<u64>,
 }
 
 impl Default for RawBuffer {
@@ -549,6 +555,8 @@ impl Default for RawBuffer {
         RawBuffer {
             kind: BufferKind::Memory,
             max_events: default_buffer_max_events(),
+            path: None,
+            max_bytes: None,
         }
     }
 }
@@ -562,6 +570,7 @@ fn default_buffer_max_events() -> u64 {
 enum BufferKind {
     #[default]
     Memory,
+    Disk,
 }
 
 /// How a sink writes each event.
@@ -720,10 +729,20 @@ pub struct SinkConfig {
     pub format: EventFormat,
     pub when_full: WhenFull,
     pub max_events: usize,
+    /// `Some` when the queue is kept on disk.
+    pub disk_buffer: Option<DiskBufferConfig>,
     pub batch: BatchConfig,
     pub retry: RetryConfig,
     pub kind: SinkKind,
 }
+
+#[derive(Debug, Clone)]
+pub struct DiskBufferConfig {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+}
+
+const DEFAULT_DISK_BUFFER_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
@@ -1865,9 +1884,52 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
                 )
             }
         };
-        match buffer.kind {
-            // The only kind so far; `disk` joins it with the durable buffer.
-            BufferKind::Memory => {}
+        let disk_buffer = match buffer.kind {
+            BufferKind::Memory => {
+                if buffer.path.is_some() || buffer.max_bytes.is_some() {
+                    c.line(
+                        Some(line),
+                        &key("buffer.type"),
+                        "path and max_bytes are for buffer type = \"disk\"",
+                    );
+                }
+                None
+            }
+            BufferKind::Disk => {
+                let max_bytes = buffer.max_bytes.unwrap_or(DEFAULT_DISK_BUFFER_BYTES);
+                if max_bytes < 1024 * 1024 {
+                    c.line(
+                        Some(line),
+                        &key("buffer.max_bytes"),
+                        "must be at least 1048576 (1 MiB)",
+                    );
+                }
+                match buffer.path {
+                    Some(path) => Some(DiskBufferConfig { path, max_bytes }),
+                    None => {
+                        c.line(
+                            Some(line),
+                            &key("buffer.path"),
+                            "missing: a disk buffer needs a `path` (a directory of its own)",
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(disk) = &disk_buffer {
+            let clash = out.iter().any(|s| {
+                s.disk_buffer
+                    .as_ref()
+                    .is_some_and(|other| other.path == disk.path)
+            });
+            if clash {
+                c.line(
+                    Some(line),
+                    &key("buffer.path"),
+                    format!("{} is already another sink's buffer", disk.path.display()),
+                );
+            }
         }
         if buffer.max_events == 0 || buffer.max_events > 10_000_000 {
             c.line(
@@ -1917,6 +1979,7 @@ fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) -> Vec<Sink
             format,
             when_full,
             max_events: buffer.max_events.clamp(1, 10_000_000) as usize,
+            disk_buffer,
             batch,
             retry,
             kind,

@@ -180,20 +180,6 @@ pub(crate) fn event_time_millis(timestamp: &str) -> Option<u128> {
 /// ECS version the documents follow (`ecs.version`).
 pub const ECS_VERSION: &str = "8.12.0";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_and_extension_escaping_follow_the_standard() {
-        assert_eq!(header(r"a|b\c"), r"a\|b\\c");
-        let mut ext = Extension::default();
-        ext.field("msg", Some("a=b\\c\nd|e".to_owned()));
-        ext.field("absent", None);
-        assert_eq!(ext.0, r"msg=a\=b\\c\nd|e");
-    }
-}
-
 /// The event as one ECS document (JSON), newline included.
 ///
 /// `event.category` is `iam` for requests that change identities and `api` for the rest;
@@ -345,4 +331,18 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
     let mut line = serde_json::to_vec(&Value::Object(doc)).unwrap_or_default();
     line.push(b'\n');
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_extension_escaping_follow_the_standard() {
+        assert_eq!(header(r"a|b\c"), r"a\|b\\c");
+        let mut ext = Extension::default();
+        ext.field("msg", Some("a=b\\c\nd|e".to_owned()));
+        ext.field("absent", None);
+        assert_eq!(ext.0, r"msg=a\=b\\c\nd|e");
+    }
 }

@@ -70,6 +70,10 @@ pub enum DropReason {
     encode_error,
     /// The event is larger than the sink can carry (syslog `max_message_bytes`).
     too_large,
+    /// A disk buffer frame was torn by a crash mid-write, or failed its checksum: skipped.
+    torn,
+    /// The event could not be written to the sink's disk buffer.
+    buffer_error,
     /// The receiver refused the event for good (an Elasticsearch item answered 4xx, not 429).
     rejected,
 }

@@ -1,16 +1,750 @@
-//! OCSF 1.8 events (being written: see issue 4).
+//! OCSF 1.8 events: one OCSF object per [`AuditEvent`] (so one per Bulk operation).
+//!
+//! Requests that change an identity map to Account Change (3001) or Group Management (3006);
+//! reads, custom resource types and anything else without identity meaning map to API Activity
+//! (6003). When an event carries several actions the most significant one picks the activity
+//! (delete > create > disable > enable > member add > member remove > the rest); every action
+//! stays in `unmapped.scim.actions`. Only attributes that OCSF 1.8 defines for the class (with
+//! no profile) are written: `api` is a Cloud-profile attribute in the IAM classes, so it appears
+//! only in API Activity. docs/formats-ocsf.md has the full mapping.
 
-use crate::event::AuditEvent;
+use serde_json::{json, Map, Value};
+
+use crate::event::{AuditEvent, Outcome};
+use crate::scim::{Operation, ScimInfo};
 
 /// OCSF schema version the events follow (`metadata.version`).
 pub const OCSF_VERSION: &str = "1.8.0";
 
+/// HTTP methods `http_request.http_method` accepts in OCSF 1.8 (an enum); any other method is
+/// kept in `unmapped.http.method` instead.
+const OCSF_HTTP_METHODS: &[&str] = &[
+    "OPTIONS", "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "CONNECT", "PATCH",
+];
+
+/// OCSF `activity_id` meaning "Other": the activity name then carries the source's own term.
+const OTHER: u32 = 99;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    AccountChange,
+    GroupManagement,
+    ApiActivity,
+}
+
+impl Class {
+    fn uid(self) -> u32 {
+        match self {
+            Class::AccountChange => 3001,
+            Class::GroupManagement => 3006,
+            Class::ApiActivity => 6003,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Class::AccountChange => "Account Change",
+            Class::GroupManagement => "Group Management",
+            Class::ApiActivity => "API Activity",
+        }
+    }
+
+    fn category(self) -> (u32, &'static str) {
+        match self {
+            Class::AccountChange | Class::GroupManagement => (3, "Identity & Access Management"),
+            Class::ApiActivity => (6, "Application Activity"),
+        }
+    }
+}
+
+/// Class and activity of one event. `name` is the OCSF caption of `id`, or scimtap's own term
+/// when `id` is [`OTHER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Activity {
+    class: Class,
+    id: u32,
+    name: &'static str,
+}
+
+impl Activity {
+    const fn new(class: Class, id: u32, name: &'static str) -> Self {
+        Activity { class, id, name }
+    }
+
+    /// `type_uid` and its caption (`type_name`): OCSF's caption for "Other" is "Other", not
+    /// the activity name.
+    fn type_uid(self) -> (u64, String) {
+        let uid = u64::from(self.class.uid()) * 100 + u64::from(self.id);
+        let caption = if self.id == OTHER { "Other" } else { self.name };
+        (uid, format!("{}: {caption}", self.class.name()))
+    }
+}
+
+/// The identity meaning of a SCIM action, most significant first: the first of an event's
+/// actions in this list picks its activity.
+const IDENTITY_ACTIONS: &[(&str, Activity)] = &[
+    (
+        "user.delete",
+        Activity::new(Class::AccountChange, 6, "Delete"),
+    ),
+    (
+        "user.create",
+        Activity::new(Class::AccountChange, 1, "Create"),
+    ),
+    (
+        "user.deactivate",
+        Activity::new(Class::AccountChange, 5, "Disable"),
+    ),
+    (
+        "user.reactivate",
+        Activity::new(Class::AccountChange, 2, "Enable"),
+    ),
+    (
+        "group.delete",
+        Activity::new(Class::GroupManagement, 5, "Delete"),
+    ),
+    (
+        "group.create",
+        Activity::new(Class::GroupManagement, 6, "Create"),
+    ),
+    (
+        "group.members.add",
+        Activity::new(Class::GroupManagement, 3, "Add User"),
+    ),
+    (
+        "group.members.remove",
+        Activity::new(Class::GroupManagement, 4, "Remove User"),
+    ),
+    (
+        "group.members.replace",
+        Activity::new(Class::GroupManagement, OTHER, "Replace Members"),
+    ),
+    (
+        "group.members.update",
+        Activity::new(Class::GroupManagement, OTHER, "Update Members"),
+    ),
+    (
+        "group.rename",
+        Activity::new(Class::GroupManagement, OTHER, "Rename"),
+    ),
+    (
+        "group.update",
+        Activity::new(Class::GroupManagement, OTHER, "Update"),
+    ),
+    (
+        "user.update",
+        Activity::new(Class::AccountChange, OTHER, "Update"),
+    ),
+];
+
+/// API Activity for an action that has no OCSF identity class (custom resource types), or
+/// whose target cannot be named in one.
+fn api_activity_for_action(action: &str) -> Activity {
+    let verb = action.rsplit('.').next().unwrap_or(action);
+    match verb {
+        "create" => Activity::new(Class::ApiActivity, 1, "Create"),
+        "delete" => Activity::new(Class::ApiActivity, 4, "Delete"),
+        _ => Activity::new(Class::ApiActivity, 3, "Update"),
+    }
+}
+
+/// API Activity of a request that asked nothing of an identity.
+fn api_activity_for_request(scim: &ScimInfo, method: &str) -> Activity {
+    let api = |id, name| Activity::new(Class::ApiActivity, id, name);
+    match scim.operation {
+        Some(Operation::Create) => api(1, "Create"),
+        Some(Operation::Read | Operation::List | Operation::Search | Operation::Discovery) => {
+            api(2, "Read")
+        }
+        Some(Operation::Replace | Operation::Patch) => api(3, "Update"),
+        Some(Operation::Delete) => api(4, "Delete"),
+        Some(Operation::Bulk) => api(OTHER, "Bulk"),
+        None => match method.to_ascii_uppercase().as_str() {
+            "GET" | "HEAD" => api(2, "Read"),
+            "POST" => api(1, "Create"),
+            "PUT" | "PATCH" => api(3, "Update"),
+            "DELETE" => api(4, "Delete"),
+            _ => api(OTHER, "Other"),
+        },
+    }
+}
+
+/// The activity of `event`, and the action that chose it (if one did).
+fn activity<'e>(event: &'e AuditEvent<'_>) -> (Activity, Option<&'e str>) {
+    let scim = &event.scim;
+    let identity = IDENTITY_ACTIONS
+        .iter()
+        .find(|(name, _)| scim.actions.iter().any(|a| a == name));
+    if let Some((action, activity)) = identity {
+        // Both IAM classes require their target (`user`, `group`) to carry a name or an id;
+        // without one the event is only an API call.
+        let nameable = scim.target.id.is_some()
+            || match activity.class {
+                Class::AccountChange => scim.target.user_name.is_some(),
+                _ => scim.target.display_name.is_some(),
+            };
+        return if nameable {
+            (*activity, Some(action))
+        } else {
+            (api_activity_for_action(action), Some(action))
+        };
+    }
+    match scim.actions.first() {
+        Some(action) => (api_activity_for_action(action), Some(action)),
+        None => (api_activity_for_request(scim, event.http.method), None),
+    }
+}
+
+/// What the event is called in `api.operation` and `metadata.event_code`: the same class id as
+/// the CEF format (`user.deactivate`, `scim.list`, `http.request`).
+fn operation_name(scim: &ScimInfo, action: Option<&str>) -> String {
+    if let Some(action) = action {
+        return action.to_owned();
+    }
+    match scim.operation.and_then(|op| serde_json::to_value(op).ok()) {
+        Some(Value::String(op)) => format!("scim.{op}"),
+        _ => "http.request".to_owned(),
+    }
+}
+
+/// `severity_id` and its caption. A failed identity change matters more than a failed read:
+/// a deprovisioning that did not happen leaves access in place.
+fn severity(outcome: Outcome, class: Class) -> (u32, &'static str) {
+    match (outcome, class) {
+        (Outcome::Success, _) => (1, "Informational"),
+        (Outcome::Failure, Class::ApiActivity) => (2, "Low"),
+        (Outcome::Failure, _) => (3, "Medium"),
+    }
+}
+
+/// Why the operation failed: scimtap's own failure first, then the service's SCIM error.
+fn status_detail(event: &AuditEvent<'_>) -> Option<String> {
+    if let Some(f) = &event.failure {
+        return Some(format!("{}: {}", f.kind, f.detail));
+    }
+    let error = event.scim.error.as_ref()?;
+    match (&error.scim_type, &error.detail) {
+        (Some(t), Some(d)) => Some(format!("{t}: {d}")),
+        (Some(t), None) => Some(t.clone()),
+        (None, Some(d)) => Some(d.clone()),
+        (None, None) => error.status.clone(),
+    }
+}
+
+/// Inserts `value` under `key` when it is present.
+fn put(map: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
+    if let Some(v) = value {
+        map.insert(key.to_owned(), v.into());
+    }
+}
+
+/// The IdP client: configured name (else the mTLS subject), its identity provider, and its
+/// software (User-Agent). OCSF's Actor needs one of these; `app_name` is `"unknown"` when none
+/// is known.
+fn actor(event: &AuditEvent<'_>) -> Value {
+    let client = &event.client;
+    let mut actor = Map::new();
+    if let Some(name) = client.name.as_ref().or(client.certificate_subject.as_ref()) {
+        actor.insert("user".into(), json!({ "name": name }));
+    }
+    if let Some(idp) = &client.idp {
+        actor.insert("idp".into(), json!({ "name": idp }));
+    }
+    put(&mut actor, "app_name", client.user_agent.clone());
+    if actor.is_empty() {
+        actor.insert("app_name".into(), json!("unknown"));
+    }
+    Value::Object(actor)
+}
+
+/// The SCIM target as an OCSF User (Account Change) or Group (Group Management).
+fn target(scim: &ScimInfo, class: Class) -> Value {
+    let t = &scim.target;
+    let mut out = Map::new();
+    put(&mut out, "uid", t.id.clone());
+    match class {
+        Class::AccountChange => {
+            put(&mut out, "name", t.user_name.clone());
+            put(&mut out, "display_name", t.display_name.clone());
+        }
+        _ => put(&mut out, "name", t.display_name.clone()),
+    }
+    put(&mut out, "uid_alt", t.external_id.clone());
+    Value::Object(out)
+}
+
+/// The member a membership change names, when it names exactly one (OCSF 1.8's Group
+/// Management has a single `user`; a longer list stays in `unmapped.scim.changes`).
+fn member(scim: &ScimInfo, activity: Activity) -> Option<Value> {
+    let ids = match activity.id {
+        3 => &scim.changes.members_added,
+        4 => &scim.changes.members_removed,
+        _ => return None,
+    };
+    match ids.as_slice() {
+        [only] => Some(json!({ "uid": only })),
+        _ => None,
+    }
+}
+
+/// API Activity's `resources`: the SCIM resource acted on, when it can be named.
+fn resources(scim: &ScimInfo) -> Option<Value> {
+    let t = &scim.target;
+    let name = t.user_name.as_ref().or(t.display_name.as_ref());
+    if t.id.is_none() && name.is_none() {
+        return None;
+    }
+    let mut r = Map::new();
+    put(&mut r, "uid", t.id.clone());
+    put(&mut r, "name", name.cloned());
+    put(&mut r, "type", scim.resource_type.clone());
+    put(&mut r, "uid_alt", t.external_id.clone());
+    Some(json!([r]))
+}
+
 /// The event as one OCSF JSON object, newline included.
 pub fn ocsf_line(event: &AuditEvent<'_>) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&serde_json::json!({
-        "metadata": {"version": OCSF_VERSION, "uid": event.event_id},
-    }))
-    .unwrap_or_default();
+    let mut line = serde_json::to_vec(&ocsf_value(event)).unwrap_or_default();
     line.push(b'\n');
     line
+}
+
+fn ocsf_value(event: &AuditEvent<'_>) -> Value {
+    let scim = &event.scim;
+    let (activity, action) = activity(event);
+    let class = activity.class;
+    let (category_uid, category_name) = class.category();
+    let (type_uid, type_name) = activity.type_uid();
+    let (severity_id, severity_name) = severity(event.outcome, class);
+    let operation = operation_name(scim, action);
+    // A Bulk operation's own status is its result; the envelope's is in `http_response`.
+    let status_code = scim
+        .bulk
+        .as_ref()
+        .and_then(|b| b.status)
+        .or(event.http.status);
+    let time = super::event_time_millis(&event.timestamp)
+        .and_then(|t| u64::try_from(t).ok())
+        .unwrap_or(0);
+
+    let mut doc = Map::new();
+    doc.insert("category_uid".into(), json!(category_uid));
+    doc.insert("category_name".into(), json!(category_name));
+    doc.insert("class_uid".into(), json!(class.uid()));
+    doc.insert("class_name".into(), json!(class.name()));
+    doc.insert("activity_id".into(), json!(activity.id));
+    doc.insert("activity_name".into(), json!(activity.name));
+    doc.insert("type_uid".into(), json!(type_uid));
+    doc.insert("type_name".into(), json!(type_name));
+    doc.insert("time".into(), json!(time));
+    doc.insert("timezone_offset".into(), json!(0));
+    doc.insert(
+        "duration".into(),
+        json!(event.duration_ms.round().max(0.0) as u64),
+    );
+    doc.insert("severity_id".into(), json!(severity_id));
+    doc.insert("severity".into(), json!(severity_name));
+    let (status_id, status) = match event.outcome {
+        Outcome::Success => (1, "Success"),
+        Outcome::Failure => (2, "Failure"),
+    };
+    doc.insert("status_id".into(), json!(status_id));
+    doc.insert("status".into(), json!(status));
+    put(&mut doc, "status_code", status_code.map(|s| s.to_string()));
+    put(&mut doc, "status_detail", status_detail(event));
+    let what = match (&scim.resource_type, scim.operation) {
+        (Some(rt), Some(_)) => rt.clone(),
+        _ => format!("{} {}", event.http.method, event.http.path),
+    };
+    doc.insert(
+        "message".into(),
+        json!(format!("{operation} {what}: {}", status.to_lowercase())),
+    );
+    doc.insert(
+        "metadata".into(),
+        json!({
+            "version": OCSF_VERSION,
+            "product": {
+                "name": "scimtap",
+                "vendor_name": "scimtap",
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+            "uid": event.event_id,
+            "correlation_uid": event.request_id,
+            "event_code": operation,
+            "original_time": event.timestamp,
+        }),
+    );
+    doc.insert("actor".into(), actor(event));
+    doc.insert(
+        "src_endpoint".into(),
+        json!({"ip": event.client.address, "port": event.client.port}),
+    );
+
+    let method = event.http.method;
+    let known_method = OCSF_HTTP_METHODS.contains(&method);
+    let mut url = Map::new();
+    url.insert("path".into(), json!(event.http.path));
+    put(
+        &mut url,
+        "query_string",
+        event.http.query.as_deref().map(str::to_owned),
+    );
+    let mut request = Map::new();
+    if known_method {
+        request.insert("http_method".into(), json!(method));
+    }
+    request.insert("url".into(), Value::Object(url));
+    put(&mut request, "user_agent", event.client.user_agent.clone());
+    request.insert("uid".into(), json!(event.request_id));
+    request.insert(
+        "version".into(),
+        json!(event.http.version.trim_start_matches("HTTP/")),
+    );
+    request.insert("body_length".into(), json!(event.http.request_bytes));
+    doc.insert("http_request".into(), Value::Object(request));
+    if let Some(code) = event.http.status {
+        let mut response = Map::new();
+        response.insert("code".into(), json!(code));
+        response.insert("body_length".into(), json!(event.http.response_bytes));
+        put(
+            &mut response,
+            "content_type",
+            event.http.response_content_type.clone(),
+        );
+        doc.insert("http_response".into(), Value::Object(response));
+    }
+
+    match class {
+        Class::AccountChange => {
+            doc.insert("user".into(), target(scim, class));
+        }
+        Class::GroupManagement => {
+            doc.insert("group".into(), target(scim, class));
+            put(&mut doc, "user", member(scim, activity));
+        }
+        Class::ApiActivity => {
+            let mut api = Map::new();
+            api.insert("operation".into(), json!(operation));
+            if scim.endpoint.is_some() {
+                api.insert("service".into(), json!({"name": "SCIM"}));
+            }
+            api.insert("request".into(), json!({"uid": event.request_id}));
+            let mut response = Map::new();
+            put(&mut response, "code", status_code);
+            if let Some(error) = &scim.error {
+                put(&mut response, "error", error.scim_type.clone());
+                put(&mut response, "error_message", error.detail.clone());
+            }
+            if !response.is_empty() {
+                api.insert("response".into(), Value::Object(response));
+            }
+            doc.insert("api".into(), Value::Object(api));
+            put(&mut doc, "resources", resources(scim));
+        }
+    }
+
+    // What OCSF has no attribute for, in scimtap's terms (docs/events.md).
+    let mut http = Map::new();
+    if !known_method {
+        http.insert("method".into(), json!(method));
+    }
+    if event.http.response_generated {
+        http.insert("response_generated".into(), json!(true));
+    }
+    if event.http.request_body_truncated {
+        http.insert("request_body_truncated".into(), json!(true));
+    }
+    if event.http.response_body_truncated {
+        http.insert("response_body_truncated".into(), json!(true));
+    }
+    put(&mut http, "request_body", event.http.request_body.clone());
+    put(&mut http, "response_body", event.http.response_body.clone());
+    let mut unmapped = Map::new();
+    unmapped.insert("schema_version".into(), json!(event.schema_version));
+    unmapped.insert("scim".into(), json!(scim));
+    let client = &event.client;
+    unmapped.insert(
+        "client".into(),
+        json!({
+            "tls": client.tls,
+            "auth_scheme": client.auth_scheme,
+            "token_fingerprint": client.token_fingerprint,
+            "certificate_subject": client.certificate_subject,
+        }),
+    );
+    if let Some(f) = &event.failure {
+        unmapped.insert("failure".into(), json!({"side": f.side, "kind": f.kind}));
+    }
+    if !http.is_empty() {
+        unmapped.insert("http".into(), Value::Object(http));
+    }
+    doc.insert("unmapped".into(), Value::Object(unmapped));
+    Value::Object(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ClientInfo, FailureInfo, HttpInfo, SCHEMA_VERSION};
+    use crate::exchange::FailureSide;
+    use crate::scim::{BulkRef, ScimError, Target};
+
+    fn event(method: &'static str, scim: ScimInfo, status: Option<u16>) -> AuditEvent<'static> {
+        AuditEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: "0190-event".into(),
+            timestamp: "2023-11-14T22:13:20.123Z".into(),
+            duration_ms: 1.6,
+            request_id: "req-1",
+            outcome: if status.is_some_and(|s| s < 400) {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            client: ClientInfo {
+                address: "10.0.0.7".into(),
+                port: 5555,
+                tls: true,
+                certificate_subject: None,
+                user_agent: Some("Okta SCIM Client 1.0.0".into()),
+                auth_scheme: Some("bearer".into()),
+                token_fingerprint: Some("0123456789abcdef".into()),
+                name: Some("okta-prod".into()),
+                idp: Some("okta".into()),
+            },
+            http: HttpInfo {
+                version: "HTTP/1.1",
+                method,
+                path: "/scim/v2/Users/u1",
+                query: None,
+                status,
+                request_bytes: 10,
+                response_bytes: 20,
+                request_content_type: None,
+                response_content_type: Some("application/scim+json".into()),
+                request_body_truncated: false,
+                response_body_truncated: false,
+                response_generated: false,
+                request_body: None,
+                response_body: None,
+            },
+            scim,
+            failure: None,
+        }
+    }
+
+    fn scim(resource_type: &str, operation: Operation, actions: &[&str]) -> ScimInfo {
+        ScimInfo {
+            endpoint: Some(if resource_type == "Group" {
+                "Groups"
+            } else {
+                "Users"
+            }),
+            operation: Some(operation),
+            resource_type: Some(resource_type.into()),
+            target: Target {
+                id: Some("u1".into()),
+                user_name: Some("bjensen".into()),
+                display_name: Some("Babs".into()),
+                ..Target::default()
+            },
+            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+            ..ScimInfo::default()
+        }
+    }
+
+    fn value(e: &AuditEvent<'_>) -> Value {
+        let line = ocsf_line(e);
+        assert_eq!(line.last(), Some(&b'\n'));
+        serde_json::from_slice(&line).unwrap()
+    }
+
+    #[test]
+    fn the_most_significant_action_picks_the_activity() {
+        let e = event(
+            "PATCH",
+            scim(
+                "User",
+                Operation::Patch,
+                &["user.update", "user.deactivate"],
+            ),
+            Some(200),
+        );
+        let v = value(&e);
+        assert_eq!(v["class_uid"], 3001);
+        assert_eq!(v["category_uid"], 3);
+        assert_eq!(v["activity_id"], 5);
+        assert_eq!(v["type_uid"], 300105);
+        assert_eq!(v["type_name"], "Account Change: Disable");
+        assert_eq!(v["user"]["uid"], "u1");
+        assert_eq!(v["user"]["name"], "bjensen");
+        assert_eq!(v["unmapped"]["scim"]["actions"][0], "user.update");
+        assert_eq!(v["metadata"]["event_code"], "user.deactivate");
+        assert!(
+            v.get("api").is_none(),
+            "api is a Cloud-profile attribute here"
+        );
+    }
+
+    #[test]
+    fn user_and_group_actions_map_to_the_issue_table() {
+        let cases: &[(&str, &str, Operation, u32, u32)] = &[
+            ("User", "user.create", Operation::Create, 3001, 1),
+            ("User", "user.reactivate", Operation::Patch, 3001, 2),
+            ("User", "user.deactivate", Operation::Patch, 3001, 5),
+            ("User", "user.delete", Operation::Delete, 3001, 6),
+            ("User", "user.update", Operation::Replace, 3001, 99),
+            ("Group", "group.members.add", Operation::Patch, 3006, 3),
+            ("Group", "group.members.remove", Operation::Patch, 3006, 4),
+            ("Group", "group.delete", Operation::Delete, 3006, 5),
+            ("Group", "group.create", Operation::Create, 3006, 6),
+            ("Group", "group.rename", Operation::Patch, 3006, 99),
+            ("Group", "group.members.replace", Operation::Patch, 3006, 99),
+            ("Device", "device.create", Operation::Create, 6003, 1),
+            ("Device", "device.update", Operation::Patch, 6003, 3),
+            ("Device", "device.delete", Operation::Delete, 6003, 4),
+        ];
+        for (rt, action, op, class, id) in cases {
+            let v = value(&event("POST", scim(rt, *op, &[action]), Some(200)));
+            assert_eq!(v["class_uid"], *class, "{action}");
+            assert_eq!(v["activity_id"], *id, "{action}");
+            assert_eq!(
+                v["type_uid"].as_u64(),
+                Some(u64::from(*class) * 100 + u64::from(*id))
+            );
+        }
+        let v = value(&event(
+            "PATCH",
+            scim("Group", Operation::Patch, &["group.rename"]),
+            Some(200),
+        ));
+        assert_eq!(v["activity_name"], "Rename");
+        assert_eq!(v["type_name"], "Group Management: Other");
+        assert_eq!(v["group"]["name"], "Babs");
+    }
+
+    #[test]
+    fn reads_and_non_scim_requests_are_api_activity() {
+        let v = value(&event("GET", scim("User", Operation::Read, &[]), Some(200)));
+        assert_eq!(v["class_uid"], 6003);
+        assert_eq!(v["category_uid"], 6);
+        assert_eq!(v["activity_id"], 2);
+        assert_eq!(v["api"]["operation"], "scim.read");
+        assert_eq!(v["api"]["request"]["uid"], "req-1");
+        assert_eq!(v["resources"][0]["uid"], "u1");
+        assert_eq!(v["actor"]["user"]["name"], "okta-prod");
+        assert_eq!(v["actor"]["idp"]["name"], "okta");
+
+        let v = value(&event("OPTIONS", ScimInfo::default(), Some(204)));
+        assert_eq!(v["activity_id"], 99);
+        assert_eq!(v["api"]["operation"], "http.request");
+        assert!(v["api"].get("service").is_none());
+        assert_eq!(v["http_request"]["http_method"], "OPTIONS");
+
+        // A method outside OCSF's enum is kept, but not in `http_method`.
+        let v = value(&event("PROPFIND", ScimInfo::default(), Some(405)));
+        assert!(v["http_request"].get("http_method").is_none());
+        assert_eq!(v["unmapped"]["http"]["method"], "PROPFIND");
+        assert_eq!(
+            v["message"],
+            "http.request PROPFIND /scim/v2/Users/u1: failure"
+        );
+    }
+
+    #[test]
+    fn a_change_without_a_nameable_target_is_api_activity() {
+        let mut s = scim("User", Operation::Create, &["user.create"]);
+        s.target = Target::default();
+        let v = value(&event("POST", s, Some(400)));
+        assert_eq!(v["class_uid"], 6003);
+        assert_eq!(v["activity_id"], 1);
+        assert_eq!(v["api"]["operation"], "user.create");
+        assert!(v.get("user").is_none() && v.get("resources").is_none());
+    }
+
+    #[test]
+    fn a_single_member_is_the_user_of_a_membership_change() {
+        let mut s = scim("Group", Operation::Patch, &["group.members.add"]);
+        s.changes.members_added = vec!["m1".into()];
+        let v = value(&event("PATCH", s.clone(), Some(204)));
+        assert_eq!(v["activity_id"], 3);
+        assert_eq!(v["user"]["uid"], "m1");
+        assert_eq!(v["group"]["uid"], "u1");
+
+        s.changes.members_added.push("m2".into());
+        let v = value(&event("PATCH", s, Some(204)));
+        assert!(v.get("user").is_none());
+        assert_eq!(
+            v["unmapped"]["scim"]["changes"]["members_added"],
+            json!(["m1", "m2"])
+        );
+    }
+
+    #[test]
+    fn status_comes_from_the_scim_result() {
+        let mut s = scim("User", Operation::Delete, &["user.delete"]);
+        s.error = Some(ScimError {
+            status: Some("404".into()),
+            scim_type: Some("invalidValue".into()),
+            detail: Some("no such user".into()),
+        });
+        s.bulk = Some(BulkRef {
+            index: 3,
+            bulk_id: None,
+            method: Some("DELETE".into()),
+            path: Some("/Users/u1".into()),
+            status: Some(404),
+        });
+        let mut e = event("POST", s, Some(200));
+        e.outcome = Outcome::Failure;
+        let v = value(&e);
+        assert_eq!(v["status_id"], 2);
+        assert_eq!(v["status"], "Failure");
+        assert_eq!(v["status_code"], "404");
+        assert_eq!(v["http_response"]["code"], 200);
+        assert_eq!(v["status_detail"], "invalidValue: no such user");
+        assert_eq!(v["severity_id"], 3);
+
+        let mut e = event("GET", scim("User", Operation::Read, &[]), None);
+        e.failure = Some(FailureInfo {
+            side: FailureSide::Upstream,
+            kind: "connect_refused",
+            detail: "connection refused".into(),
+        });
+        let v = value(&e);
+        assert_eq!(v["status_detail"], "connect_refused: connection refused");
+        assert_eq!(v["severity_id"], 2);
+        assert!(v.get("status_code").is_none() && v.get("http_response").is_none());
+        assert_eq!(v["unmapped"]["failure"]["side"], "upstream");
+    }
+
+    #[test]
+    fn base_attributes_are_present() {
+        let v = value(&event("GET", scim("User", Operation::Read, &[]), Some(200)));
+        assert_eq!(v["time"], 1_700_000_000_123u64);
+        assert_eq!(v["duration"], 2);
+        assert_eq!(v["severity_id"], 1);
+        assert_eq!(v["status_code"], "200");
+        assert_eq!(v["metadata"]["version"], OCSF_VERSION);
+        assert_eq!(v["metadata"]["uid"], "0190-event");
+        assert_eq!(v["metadata"]["correlation_uid"], "req-1");
+        assert_eq!(v["metadata"]["product"]["name"], "scimtap");
+        assert_eq!(v["src_endpoint"], json!({"ip": "10.0.0.7", "port": 5555}));
+        assert_eq!(v["http_request"]["url"]["path"], "/scim/v2/Users/u1");
+        assert_eq!(v["http_request"]["uid"], "req-1");
+        assert_eq!(
+            v["unmapped"]["client"]["token_fingerprint"],
+            "0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn an_unknown_client_is_still_an_actor() {
+        let mut e = event("GET", ScimInfo::default(), Some(200));
+        e.client.name = None;
+        e.client.idp = None;
+        e.client.user_agent = None;
+        assert_eq!(value(&e)["actor"], json!({"app_name": "unknown"}));
+    }
 }

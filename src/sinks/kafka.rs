@@ -1,28 +1,649 @@
-//! `type = "kafka"` (being written).
+//! `type = "kafka"`: every event produced to one topic with the pure-Rust `rskafka` client.
+//!
+//! - **Key**: the SCIM resource id the event is about (else the request id), so every event
+//!   about one identity lands on one partition, in order.
+//! - **Partition**: chosen like the Java client's default partitioner (murmur2 of the key
+//!   bytes, made positive, modulo the topic's partition count), so scimtap places a key where
+//!   any other Java-compatible producer of the same topic would. The partition count comes
+//!   from the cluster's metadata, fetched on connect, again after any error and at least every
+//!   five minutes (the Java client's `metadata.max.age.ms`).
+//! - **Record**: value = the encoded event without its newline, timestamp = when the request
+//!   arrived (`CreateTime`), header `event_id` = the event id (for consumers that deduplicate).
+//! - **Durability**: rskafka sends every produce request with `acks = -1` (all in-sync
+//!   replicas) and a broker-side timeout of 30 s; neither is configurable in rskafka 0.6, and
+//!   `acks = all` is what an audit trail wants anyway.
+//! - **Failures**: records are grouped per partition and each partition is produced
+//!   concurrently; when some partitions fail, only their records are handed back for retry
+//!   (`Delivered::AllBut`), and the whole connection is dropped, so the next attempt connects
+//!   again and re-reads the metadata (a broker that went away and came back, a moved leader, a
+//!   repartitioned topic). Delivery is at least once: a request that timed out on our side may
+//!   still have been written, and then its records are written again.
+//!
+//! The client connects lazily, on the first batch: a broker that is down when scimtap starts
+//! must not stop the proxy, only delay the sink (its queue and retries absorb the outage).
+//! scimtap never creates the topic: a missing topic is an error (retried), not a silent
+//! auto-creation with broker defaults.
 
-use super::{BatchError, Record, SinkError};
-use crate::config::KafkaSinkConfig;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rskafka::chrono::{DateTime, Utc};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::BackoffConfig;
+
+use super::{BatchError, Delivered, Record, SinkError};
+use crate::config::{KafkaCompression, KafkaSinkConfig, SaslMechanism};
+
+/// How long partition metadata is trusted before it is read again (Java's default).
+const METADATA_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// Most approximate record bytes (key, value, headers, framing) in one produce request.
+/// Brokers refuse record batches over `message.max.bytes` (1 MiB by default) and this bound
+/// is checked before compression, so a large uncompressed sink batch is split in requests
+/// that fit; a single larger record still goes alone (and only a broker that allows it
+/// takes it).
+const MAX_REQUEST_BYTES: usize = 900 * 1024;
+
+/// Bytes a record costs on the wire besides its key, value and header bytes (varint lengths,
+/// deltas, attributes): a generous estimate, only used to split requests.
+const RECORD_OVERHEAD: usize = 32;
 
 pub struct KafkaWriter {
     config: KafkaSinkConfig,
+    compression: Compression,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<SaslConfig>,
+    /// `None` until the first batch, and again after any failure (reconnect on next use).
+    connection: Option<Connection>,
+}
+
+/// A connected client and what it knows about the topic.
+struct Connection {
+    client: Arc<Client>,
+    /// One slot per partition (index = partition id), filled on first use: each holds the
+    /// connection to that partition's leader.
+    partitions: Vec<Option<Arc<PartitionClient>>>,
+    metadata_read: Instant,
+}
+
+/// What one partition's share of a batch came to.
+struct PartitionOutcome {
+    partition: usize,
+    client: Option<Arc<PartitionClient>>,
+    /// Indices (into the batch) of the records not written.
+    failed: Vec<usize>,
+    error: Option<String>,
 }
 
 impl KafkaWriter {
+    /// Builds the TLS and SASL settings; does not connect (see the module docs).
+    ///
     /// # Errors
-    /// [`SinkError::Setup`] when the client cannot be configured.
+    /// [`SinkError::Setup`] when a CA certificate cannot be used or the SASL password is not
+    /// UTF-8 text.
     pub fn new(config: &KafkaSinkConfig) -> Result<KafkaWriter, SinkError> {
+        let tls = match &config.tls_extra_roots {
+            None => None,
+            Some(extra) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                for cert in extra {
+                    roots
+                        .add(cert.clone())
+                        .map_err(|e| SinkError::Setup(format!("tls_ca_file: {e}")))?;
+                }
+                let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| SinkError::Setup(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                Some(Arc::new(tls))
+            }
+        };
+        let sasl = match &config.sasl {
+            None => None,
+            Some(sasl) => {
+                let password = String::from_utf8(sasl.password.0.clone()).map_err(|_| {
+                    SinkError::Setup("sasl_password_file does not hold UTF-8 text".to_owned())
+                })?;
+                let credentials = Credentials::new(sasl.username.clone(), password);
+                Some(match sasl.mechanism {
+                    SaslMechanism::Plain => SaslConfig::Plain(credentials),
+                    SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+                    SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+                })
+            }
+        };
         Ok(KafkaWriter {
             config: config.clone(),
+            compression: compression(config.compression),
+            tls,
+            sasl,
+            connection: None,
         })
     }
 
-    pub async fn send(&mut self, _records: &[Record]) -> Result<(), BatchError> {
-        Err(BatchError::leading(
-            0,
-            SinkError::Send(format!(
-                "kafka sink for {} not built yet",
-                self.config.topic
+    /// Produces one batch; see the module docs for partitioning and what is retried.
+    pub async fn send(&mut self, records: &[Record]) -> Result<(), BatchError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.ensure_connected().await {
+            self.connection = None;
+            return Err(BatchError::leading(0, error));
+        }
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(BatchError::leading(
+                0,
+                SinkError::Send("not connected".to_owned()),
+            ));
+        };
+        let count = connection.partitions.len();
+        let mut by_partition: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (index, record) in records.iter().enumerate() {
+            by_partition
+                .entry(partition_for(record.meta.key.as_bytes(), count))
+                .or_default()
+                .push(index);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (partition, indices) in by_partition {
+            let chunks = chunks(records, &indices)
+                .into_iter()
+                .map(|chunk| {
+                    let produced = chunk.iter().map(|&i| kafka_record(&records[i])).collect();
+                    (chunk, produced)
+                })
+                .collect();
+            tasks.spawn(produce_partition(
+                connection.client.clone(),
+                self.config.topic.clone(),
+                partition,
+                connection.partitions.get(partition).cloned().flatten(),
+                chunks,
+                self.compression,
+                self.config.connect_timeout,
+                self.config.request_timeout,
+            ));
+        }
+        let mut failed = Vec::new();
+        let mut errors = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let outcome = match joined {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // A produce task that panicked or was cancelled: its records' fate is
+                    // unknown, so the whole batch is sent again (at least once).
+                    self.connection = None;
+                    return Err(BatchError::leading(
+                        0,
+                        SinkError::Send(format!("produce task failed: {error}")),
+                    ));
+                }
+            };
+            if let Some(slot) = connection.partitions.get_mut(outcome.partition) {
+                *slot = outcome.client;
+            }
+            failed.extend(outcome.failed);
+            if let Some(error) = outcome.error {
+                errors.push(format!("partition {}: {error}", outcome.partition));
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        // Reconnect and re-read the metadata before the retry.
+        self.connection = None;
+        failed.sort_unstable();
+        Err(BatchError {
+            delivered: Delivered::AllBut(failed),
+            error: SinkError::Send(format!(
+                "topic {}: {}",
+                self.config.topic,
+                errors.join("; ")
             )),
-        ))
+            retry_after: None,
+        })
+    }
+
+    /// Connects (when not connected) and re-reads the partition count when it is stale.
+    async fn ensure_connected(&mut self) -> Result<(), SinkError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.metadata_read.elapsed() < METADATA_MAX_AGE)
+        {
+            return Ok(());
+        }
+        let client = match self.connection.take() {
+            Some(connection) => connection.client,
+            None => Arc::new(self.connect().await?),
+        };
+        let count = within(
+            self.config.request_timeout,
+            "reading the topic's metadata",
+            partition_count(&client, &self.config.topic),
+        )
+        .await??;
+        self.connection = Some(Connection {
+            client,
+            partitions: vec![None; count],
+            metadata_read: Instant::now(),
+        });
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<Client, SinkError> {
+        let mut builder = ClientBuilder::new(self.config.brokers.clone())
+            .client_id(concat!("scimtap/", env!("CARGO_PKG_VERSION")))
+            // rskafka retries a failed request itself (a stale connection, a moved leader),
+            // with no deadline by default. A short budget keeps those quick fixes, and hands
+            // anything longer to the sink's own retry policy: the configured one, logged and
+            // counted in the metrics.
+            .backoff_config(BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(500),
+                base: 3.0,
+                deadline: Some(Duration::from_secs(1)),
+            });
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.clone());
+        }
+        if let Some(sasl) = &self.sasl {
+            builder = builder.sasl_config(sasl.clone());
+        }
+        within(
+            self.config.connect_timeout,
+            "connecting to the brokers",
+            builder.build(),
+        )
+        .await?
+        .map_err(|e| {
+            SinkError::Send(format!(
+                "cannot connect to {}: {}",
+                self.config.brokers.join(", "),
+                error_chain(&e)
+            ))
+        })
+    }
+}
+
+/// Produces one partition's records, chunk after chunk (so they stay in order); after a
+/// failed chunk the rest are not tried, and all of them are reported failed.
+#[allow(clippy::too_many_arguments)]
+async fn produce_partition(
+    client: Arc<Client>,
+    topic: String,
+    partition: usize,
+    cached: Option<Arc<PartitionClient>>,
+    chunks: Vec<(Vec<usize>, Vec<rskafka::record::Record>)>,
+    compression: Compression,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> PartitionOutcome {
+    let all_failed = |chunks: &[(Vec<usize>, Vec<rskafka::record::Record>)]| {
+        chunks
+            .iter()
+            .flat_map(|(indices, _)| indices.iter().copied())
+            .collect::<Vec<_>>()
+    };
+    let partition_client = match cached {
+        Some(c) => c,
+        None => {
+            let id = i32::try_from(partition).unwrap_or(i32::MAX);
+            let created = within(
+                connect_timeout,
+                "connecting to the partition leader",
+                client.partition_client(topic, id, UnknownTopicHandling::Retry),
+            )
+            .await;
+            match created {
+                Ok(Ok(c)) => Arc::new(c),
+                Ok(Err(e)) => {
+                    return PartitionOutcome {
+                        partition,
+                        client: None,
+                        failed: all_failed(&chunks),
+                        error: Some(format!("no leader connection: {}", error_chain(&e))),
+                    }
+                }
+                Err(e) => {
+                    return PartitionOutcome {
+                        partition,
+                        client: None,
+                        failed: all_failed(&chunks),
+                        error: Some(e.to_string()),
+                    }
+                }
+            }
+        }
+    };
+    let mut failed = Vec::new();
+    let mut error = None;
+    for (indices, produced) in chunks {
+        if error.is_some() {
+            failed.extend(indices);
+            continue;
+        }
+        match within(
+            request_timeout,
+            "producing",
+            partition_client.produce(produced, compression),
+        )
+        .await
+        {
+            Ok(Ok(_offsets)) => {}
+            Ok(Err(e)) => {
+                error = Some(error_chain(&e));
+                failed.extend(indices);
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                failed.extend(indices);
+            }
+        }
+    }
+    PartitionOutcome {
+        partition,
+        client: Some(partition_client),
+        failed,
+        error,
+    }
+}
+
+/// The topic's partition count, from a fresh metadata request.
+async fn partition_count(client: &Client, topic: &str) -> Result<usize, SinkError> {
+    let topics = client
+        .list_topics()
+        .await
+        .map_err(|e| SinkError::Send(format!("cannot read the metadata: {}", error_chain(&e))))?;
+    match topics.iter().find(|t| t.name == topic) {
+        Some(t) if !t.partitions.is_empty() => Ok(t.partitions.len()),
+        Some(_) => Err(SinkError::Send(format!("topic {topic} has no partitions"))),
+        None => Err(SinkError::Send(format!(
+            "topic {topic} does not exist (scimtap does not create topics)"
+        ))),
+    }
+}
+
+/// Runs `future` for at most `limit`.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    future: impl std::future::Future<Output = T>,
+) -> Result<T, SinkError> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| SinkError::Send(format!("timed out after {limit:?} {what}")))
+}
+
+fn compression(c: KafkaCompression) -> Compression {
+    match c {
+        KafkaCompression::None => Compression::NoCompression,
+        KafkaCompression::Gzip => Compression::Gzip,
+        KafkaCompression::Lz4 => Compression::Lz4,
+        KafkaCompression::Snappy => Compression::Snappy,
+        KafkaCompression::Zstd => Compression::Zstd,
+    }
+}
+
+/// The Kafka record for one event.
+fn kafka_record(record: &Record) -> rskafka::record::Record {
+    let line = record.line.strip_suffix(b"\n").unwrap_or(&record.line);
+    rskafka::record::Record {
+        key: Some(record.meta.key.as_bytes().to_vec()),
+        value: Some(line.to_vec()),
+        headers: BTreeMap::from([(
+            "event_id".to_owned(),
+            record.meta.event_id.as_bytes().to_vec(),
+        )]),
+        timestamp: timestamp(record.meta.time_millis),
+    }
+}
+
+/// The record timestamp: when the request arrived, or now when that is unknown (0), as the
+/// Java client does for a record without one.
+fn timestamp(millis: i64) -> DateTime<Utc> {
+    let millis = if millis > 0 {
+        millis
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+    };
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+/// Splits one partition's records (indices into `records`, in order) into runs of at most
+/// [`MAX_REQUEST_BYTES`]; a record over the bound gets a run of its own.
+fn chunks(records: &[Record], indices: &[usize]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for &i in indices {
+        let meta = &records[i].meta;
+        let size = records[i].line.len()
+            + meta.key.len()
+            + "event_id".len()
+            + meta.event_id.len()
+            + RECORD_OVERHEAD;
+        if !current.is_empty() && bytes + size > MAX_REQUEST_BYTES {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(i);
+        bytes += size;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The partition the Java client's default partitioner picks for `key`:
+/// `Utils.toPositive(Utils.murmur2(key)) % numPartitions`.
+fn partition_for(key: &[u8], partitions: usize) -> usize {
+    let positive = (murmur2(key) & 0x7fff_ffff) as usize;
+    positive % partitions.max(1)
+}
+
+/// Kafka's `Utils.murmur2` (MurmurHash2, seed `0x9747b28c`), bit for bit: the Java int
+/// arithmetic is wrapping 32-bit, and `>>>` is the unsigned shift.
+fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    // Java hashes an `int` length; keys here are far below 2^31 bytes.
+    let mut h = SEED ^ (data.len() as u32);
+    let mut blocks = data.chunks_exact(4);
+    for block in blocks.by_ref() {
+        let mut k = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = blocks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// An error and its sources, `: `-joined (rskafka wraps the cause: "connection refused" is
+/// usually two levels down).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::RecordMeta;
+    use bytes::Bytes;
+
+    #[test]
+    fn murmur2_matches_the_java_clients_own_test_vectors() {
+        // org.apache.kafka.common.utils.UtilsTest#testMurmur2.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (key, want) in cases {
+            assert_eq!(murmur2(key), want, "{}", String::from_utf8_lossy(key));
+        }
+    }
+
+    #[test]
+    fn partition_is_the_positive_hash_modulo_the_partition_count() {
+        // murmur2("21") is negative: toPositive masks the sign bit (not abs()).
+        let positive = (-973_932_308_i32 & 0x7fff_ffff) as usize;
+        for n in 1..=12 {
+            assert_eq!(partition_for(b"21", n), positive % n);
+            assert_eq!(partition_for(b"abc", n), 479_470_107 % n);
+        }
+        assert_eq!(partition_for(b"", 1), 0);
+        assert_eq!(partition_for(b"anything", 0), 0, "no division by zero");
+        let key = b"2819c223-7f76-453a-919d-413861904646";
+        assert_eq!(partition_for(key, 3), partition_for(key, 3));
+    }
+
+    fn record(key: &str, line: &str) -> Record {
+        Record {
+            line: Bytes::from(line.to_owned()),
+            meta: Arc::new(RecordMeta {
+                event_id: "ev-1".to_owned(),
+                key: key.to_owned(),
+                time_millis: 1_700_000_000_123,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_record_carries_key_value_without_newline_timestamp_and_event_id() {
+        let produced = kafka_record(&record("u1", "{\"a\":1}\n"));
+        assert_eq!(produced.key.as_deref(), Some(&b"u1"[..]));
+        assert_eq!(produced.value.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(produced.timestamp.timestamp_millis(), 1_700_000_000_123);
+        assert_eq!(
+            produced.headers.get("event_id").map(Vec::as_slice),
+            Some(&b"ev-1"[..])
+        );
+        // A line without a newline (never made, but harmless) keeps all its bytes.
+        let produced = kafka_record(&record("u1", "x"));
+        assert_eq!(produced.value.as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn an_unknown_time_is_stamped_now() {
+        let now = timestamp(0).timestamp_millis();
+        assert!(now > 1_700_000_000_000, "{now}");
+        assert_eq!(timestamp(5).timestamp_millis(), 5);
+    }
+
+    #[test]
+    fn large_partitions_are_split_in_ordered_requests_below_the_bound() {
+        let big = "x".repeat(300 * 1024);
+        let records: Vec<Record> = (0..7).map(|_| record("k", &big)).collect();
+        let indices: Vec<usize> = (0..7).collect();
+        let split = chunks(&records, &indices);
+        assert_eq!(split, vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6]]);
+        let huge = vec![record("k", "small"), record("k", &"y".repeat(2 << 20))];
+        assert_eq!(chunks(&huge, &[0, 1]), vec![vec![0], vec![1]]);
+        assert_eq!(chunks(&huge, &[]), Vec::<Vec<usize>>::new());
+    }
+
+    #[test]
+    fn every_configured_compression_maps_to_its_codec() {
+        assert_eq!(
+            compression(KafkaCompression::None),
+            Compression::NoCompression
+        );
+        assert_eq!(compression(KafkaCompression::Gzip), Compression::Gzip);
+        assert_eq!(compression(KafkaCompression::Lz4), Compression::Lz4);
+        assert_eq!(compression(KafkaCompression::Snappy), Compression::Snappy);
+        assert_eq!(compression(KafkaCompression::Zstd), Compression::Zstd);
+    }
+
+    #[test]
+    fn a_non_utf8_sasl_password_is_a_setup_error() {
+        let config = KafkaSinkConfig {
+            brokers: vec!["127.0.0.1:9092".to_owned()],
+            topic: "t".to_owned(),
+            compression: KafkaCompression::Zstd,
+            tls_extra_roots: Some(Vec::new()),
+            sasl: Some(crate::config::KafkaSasl {
+                mechanism: SaslMechanism::ScramSha512,
+                username: "u".to_owned(),
+                password: crate::config::SecretKey(vec![0xff, 0xfe]),
+            }),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            KafkaWriter::new(&config),
+            Err(SinkError::Setup(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_is_down_fails_the_whole_batch_for_retry() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let config = KafkaSinkConfig {
+            brokers: vec![format!("127.0.0.1:{port}")],
+            topic: "t".to_owned(),
+            compression: KafkaCompression::Zstd,
+            tls_extra_roots: None,
+            sasl: None,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(3),
+        };
+        let mut writer = KafkaWriter::new(&config).unwrap();
+        let err = writer
+            .send(&[record("u1", "{}\n"), record("u2", "{}\n")])
+            .await
+            .unwrap_err();
+        assert_eq!(err.delivered, Delivered::Leading(0));
+        assert!(
+            err.error.to_string().contains("cannot connect"),
+            "{}",
+            err.error
+        );
+        assert!(writer.connection.is_none());
     }
 }

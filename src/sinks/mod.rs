@@ -9,6 +9,7 @@
 //! exponential backoff, jitter and the receiver's `Retry-After`, and accounts for every event:
 //! written, or dropped with a reason.
 
+mod disk_buffer;
 mod file;
 mod http;
 mod kafka;
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{BatchConfig, EventFormat, RetryConfig, SinkConfig, SinkKind, WhenFull};
 use crate::telemetry::{DropReason, Metrics, SinkLabels, SinkReasonLabels};
 
+pub use disk_buffer::{BufferError, DiskBuffer, DiskReader, Position};
 pub use file::FileWriter;
 pub use http::HttpWriter;
 pub use kafka::KafkaWriter;
@@ -182,14 +184,117 @@ impl ReopenSignal {
 pub struct SinkHandle {
     name: String,
     format: EventFormat,
-    tx: mpsc::Sender<Record>,
+    tx: QueueTx,
     when_full: WhenFull,
     dropped_full: Counter,
     dropped_shutdown: Counter,
     dropped_encode: Counter,
+    dropped_buffer: Counter,
     queue_depth: Gauge,
     capacity: usize,
     healthy: Arc<AtomicBool>,
+}
+
+impl Drop for SinkHandle {
+    /// Closing the queue tells the sink thread to finish: a channel closes by itself, a disk
+    /// buffer is told.
+    fn drop(&mut self) {
+        if let QueueTx::Disk(buffer) = &self.tx {
+            buffer.close();
+        }
+    }
+}
+
+/// The audit worker's end of a sink's queue.
+enum QueueTx {
+    Memory(mpsc::Sender<Record>),
+    Disk(DiskBuffer),
+}
+
+/// The sink thread's end of its queue.
+enum QueueRx {
+    Memory(mpsc::Receiver<Record>),
+    Disk(DiskReader),
+}
+
+/// How long [`QueueRx::next`] may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    Until(tokio::time::Instant),
+    Forever,
+}
+
+/// What [`QueueRx::next`] found.
+enum Next {
+    /// An event, and for a disk buffer the position just after it.
+    Event(Record, Option<Position>),
+    /// Nothing within the wait.
+    Empty,
+    /// Closed and drained.
+    Closed,
+}
+
+impl QueueRx {
+    async fn next(&mut self, wait: Wait) -> Next {
+        match self {
+            QueueRx::Memory(rx) => {
+                let got = match rx.try_recv() {
+                    Ok(record) => return Next::Event(record, None),
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
+                    Err(mpsc::error::TryRecvError::Empty) => match wait {
+                        Wait::No => return Next::Empty,
+                        Wait::Until(deadline) => {
+                            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                                Ok(got) => got,
+                                Err(_) => return Next::Empty,
+                            }
+                        }
+                        Wait::Forever => rx.recv().await,
+                    },
+                };
+                match got {
+                    Some(record) => Next::Event(record, None),
+                    None => Next::Closed,
+                }
+            }
+            QueueRx::Disk(reader) => loop {
+                match reader.try_next() {
+                    Ok(Some((record, position))) => return Next::Event(record, Some(position)),
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, "Cannot read the disk buffer; trying again.");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+                if reader.is_closed() {
+                    return Next::Closed;
+                }
+                match wait {
+                    Wait::No => return Next::Empty,
+                    Wait::Until(deadline) => {
+                        if tokio::time::timeout_at(deadline, reader.wait())
+                            .await
+                            .is_err()
+                        {
+                            return Next::Empty;
+                        }
+                    }
+                    Wait::Forever => {
+                        reader.wait().await;
+                    }
+                }
+            },
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            QueueRx::Memory(rx) => rx.len() as u64,
+            QueueRx::Disk(reader) => reader.queued(),
+        }
+    }
 }
 
 /// Lets the owner wait for a sink thread to finish its last batch. Waiting is async and
@@ -227,21 +332,42 @@ impl SinkHandle {
     /// Queues one encoded event per the sink's `when_full` policy.
     /// Called from the audit worker thread, never from the async runtime.
     pub fn enqueue_blocking(&self, line: Record) {
-        self.enqueue_inner(line);
+        let depth = match &self.tx {
+            QueueTx::Memory(tx) => {
+                self.enqueue_memory(tx, line);
+                self.capacity.saturating_sub(tx.capacity()) as u64
+            }
+            QueueTx::Disk(buffer) => {
+                match buffer.append(&line, self.when_full == WhenFull::Block) {
+                    Ok(()) => {}
+                    Err(BufferError::Full { .. }) => {
+                        self.dropped_full.inc();
+                    }
+                    Err(BufferError::Closed) => {
+                        self.dropped_shutdown.inc();
+                    }
+                    Err(error @ BufferError::Io { .. }) => {
+                        tracing::error!(sink = %self.name, %error, "Cannot buffer an audit event.");
+                        self.dropped_buffer.inc();
+                        self.healthy.store(false, Ordering::Relaxed);
+                    }
+                }
+                buffer.queued()
+            }
+        };
         // Updated here too, so the gauge moves while the sink thread is stuck in a write.
-        let depth = self.capacity.saturating_sub(self.tx.capacity());
         self.queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
-    fn enqueue_inner(&self, line: Record) {
+    fn enqueue_memory(&self, tx: &mpsc::Sender<Record>, line: Record) {
         match self.when_full {
             WhenFull::Block => {
-                if self.tx.blocking_send(line).is_err() {
+                if tx.blocking_send(line).is_err() {
                     self.dropped_shutdown.inc();
                 }
             }
-            WhenFull::DropNewest => match self.tx.try_send(line) {
+            WhenFull::DropNewest => match tx.try_send(line) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped_full.inc();
@@ -291,7 +417,17 @@ pub fn start(
         )?)),
         SinkKind::Kafka(kafka) => Output::Kafka(Box::new(KafkaWriter::new(kafka)?)),
     };
-    let (tx, rx) = mpsc::channel(config.max_events);
+    let (tx, rx) = match &config.disk_buffer {
+        None => {
+            let (tx, rx) = mpsc::channel(config.max_events);
+            (QueueTx::Memory(tx), QueueRx::Memory(rx))
+        }
+        Some(disk) => {
+            let (buffer, reader) = DiskBuffer::open(&disk.path, disk.max_bytes)
+                .map_err(|e| SinkError::Setup(e.to_string()))?;
+            (QueueTx::Disk(buffer), QueueRx::Disk(reader))
+        }
+    };
     let healthy = Arc::new(AtomicBool::new(true));
     let (done_tx, done) = oneshot::channel();
     let worker = SinkWorker {
@@ -306,6 +442,7 @@ pub fn start(
         retried: metrics.sink_retried.get_or_create_owned(&sink),
         send_duration: metrics.sink_send_duration.get_or_create_owned(&sink),
         dropped_write: dropped(DropReason::write_error),
+        dropped_torn: dropped(DropReason::torn),
         queue_depth: metrics.sink_queue_depth.get_or_create_owned(&sink),
         healthy: healthy.clone(),
     };
@@ -332,6 +469,7 @@ pub fn start(
             dropped_full: dropped(DropReason::queue_full),
             dropped_shutdown: dropped(DropReason::shutdown),
             dropped_encode: dropped(DropReason::encode_error),
+            dropped_buffer: dropped(DropReason::buffer_error),
             queue_depth: metrics.sink_queue_depth.get_or_create_owned(&sink),
             capacity: config.max_events,
             healthy,
@@ -385,7 +523,7 @@ impl Output {
 struct SinkWorker {
     name: String,
     output: Output,
-    rx: mpsc::Receiver<Record>,
+    rx: QueueRx,
     reopen: ReopenSignal,
     batch: BatchConfig,
     retry: RetryConfig,
@@ -394,6 +532,7 @@ struct SinkWorker {
     retried: Counter,
     send_duration: prometheus_client::metrics::histogram::Histogram,
     dropped_write: Counter,
+    dropped_torn: Counter,
     queue_depth: Gauge,
     healthy: Arc<AtomicBool>,
 }
@@ -402,38 +541,48 @@ impl SinkWorker {
     async fn run(mut self) {
         let mut seen_generation = self.reopen.generation();
         let mut batch: Vec<Record> = Vec::with_capacity(self.batch.max_events.min(4096));
-        while let Some(first) = self.rx.recv().await {
-            let mut bytes = first.line.len();
-            batch.push(first);
+        loop {
+            // Disk buffer: the position just after the last event taken into `batch`.
+            let mut upto = match self.rx.next(Wait::Forever).await {
+                Next::Event(record, position) => {
+                    batch.push(record);
+                    position
+                }
+                Next::Empty => continue,
+                Next::Closed => break,
+            };
+            let mut bytes = batch[0].line.len();
             let deadline = tokio::time::Instant::now() + self.batch.timeout;
+            let wait = if self.batch.timeout.is_zero() {
+                Wait::No
+            } else {
+                Wait::Until(deadline)
+            };
             while batch.len() < self.batch.max_events && bytes < self.batch.max_bytes {
-                let next = match self.rx.try_recv() {
-                    Ok(record) => Some(record),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) if self.batch.timeout.is_zero() => None,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::time::timeout_at(deadline, self.rx.recv())
-                            .await
-                            .ok()
-                            .flatten()
-                    }
+                let Next::Event(record, position) = self.rx.next(wait).await else {
+                    break;
                 };
-                let Some(record) = next else { break };
                 if bytes + record.line.len() > self.batch.max_bytes {
                     // Too big to join this batch: it opens the next one.
-                    self.flush(&mut batch, &mut seen_generation).await;
+                    self.flush(&mut batch, upto, &mut seen_generation).await;
                     bytes = 0;
                 }
                 bytes += record.line.len();
                 batch.push(record);
+                upto = position;
             }
-            self.flush(&mut batch, &mut seen_generation).await;
+            self.flush(&mut batch, upto, &mut seen_generation).await;
         }
         self.queue_depth.set(0);
         tracing::debug!(sink = %self.name, "Sink drained and closed.");
     }
 
-    async fn flush(&mut self, batch: &mut Vec<Record>, seen_generation: &mut u64) {
+    async fn flush(
+        &mut self,
+        batch: &mut Vec<Record>,
+        upto: Option<Position>,
+        seen_generation: &mut u64,
+    ) {
         if batch.is_empty() {
             return;
         }
@@ -450,13 +599,31 @@ impl SinkWorker {
             }
         }
         let pending = std::mem::take(batch);
+        let count = pending.len() as u64;
         self.write_with_retries(pending).await;
+        if let (QueueRx::Disk(reader), Some(upto)) = (&mut self.rx, upto) {
+            self.dropped_torn.inc_by(reader.take_torn());
+            if let Err(error) = reader.ack(upto, count) {
+                tracing::error!(sink = %self.name, %error, "Cannot save the disk buffer position (events may be sent again after a restart).");
+            }
+        }
+        self.queue_depth
+            .set(i64::try_from(self.rx.len()).unwrap_or(i64::MAX));
     }
 
     /// Sends `pending` until every event is out or `retry.max_attempts` is used up; only
     /// what failed is sent again, so a partial success duplicates nothing.
+    ///
+    /// With a disk buffer, attempts never run out: the events wait on disk (and the buffer
+    /// fills) rather than being dropped; `max_backoff_secs` still spaces the attempts.
     async fn write_with_retries(&mut self, mut pending: Vec<Record>) {
-        for attempt in 1..=self.retry.max_attempts {
+        let durable = matches!(self.rx, QueueRx::Disk(_));
+        let max_attempts = if durable {
+            u32::MAX
+        } else {
+            self.retry.max_attempts
+        };
+        for attempt in 1..=max_attempts {
             if attempt > 1 {
                 self.retried.inc_by(pending.len() as u64);
             }
@@ -489,7 +656,7 @@ impl SinkWorker {
             if pending.is_empty() {
                 return;
             }
-            if attempt < self.retry.max_attempts {
+            if attempt < max_attempts {
                 let wait = backoff(&self.retry, attempt, error.retry_after);
                 tokio::time::sleep(wait).await;
                 if let Err(error) = self.output.reopen() {

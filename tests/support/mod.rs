@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod collector;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
