@@ -221,6 +221,21 @@ struct RawAudit {
     /// request path never waits.
     #[serde(default = "default_queue_max_events")]
     queue_max_events: Spanned<u64>,
+    /// `"drop"` (default): an event that cannot be queued or buffered is dropped and counted,
+    /// and traffic flows. `"reject"`: while the audit trail cannot take events (hand-off queue
+    /// or a sink's queue/buffer full), SCIM writes are answered 503 with `Retry-After` and
+    /// never reach the upstream; reads pass.
+    #[serde(default)]
+    on_audit_failure: OnAuditFailure,
+}
+
+/// What happens to SCIM writes when the audit trail cannot take their events.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAuditFailure {
+    #[default]
+    Drop,
+    Reject,
 }
 
 fn default_queue_max_events() -> Spanned<u64> {
@@ -721,6 +736,7 @@ pub enum IncludeBodies {
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub queue_max_events: usize,
+    pub on_audit_failure: OnAuditFailure,
 }
 
 #[derive(Debug, Clone)]
@@ -1396,6 +1412,7 @@ impl RawConfig {
         let audit = match &self.audit {
             None => AuditConfig {
                 queue_max_events: *default_queue_max_events().get_ref() as usize,
+                on_audit_failure: OnAuditFailure::Drop,
             },
             Some(audit) => {
                 let max = &audit.get_ref().queue_max_events;
@@ -1408,6 +1425,7 @@ impl RawConfig {
                 }
                 AuditConfig {
                     queue_max_events: (*max.get_ref()).clamp(1, 10_000_000) as usize,
+                    on_audit_failure: audit.get_ref().on_audit_failure,
                 }
             }
         };

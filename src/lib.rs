@@ -149,6 +149,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.upstream.clone(),
         capture,
         handoff,
+        config.audit.on_audit_failure == config::OnAuditFailure::Reject,
     )?);
 
     let bind = |address: SocketAddr| async move {

@@ -47,6 +47,8 @@ struct HandoffShared {
     aborting: AtomicBool,
     /// Exchanges started and not yet handed off (or dropped).
     live: AtomicUsize,
+    /// One flag per sink, set while its queue or buffer is full.
+    sinks_saturated: Vec<Arc<AtomicBool>>,
     idle: Notify,
 }
 
@@ -97,6 +99,19 @@ impl Handoff {
         }
     }
 
+    /// Whether an exchange's events would be queued now: the hand-off queue has room and no
+    /// sink's queue or buffer is full. The request path asks this before forwarding a SCIM
+    /// write when `on_audit_failure = "reject"`.
+    pub fn can_accept(&self) -> bool {
+        let shared = &self.shared;
+        !shared.closed.load(Ordering::Acquire)
+            && shared.tx.capacity() > 0
+            && !shared
+                .sinks_saturated
+                .iter()
+                .any(|s| s.load(Ordering::Relaxed))
+    }
+
     /// Marks that scimtap itself is now closing connections (drain deadline at shutdown), so
     /// exchanges cut from here on blame the proxy, not the client.
     pub fn mark_aborting(&self) {
@@ -142,7 +157,7 @@ impl Handoff {
         let metrics = Metrics::new().proxy_metrics();
         (
             Handoff {
-                shared: Arc::new(HandoffShared::new(tx, metrics)),
+                shared: Arc::new(HandoffShared::new(tx, metrics, Vec::new())),
             },
             TestReceiver(rx),
         )
@@ -154,10 +169,15 @@ impl Handoff {
 }
 
 impl HandoffShared {
-    fn new(tx: mpsc::Sender<Message>, metrics: ProxyMetrics) -> Self {
+    fn new(
+        tx: mpsc::Sender<Message>,
+        metrics: ProxyMetrics,
+        sinks_saturated: Vec<Arc<AtomicBool>>,
+    ) -> Self {
         HandoffShared {
             tx,
             metrics,
+            sinks_saturated,
             closed: AtomicBool::new(false),
             aborting: AtomicBool::new(false),
             live: AtomicUsize::new(0),
@@ -199,8 +219,9 @@ impl Pipeline {
     ) -> std::io::Result<(Handoff, Pipeline)> {
         let (tx, rx) = mpsc::channel(queue_max_events.max(1));
         let proxy_metrics = metrics.proxy_metrics();
+        let saturated = sinks.iter().map(SinkHandle::saturation).collect();
         let handoff = Handoff {
-            shared: Arc::new(HandoffShared::new(tx, proxy_metrics.clone())),
+            shared: Arc::new(HandoffShared::new(tx, proxy_metrics.clone(), saturated)),
         };
         let (done_tx, done) = oneshot::channel();
         let metrics = metrics.clone();

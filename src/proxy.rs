@@ -55,6 +55,7 @@ pub struct Proxy {
     upstream_host: HeaderValue,
     capture: CaptureLimits,
     handoff: Handoff,
+    reject_unaudited_writes: bool,
 }
 
 impl Proxy {
@@ -66,6 +67,7 @@ impl Proxy {
         upstream: UpstreamConfig,
         capture: CaptureLimits,
         handoff: Handoff,
+        reject_unaudited_writes: bool,
     ) -> Result<Proxy, ProxyBuildError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -100,6 +102,7 @@ impl Proxy {
             upstream_host,
             capture,
             handoff,
+            reject_unaudited_writes,
         })
     }
 
@@ -152,6 +155,27 @@ impl Proxy {
                 crate::exchange::BodyEnd::NotForwarded,
             ));
             return generated(&pending, refusal.status, refusal.failure);
+        }
+        if self.reject_unaudited_writes
+            && is_scim_write(&parts.method, parts.uri.path())
+            && !self.handoff.can_accept()
+        {
+            drop(body);
+            pending.finish_request(crate::exchange::BodyCapture::empty(
+                crate::exchange::BodyEnd::NotForwarded,
+            ));
+            self.handoff.metrics().audit_refused.inc();
+            tracing::warn!("Audit trail full: SCIM write refused (on_audit_failure = reject).");
+            let failure = Failure {
+                side: FailureSide::Proxy,
+                kind: "audit_unavailable",
+                detail: "the audit trail cannot record this change now; retry later".to_owned(),
+            };
+            let mut response = generated(&pending, StatusCode::SERVICE_UNAVAILABLE, Some(failure));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
         }
 
         let uri = match self.upstream_uri(&parts.uri) {
@@ -443,6 +467,16 @@ fn error_chain(error: &dyn StdError) -> String {
     out
 }
 
+/// Whether a request may change identities at the SCIM server: POST, PUT, PATCH and DELETE,
+/// except a POST to `.search` (a query, RFC 7644 §3.4.3).
+fn is_scim_write(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::PUT | Method::PATCH | Method::DELETE => true,
+        Method::POST => !path.trim_end_matches('/').ends_with("/.search"),
+        _ => false,
+    }
+}
+
 /// A response scimtap produces itself: a SCIM error body (RFC 7644 §3.12).
 fn generated(
     pending: &Arc<PendingExchange>,
@@ -586,6 +620,18 @@ mod tests {
         let mut h = HeaderMap::new();
         let id = settle_request_id(&mut h);
         assert_eq!(h[&X_REQUEST_ID], id.as_str());
+    }
+
+    #[test]
+    fn scim_writes_are_the_methods_that_change_identities_but_not_search() {
+        assert!(is_scim_write(&Method::POST, "/scim/v2/Users"));
+        assert!(is_scim_write(&Method::POST, "/scim/v2/Bulk"));
+        assert!(is_scim_write(&Method::PATCH, "/Users/1"));
+        assert!(is_scim_write(&Method::DELETE, "/Groups/1"));
+        assert!(is_scim_write(&Method::PUT, "/Users/1"));
+        assert!(!is_scim_write(&Method::POST, "/scim/v2/Users/.search"));
+        assert!(!is_scim_write(&Method::POST, "/.search"));
+        assert!(!is_scim_write(&Method::GET, "/Users"));
     }
 
     #[test]

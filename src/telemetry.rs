@@ -91,6 +91,7 @@ pub struct Metrics {
     pub handoff_queue_depth: Gauge<i64, AtomicI64Compat>,
     pub events_encoded: Counter,
     pub capture_budget_exhausted: Counter,
+    pub audit_refused: Counter,
     pub sink_written: Family<SinkLabels, Counter>,
     pub sink_dropped: Family<SinkReasonLabels, Counter>,
     pub sink_queue_depth: Family<SinkLabels, Gauge>,
@@ -175,6 +176,12 @@ impl Metrics {
             "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)",
             capture_budget_exhausted.clone(),
         );
+        let audit_refused = Counter::default();
+        registry.register(
+            "audit_refused_requests",
+            "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")",
+            audit_refused.clone(),
+        );
         let sink_written = Family::<SinkLabels, Counter>::default();
         registry.register(
             "sink_events_written",
@@ -225,6 +232,7 @@ impl Metrics {
             handoff_queue_depth,
             events_encoded,
             capture_budget_exhausted,
+            audit_refused,
             sink_written,
             sink_dropped,
             sink_queue_depth,
@@ -271,6 +279,7 @@ impl Metrics {
             handoff_full,
             handoff_closed,
             handoff_queue_depth: self.handoff_queue_depth.clone(),
+            audit_refused: self.audit_refused.clone(),
             upstream_errors: self.upstream_errors.clone(),
         }
     }
@@ -285,6 +294,7 @@ pub struct ProxyMetrics {
     pub handoff_full: Counter<u64, AtomicU64>,
     pub handoff_closed: Counter<u64, AtomicU64>,
     pub handoff_queue_depth: Gauge<i64, AtomicI64Compat>,
+    pub audit_refused: Counter<u64, AtomicU64>,
     upstream_errors: Family<KindLabels, Counter>,
 }
 

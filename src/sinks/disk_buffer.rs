@@ -241,6 +241,10 @@ impl DiskBuffer {
         Ok(())
     }
 
+    pub fn is_full(&self) -> bool {
+        self.shared.is_full()
+    }
+
     /// Events appended and not yet delivered.
     pub fn queued(&self) -> u64 {
         self.shared.lock().queued
@@ -256,6 +260,11 @@ impl DiskBuffer {
 }
 
 impl Shared {
+    /// Whether another typical event may not fit (`on_audit_failure = "reject"` looks ahead).
+    fn is_full(&self) -> bool {
+        self.lock().total_bytes + 64 * 1024 > self.max_bytes
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -434,6 +443,10 @@ impl DiskReader {
         drop(state);
         self.shared.space.notify_all();
         Ok(())
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.shared.is_full()
     }
 
     pub fn take_torn(&mut self) -> u64 {

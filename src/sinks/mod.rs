@@ -193,6 +193,8 @@ pub struct SinkHandle {
     queue_depth: Gauge,
     capacity: usize,
     healthy: Arc<AtomicBool>,
+    /// Set while this sink's queue or buffer has no room (read by `on_audit_failure`).
+    saturated: Arc<AtomicBool>,
 }
 
 impl Drop for SinkHandle {
@@ -324,6 +326,12 @@ impl SinkHandle {
         self.format
     }
 
+    /// True while the sink's queue or buffer is full: shared with the request path, which
+    /// refuses SCIM writes then when `on_audit_failure = "reject"`.
+    pub fn saturation(&self) -> Arc<AtomicBool> {
+        self.saturated.clone()
+    }
+
     /// Health flag shared with `/readyz`: false after a batch failed to be written.
     pub fn health(&self) -> Arc<AtomicBool> {
         self.healthy.clone()
@@ -332,10 +340,13 @@ impl SinkHandle {
     /// Queues one encoded event per the sink's `when_full` policy.
     /// Called from the audit worker thread, never from the async runtime.
     pub fn enqueue_blocking(&self, line: Record) {
-        let depth = match &self.tx {
+        let (depth, full) = match &self.tx {
             QueueTx::Memory(tx) => {
                 self.enqueue_memory(tx, line);
-                self.capacity.saturating_sub(tx.capacity()) as u64
+                (
+                    self.capacity.saturating_sub(tx.capacity()) as u64,
+                    tx.capacity() == 0,
+                )
             }
             QueueTx::Disk(buffer) => {
                 match buffer.append(&line, self.when_full == WhenFull::Block) {
@@ -352,9 +363,10 @@ impl SinkHandle {
                         self.healthy.store(false, Ordering::Relaxed);
                     }
                 }
-                buffer.queued()
+                (buffer.queued(), buffer.is_full())
             }
         };
+        self.saturated.store(full, Ordering::Relaxed);
         // Updated here too, so the gauge moves while the sink thread is stuck in a write.
         self.queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
@@ -429,6 +441,7 @@ pub fn start(
         }
     };
     let healthy = Arc::new(AtomicBool::new(true));
+    let saturated = Arc::new(AtomicBool::new(false));
     let (done_tx, done) = oneshot::channel();
     let worker = SinkWorker {
         name: config.name.clone(),
@@ -444,7 +457,9 @@ pub fn start(
         dropped_write: dropped(DropReason::write_error),
         dropped_torn: dropped(DropReason::torn),
         queue_depth: metrics.sink_queue_depth.get_or_create_owned(&sink),
+        capacity: config.max_events as u64,
         healthy: healthy.clone(),
+        saturated: saturated.clone(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -473,6 +488,7 @@ pub fn start(
             queue_depth: metrics.sink_queue_depth.get_or_create_owned(&sink),
             capacity: config.max_events,
             healthy,
+            saturated,
         },
         SinkThread {
             name: config.name.clone(),
@@ -534,7 +550,9 @@ struct SinkWorker {
     dropped_write: Counter,
     dropped_torn: Counter,
     queue_depth: Gauge,
+    capacity: u64,
     healthy: Arc<AtomicBool>,
+    saturated: Arc<AtomicBool>,
 }
 
 impl SinkWorker {
@@ -607,8 +625,14 @@ impl SinkWorker {
                 tracing::error!(sink = %self.name, %error, "Cannot save the disk buffer position (events may be sent again after a restart).");
             }
         }
+        let depth = self.rx.len();
         self.queue_depth
-            .set(i64::try_from(self.rx.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        let full = match &self.rx {
+            QueueRx::Memory(_) => depth >= self.capacity,
+            QueueRx::Disk(reader) => reader.is_full(),
+        };
+        self.saturated.store(full, Ordering::Relaxed);
     }
 
     /// Sends `pending` until every event is out or `retry.max_attempts` is used up; only

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod collector;
+pub mod tansu;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{BufRead, BufReader};

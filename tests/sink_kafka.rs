@@ -1,0 +1,310 @@
+//! The `kafka` sink against a real Kafka-protocol broker (`tansu`, in-memory storage), read
+//! back by an independent consumer (kafka-python, tests/peer/kafka_consume.py): every event the
+//! file sink wrote arrives exactly once, as the same JSON, keyed by the SCIM resource id, on
+//! the partition the Java client's murmur2 partitioner picks, in order per resource; every
+//! compression is readable; and events sent while the broker is down arrive once it is up.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use support::tansu::{tansu_or_skip, Consumed, Tansu};
+use support::*;
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+/// A SCIM service: POST creates `id-<userName>`, PATCH answers the user, DELETE 204.
+async fn scim_upstream() -> Upstream {
+    Upstream::start(|req: Request<Incoming>| async move {
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (status, answer) = match method.as_str() {
+            "POST" => {
+                let name = body["userName"].as_str().unwrap_or("x");
+                (
+                    201,
+                    json!({"schemas": [USER], "id": format!("id-{name}"), "userName": name}),
+                )
+            }
+            "PATCH" => {
+                let id = path.rsplit('/').next().unwrap_or_default();
+                (200, json!({"schemas": [USER], "id": id}))
+            }
+            _ => (204, Value::Null),
+        };
+        let body = if answer.is_null() {
+            empty()
+        } else {
+            full(answer.to_string())
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/scim+json")
+            .body(body)
+            .unwrap()
+    })
+    .await
+}
+
+/// For each user in turn, phase by phase (so events about different users interleave):
+/// create, two patches, delete. Returns how many requests were sent.
+async fn send_lifecycles(proxy: &Proxy, users: &[&str]) -> usize {
+    let client = http1_client();
+    let mut sent = 0;
+    for phase in 0..4 {
+        for user in users {
+            let id = format!("id-{user}");
+            let req = match phase {
+                0 => Request::post(proxy.url("/scim/v2/Users"))
+                    .header("content-type", "application/scim+json")
+                    .body(full(
+                        json!({"schemas": [USER], "userName": user}).to_string(),
+                    )),
+                1 | 2 => Request::patch(proxy.url(&format!("/scim/v2/Users/{id}")))
+                    .header("content-type", "application/scim+json")
+                    .body(full(
+                        json!({
+                            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                            "Operations": [{"op": "replace", "path": "active", "value": phase == 1}]
+                        })
+                        .to_string(),
+                    )),
+                _ => Request::delete(proxy.url(&format!("/scim/v2/Users/{id}"))).body(empty()),
+            }
+            .unwrap();
+            let resp = client.request(req).await.unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+            resp.into_body().collect().await.unwrap();
+            sent += 1;
+        }
+    }
+    sent
+}
+
+fn kafka_sink(name: &str, bootstrap: &str, topic: &str, extra: &str) -> String {
+    format!(
+        "[[sinks]]\ntype = \"kafka\"\nname = \"{name}\"\nbrokers = [\"{bootstrap}\"]\ntopic = \"{topic}\"\nbatch = {{ timeout_secs = 0.2 }}\n{extra}\n"
+    )
+}
+
+const FILE_SINK: &str = "[[sinks]]\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\n";
+
+fn event_id(event: &Value) -> String {
+    event["event_id"].as_str().unwrap().to_owned()
+}
+
+/// Checks that `records` hold exactly `written` (the file sink's events, in order): each event
+/// once, as the same JSON, keyed by its resource id, stamped with its time, on the partition
+/// murmur2 picks, and in the file's order per key.
+fn assert_delivered(records: &[Consumed], written: &[Value], partitions: i32) {
+    assert_eq!(
+        records.len(),
+        written.len(),
+        "one record per event, no duplicates: {records:#?}"
+    );
+    let by_id: BTreeMap<String, &Consumed> = records
+        .iter()
+        .map(|r| (r.headers["event_id"].clone(), r))
+        .collect();
+    assert_eq!(
+        by_id.keys().cloned().collect::<BTreeSet<_>>(),
+        written.iter().map(event_id).collect::<BTreeSet<_>>(),
+        "the event_id headers are the file sink's event ids, each once"
+    );
+    for event in written {
+        let record = by_id[&event_id(event)];
+        let value: Value = serde_json::from_str(record.value.as_deref().unwrap()).unwrap();
+        assert_eq!(&value, event, "the value is the event's JSON");
+        assert!(
+            !record.value.as_deref().unwrap().ends_with('\n'),
+            "no newline in the value"
+        );
+        let resource = event["scim"]["target"]["id"].as_str().unwrap();
+        assert_eq!(record.key.as_deref(), Some(resource), "keyed by resource id");
+        let millis = humantime::parse_rfc3339(event["timestamp"].as_str().unwrap())
+            .unwrap()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert_eq!(record.timestamp, millis, "record time = event time");
+        assert_eq!(record.partitions, partitions);
+        assert_eq!(
+            Some(record.partition),
+            record.murmur2_partition,
+            "key {resource} is where the Java client's partitioner puts it"
+        );
+    }
+    // Per key: one partition, and the file's order by offset.
+    let mut per_key: BTreeMap<&str, Vec<&Consumed>> = BTreeMap::new();
+    for r in records {
+        per_key.entry(r.key.as_deref().unwrap()).or_default().push(r);
+    }
+    for (key, mut recs) in per_key {
+        let parts: BTreeSet<i32> = recs.iter().map(|r| r.partition).collect();
+        assert_eq!(parts.len(), 1, "all events of {key} on one partition");
+        recs.sort_by_key(|r| r.offset);
+        let got: Vec<&str> = recs.iter().map(|r| r.headers["event_id"].as_str()).collect();
+        let want: Vec<String> = written
+            .iter()
+            .filter(|e| e["scim"]["target"]["id"] == key)
+            .map(event_id)
+            .collect();
+        assert_eq!(got, want, "events of {key} in order");
+    }
+}
+
+async fn wait_for_metric(proxy: &Proxy, series: &str, at_least: f64, wait: Duration) -> f64 {
+    let deadline = Instant::now() + wait;
+    loop {
+        let value = proxy.metric(series).await;
+        if value >= at_least {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} = {value}, waited for {at_least}; log:\n{}",
+            proxy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition() {
+    let Some(bin) = tansu_or_skip("tansu_gets_every_event_once") else {
+        return;
+    };
+    let tansu = Tansu::start(&bin);
+    tansu.create_topic("scim-audit", 3);
+    let upstream = scim_upstream().await;
+    let sinks = format!(
+        "{FILE_SINK}{}",
+        kafka_sink("kafka", &tansu.bootstrap(), "scim-audit", "")
+    );
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let n = send_lifecycles(&proxy, &users).await;
+    assert_eq!(n, 24);
+    let written = proxy.wait_for_events(n).await;
+    let records = tansu.consume("scim-audit", n, Duration::from_secs(60));
+    assert_delivered(&records, &written, 3);
+    let keys: BTreeSet<&str> = records.iter().filter_map(|r| r.key.as_deref()).collect();
+    let expected: BTreeSet<String> = users.iter().map(|u| format!("id-{u}")).collect();
+    assert_eq!(
+        keys,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+    let used: BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert!(used.len() > 1, "six keys spread over partitions: {used:?}");
+    assert_eq!(
+        wait_for_metric(
+            &proxy,
+            "scimtap_sink_events_written_total{sink=\"kafka\"}",
+            n as f64,
+            WAIT
+        )
+        .await,
+        n as f64
+    );
+    assert_eq!(
+        proxy
+            .metric("scimtap_sink_write_errors_total{sink=\"kafka\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_compression_is_read_back_by_an_independent_consumer() {
+    let Some(bin) = tansu_or_skip("every_compression_is_read_back") else {
+        return;
+    };
+    let tansu = Tansu::start(&bin);
+    let codecs = ["none", "gzip", "lz4", "snappy", "zstd"];
+    let mut sinks = FILE_SINK.to_owned();
+    for codec in codecs {
+        let topic = format!("audit-{codec}");
+        tansu.create_topic(&topic, 2);
+        sinks.push_str(&kafka_sink(
+            &format!("kafka-{codec}"),
+            &tansu.bootstrap(),
+            &topic,
+            &format!("compression = \"{codec}\""),
+        ));
+    }
+    let upstream = scim_upstream().await;
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let n = send_lifecycles(&proxy, &["grace", "heidi", "ivan"]).await;
+    let written = proxy.wait_for_events(n).await;
+    for codec in codecs {
+        let records = tansu.consume(&format!("audit-{codec}"), n, Duration::from_secs(60));
+        assert_delivered(&records, &written, 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
+    let Some(bin) = tansu_or_skip("events_sent_while_the_broker_is_down") else {
+        return;
+    };
+    let port = closed_port();
+    let upstream = scim_upstream().await;
+    let sinks = format!(
+        "{FILE_SINK}{}",
+        kafka_sink(
+            "kafka",
+            &format!("127.0.0.1:{port}"),
+            "late",
+            "retry = { max_attempts = 50, initial_backoff_secs = 0.1, max_backoff_secs = 1 }",
+        )
+    );
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let n = send_lifecycles(&proxy, &["judy", "mallory", "oscar"]).await;
+    let written = proxy.wait_for_events(n).await;
+    // The sink has tried, and failed, before the broker exists.
+    wait_for_metric(
+        &proxy,
+        "scimtap_sink_write_errors_total{sink=\"kafka\"}",
+        2.0,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        proxy
+            .metric("scimtap_sink_events_written_total{sink=\"kafka\"}")
+            .await,
+        0.0
+    );
+    let tansu = Tansu::start_on(&bin, port);
+    tansu.create_topic("late", 3);
+    let records = tansu.consume("late", n, Duration::from_secs(60));
+    assert_delivered(&records, &written, 3);
+    wait_for_metric(
+        &proxy,
+        "scimtap_sink_events_written_total{sink=\"kafka\"}",
+        n as f64,
+        WAIT,
+    )
+    .await;
+    assert!(
+        proxy
+            .metric("scimtap_sink_events_retried_total{sink=\"kafka\"}")
+            .await
+            > 0.0
+    );
+    assert_eq!(
+        proxy
+            .metric("scimtap_sink_events_dropped_total{sink=\"kafka\",reason=\"write_error\"}")
+            .await,
+        0.0,
+        "nothing given up; log:\n{}",
+        proxy.log_tail()
+    );
+}
