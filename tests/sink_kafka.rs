@@ -127,7 +127,11 @@ fn assert_delivered(records: &[Consumed], written: &[Value], partitions: i32) {
             "no newline in the value"
         );
         let resource = event["scim"]["target"]["id"].as_str().unwrap();
-        assert_eq!(record.key.as_deref(), Some(resource), "keyed by resource id");
+        assert_eq!(
+            record.key.as_deref(),
+            Some(resource),
+            "keyed by resource id"
+        );
         let millis = humantime::parse_rfc3339(event["timestamp"].as_str().unwrap())
             .unwrap()
             .duration_since(UNIX_EPOCH)
@@ -144,13 +148,19 @@ fn assert_delivered(records: &[Consumed], written: &[Value], partitions: i32) {
     // Per key: one partition, and the file's order by offset.
     let mut per_key: BTreeMap<&str, Vec<&Consumed>> = BTreeMap::new();
     for r in records {
-        per_key.entry(r.key.as_deref().unwrap()).or_default().push(r);
+        per_key
+            .entry(r.key.as_deref().unwrap())
+            .or_default()
+            .push(r);
     }
     for (key, mut recs) in per_key {
         let parts: BTreeSet<i32> = recs.iter().map(|r| r.partition).collect();
         assert_eq!(parts.len(), 1, "all events of {key} on one partition");
         recs.sort_by_key(|r| r.offset);
-        let got: Vec<&str> = recs.iter().map(|r| r.headers["event_id"].as_str()).collect();
+        let got: Vec<&str> = recs
+            .iter()
+            .map(|r| r.headers["event_id"].as_str())
+            .collect();
         let want: Vec<String> = written
             .iter()
             .filter(|e| e["scim"]["target"]["id"] == key)

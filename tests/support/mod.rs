@@ -292,6 +292,11 @@ impl Proxy {
         metric_value(&text, series)
     }
 
+    /// The file the default (or `AUDIT_PLACEHOLDER`) file sink writes.
+    pub fn audit_path(&self) -> &Path {
+        &self.audit
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
