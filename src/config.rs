@@ -2206,14 +2206,12 @@ fn validate_kafka(
     key: &dyn Fn(&str) -> String,
     raw: &RawKafkaSink,
 ) -> Option<SinkKind> {
-    let mut ok = true;
     if raw.brokers.is_empty() {
         c.line(
             Some(line),
             &key("brokers"),
             "missing: a kafka sink needs `brokers` ([\"host:port\", ...])",
         );
-        ok = false;
     }
     for broker in &raw.brokers {
         if broker
@@ -2226,7 +2224,6 @@ fn validate_kafka(
                 &key("brokers"),
                 format!("`{broker}` is not host:port"),
             );
-            ok = false;
         }
     }
     let topic = match &raw.topic {
@@ -2315,17 +2312,17 @@ fn validate_kafka(
         raw.request_timeout_secs,
         false,
     );
-    ok.then(|| {
-        SinkKind::Kafka(KafkaSinkConfig {
-            brokers: raw.brokers.clone(),
-            topic,
-            compression: raw.compression,
-            tls_extra_roots,
-            sasl,
-            connect_timeout,
-            request_timeout,
-        })
-    })
+    // Returned even when a broker is bad (the problem is recorded), so the rest of the
+    // table (buffer, batch, ...) is still checked and reported in the same pass.
+    Some(SinkKind::Kafka(KafkaSinkConfig {
+        brokers: raw.brokers.clone(),
+        topic,
+        compression: raw.compression,
+        tls_extra_roots,
+        sasl,
+        connect_timeout,
+        request_timeout,
+    }))
 }
 
 #[cfg(test)]

@@ -608,6 +608,66 @@ async fn bulk_item_errors_retry_only_the_429_item_and_reject_the_400_one() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_bulk_request_is_sent_again_and_each_document_is_stored_once() {
+    let es = Collector::start(&[]);
+    // The collector stores the first request's documents, then answers too late.
+    es.control("delay", json!({"ms": 1500, "count": 1})).await;
+    let upstream = scim_upstream().await;
+    let sinks = format!(
+        "{FILE_SINK}{}",
+        http_sink(
+            "es",
+            &es.url("/scimtap-audit/_bulk"),
+            "encoding = \"elasticsearch_bulk\"\nrequest_timeout_secs = 0.5\nbatch = { max_events = 100, timeout_secs = 0.1 }\nretry = { initial_backoff_secs = 0.05, max_backoff_secs = 0.5 }"
+        )
+    );
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let n = drive(&proxy, "slow").await;
+    let want = reference_events(&proxy, n).await;
+    let c = wait_counts(&proxy, "es", |c| c.settled() >= n as f64).await;
+
+    let requests = es.requests().await;
+    assert!(requests.len() >= 2, "{requests:#?}");
+    assert_eq!(
+        body(&requests[0]),
+        body(&requests[1]),
+        "the batch sent again"
+    );
+    for r in &requests {
+        assert_eq!(r["path"], "/scimtap-audit/_bulk");
+        for (action, source) in bulk_pairs(r) {
+            assert_eq!(action, json!({"index": {"_id": source["event_id"]}}));
+        }
+    }
+    let first_batch = bulk_pairs(&requests[0]).len();
+    let (docs, duplicates) = es.events().await;
+    assert_eq!(
+        duplicates, first_batch as u64,
+        "the resent documents overwrote themselves"
+    );
+    let stripped: Vec<Value> = docs
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            let id = d.as_object_mut().unwrap().remove("_id").unwrap();
+            assert_eq!(id, d["event_id"]);
+            d
+        })
+        .collect();
+    assert_same_events("after a timeout", &stripped, &want);
+    assert_eq!(
+        (c.written, c.rejected, c.write_error),
+        (n as f64, 0.0, 0.0),
+        "{c:?}"
+    );
+    assert!(
+        c.write_errors >= 1.0 && c.retried >= first_batch as f64,
+        "{c:?}"
+    );
+    assert!(proxy.log_tail().contains("no answer within"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_refused_batch_is_rejected_once_while_408_and_429_are_retried() {
     let collector = Collector::start(&[]);
     let upstream = scim_upstream().await;

@@ -279,3 +279,181 @@ fn sub_table_of_a_sink_is_reported_against_that_sink() {
     assert_eq!(p[0].key, "sinks[1].buffer.max_events", "{p:#?}");
     assert_eq!(p[0].line, Some(16), "{p:#?}");
 }
+
+fn with_sinks(sinks: &str) -> String {
+    MINIMAL.replace("[[sinks]]\ntype = \"stdout\"\n", sinks)
+}
+
+#[test]
+fn http_sink_reads_encoding_headers_secrets_batch_and_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-token\n").unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "api-key-value").unwrap();
+    let text = with_sinks(&format!(
+        r#"[[sinks]]
+type = "http"
+url = "https://splunk.example.com:8088/services/collector/event"
+encoding = "splunk_hec"
+format = "ocsf"
+token_file = "{}"
+headers = {{ "X-Tenant" = "acme" }}
+header_files = {{ "X-Api-Key" = "{}" }}
+index = "scim"
+batch = {{ max_events = 100, max_bytes = 65536, timeout_secs = 0.5 }}
+retry = {{ max_attempts = 4, initial_backoff_secs = 0.2, max_backoff_secs = 5 }}
+"#,
+        token.display(),
+        key.display()
+    ));
+    let config = parse(&text).unwrap();
+    let sink = &config.sinks[0];
+    assert_eq!(sink.name, "http");
+    assert_eq!(sink.format, EventFormat::Ocsf);
+    assert_eq!(sink.batch.max_events, 100);
+    assert_eq!(sink.batch.max_bytes, 65536);
+    assert_eq!(sink.batch.timeout, Duration::from_millis(500));
+    assert_eq!(sink.retry.max_attempts, 4);
+    assert_eq!(sink.retry.max_backoff, Duration::from_secs(5));
+    let SinkKind::Http(http) = &sink.kind else {
+        panic!("{:?}", sink.kind)
+    };
+    assert_eq!(http.encoding, HttpEncoding::SplunkHec);
+    assert_eq!(http.sourcetype, "scimtap:ocsf");
+    let header = |name: &str| {
+        http.headers
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(header("authorization"), "Splunk s3cr3t-token");
+    assert!(header("authorization").is_sensitive());
+    assert!(header("x-api-key").is_sensitive());
+    assert!(!header("x-tenant").is_sensitive());
+    // Debug output never shows a secret.
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cr3t-token"), "{debug}");
+    assert!(!debug.contains("api-key-value"), "{debug}");
+}
+
+#[test]
+fn network_sinks_batch_by_default_and_local_ones_do_not() {
+    let config = parse(&with_sinks(
+        "[[sinks]]\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\n\n[[sinks]]\ntype = \"stdout\"\n",
+    ))
+    .unwrap();
+    assert_eq!(config.sinks[0].batch.timeout, Duration::from_secs(1));
+    assert_eq!(config.sinks[1].batch.timeout, Duration::ZERO);
+    assert_eq!(config.sinks[0].retry.max_attempts, 8);
+    assert!(config.sinks[0].disk_buffer.is_none());
+}
+
+#[test]
+fn kafka_sink_and_disk_buffer_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    std::fs::write(&password, "hunter2").unwrap();
+    let text = with_sinks(&format!(
+        r#"[[sinks]]
+type = "kafka"
+brokers = ["k1:9092", "k2:9092"]
+topic = "scim.audit"
+compression = "lz4"
+tls = true
+sasl_mechanism = "scram-sha-512"
+sasl_username = "scimtap"
+sasl_password_file = "{}"
+buffer = {{ type = "disk", path = "/var/lib/scimtap/kafka", max_bytes = 10485760 }}
+"#,
+        password.display()
+    ));
+    let config = parse(&text).unwrap();
+    let sink = &config.sinks[0];
+    let disk = sink.disk_buffer.as_ref().unwrap();
+    assert_eq!(disk.path, Path::new("/var/lib/scimtap/kafka"));
+    assert_eq!(disk.max_bytes, 10_485_760);
+    let SinkKind::Kafka(kafka) = &sink.kind else {
+        panic!("{:?}", sink.kind)
+    };
+    assert_eq!(kafka.brokers, ["k1:9092", "k2:9092"]);
+    assert_eq!(kafka.topic, "scim.audit");
+    assert_eq!(kafka.compression, KafkaCompression::Lz4);
+    assert_eq!(kafka.tls_extra_roots.as_ref().map(Vec::len), Some(0));
+    let sasl = kafka.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+    assert_eq!(sasl.password.0, b"hunter2");
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
+fn bad_network_sink_options_are_each_reported_with_key_and_line() {
+    let text = with_sinks(
+        r#"[[sinks]]
+type = "http"
+url = "ftp://collector"
+
+[[sinks]]
+type = "http"
+url = "http://collector/"
+encoding = "ndjson"
+source = "x"
+token_file = "/nonexistent/token"
+batch = { max_events = 0, timeout_secs = -1 }
+retry = { max_attempts = 0, initial_backoff_secs = 5, max_backoff_secs = 1 }
+
+[[sinks]]
+type = "kafka"
+topic = "bad topic!"
+
+[[sinks]]
+type = "kafka"
+brokers = ["nohost"]
+topic = "t"
+sasl_mechanism = "GSSAPI"
+sasl_username = "u"
+sasl_password_file = "/nonexistent/pw"
+buffer = { type = "disk" }
+
+[[sinks]]
+type = "stdout"
+buffer = { type = "memory", path = "/tmp/x" }
+"#,
+    );
+    let p = problems(&text);
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "sinks[0].url",
+        "sinks[1].encoding",
+        "sinks[1].token_file",
+        "sinks[1].batch.max_events",
+        "sinks[1].batch.timeout_secs",
+        "sinks[1].retry.max_attempts",
+        "sinks[1].retry.max_backoff_secs",
+        "sinks[2].topic",
+        "sinks[3].brokers",
+        "sinks[3].sasl_mechanism",
+        "sinks[3].sasl_password_file",
+        "sinks[3].buffer.path",
+        "sinks[4].buffer.type",
+    ] {
+        assert!(keys.contains(&expected), "{expected} missing from {p:#?}");
+    }
+    assert!(p.iter().all(|p| p.line.is_some()), "{p:#?}");
+}
+
+#[test]
+fn on_audit_failure_defaults_to_drop_and_reads_reject() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().audit.on_audit_failure,
+        OnAuditFailure::Drop
+    );
+    let text = format!("{MINIMAL}\n[audit]\non_audit_failure = \"reject\"\n");
+    assert_eq!(
+        parse(&text).unwrap().audit.on_audit_failure,
+        OnAuditFailure::Reject
+    );
+    let text = format!("{MINIMAL}\n[audit]\non_audit_failure = \"halt\"\n");
+    assert_eq!(problems(&text)[0].key, "audit.on_audit_failure");
+}

@@ -14,7 +14,9 @@ topic's partition count; murmur2_partition is where kafka-python's DefaultPartit
 client's murmur2 algorithm) puts the key, so the test can check that scimtap partitions alike.
 Exits 1 (with the records printed) when fewer than COUNT arrived.
 
-Usage: kafka_consume.py BOOTSTRAP TOPIC COUNT [--timeout SECS] [--settle SECS]
+Usage: kafka_consume.py BOOTSTRAP TOPIC COUNT [--timeout SECS] [--settle SECS] [--tls-ca PEM]
+
+With --tls-ca the consumer connects over TLS, trusting that CA and checking the host name.
 """
 
 import argparse
@@ -38,7 +40,15 @@ def main() -> int:
         default=1.0,
         help="after COUNT records, keep reading this long to catch duplicates",
     )
+    parser.add_argument("--tls-ca", help="connect over TLS, trusting this PEM CA bundle")
     args = parser.parse_args()
+    tls = {}
+    if args.tls_ca:
+        tls = {
+            "security_protocol": "SSL",
+            "ssl_cafile": args.tls_ca,
+            "ssl_check_hostname": True,
+        }
 
     deadline = time.monotonic() + args.timeout
     consumer = KafkaConsumer(
@@ -48,6 +58,7 @@ def main() -> int:
         auto_offset_reset="earliest",
         client_id="scimtap-test-consumer",
         request_timeout_ms=10000,
+        **tls,
     )
     try:
         partitions = None

@@ -94,13 +94,20 @@ impl Tansu {
 
     /// Starts tansu on `port` and waits until it accepts connections.
     pub fn start_on(bin: &Path, port: u16) -> Tansu {
+        Self::start_advertising(bin, port, port)
+    }
+
+    /// Starts tansu on `port`, telling clients (in metadata) to connect to `advertised`
+    /// instead: a TLS terminator in front of it, say.
+    pub fn start_advertising(bin: &Path, port: u16, advertised: u16) -> Tansu {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(bin)
             .arg("broker")
             .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
             .env_remove("CLUSTER_ID")
             .env_remove("LISTENER_URL")
@@ -170,28 +177,45 @@ impl Tansu {
     /// Every record of `topic`, read by kafka-python once at least `count` are there (and
     /// a moment longer, to catch duplicates). Panics when fewer arrive within `timeout`.
     pub fn consume(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Consumed> {
-        let out = Command::new(python())
-            .arg(peer_dir().join("kafka_consume.py"))
-            .arg(self.bootstrap())
-            .arg(topic)
-            .arg(count.to_string())
-            .args(["--timeout", &timeout.as_secs_f64().to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .expect("kafka_consume.py runs");
-        let records: Vec<Consumed> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
-            .collect();
-        assert!(
-            out.status.success(),
-            "kafka_consume.py {topic} {count}: {}\ngot {} records\nbroker log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            records.len(),
-            self.log()
-        );
-        records
+        consume(&self.bootstrap(), None, topic, count, timeout, &self.log())
     }
+}
+
+/// Every record of `topic` at `bootstrap` (over TLS trusting `tls_ca` when given), read by
+/// kafka-python; see [`Tansu::consume`]. `broker_log` goes into the failure message.
+pub fn consume(
+    bootstrap: &str,
+    tls_ca: Option<&Path>,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+    broker_log: &str,
+) -> Vec<Consumed> {
+    let mut command = Command::new(python());
+    command
+        .arg(peer_dir().join("kafka_consume.py"))
+        .arg(bootstrap)
+        .arg(topic)
+        .arg(count.to_string())
+        .args(["--timeout", &timeout.as_secs_f64().to_string()]);
+    if let Some(ca) = tls_ca {
+        command.arg("--tls-ca").arg(ca);
+    }
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("kafka_consume.py runs");
+    let records: Vec<Consumed> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect();
+    assert!(
+        out.status.success(),
+        "kafka_consume.py {topic} {count}: {}\ngot {} records\nbroker log:\n{broker_log}",
+        String::from_utf8_lossy(&out.stderr),
+        records.len(),
+    );
+    records
 }
 
 impl Drop for Tansu {
