@@ -318,6 +318,65 @@ path = "AUDIT_PLACEHOLDER"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_undelivered_events_on_disk_for_the_next_start() {
+    let upstream = scim_upstream().await;
+    let buffer_dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&[]);
+    collector.control("fail", json!({"status": 503})).await;
+    let sinks = format!(
+        r#"[[sinks]]
+name = "collector"
+type = "http"
+url = "{url}"
+buffer = {{ type = "disk", path = "{buffer}" }}
+batch = {{ max_events = 5, timeout_secs = 0.02 }}
+retry = {{ initial_backoff_secs = 0.05, max_backoff_secs = 0.2 }}
+"#,
+        url = collector.url("/ingest"),
+        buffer = buffer_dir.path().display(),
+    );
+    let mut first = Proxy::start(
+        ProxyConfig::new(upstream.url())
+            .shutdown_timeout_secs(10.0)
+            .sinks(&sinks),
+    );
+    for n in 0..20 {
+        assert_eq!(create_user(&first, n).await, 201);
+    }
+    // Let the sink fail at least once, so events are known to be waiting on disk.
+    let deadline = Instant::now() + WAIT;
+    while first
+        .metric(r#"scimtap_sink_write_errors_total{sink="collector"}"#)
+        .await
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "the sink never tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    assert_eq!(first.stop(), 0, "a clean stop; log:\n{}", first.log_tail());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "a failing receiver must not hold shutdown to its deadline"
+    );
+    assert!(
+        first
+            .log_tail()
+            .contains("undelivered events in the disk buffer"),
+        "the stop says events were left for the next start:\n{}",
+        first.log_tail()
+    );
+    assert_eq!(collector.events().await.0.len(), 0);
+
+    collector.control("reset", json!({})).await;
+    let second = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let events = collector.wait_for_events(20).await;
+    let unique: HashSet<String> = ids(&events).into_iter().collect();
+    assert_eq!(unique.len(), 20, "every event of the first run, once");
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_mode_refuses_writes_while_the_trail_is_full_and_reads_pass() {
     let upstream = scim_upstream().await;
     let collector = Collector::start(&[]);

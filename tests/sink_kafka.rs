@@ -318,3 +318,160 @@ async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
         proxy.log_tail()
     );
 }
+
+/// A TLS terminator on 127.0.0.1 forwarding each connection to `backend` in the clear. It
+/// stands in for a broker's own TLS listener, which tansu 0.6's CLI cannot enable (`--cert`
+/// and `--key` share one clap group, so giving both is refused).
+async fn tls_terminator(
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    backend: u16,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() {
+    let Some(bin) = tansu_or_skip("tls_trusting_the_configured_ca") else {
+        return;
+    };
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, _) = pki.write(dir.path());
+    let plain = closed_port();
+    let (tls_port, terminator) = tls_terminator(pki.server_config(), plain).await;
+    // Metadata sends every client to the TLS port.
+    let tansu = Tansu::start_advertising(&bin, plain, tls_port);
+    tansu.create_topic("tls-audit", 3);
+    tansu.create_topic("tls-untrusted", 1);
+    let bootstrap = format!("127.0.0.1:{tls_port}");
+    let sinks = format!(
+        "{FILE_SINK}{}{}",
+        kafka_sink(
+            "kafka-tls",
+            &bootstrap,
+            "tls-audit",
+            &format!("tls = true\ntls_ca_file = \"{}\"", ca.display()),
+        ),
+        // Web roots only: the test CA is unknown, so the handshake must fail.
+        kafka_sink(
+            "kafka-untrusted",
+            &bootstrap,
+            "tls-untrusted",
+            "tls = true\nretry = { max_attempts = 2, initial_backoff_secs = 0.1, max_backoff_secs = 0.1 }",
+        ),
+    );
+    let upstream = scim_upstream().await;
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let n = send_lifecycles(&proxy, &["peggy", "rupert"]).await;
+    let written = proxy.wait_for_events(n).await;
+    let records = support::tansu::consume(
+        &bootstrap,
+        Some(&ca),
+        "tls-audit",
+        n,
+        Duration::from_secs(60),
+        &tansu.log(),
+    );
+    assert_delivered(&records, &written, 3);
+    wait_for_metric(
+        &proxy,
+        "scimtap_sink_events_dropped_total{sink=\"kafka-untrusted\",reason=\"write_error\"}",
+        n as f64,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        proxy
+            .metric("scimtap_sink_events_written_total{sink=\"kafka-untrusted\"}")
+            .await,
+        0.0
+    );
+    assert!(
+        proxy
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("sink=kafka-untrusted") && l.contains("UnknownIssuer")),
+        "the untrusted sink failed on the certificate:\n{}",
+        proxy.log_tail()
+    );
+    terminator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_is_survived_by_reconnecting() {
+    let Some(bin) = tansu_or_skip("a_broker_restart_is_survived") else {
+        return;
+    };
+    let first = Tansu::start(&bin);
+    let port = first.port;
+    first.create_topic("restart", 3);
+    let upstream = scim_upstream().await;
+    let sinks = format!(
+        "{FILE_SINK}{}",
+        kafka_sink(
+            "kafka",
+            &first.bootstrap(),
+            "restart",
+            "retry = { max_attempts = 50, initial_backoff_secs = 0.1, max_backoff_secs = 1 }",
+        )
+    );
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let before = send_lifecycles(&proxy, &["trent"]).await;
+    let written = proxy.wait_for_events(before).await;
+    assert_delivered(
+        &first.consume("restart", before, Duration::from_secs(60)),
+        &written,
+        3,
+    );
+    wait_for_metric(
+        &proxy,
+        "scimtap_sink_events_written_total{sink=\"kafka\"}",
+        before as f64,
+        WAIT,
+    )
+    .await;
+    // The broker goes away (with its in-memory topic); the sink's connections go stale.
+    drop(first);
+    let after = send_lifecycles(&proxy, &["victor", "walter"]).await;
+    let written = proxy.wait_for_events(before + after).await;
+    wait_for_metric(
+        &proxy,
+        "scimtap_sink_write_errors_total{sink=\"kafka\"}",
+        1.0,
+        WAIT,
+    )
+    .await;
+    let second = Tansu::start_on(&bin, port);
+    second.create_topic("restart", 3);
+    let records = second.consume("restart", after, Duration::from_secs(60));
+    assert_delivered(&records, &written[before..], 3);
+    wait_for_metric(
+        &proxy,
+        "scimtap_sink_events_written_total{sink=\"kafka\"}",
+        (before + after) as f64,
+        WAIT,
+    )
+    .await;
+}

@@ -460,6 +460,7 @@ pub fn start(
         capacity: config.max_events as u64,
         healthy: healthy.clone(),
         saturated: saturated.clone(),
+        stopping: false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -553,6 +554,8 @@ struct SinkWorker {
     capacity: u64,
     healthy: Arc<AtomicBool>,
     saturated: Arc<AtomicBool>,
+    /// Set when shutdown leaves events in the disk buffer: the worker stops reading.
+    stopping: bool,
 }
 
 impl SinkWorker {
@@ -590,6 +593,9 @@ impl SinkWorker {
                 upto = position;
             }
             self.flush(&mut batch, upto, &mut seen_generation).await;
+            if self.stopping {
+                break;
+            }
         }
         self.queue_depth.set(0);
         tracing::debug!(sink = %self.name, "Sink drained and closed.");
@@ -601,7 +607,9 @@ impl SinkWorker {
         upto: Option<Position>,
         seen_generation: &mut u64,
     ) {
-        if batch.is_empty() {
+        if batch.is_empty() || self.stopping {
+            // Stopping: what is left stays on disk, unacknowledged, for the next start.
+            batch.clear();
             return;
         }
         self.queue_depth
@@ -618,7 +626,10 @@ impl SinkWorker {
         }
         let pending = std::mem::take(batch);
         let count = pending.len() as u64;
-        self.write_with_retries(pending).await;
+        if !self.write_with_retries(pending).await {
+            self.stopping = true;
+            return;
+        }
         if let (QueueRx::Disk(reader), Some(upto)) = (&mut self.rx, upto) {
             self.dropped_torn.inc_by(reader.take_torn());
             if let Err(error) = reader.ack(upto, count) {
@@ -639,8 +650,10 @@ impl SinkWorker {
     /// what failed is sent again, so a partial success duplicates nothing.
     ///
     /// With a disk buffer, attempts never run out: the events wait on disk (and the buffer
-    /// fills) rather than being dropped; `max_backoff_secs` still spaces the attempts.
-    async fn write_with_retries(&mut self, mut pending: Vec<Record>) {
+    /// fills) rather than being dropped; `max_backoff_secs` still spaces the attempts. At
+    /// shutdown a failed batch is left on disk for the next start instead (returns `false`:
+    /// not settled, so its position must not be acknowledged).
+    async fn write_with_retries(&mut self, mut pending: Vec<Record>) -> bool {
         let durable = matches!(self.rx, QueueRx::Disk(_));
         let max_attempts = if durable {
             u32::MAX
@@ -660,7 +673,7 @@ impl SinkWorker {
                     self.written
                         .inc_by(pending.len().saturating_sub(skipped) as u64);
                     self.healthy.store(true, Ordering::Relaxed);
-                    return;
+                    return true;
                 }
                 Err(error) => error,
             };
@@ -678,7 +691,17 @@ impl SinkWorker {
                 "Sink write failed."
             );
             if pending.is_empty() {
-                return;
+                return true;
+            }
+            if let QueueRx::Disk(reader) = &self.rx {
+                if reader.is_closed() {
+                    tracing::warn!(
+                        sink = %self.name,
+                        count = reader.queued(),
+                        "Shutting down with undelivered events in the disk buffer; they are sent after the next start."
+                    );
+                    return false;
+                }
             }
             if attempt < max_attempts {
                 let wait = backoff(&self.retry, attempt, error.retry_after);
@@ -696,6 +719,7 @@ impl SinkWorker {
             reason = "write_error",
             "Audit events dropped."
         );
+        true
     }
 }
 
