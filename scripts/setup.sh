@@ -82,6 +82,17 @@ if [ "$(printf '%s\n%s\n' "$MIN_RUST" "$RUSTC_VERSION" | sort -V | head -n 1)" !
 fi
 say "rust: rustc $RUSTC_VERSION >= $MIN_RUST ($(command -v cargo))"
 
+# A real Kafka-protocol broker for the kafka sink's tests (tests/sink_kafka.rs): tansu, built
+# from crates.io into ~/.cargo/bin. Slow the first time (~17 minutes on 2 cores), so only
+# when it is missing.
+if have tansu || [ -x "$CARGO_BIN/tansu" ]; then
+  say "tansu: present ($(command -v tansu || echo "$CARGO_BIN/tansu"))"
+else
+  say "cargo install tansu --locked --features dynostore (takes a while the first time)"
+  cargo install tansu --locked --features dynostore
+  [ -x "$CARGO_BIN/tansu" ] || have tansu || die "tansu missing after 'cargo install tansu'"
+fi
+
 # --- 3. Python venv with the pinned SCIM peers (scim2-server, checkers) --------------
 say "python peers: tests/peer/setup.sh"
 bash "$ROOT/tests/peer/setup.sh"

@@ -2109,6 +2109,53 @@ fn validate_http(
             return None;
         }
     };
+    // Headers scimtap sets itself, or that would be sent twice (`request.header` appends).
+    for name in raw.headers.keys().chain(raw.header_files.keys()) {
+        let lower = name.to_ascii_lowercase();
+        let field = if raw.headers.contains_key(name) {
+            "headers"
+        } else {
+            "header_files"
+        };
+        let k = key(&format!("{field}.{name}"));
+        if matches!(
+            lower.as_str(),
+            "content-type" | "content-length" | "host" | "transfer-encoding"
+        ) {
+            c.line(
+                Some(line),
+                &k,
+                format!("`{name}` is set by scimtap from the encoding and body"),
+            );
+        } else if lower == "authorization" && raw.token_file.is_some() {
+            c.line(
+                Some(line),
+                &k,
+                "Authorization is already set by token_file: use one or the other",
+            );
+        } else if raw.headers.keys().any(|h| h.eq_ignore_ascii_case(name))
+            && raw
+                .header_files
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case(name))
+        {
+            c.line(
+                Some(line),
+                &k,
+                "set in both headers and header_files: use one",
+            );
+        }
+    }
+    if raw.encoding == HttpEncoding::ElasticsearchBulk
+        && raw.index.is_none()
+        && !bulk_path_names_an_index(url.path())
+    {
+        c.line(
+            Some(line),
+            &key("index"),
+            "missing: elasticsearch_bulk needs an `index`, or a url ending in /<index>/_bulk",
+        );
+    }
     let mut headers = Vec::new();
     for (name, value) in &raw.headers {
         let header_key = key(&format!("headers.{name}"));
@@ -2198,6 +2245,12 @@ fn validate_http(
             false,
         ),
     }))
+}
+
+/// Whether an Elasticsearch `_bulk` URL path carries the index (`/<index>/_bulk`).
+fn bulk_path_names_an_index(path: &str) -> bool {
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    segments.next() == Some("_bulk") && segments.next().is_some_and(|s| !s.is_empty())
 }
 
 fn validate_kafka(

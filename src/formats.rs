@@ -182,7 +182,8 @@ pub const ECS_VERSION: &str = "8.12.0";
 
 /// The event as one ECS document (JSON), newline included.
 ///
-/// `event.category` is `iam` for requests that change identities and `api` for the rest;
+/// `event.category` is `iam` for requests that change users or groups and `api` for the rest
+/// (reads, and changes to custom resource types, which are not identities);
 /// `event.type` follows ECS's expected pairs (`user`+`creation`, `group`+`change`, ...);
 /// `user.*` is the actor (the configured client), `user.target.*` the user acted on, `group.*`
 /// the group. Everything scimtap knows that ECS has no field for stays under `scimtap.*`.
@@ -190,10 +191,10 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
     use serde_json::{json, Map, Value};
     let scim = &event.scim;
     let action = scim.actions.first().map(String::as_str);
+    let is_user = scim.resource_type.as_deref() == Some("User");
     let is_group = scim.resource_type.as_deref() == Some("Group");
     let (category, kind_type): (&str, Vec<&str>) = match action {
         Some(a) => {
-            let subject = if is_group { "group" } else { "user" };
             let change = if a.ends_with(".create") {
                 "creation"
             } else if a.ends_with(".delete") {
@@ -201,7 +202,13 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
             } else {
                 "change"
             };
-            ("iam", vec![subject, change])
+            if is_user {
+                ("iam", vec!["user", change])
+            } else if is_group {
+                ("iam", vec!["group", change])
+            } else {
+                ("api", vec![change])
+            }
         }
         None => ("api", vec!["access"]),
     };
@@ -247,7 +254,7 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
     if let Some(name) = &event.client.name {
         user.insert("name".into(), json!(name));
     }
-    if !is_group && scim.resource_type.is_some() {
+    if is_user {
         let mut target = Map::new();
         if let Some(id) = &scim.target.id {
             target.insert("id".into(), json!(id));

@@ -419,6 +419,13 @@ buffer = { type = "disk" }
 [[sinks]]
 type = "stdout"
 buffer = { type = "memory", path = "/tmp/x" }
+
+[[sinks]]
+type = "http"
+url = "http://es:9200/_bulk"
+encoding = "elasticsearch_bulk"
+token_file = "/nonexistent/token"
+headers = { "Content-Type" = "text/plain", "Authorization" = "Basic eA==" }
 "#,
     );
     let p = problems(&text);
@@ -437,10 +444,21 @@ buffer = { type = "memory", path = "/tmp/x" }
         "sinks[3].sasl_password_file",
         "sinks[3].buffer.path",
         "sinks[4].buffer.type",
+        "sinks[5].index",
+        "sinks[5].headers.Content-Type",
+        "sinks[5].headers.Authorization",
     ] {
         assert!(keys.contains(&expected), "{expected} missing from {p:#?}");
     }
     assert!(p.iter().all(|p| p.line.is_some()), "{p:#?}");
+}
+
+#[test]
+fn a_bulk_url_may_carry_the_index() {
+    assert!(bulk_path_names_an_index("/audit/_bulk"));
+    assert!(bulk_path_names_an_index("/es/audit/_bulk/"));
+    assert!(!bulk_path_names_an_index("/_bulk"));
+    assert!(!bulk_path_names_an_index("/audit/_doc"));
 }
 
 #[test]

@@ -37,6 +37,9 @@ pub struct HttpWriter {
     rejected: Counter,
     /// Events of the last attempt refused for good (already counted as `rejected`).
     skipped: usize,
+    /// The last attempt's whole batch was refused by its status (a 401, a 400, ...): the sink
+    /// is not healthy even though nothing is left to retry.
+    refused: bool,
 }
 
 impl HttpWriter {
@@ -85,6 +88,7 @@ impl HttpWriter {
                 .unwrap_or_else(super::syslog::local_hostname),
             rejected,
             skipped: 0,
+            refused: false,
         })
     }
 
@@ -92,9 +96,15 @@ impl HttpWriter {
         std::mem::take(&mut self.skipped)
     }
 
+    /// Whether the last attempt's batch was refused whole (and dropped as `rejected`).
+    pub fn take_refused(&mut self) -> bool {
+        std::mem::take(&mut self.refused)
+    }
+
     /// Sends one batch; see the module docs for what is retried.
     pub async fn send(&mut self, records: &[Record]) -> Result<(), BatchError> {
         self.skipped = 0;
+        self.refused = false;
         let (body, content_type) = self.body(records);
         let mut request = Request::post(self.config.url.clone())
             .header(CONTENT_TYPE, content_type)
@@ -147,6 +157,7 @@ impl HttpWriter {
         // Refused for good: sending the same bytes again would be refused again.
         self.rejected.inc_by(records.len() as u64);
         self.skipped = records.len();
+        self.refused = true;
         tracing::error!(
             url = %self.config.url,
             %status,

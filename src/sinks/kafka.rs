@@ -219,9 +219,9 @@ impl KafkaWriter {
         {
             return Ok(());
         }
-        let client = match self.connection.take() {
-            Some(connection) => connection.client,
-            None => Arc::new(self.connect().await?),
+        let (client, mut partitions) = match self.connection.take() {
+            Some(connection) => (connection.client, connection.partitions),
+            None => (Arc::new(self.connect().await?), Vec::new()),
         };
         let count = within(
             self.config.request_timeout,
@@ -229,9 +229,13 @@ impl KafkaWriter {
             partition_count(&client, &self.config.topic),
         )
         .await??;
+        // Leader connections stay while the partitions stay; a new count starts afresh.
+        if partitions.len() != count {
+            partitions = vec![None; count];
+        }
         self.connection = Some(Connection {
             client,
-            partitions: vec![None; count],
+            partitions,
             metadata_read: Instant::now(),
         });
         Ok(())

@@ -523,6 +523,15 @@ impl Output {
         }
     }
 
+    /// Whether the receiver refused the last batch whole: it is gone (counted as rejected),
+    /// but the sink is failing.
+    fn take_refused(&mut self) -> bool {
+        match self {
+            Output::Http(writer) => writer.take_refused(),
+            Output::Blocking(_) | Output::Kafka(_) => false,
+        }
+    }
+
     fn reopen(&mut self) -> Result<(), SinkError> {
         match self {
             Output::Blocking(writer) => writer.reopen(),
@@ -672,7 +681,11 @@ impl SinkWorker {
                 Ok(()) => {
                     self.written
                         .inc_by(pending.len().saturating_sub(skipped) as u64);
-                    self.healthy.store(true, Ordering::Relaxed);
+                    let refused = self.output.take_refused();
+                    if refused {
+                        self.write_errors.inc();
+                    }
+                    self.healthy.store(!refused, Ordering::Relaxed);
                     return true;
                 }
                 Err(error) => error,
