@@ -85,11 +85,14 @@ say "rust: rustc $RUSTC_VERSION >= $MIN_RUST ($(command -v cargo))"
 # A real Kafka-protocol broker for the kafka sink's tests (tests/sink_kafka.rs): tansu, built
 # from crates.io into ~/.cargo/bin. Slow the first time (~17 minutes on 2 cores), so only
 # when it is missing.
-if have tansu || [ -x "$CARGO_BIN/tansu" ]; then
+# Only the tests need it (scripts/test.sh passes --test-peers); running the proxy does not.
+if [ "${1:-}" != "--test-peers" ]; then
+  say "tansu: not needed to run the proxy (scripts/test.sh installs it)"
+elif have tansu || [ -x "$CARGO_BIN/tansu" ]; then
   say "tansu: present ($(command -v tansu || echo "$CARGO_BIN/tansu"))"
 else
-  say "cargo install tansu --locked --features dynostore (takes a while the first time)"
-  cargo install tansu --locked --features dynostore
+  say "cargo install tansu 0.6.0 --locked --features dynostore (takes a while the first time)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore
   [ -x "$CARGO_BIN/tansu" ] || have tansu || die "tansu missing after 'cargo install tansu'"
 fi
 

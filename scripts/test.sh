@@ -6,13 +6,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-bash scripts/setup.sh
+bash scripts/setup.sh --test-peers
 # rustup's cargo may not be on PATH in a non-login shell (setup.sh checked it exists).
 CARGO_BIN="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
 if ! command -v cargo >/dev/null 2>&1 && [ -d "$CARGO_BIN" ]; then PATH="$CARGO_BIN:$PATH"; fi
 
 # The Rust integration tests start $SCIMTAP_PEER_VENV/bin/scim2-server as upstream.
 export SCIMTAP_PEER_VENV="$ROOT/tests/peer/.venv"
+# Tests that need a real peer (tansu, rsyslog, the Python venv) fail rather than skip.
+export SCIMTAP_REQUIRE_PEERS=1
 # Every event the integration tests make is kept here and checked against the published
 # JSON Schema once the suite has run.
 export SCIMTAP_EMITTED_EVENTS_DIR="$ROOT/target/emitted-events"

@@ -15,14 +15,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+const DEFAULT_LOG_FILTER: &str = "info,rskafka=error";
+
 /// Installs the stderr log subscriber. `SCIMTAP_LOG` (or `RUST_LOG`) takes an env-filter
-/// directive; the default is `info`.
+/// directive; the default is `info`, with the Kafka client's own connection chatter at
+/// `error` (scimtap logs every failed send itself).
 pub fn init_logging() {
     let filter = std::env::var("SCIMTAP_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
+        .unwrap_or_else(|_| DEFAULT_LOG_FILTER.to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
