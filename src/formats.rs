@@ -268,7 +268,21 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
         if !target.is_empty() {
             user.insert("target".into(), Value::Object(target));
         }
-        if matches!(action, Some("user.update")) {
+        // Only a PATCH that names userName is known to change it: a PUT carries userName
+        // whether or not it changed.
+        let renames = scim.changes.patch_ops.iter().any(|op| {
+            op.path.as_deref().is_some_and(|p| {
+                p.rsplit(':')
+                    .next()
+                    .is_some_and(|a| a.eq_ignore_ascii_case("userName"))
+            })
+        }) || (!scim.changes.patch_ops.is_empty()
+            && scim
+                .changes
+                .attributes
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case("userName")));
+        if matches!(action, Some("user.update")) && renames {
             if let Some(name) = &scim.target.user_name {
                 user.insert("changes".into(), json!({"name": name}));
             }
