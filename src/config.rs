@@ -52,6 +52,26 @@ struct RawConfig {
     clients: Vec<Spanned<RawClient>>,
     redact: Option<Spanned<RawRedact>>,
     privacy: Option<Spanned<RawPrivacy>>,
+    integrity: Option<Spanned<RawIntegrity>>,
+}
+
+/// `[integrity]`: the hash chain every native event carries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntegrity {
+    /// File holding the HMAC-SHA256 key (at least 16 bytes). Without it the chain uses plain
+    /// SHA-256: it catches accidents and cuts, not a forger who can recompute hashes.
+    key_file: Option<Spanned<PathBuf>>,
+    /// Seconds between checkpoint records while the proxy runs, so a cut tail shows even when
+    /// no traffic comes. 0: none.
+    #[serde(default = "default_checkpoint_interval_secs")]
+    checkpoint_interval_secs: Spanned<f64>,
+    /// Where the chain's head is kept between runs when no native-format file sink holds it.
+    state_file: Option<Spanned<PathBuf>>,
+}
+
+fn default_checkpoint_interval_secs() -> Spanned<f64> {
+    Spanned::new(0..0, 300.0)
 }
 
 /// `[scim]`: how to read the SCIM traffic.
@@ -89,6 +109,10 @@ struct RawClient {
     cert_subject: Option<String>,
     /// The identity provider, for `client.idp` (`okta`, `entra`, ...).
     idp: Option<String>,
+    /// Turns the allow-list on: with `required = true` on any client, a request whose bearer
+    /// token or certificate matches no configured client gets 401 and is not forwarded.
+    #[serde(default)]
+    required: bool,
 }
 
 /// `[redact]`: values that never leave scimtap, besides `password`.
@@ -134,6 +158,58 @@ struct RawListen {
     /// Seconds a client may take to complete the TLS handshake.
     #[serde(default = "default_tls_handshake_timeout_secs")]
     tls_handshake_timeout_secs: Spanned<f64>,
+    /// Seconds a request or response body may stall (no bytes moving either way) before the
+    /// exchange is cut: slow uploads and clients that stop reading cannot hold a slot.
+    #[serde(default = "default_body_idle_timeout_secs")]
+    body_idle_timeout_secs: Spanned<f64>,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: Spanned<u64>,
+    /// Most header fields in a request head.
+    #[serde(default = "default_max_headers")]
+    max_headers: Spanned<u64>,
+    /// Most client connections open at once; further ones wait in the kernel backlog.
+    #[serde(default = "default_max_connections")]
+    max_connections: Spanned<u64>,
+    /// Most concurrent HTTP/2 streams per connection.
+    #[serde(default = "default_http2_max_concurrent_streams")]
+    http2_max_concurrent_streams: Spanned<u64>,
+    /// Largest request body forwarded, in bytes; larger gets 413 and is not forwarded
+    /// (Content-Length) or is cut (chunked). 0: no limit.
+    #[serde(default = "default_zero")]
+    max_request_body_bytes: Spanned<u64>,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    tls_min_version: TlsMinVersion,
+}
+
+/// The lowest TLS protocol version scimtap accepts from clients.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+fn default_zero() -> Spanned<u64> {
+    Spanned::new(0..0, 0)
+}
+fn default_body_idle_timeout_secs() -> Spanned<f64> {
+    Spanned::new(0..0, 30.0)
+}
+fn default_max_header_bytes() -> Spanned<u64> {
+    Spanned::new(0..0, 64 * 1024)
+}
+fn default_max_headers() -> Spanned<u64> {
+    Spanned::new(0..0, 100)
+}
+fn default_max_connections() -> Spanned<u64> {
+    Spanned::new(0..0, 4096)
+}
+fn default_http2_max_concurrent_streams() -> Spanned<u64> {
+    Spanned::new(0..0, 100)
 }
 
 fn default_header_read_timeout_secs() -> Spanned<f64> {
@@ -227,6 +303,27 @@ struct RawAudit {
     /// never reach the upstream; reads pass.
     #[serde(default)]
     on_audit_failure: OnAuditFailure,
+    /// `"async"` (default): events after the exchange, off the request path. `"write_ahead"`:
+    /// a SCIM write is forwarded only after its intent record is durable (fsync'd).
+    #[serde(default)]
+    mode: AuditMode,
+    /// How long a SCIM write may wait for its intent record to become durable; past it the
+    /// write gets 503 and is not forwarded.
+    #[serde(default = "default_write_ahead_timeout_ms")]
+    write_ahead_timeout_ms: Spanned<u64>,
+}
+
+/// When events are recorded relative to forwarding.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditMode {
+    #[default]
+    Async,
+    WriteAhead,
+}
+
+fn default_write_ahead_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
 }
 
 /// What happens to SCIM writes when the audit trail cannot take their events.
@@ -631,6 +728,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub sinks: Vec<SinkConfig>,
     pub scim: ScimConfig,
+    pub integrity: IntegrityConfig,
 }
 
 /// How events describe SCIM traffic: endpoints, clients, redaction and privacy.
@@ -640,6 +738,8 @@ pub struct ScimConfig {
     /// Custom resource types: lower-case endpoint segment → type name.
     pub resource_types: Vec<(String, String)>,
     pub clients: Vec<ClientConfig>,
+    /// Refuse (401) requests from clients matching no entry of `clients`.
+    pub clients_required: bool,
     pub redact_attributes: Vec<String>,
     pub redact_query_params: Vec<String>,
     /// The HMAC key for pseudonymisation. Never printed.
@@ -671,6 +771,14 @@ pub struct ListenConfig {
     pub tls: Option<ServerTls>,
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    /// `None`: no limit.
+    pub max_request_body_bytes: Option<u64>,
+    pub tls_min_version: TlsMinVersion,
 }
 
 /// Loaded TLS server material. Debug never prints key bytes.
@@ -733,10 +841,34 @@ pub enum IncludeBodies {
     Redacted,
 }
 
+/// The hash chain's settings.
+#[derive(Debug, Clone)]
+pub struct IntegrityConfig {
+    /// `None`: plain SHA-256.
+    pub key: Option<SecretKey>,
+    /// Zero: no checkpoints.
+    pub checkpoint_interval: Duration,
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            key: None,
+            checkpoint_interval: Duration::from_secs_f64(
+                *default_checkpoint_interval_secs().get_ref(),
+            ),
+            state_file: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub queue_max_events: usize,
     pub on_audit_failure: OnAuditFailure,
+    pub mode: AuditMode,
+    pub write_ahead_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1413,6 +1545,10 @@ impl RawConfig {
             None => AuditConfig {
                 queue_max_events: *default_queue_max_events().get_ref() as usize,
                 on_audit_failure: OnAuditFailure::Drop,
+                mode: AuditMode::Async,
+                write_ahead_timeout: Duration::from_millis(
+                    *default_write_ahead_timeout_ms().get_ref(),
+                ),
             },
             Some(audit) => {
                 let max = &audit.get_ref().queue_max_events;
@@ -1423,14 +1559,25 @@ impl RawConfig {
                         "must be between 1 and 10000000",
                     );
                 }
+                let timeout = &audit.get_ref().write_ahead_timeout_ms;
+                if !(1..=60_000).contains(timeout.get_ref()) {
+                    c.at(
+                        timeout.span(),
+                        "audit.write_ahead_timeout_ms",
+                        "must be between 1 and 60000",
+                    );
+                }
                 AuditConfig {
                     queue_max_events: (*max.get_ref()).clamp(1, 10_000_000) as usize,
                     on_audit_failure: audit.get_ref().on_audit_failure,
+                    mode: audit.get_ref().mode,
+                    write_ahead_timeout: Duration::from_millis(*timeout.get_ref()),
                 }
             }
         };
         let sinks = validate_sinks(&mut c, sinks);
         let scim = validate_scim(&mut c, &self);
+        let integrity = validate_integrity(&mut c, self.integrity.as_ref());
 
         if let (Some(listen), Some(admin)) = (&listen, &admin) {
             if listen.address == admin.address && listen.address.port() != 0 {
@@ -1449,6 +1596,7 @@ impl RawConfig {
                 audit,
                 sinks,
                 scim,
+                integrity,
             }),
             _ => Err(ConfigError::Invalid {
                 file: origin.to_owned(),
@@ -1479,6 +1627,43 @@ fn validate_listen(c: &mut Checker<'_>, listen: &Spanned<RawListen>) -> Option<L
         &raw.tls_handshake_timeout_secs,
         "listen.tls_handshake_timeout_secs",
     );
+    let body_idle_timeout = c.secs(&raw.body_idle_timeout_secs, "listen.body_idle_timeout_secs");
+    let mut bounded = |value: &Spanned<u64>, key: &str, range: std::ops::RangeInclusive<u64>| {
+        if !range.contains(value.get_ref()) {
+            c.at(
+                value.span(),
+                key,
+                format!(
+                    "must be between {} and {}, got {}",
+                    range.start(),
+                    range.end(),
+                    value.get_ref()
+                ),
+            );
+        }
+        (*value.get_ref()).clamp(*range.start(), *range.end())
+    };
+    // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+    let max_header_bytes = bounded(
+        &raw.max_header_bytes,
+        "listen.max_header_bytes",
+        8192..=1024 * 1024,
+    ) as usize;
+    let max_headers = bounded(&raw.max_headers, "listen.max_headers", 8..=1000) as usize;
+    let max_connections = bounded(
+        &raw.max_connections,
+        "listen.max_connections",
+        1..=1_000_000,
+    ) as usize;
+    let http2_max_concurrent_streams = bounded(
+        &raw.http2_max_concurrent_streams,
+        "listen.http2_max_concurrent_streams",
+        1..=10_000,
+    ) as u32;
+    let max_request_body_bytes = match *raw.max_request_body_bytes.get_ref() {
+        0 => None,
+        n => Some(n),
+    };
     let tls = match (&raw.tls_cert_file, &raw.tls_key_file) {
         (None, None) => {
             if let Some(ca) = &raw.client_ca_file {
@@ -1538,6 +1723,13 @@ fn validate_listen(c: &mut Checker<'_>, listen: &Spanned<RawListen>) -> Option<L
         tls,
         header_read_timeout,
         tls_handshake_timeout,
+        body_idle_timeout,
+        max_header_bytes,
+        max_headers,
+        max_connections,
+        http2_max_concurrent_streams,
+        max_request_body_bytes,
+        tls_min_version: raw.tls_min_version,
     })
 }
 
@@ -1686,6 +1878,7 @@ fn validate_scim(c: &mut Checker<'_>, raw: &RawConfig) -> ScimConfig {
                 format!("duplicate client name `{}`", raw_client.name),
             );
         }
+        out.clients_required |= raw_client.required;
         out.clients.push(ClientConfig {
             name: raw_client.name.clone(),
             token_sha256,
@@ -1715,6 +1908,45 @@ fn validate_scim(c: &mut Checker<'_>, raw: &RawConfig) -> ScimConfig {
             Err(e) => c.at(
                 file.span(),
                 "privacy.hash_key_file",
+                format!("cannot read {}: {e}", file.get_ref().display()),
+            ),
+        }
+    }
+    out
+}
+
+fn validate_integrity(c: &mut Checker<'_>, raw: Option<&Spanned<RawIntegrity>>) -> IntegrityConfig {
+    let mut out = IntegrityConfig::default();
+    let Some(raw) = raw else {
+        return out;
+    };
+    let raw = raw.get_ref();
+    let interval = *raw.checkpoint_interval_secs.get_ref();
+    if interval != 0.0 {
+        out.checkpoint_interval = c.secs(
+            &raw.checkpoint_interval_secs,
+            "integrity.checkpoint_interval_secs",
+        );
+    } else {
+        out.checkpoint_interval = Duration::ZERO;
+    }
+    out.state_file = raw.state_file.as_ref().map(|f| f.get_ref().clone());
+    if let Some(file) = &raw.key_file {
+        match std::fs::read(file.get_ref()) {
+            Ok(key) if key.trim_ascii().len() >= 16 => {
+                out.key = Some(SecretKey(key.trim_ascii().to_vec()));
+            }
+            Ok(_) => c.at(
+                file.span(),
+                "integrity.key_file",
+                format!(
+                    "{} holds fewer than 16 bytes: use a long random key (e.g. openssl rand -hex 32)",
+                    file.get_ref().display()
+                ),
+            ),
+            Err(e) => c.at(
+                file.span(),
+                "integrity.key_file",
                 format!("cannot read {}: {e}", file.get_ref().display()),
             ),
         }
