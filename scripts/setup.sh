@@ -44,10 +44,14 @@ have pkg-config || missing+=(pkg-config)
 # A real syslog receiver for the syslog sink's tests (UDP, TCP and TLS via gnutls).
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -n 1)" ] || missing+=(rsyslog-gnutls)
+# systemd-analyze checks deploy/systemd/scimtap.service (tests/deploy.rs); nothing is started.
+# The unit's ExecReload runs kill(1), which verify wants to find (the shell's builtin is not it).
+have systemd-analyze || missing+=(systemd)
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "system packages: all present (python3, curl, ca-certificates, openssl, gcc, pkg-config, rsyslog, rsyslog-gnutls)"
+  say "system packages: all present (python3, curl, ca-certificates, openssl, gcc, pkg-config, rsyslog, rsyslog-gnutls, systemd, procps)"
 fi
 
 # 'python3 -m venv' needs Debian's python3-venv (ensurepip); test it unless the venv exists.

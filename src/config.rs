@@ -1578,6 +1578,18 @@ impl RawConfig {
         let sinks = validate_sinks(&mut c, sinks);
         let scim = validate_scim(&mut c, &self);
         let integrity = validate_integrity(&mut c, self.integrity.as_ref());
+        if audit.mode == AuditMode::WriteAhead
+            && !sinks.iter().any(|s| {
+                s.format == EventFormat::Native
+                    && (matches!(s.kind, SinkKind::File(_)) || s.disk_buffer.is_some())
+            })
+        {
+            c.line(
+                None,
+                "audit.mode",
+                "write_ahead needs a durable place for intent records: a native-format file sink, or a native-format sink with a disk buffer",
+            );
+        }
 
         if let (Some(listen), Some(admin)) = (&listen, &admin) {
             if listen.address == admin.address && listen.address.port() != 0 {

@@ -22,7 +22,7 @@ use crate::exchange::{BodyCapture, BodyEnd, Exchange, Failure, FailureSide};
 use crate::scim::{self, Body, Parts, Pseudonymizer, ScimContext, ScimInfo};
 
 /// Version of the event layout. Readers should branch on the major part.
-pub const SCHEMA_VERSION: &str = "1.1";
+pub const SCHEMA_VERSION: &str = "1.2";
 
 /// Hex digits of SHA-256 kept in `client.token_fingerprint` (64 bits: enough to tell clients
 /// apart, far too few to be useful for guessing the token).
@@ -499,6 +499,11 @@ fn version_str(v: http::Version) -> &'static str {
         http::Version::HTTP_3 => "HTTP/3",
         _ => "unknown",
     }
+}
+
+/// Now, as events write times (RFC 3339, UTC, milliseconds).
+pub fn now_rfc3339() -> String {
+    rfc3339_millis(SystemTime::now())
 }
 
 fn rfc3339_millis(t: SystemTime) -> String {

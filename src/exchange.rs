@@ -7,7 +7,7 @@
 //! non-blocking send. Nothing here parses a body or waits on anything but an uncontended lock.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -48,6 +48,10 @@ pub enum BodyEnd {
     Cancelled,
     /// scimtap did not forward this body (a refused request).
     NotForwarded,
+    /// No request body bytes arrived for `listen.body_idle_timeout_secs`: scimtap cut it.
+    IdleTimeout,
+    /// The request body grew past `listen.max_request_body_bytes`: scimtap cut it.
+    TooLarge,
 }
 
 /// A process-wide cap on captured body bytes held in memory: exchanges waiting in the audit
@@ -185,6 +189,10 @@ pub struct ConnInfo {
     pub tls: bool,
     /// Subject of the client certificate (mTLS), RFC 4514 form (`CN=okta,O=Example`).
     pub client_cert_subject: Option<Arc<str>>,
+    /// Set by the listener when it cut the connection because the client stopped reading
+    /// (nothing could be written for `listen.body_idle_timeout_secs`). Exchanges cut with it
+    /// report `client_read_timeout` instead of `client_disconnected`.
+    pub write_stalled: Arc<AtomicBool>,
 }
 
 impl ConnInfo {
@@ -194,6 +202,7 @@ impl ConnInfo {
             peer,
             tls,
             client_cert_subject: None,
+            write_stalled: Arc::default(),
         }
     }
 }
@@ -239,12 +248,35 @@ impl Exchange {
     /// broke its own request body, then what the request path recorded, then how the response
     /// body ended.
     pub fn failure(&self) -> Option<Failure> {
-        if let BodyEnd::Error(detail) = &self.request_body.end {
-            return Some(Failure {
-                side: FailureSide::Downstream,
-                kind: "request_body_error",
-                detail: detail.clone(),
-            });
+        match &self.request_body.end {
+            BodyEnd::Error(detail) => {
+                return Some(Failure {
+                    side: FailureSide::Downstream,
+                    kind: "request_body_error",
+                    detail: detail.clone(),
+                })
+            }
+            BodyEnd::IdleTimeout => {
+                return Some(Failure {
+                    side: FailureSide::Downstream,
+                    kind: "request_body_timeout",
+                    detail: format!(
+                        "the client stopped sending its request body after {} bytes",
+                        self.request_body.total_bytes
+                    ),
+                })
+            }
+            BodyEnd::TooLarge => {
+                return Some(Failure {
+                    side: FailureSide::Downstream,
+                    kind: "request_body_too_large",
+                    detail: format!(
+                        "the request body grew past max_request_body_bytes; it was cut after {} bytes were forwarded",
+                        self.request_body.total_bytes
+                    ),
+                })
+            }
+            BodyEnd::Complete | BodyEnd::Cancelled | BodyEnd::NotForwarded => {}
         }
         if let Some(f) = &self.recorded_failure {
             return Some(f.clone());
@@ -258,6 +290,8 @@ impl Exchange {
         };
         match &response.body.end {
             BodyEnd::Complete | BodyEnd::NotForwarded => None,
+            // Only request bodies are cut by scimtap's own limits.
+            BodyEnd::IdleTimeout | BodyEnd::TooLarge => None,
             BodyEnd::Error(detail) => Some(Failure {
                 side: FailureSide::Upstream,
                 kind: "response_body_error",
@@ -348,6 +382,17 @@ impl PendingExchange {
         &self.request_id
     }
 
+    /// The connection this exchange arrived on.
+    pub fn conn(&self) -> &ConnInfo {
+        &self.conn
+    }
+
+    /// How the request body ended, once it has reported.
+    pub fn request_body_end(&self) -> Option<BodyEnd> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.request_body.as_ref().map(|b| b.end.clone())
+    }
+
     /// Reports how the request body ended. Called once.
     pub fn finish_request(&self, body: BodyCapture) {
         let done = {
@@ -420,6 +465,15 @@ impl PendingExchange {
                 .response
                 .as_ref()
                 .is_none_or(|r| r.body.end == BodyEnd::Cancelled);
+            if recorded_failure.is_none() && cut && self.conn.write_stalled.load(Ordering::Relaxed)
+            {
+                recorded_failure = Some(Failure {
+                    side: FailureSide::Downstream,
+                    kind: "client_read_timeout",
+                    detail: "the client stopped reading; scimtap closed the connection after body_idle_timeout_secs"
+                        .to_owned(),
+                });
+            }
             if recorded_failure.is_none() && cut && self.handoff.is_aborting() {
                 recorded_failure = Some(Failure {
                     side: FailureSide::Proxy,

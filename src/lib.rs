@@ -32,6 +32,7 @@ pub mod config;
 pub mod event;
 pub mod exchange;
 pub mod formats;
+pub mod integrity;
 pub mod listener;
 pub mod pipeline;
 pub mod proxy;
@@ -89,6 +90,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<()>,
     admin: Option<JoinHandle<()>>,
+    /// Asks for an `integrity.checkpoint` record every `checkpoint_interval_secs`.
+    checkpoints: Option<JoinHandle<()>>,
     pipeline: Pipeline,
     sink_threads: Vec<SinkThread>,
     reopen: ReopenSignal,
@@ -104,6 +107,23 @@ pub struct Running {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Metrics::new();
     let reopen = ReopenSignal::default();
+    // Read where the chain left off before any sink writes.
+    let (head, source) = integrity::resume_point(&config);
+    let chain = integrity::Chain::resume(
+        config.integrity.key.as_ref().map(|k| k.0.clone()),
+        head.as_ref(),
+    );
+    tracing::info!(
+        instance = chain.instance(),
+        resumed_from_seq = head.as_ref().map(|h| h.seq),
+        source,
+        "Integrity chain ready."
+    );
+    let chain_setup = pipeline::ChainSetup {
+        chain,
+        start: integrity::start_details(head.as_ref(), source),
+        state_file: config.integrity.state_file.clone(),
+    };
 
     let mut sink_handles = Vec::new();
     let mut sink_threads = Vec::new();
@@ -125,13 +145,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .listen
         .tls
         .as_ref()
-        .map(listener::tls_acceptor)
+        .map(|tls| listener::tls_acceptor(tls, config.listen.tls_min_version))
         .transpose()?;
     let events = event::EventContext::from_config(&config);
     let (handoff, pipeline) = Pipeline::start(
         config.audit.queue_max_events,
         events,
         sink_handles,
+        chain_setup,
         &metrics,
     )
     .map_err(|source| StartError::Thread {
@@ -150,6 +171,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         capture,
         handoff,
         config.audit.on_audit_failure == config::OnAuditFailure::Reject,
+        proxy::RequestPolicy::from_config(&config),
     )?);
 
     let bind = |address: SocketAddr| async move {
@@ -188,6 +210,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => (None, None),
     };
 
+    let checkpoint_handoff = proxy.handoff().clone();
     let listener = listener::Listener {
         tcp,
         tls,
@@ -198,6 +221,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The drain gets the shutdown deadline minus a reserve for writing the events out.
     let flush_reserve = (config.shutdown_timeout / 3).min(Duration::from_secs(5));
     let drain = config.shutdown_timeout.saturating_sub(flush_reserve);
+    let checkpoints = (!config.integrity.checkpoint_interval.is_zero()).then(|| {
+        let handoff = checkpoint_handoff;
+        let every = config.integrity.checkpoint_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                handoff.checkpoint();
+            }
+        })
+    });
     let serve = tokio::spawn(listener.serve(shutdown_rx, drain));
     listening.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -213,6 +247,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         serve,
         admin,
+        checkpoints,
         pipeline,
         sink_threads,
         reopen,
@@ -238,6 +273,9 @@ impl Running {
         let deadline = Instant::now() + self.shutdown_timeout;
         let remaining = || deadline.saturating_duration_since(Instant::now());
         let _ = self.shutdown.send(true);
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.abort();
+        }
         // The listener drains within its share of the deadline (the rest is kept for writing
         // the events out), then closes what is left.
         let _ = self.serve.await;

@@ -1,7 +1,8 @@
 //! The `scimtap` command: parse the command line, load the configuration, run.
 //!
 //! Exit codes: 0 clean stop (every event written), 1 runtime failure or events left unwritten
-//! at the shutdown deadline, 2 command-line usage error (clap), 64 bad configuration.
+//! at the shutdown deadline, 2 command-line usage error (clap), 64 bad configuration;
+//! `verify`: 10-14 for a broken chain, 66 for unreadable files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,10 +36,50 @@ enum Command {
     Run,
     /// Validate the configuration and exit, binding nothing.
     CheckConfig,
+    /// Probe the admin listener (for container health checks): exit 0 on 200, else 1.
+    Healthcheck(HealthcheckArgs),
+    /// Check the hash chain of audit files: OK with the count, or the first broken seq and
+    /// what broke (exit 10 edited, 11 deleted, 12 inserted, 13 reordered, 14 truncated).
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Audit files in chain order (rotated files oldest first: audit.jsonl.2 audit.jsonl.1
+    /// audit.jsonl), or a directory (its files are put in that order).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Accept a chain that does not end with a clean stop (a running instance's file).
+    #[arg(long)]
+    allow_open: bool,
+    /// Start at the record whose prev_hash is HASH (when only later rotated files are at
+    /// hand: HASH is the last hash of the file before, e.g. from a checkpoint you kept).
+    #[arg(long, value_name = "HASH", conflicts_with = "start_anywhere")]
+    start_hash: Option<String>,
+    /// Start at whatever record comes first, trusting it; checks only the rest.
+    #[arg(long)]
+    start_anywhere: bool,
+}
+
+#[derive(clap::Args)]
+struct HealthcheckArgs {
+    /// Admin listener to probe (`http://HOST:PORT`, or a full URL) instead of the config's
+    /// `[admin] address`.
+    #[arg(long)]
+    url: Option<String>,
+    /// Probe `/healthz` (the process is up) instead of `/readyz` (listening, sinks writing).
+    #[arg(long)]
+    liveness: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout_secs: f64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck(args)) = &cli.command {
+        return healthcheck(&cli.config, args);
+    }
     scimtap::telemetry::init_logging();
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -48,6 +89,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
+        Command::Verify(args) => verify(&config, &args),
         Command::CheckConfig => {
             println!(
                 "{}: OK (listen {}, upstream {}://{}{}, {} sink{})",
@@ -61,6 +103,8 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        // Handled above, before the configuration is loaded; kept for completeness.
+        Command::Healthcheck(args) => healthcheck(&cli.config, &args),
         Command::Run => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -68,6 +112,71 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `scimtap verify`: exit 0 for an intact chain, 10-14 for what broke (see
+/// [`scimtap::integrity::Breakage::exit_code`]), 66 for a file that cannot be read.
+fn verify(config: &Config, args: &VerifyArgs) -> ExitCode {
+    use scimtap::integrity::{files_in, StartAt, VerifyOptions};
+    let mut files = Vec::new();
+    for path in &args.files {
+        if path.is_dir() {
+            match files_in(path) {
+                Ok(found) => files.extend(found),
+                Err(error) => {
+                    eprintln!("scimtap: cannot list {}: {error}", path.display());
+                    return ExitCode::from(66);
+                }
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let options = VerifyOptions {
+        start: match (&args.start_hash, args.start_anywhere) {
+            (Some(hash), _) => StartAt::PrevHash(hash.to_ascii_lowercase()),
+            (None, true) => StartAt::Anywhere,
+            (None, false) => StartAt::Genesis,
+        },
+        allow_open: args.allow_open,
+    };
+    let key = config.integrity.key.as_ref().map(|k| k.0.as_slice());
+    match scimtap::integrity::verify(&files, key, &options) {
+        Ok(ok) => {
+            println!(
+                "OK: {} records (seq {}..{}) in {} file{}, instance {}{}{}",
+                ok.records,
+                ok.first_seq,
+                ok.last_seq,
+                files.len(),
+                if files.len() == 1 { "" } else { "s" },
+                ok.instances.join(", "),
+                if ok.closed {
+                    ", closed cleanly"
+                } else {
+                    ", open (no closing record yet)"
+                },
+                if ok.unclean_restarts > 0 {
+                    format!(
+                        "; {} restart{} after an unclean stop (events queued at that moment may be missing)",
+                        ok.unclean_restarts,
+                        if ok.unclean_restarts == 1 { "" } else { "s" }
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(Ok(broken)) => {
+            println!("{broken}");
+            ExitCode::from(broken.kind.exit_code())
+        }
+        Err(Err(error)) => {
+            eprintln!("scimtap: cannot read the audit files: {error}");
+            ExitCode::from(66)
+        }
     }
 }
 
@@ -80,6 +189,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let clean = runtime.block_on(async move {
         let running = scimtap::start(config).await.context("cannot start")?;
         wait_for_stop(&running).await?;
+        sd_notify("STOPPING=1");
         anyhow::Ok(running.shutdown().await)
     })?;
     // A sink thread stuck in a write (a pipe nobody reads) is abandoned, not waited for: the
@@ -94,17 +204,71 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reopens the sinks' outputs and keeps running.
+/// Tells the service manager it is ready, then waits for SIGTERM or SIGINT; SIGHUP reopens
+/// the sinks' outputs and keeps running.
 async fn wait_for_stop(running: &scimtap::Running) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    // Ready only now: a SIGTERM from the service manager is a drain, never a plain kill.
+    sd_notify("READY=1");
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received; shutting down."); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT received; shutting down."); return Ok(()); }
             _ = hup.recv() => { tracing::info!("SIGHUP received; reopening sink outputs."); running.reopen_sinks(); }
         }
+    }
+}
+
+/// `scimtap healthcheck`: reads only `[admin] address` from the file (no key or certificate is
+/// loaded), so it works wherever the config is readable. Exit 0 on 200, 1 with a reason.
+fn healthcheck(config: &std::path::Path, args: &HealthcheckArgs) -> ExitCode {
+    let path = if args.liveness { "/healthz" } else { "/readyz" };
+    let timeout = match std::time::Duration::try_from_secs_f64(args.timeout_secs) {
+        Ok(timeout) if !timeout.is_zero() => timeout,
+        _ => {
+            eprintln!("scimtap healthcheck: --timeout-secs must be a positive number");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = match &args.url {
+        Some(url) => scimtap::admin::probe_url(url, path),
+        None => scimtap::admin::probe_url_from_config(config, path),
+    };
+    match url.and_then(|url| scimtap::admin::probe(&url, timeout).map(|body| (url, body))) {
+        Ok((url, body)) => {
+            println!("{url}: {body}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("scimtap healthcheck: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Tells systemd about the service's state (`Type=notify`): one datagram to `$NOTIFY_SOCKET`,
+/// the protocol of sd_notify(3). Does nothing when not started by systemd.
+fn sd_notify(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let send = || -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let datagram = std::os::unix::net::UnixDatagram::unbound()?;
+        #[cfg(target_os = "linux")]
+        if let Some(name) = socket.as_bytes().strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            datagram.send_to_addr(state.as_bytes(), &address)?;
+            return Ok(());
+        }
+        datagram.send_to(state.as_bytes(), &socket)?;
+        Ok(())
+    };
+    if let Err(error) = send() {
+        tracing::warn!(%error, state, "Cannot notify the service manager.");
     }
 }

@@ -23,12 +23,18 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::config::EventFormat;
 use crate::event::{events_for, EventContext};
 use crate::exchange::{Exchange, FailureSide};
-use crate::sinks::{Record, RecordMeta, SinkHandle};
+use crate::integrity::{Chain, RecordKind};
+use crate::sinks::{DurableAck, Record, RecordMeta, SinkHandle};
 use crate::telemetry::{Metrics, ProxyMetrics};
 
 /// What travels through the hand-off queue: an exchange, or the marker that closes it.
 enum Message {
     Exchange(Box<Exchange>),
+    /// Write-ahead: record what this SCIM write is about to do, durably, before it is
+    /// forwarded; `ack` fires once a sink has it on stable storage.
+    Intent(Box<Exchange>, Arc<DurableAck>),
+    /// Time for an `integrity.checkpoint` record.
+    Checkpoint,
     Close,
 }
 
@@ -110,6 +116,24 @@ impl Handoff {
                 .sinks_saturated
                 .iter()
                 .any(|s| s.load(Ordering::Relaxed))
+    }
+
+    /// Queues a write-ahead intent record without waiting. False when the queue is full or
+    /// closed: the write must then be refused, not forwarded unrecorded.
+    pub fn submit_intent(&self, snapshot: Exchange, ack: Arc<DurableAck>) -> bool {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.shared
+            .tx
+            .try_send(Message::Intent(Box::new(snapshot), ack))
+            .is_ok()
+    }
+
+    /// Asks the audit worker for an `integrity.checkpoint` record (skipped when the queue is
+    /// full: the events in it prove the chain is alive anyway).
+    pub fn checkpoint(&self) {
+        let _ = self.shared.tx.try_send(Message::Checkpoint);
     }
 
     /// Marks that scimtap itself is now closing connections (drain deadline at shutdown), so
@@ -195,6 +219,7 @@ impl TestReceiver {
     pub(crate) fn try_recv(&mut self) -> Result<Exchange, mpsc::error::TryRecvError> {
         match self.0.try_recv()? {
             Message::Exchange(exchange) => Ok(*exchange),
+            Message::Checkpoint | Message::Intent(..) => Err(mpsc::error::TryRecvError::Empty),
             Message::Close => Err(mpsc::error::TryRecvError::Disconnected),
         }
     }
@@ -215,6 +240,7 @@ impl Pipeline {
         queue_max_events: usize,
         events: EventContext,
         sinks: Vec<SinkHandle>,
+        integrity: ChainSetup,
         metrics: &Arc<Metrics>,
     ) -> std::io::Result<(Handoff, Pipeline)> {
         let (tx, rx) = mpsc::channel(queue_max_events.max(1));
@@ -228,7 +254,7 @@ impl Pipeline {
         std::thread::Builder::new()
             .name("audit-worker".to_owned())
             .spawn(move || {
-                run_worker(rx, events, sinks, &proxy_metrics, &metrics);
+                run_worker(rx, events, sinks, integrity, &proxy_metrics, &metrics);
                 let _ = done_tx.send(());
             })?;
         Ok((handoff.clone(), Pipeline { handoff, done }))
@@ -252,16 +278,119 @@ impl Pipeline {
     }
 }
 
+/// The hash chain the audit worker seals native lines into, and how it began.
+pub struct ChainSetup {
+    pub chain: Chain,
+    /// `details` of the `integrity.start` record (genesis, or how the last run ended).
+    pub start: serde_json::Value,
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+/// Sends an integrity record to the native-format sinks (the chain lives in native lines).
+fn emit_record(
+    sinks: &[SinkHandle],
+    integrity: &mut ChainSetup,
+    kind: RecordKind,
+    details: serde_json::Value,
+) {
+    let (event_id, line) = integrity.chain.record(kind, details);
+    let meta = Arc::new(RecordMeta {
+        ack: None,
+        event_id,
+        key: integrity.chain.instance().to_owned(),
+        time_millis: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+    });
+    let line = Bytes::from(line);
+    for sink in sinks.iter().filter(|s| s.format() == EventFormat::Native) {
+        sink.enqueue_blocking(Record {
+            line: line.clone(),
+            meta: meta.clone(),
+        });
+    }
+    if let Some(path) = &integrity.state_file {
+        let head = integrity.chain.head(kind == RecordKind::Stop);
+        if let Err(error) = crate::integrity::write_state(path, &head) {
+            tracing::error!(%error, path = %path.display(), "Cannot save the integrity chain's head.");
+        }
+    }
+}
+
+/// Writes the `audit.intent` record of a SCIM write to the native sinks, carrying `ack`.
+/// Built from the same classification as the event that follows the exchange.
+fn emit_intent(
+    sinks: &[SinkHandle],
+    integrity: &mut ChainSetup,
+    events: &EventContext,
+    snapshot: &Exchange,
+    ack: Arc<DurableAck>,
+) {
+    let built = events_for(snapshot, events);
+    let Some(first) = built.first() else {
+        return;
+    };
+    let value = |e: &crate::event::AuditEvent<'_>| serde_json::to_value(e).unwrap_or_default();
+    let head = value(first);
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let record = serde_json::json!({
+        "schema_version": crate::event::SCHEMA_VERSION,
+        "record": "audit.intent",
+        "event_id": event_id,
+        "timestamp": first.timestamp,
+        "request_id": first.request_id,
+        "client": head["client"],
+        "http": {
+            "method": head["http"]["method"],
+            "path": head["http"]["path"],
+            "query": head["http"]["query"],
+        },
+        "operations": built.iter().map(|e| value(e)["scim"].clone()).collect::<Vec<_>>(),
+    });
+    let mut line = serde_json::to_vec(&record).unwrap_or_default();
+    line.push(b'\n');
+    let line = Bytes::from(integrity.chain.seal(&line));
+    let meta = Arc::new(RecordMeta {
+        ack: Some(ack),
+        event_id,
+        key: first.request_id.to_owned(),
+        time_millis: crate::formats::event_time_millis(&first.timestamp)
+            .and_then(|t| i64::try_from(t).ok())
+            .unwrap_or(0),
+    });
+    for sink in sinks.iter().filter(|s| s.format() == EventFormat::Native) {
+        sink.enqueue_blocking(Record {
+            line: line.clone(),
+            meta: meta.clone(),
+        });
+    }
+}
+
 fn run_worker(
     mut rx: mpsc::Receiver<Message>,
     mut events: EventContext,
     sinks: Vec<SinkHandle>,
+    mut integrity: ChainSetup,
     proxy_metrics: &ProxyMetrics,
     metrics: &Metrics,
 ) {
+    let start = std::mem::take(&mut integrity.start);
+    emit_record(&sinks, &mut integrity, RecordKind::Start, start);
+    let mut since_checkpoint: u64 = 0;
     while let Some(message) = rx.blocking_recv() {
         let exchange = match message {
             Message::Exchange(exchange) => exchange,
+            Message::Intent(snapshot, ack) => {
+                emit_intent(&sinks, &mut integrity, &events, &snapshot, ack);
+                continue;
+            }
+            Message::Checkpoint => {
+                let details = serde_json::json!({ "events_since_last": since_checkpoint });
+                emit_record(&sinks, &mut integrity, RecordKind::Checkpoint, details);
+                since_checkpoint = 0;
+                continue;
+            }
             Message::Close => {
                 // Refuse new exchanges; what is already queued is still drained.
                 rx.close();
@@ -272,7 +401,10 @@ fn run_worker(
         events.learn(&exchange);
         for event in events_for(&exchange, &events) {
             let line = match event.to_json_line() {
-                Ok(line) => Bytes::from(line),
+                Ok(line) => {
+                    since_checkpoint += 1;
+                    Bytes::from(integrity.chain.seal(&line))
+                }
                 Err(error) => {
                     tracing::error!(%error, request_id = %exchange.request_id, "Cannot encode audit event.");
                     for sink in &sinks {
@@ -309,5 +441,11 @@ fn run_worker(
             }
         }
     }
+    emit_record(
+        &sinks,
+        &mut integrity,
+        RecordKind::Stop,
+        serde_json::json!({}),
+    );
     tracing::debug!("Audit worker finished.");
 }

@@ -1,14 +1,21 @@
 //! Forwarding one request to the configured upstream and streaming the answer back.
 //!
-//! Request phases, in order: refuse what must never be forwarded (CONNECT, absolute-form or
-//! non-origin targets) → settle the request id → record the request head → rewrite the target
+//! Request phases, in order: settle the request id → record the request head → refuse what
+//! must never be forwarded (CONNECT, absolute-form or non-origin targets; clients outside the
+//! `[[clients]]` allow-list; a declared body over `max_request_body_bytes`) → rewrite the target
 //! and the hop-by-hop, Host and X-Forwarded-* headers → stream the request body upstream
-//! through a [`TeeBody`] → wait (bounded) for the response head → stream the response body back
-//! through a [`TeeBody`]. Upstream failures become 502/504 with a SCIM error body and a
-//! recorded [`Failure`]. Nothing here parses a body, touches disk or waits on the audit side.
+//! through a guarded [`TeeBody`] (idle timeout, size limit) → wait (bounded) for the response
+//! head → stream the response body back through a [`TeeBody`]. Upstream failures become
+//! 502/504 with a SCIM error body and a recorded [`Failure`]. Nothing here parses a body,
+//! touches disk or waits on the audit side.
+//!
+//! The target is never taken from the request: the upstream URI is always the configured
+//! scheme and authority, so no request line, Host, `:authority` or X-Forwarded-Host can make
+//! scimtap connect anywhere else.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -21,12 +28,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 
-use crate::config::UpstreamConfig;
+use crate::config::{ClientConfig, Config, UpstreamConfig};
 use crate::exchange::{
-    ConnInfo, Failure, FailureSide, PendingExchange, RequestHead, ResponseOutcome,
+    BodyCapture, BodyEnd, ConnInfo, Failure, FailureSide, PendingExchange, RequestHead,
+    ResponseOutcome,
 };
 use crate::pipeline::Handoff;
-use crate::tee::{CaptureLimits, TeeBody};
+use crate::tee::{BodyGuards, CaptureLimits, TeeBody, TeeError};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -48,6 +56,32 @@ pub enum ProxyBuildError {
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, TeeBody<Incoming>>;
 
+/// What a request must satisfy before and while it is forwarded: the `[listen]` body limits
+/// and the `[[clients]]` allow-list.
+#[derive(Debug, Clone, Default)]
+pub struct RequestPolicy {
+    /// `listen.max_request_body_bytes`; `None` is no limit.
+    pub max_request_body_bytes: Option<u64>,
+    /// `listen.body_idle_timeout_secs`, applied to request bodies (response bodies a client
+    /// stops reading are cut by the listener).
+    pub body_idle_timeout: Option<Duration>,
+    /// `Some` when a `[[clients]]` entry has `required = true`: only these clients get in.
+    pub allowed_clients: Option<Vec<ClientConfig>>,
+}
+
+impl RequestPolicy {
+    pub fn from_config(config: &Config) -> RequestPolicy {
+        RequestPolicy {
+            max_request_body_bytes: config.listen.max_request_body_bytes,
+            body_idle_timeout: Some(config.listen.body_idle_timeout),
+            allowed_clients: config
+                .scim
+                .clients_required
+                .then(|| config.scim.clients.clone()),
+        }
+    }
+}
+
 /// The forwarding half of scimtap: one per process, shared by every connection.
 pub struct Proxy {
     client: UpstreamClient,
@@ -56,6 +90,7 @@ pub struct Proxy {
     capture: CaptureLimits,
     handoff: Handoff,
     reject_unaudited_writes: bool,
+    policy: RequestPolicy,
 }
 
 impl Proxy {
@@ -68,6 +103,7 @@ impl Proxy {
         capture: CaptureLimits,
         handoff: Handoff,
         reject_unaudited_writes: bool,
+        policy: RequestPolicy,
     ) -> Result<Proxy, ProxyBuildError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -103,6 +139,7 @@ impl Proxy {
             capture,
             handoff,
             reject_unaudited_writes,
+            policy,
         })
     }
 
@@ -151,19 +188,51 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         if let Some(refusal) = refuse(&parts.method, &parts.uri, parts.version) {
             drop(body);
-            pending.finish_request(crate::exchange::BodyCapture::empty(
-                crate::exchange::BodyEnd::NotForwarded,
-            ));
+            pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
             return generated(&pending, refusal.status, refusal.failure);
+        }
+        if let Some(allowed) = &self.policy.allowed_clients {
+            if !admits(allowed, &parts.headers, &pending.conn().client_cert_subject) {
+                drop(body);
+                pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
+                tracing::info!(%peer, "Request from a client outside the allow-list refused.");
+                let failure = Failure {
+                    side: FailureSide::Downstream,
+                    kind: "client_not_allowed",
+                    detail:
+                        "no configured client matches this request's credentials or certificate"
+                            .to_owned(),
+                };
+                let mut response = generated(&pending, StatusCode::UNAUTHORIZED, Some(failure));
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return response;
+            }
+        }
+        if let Some(max) = self.policy.max_request_body_bytes {
+            // A declared length (HTTP/1 Content-Length, HTTP/2 content-length) is checked
+            // before anything is forwarded; a chunked body is cut by its tee when it grows past.
+            let declared = body.size_hint().lower();
+            if declared > max {
+                drop(body);
+                pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
+                let failure = Failure {
+                    side: FailureSide::Downstream,
+                    kind: "request_body_too_large",
+                    detail: format!(
+                        "the request declares a {declared}-byte body; the limit is {max} bytes"
+                    ),
+                };
+                return generated(&pending, StatusCode::PAYLOAD_TOO_LARGE, Some(failure));
+            }
         }
         if self.reject_unaudited_writes
             && is_scim_write(&parts.method, parts.uri.path())
             && !self.handoff.can_accept()
         {
             drop(body);
-            pending.finish_request(crate::exchange::BodyCapture::empty(
-                crate::exchange::BodyEnd::NotForwarded,
-            ));
+            pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
             self.handoff.metrics().audit_refused.inc();
             tracing::warn!("Audit trail full: SCIM write refused (on_audit_failure = reject).");
             let failure = Failure {
@@ -182,9 +251,7 @@ impl Proxy {
             Ok(uri) => uri,
             Err(detail) => {
                 drop(body);
-                pending.finish_request(crate::exchange::BodyCapture::empty(
-                    crate::exchange::BodyEnd::NotForwarded,
-                ));
+                pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
                 let failure = Failure {
                     side: FailureSide::Downstream,
                     kind: "invalid_request_target",
@@ -199,9 +266,13 @@ impl Proxy {
         // client gets its own version back whatever the upstream spoke (wsgiref answers 1.0).
         let client_version = parts.version;
         parts.version = Version::HTTP_11;
+        let guards = BodyGuards {
+            idle_timeout: self.policy.body_idle_timeout,
+            max_bytes: self.policy.max_request_body_bytes,
+        };
         let upstream_req = Request::from_parts(
             parts,
-            TeeBody::request(body, pending.clone(), &self.capture),
+            TeeBody::request(body, pending.clone(), &self.capture).guard(guards),
         );
 
         let guard = AbandonGuard(Some(pending.clone()));
@@ -228,6 +299,28 @@ impl Proxy {
                 Response::from_parts(parts, ProxyBody::Forwarded(body))
             }
             Ok(Err(error)) => {
+                // A request body cut by its guard fails the upstream request too; answer for
+                // the cut, not for the upstream (the event's failure says the same).
+                match pending.request_body_end() {
+                    Some(BodyEnd::IdleTimeout) => {
+                        let failure = Failure {
+                            side: FailureSide::Downstream,
+                            kind: "request_body_timeout",
+                            detail: "the client stopped sending its request body".to_owned(),
+                        };
+                        tracing::info!(%peer, "Request body stalled; exchange cut.");
+                        return generated(&pending, StatusCode::REQUEST_TIMEOUT, Some(failure));
+                    }
+                    Some(BodyEnd::TooLarge) => {
+                        let failure = Failure {
+                            side: FailureSide::Downstream,
+                            kind: "request_body_too_large",
+                            detail: "the request body grew past max_request_body_bytes".to_owned(),
+                        };
+                        return generated(&pending, StatusCode::PAYLOAD_TOO_LARGE, Some(failure));
+                    }
+                    _ => {}
+                }
                 let failure = upstream_failure(&error);
                 let status = if failure.kind == "connect_timeout" {
                     StatusCode::GATEWAY_TIMEOUT
@@ -319,6 +412,40 @@ fn settle_request_id(headers: &mut HeaderMap) -> String {
         headers.insert(X_REQUEST_ID.clone(), value);
     }
     id
+}
+
+/// Whether the request comes from a configured client, matched as the event matches it
+/// (`client.name`): the SHA-256 of the Authorization credentials, else the certificate
+/// subject. One hash and a few compares; the credentials never leave this function.
+fn admits(clients: &[ClientConfig], headers: &HeaderMap, cert_subject: &Option<Arc<str>>) -> bool {
+    if let Some(digest) = credentials_sha256(headers) {
+        if clients.iter().any(|c| c.token_sha256 == Some(digest)) {
+            return true;
+        }
+    }
+    if let Some(subject) = cert_subject.as_deref() {
+        if clients.iter().any(|c| c.cert_subject.is_some()) {
+            let subject = crate::config::normalize_subject(subject);
+            return clients
+                .iter()
+                .any(|c| c.cert_subject.as_deref() == Some(subject.as_str()));
+        }
+    }
+    false
+}
+
+/// SHA-256 of the Authorization credentials (after the scheme, trimmed), as the event's
+/// token fingerprint computes it.
+fn credentials_sha256(headers: &HeaderMap) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let value = headers.get(header::AUTHORIZATION)?;
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let (_scheme, secret) = text.trim().split_once(' ')?;
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return None;
+    }
+    Some(Sha256::digest(secret.as_bytes()).into())
 }
 
 struct Refusal {
@@ -545,12 +672,12 @@ pub enum ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = TeeError<hyper::Error>;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Forwarded(body) => std::pin::Pin::new(body).poll_frame(cx),
             ProxyBody::Generated(bytes) => {

@@ -1290,6 +1290,10 @@ fn the_documented_examples_match_the_schema_and_the_field_order() {
             .max_by_key(Vec::len)
             .unwrap_or_else(|| panic!("no generated event has an object at {pointer:?}"));
         for (i, example) in examples.iter().enumerate() {
+            // Integrity records have their own layout (their schema checks them above).
+            if example.get("record").is_some() {
+                continue;
+            }
             let Some(actual) = example.pointer(pointer).and_then(keys) else {
                 continue;
             };

@@ -217,17 +217,20 @@ impl DiskBuffer {
         state.queued += 1;
         *state.segments.entry(segment).or_insert(0) += frame_len;
         state.dirty = true;
-        if state.last_sync.elapsed() >= SYNC_INTERVAL {
-            sync(&mut state);
-        }
+        let ack = record.meta.ack.as_ref();
+        let synced =
+            (ack.is_some() || state.last_sync.elapsed() >= SYNC_INTERVAL) && sync(&mut state);
         drop(state);
+        if let (Some(ack), true) = (ack, synced) {
+            ack.fire();
+        }
         shared.data.notify_one();
         Ok(())
     }
 
     /// Finishes the current segment (synced) and starts the next.
     fn roll(&self, state: &mut MutexGuard<'_, State>) -> Result<(), BufferError> {
-        sync(state);
+        let _ = sync(state);
         let next = state.write_segment + 1;
         let path = segment_path(&self.shared.dir, next);
         state.writer = OpenOptions::new()
@@ -252,7 +255,7 @@ impl DiskBuffer {
 
     /// No more appends: syncs what was written and lets the reader finish.
     pub fn close(&self) {
-        sync(&mut self.shared.lock());
+        let _ = sync(&mut self.shared.lock());
         self.shared.closed.store(true, Ordering::Release);
         self.shared.data.notify_one();
         self.shared.space.notify_all();
@@ -272,14 +275,18 @@ impl Shared {
     }
 }
 
-fn sync(state: &mut State) {
+/// Syncs what was appended; false when the disk refused.
+fn sync(state: &mut State) -> bool {
+    let mut ok = true;
     if state.dirty {
         if let Err(error) = state.writer.sync_data() {
             tracing::error!(%error, "Cannot sync the disk buffer.");
+            ok = false;
         }
         state.dirty = false;
     }
     state.last_sync = Instant::now();
+    ok
 }
 
 /// The sink thread's end: reads frames in order and acknowledges delivered ones.
@@ -566,6 +573,7 @@ fn decode_payload(payload: Vec<u8>) -> Option<Record> {
     Some(Record {
         line,
         meta: Arc::new(RecordMeta {
+            ack: None,
             event_id: id,
             key,
             time_millis: time,
@@ -581,6 +589,7 @@ mod tests {
         Record {
             line: Bytes::from(format!("{{\"n\":{n}}}\n")),
             meta: Arc::new(RecordMeta {
+                ack: None,
                 event_id: format!("id-{n}"),
                 key: format!("user-{}", n % 3),
                 time_millis: 1_700_000_000_000 + n as i64,

@@ -118,6 +118,9 @@ impl SinkWriter for FileWriter {
     fn write_batch(&mut self, lines: &[Record]) -> Result<(), BatchError> {
         let mut done = 0;
         let mut in_buf = 0;
+        // Write-ahead intent records in the batch: one fdatasync covers them all (group
+        // commit), before the file rotates away and at the end.
+        let mut needs_sync = false;
         self.buf.clear();
         for line in lines {
             let would_be = self.size + (self.buf.len() + line.len()) as u64;
@@ -129,6 +132,11 @@ impl SinkWriter for FileWriter {
                     .map_err(|(whole, error)| BatchError::leading(done + whole, error))?;
                 done += in_buf;
                 in_buf = 0;
+                if needs_sync {
+                    self.file
+                        .sync_data()
+                        .map_err(|e| BatchError::leading(done, SinkError::Write(e)))?;
+                }
                 if !self.rotation_broken {
                     if let Err(error) = self.rotate() {
                         // Events matter more than file sizes: keep appending to the current
@@ -140,9 +148,23 @@ impl SinkWriter for FileWriter {
             }
             self.buf.extend_from_slice(line);
             in_buf += 1;
+            needs_sync |= line.meta.ack.is_some();
         }
         self.write_buf()
-            .map_err(|(whole, error)| BatchError::leading(done + whole, error))
+            .map_err(|(whole, error)| BatchError::leading(done + whole, error))?;
+        if needs_sync {
+            // Written whole; only the promise of durability is missing if this fails, and
+            // the waiting requests are then refused (their acks are never fired).
+            self.file
+                .sync_data()
+                .map_err(|e| BatchError::leading(lines.len(), SinkError::Write(e)))?;
+            for line in lines {
+                if let Some(ack) = &line.meta.ack {
+                    ack.fire();
+                }
+            }
+        }
+        Ok(())
     }
 
     fn reopen(&mut self) -> Result<(), SinkError> {

@@ -390,6 +390,7 @@ mod tests {
         Record {
             line: Bytes::from(format!("{line}\n")),
             meta: Arc::new(RecordMeta {
+                ack: None,
                 event_id: id.into(),
                 key: "k".into(),
                 time_millis: 1_700_000_000_123,

@@ -548,6 +548,7 @@ mod tests {
         Record {
             line: Bytes::from(line.to_owned()),
             meta: Arc::new(RecordMeta {
+                ack: None,
                 event_id: "ev-1".to_owned(),
                 key: key.to_owned(),
                 time_millis: 1_700_000_000_123,

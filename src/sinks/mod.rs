@@ -46,6 +46,9 @@ pub struct Record {
 /// Facts about an event that some sinks put beside the line (shared by every format's record).
 #[derive(Debug, Default)]
 pub struct RecordMeta {
+    /// Set on a write-ahead intent record: fired once the record is on stable storage (a
+    /// file sink after `fdatasync`, or a disk buffer after its append is synced).
+    pub ack: Option<Arc<DurableAck>>,
     /// The event id: Elasticsearch `_id`, so a retried item is not indexed twice.
     pub event_id: String,
     /// The SCIM resource id the event is about (else the request id): the Kafka message key,
@@ -55,9 +58,33 @@ pub struct RecordMeta {
     pub time_millis: i64,
 }
 
+/// "This record is durable": fired by the first sink that makes it so; a record dropped
+/// undelivered drops its sender, which the waiting request sees as a failure.
+#[derive(Debug)]
+pub struct DurableAck(std::sync::Mutex<Option<oneshot::Sender<()>>>);
+
+impl DurableAck {
+    pub fn new() -> (Arc<DurableAck>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Arc::new(DurableAck(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    pub fn fire(&self) {
+        let sender = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(());
+        }
+    }
+}
+
 impl RecordMeta {
     pub fn of(event: &crate::event::AuditEvent<'_>) -> Arc<RecordMeta> {
         Arc::new(RecordMeta {
+            ack: None,
             event_id: event.event_id.clone(),
             key: event
                 .scim

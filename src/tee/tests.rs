@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 
-use super::{CaptureLimits, TeeBody};
+use super::{BodyGuards, CaptureLimits, TeeBody, TeeError};
 use crate::exchange::CaptureBudget;
 use crate::exchange::{BodyEnd, ConnInfo, PendingExchange, RequestHead, ResponseOutcome};
 use crate::pipeline::{Handoff, TestReceiver};
@@ -131,7 +131,10 @@ async fn an_error_mid_stream_is_passed_on_and_recorded() {
         &limits(64),
     );
     assert!(tee.frame().await.unwrap().is_ok());
-    assert_eq!(tee.frame().await.unwrap().unwrap_err(), "reset by peer");
+    assert_eq!(
+        tee.frame().await.unwrap().unwrap_err().to_string(),
+        "reset by peer"
+    );
     drop(tee);
     let ex = rx.try_recv().unwrap();
     assert_eq!(ex.request_body.end, BodyEnd::Error("reset by peer".into()));
@@ -212,4 +215,94 @@ async fn the_shared_budget_truncates_captures_and_is_given_back() {
         0,
         "dropping the exchange gives its bytes back"
     );
+}
+
+/// A body that yields its chunks, then never ends (a client that stopped sending).
+struct Stalling {
+    frames: VecDeque<Bytes>,
+}
+
+impl Body for Stalling {
+    type Data = Bytes;
+    type Error = String;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+        match self.get_mut().frames.pop_front() {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_that_stops_arriving_is_cut_after_the_idle_timeout() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let body = Stalling {
+        frames: VecDeque::from([Bytes::from_static(b"{\"userName\"")]),
+    };
+    let mut tee = TeeBody::request(body, p, &limits(64)).guard(BodyGuards {
+        idle_timeout: Some(std::time::Duration::from_millis(50)),
+        max_bytes: None,
+    });
+    assert!(
+        tee.frame().await.unwrap().is_ok(),
+        "bytes pass while they arrive"
+    );
+    let started = std::time::Instant::now();
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(5), tee.frame())
+        .await
+        .expect("cut well before 5 s");
+    assert!(matches!(cut, Some(Err(TeeError::Idle(_)))));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(40));
+    assert!(tee.frame().await.is_none(), "a cut body stays ended");
+    drop(tee);
+    let ex = rx.try_recv().unwrap();
+    assert_eq!(ex.request_body.end, BodyEnd::IdleTimeout);
+    assert_eq!(ex.request_body.total_bytes, 11);
+    assert_eq!(ex.failure().unwrap().kind, "request_body_timeout");
+    assert!(rx.try_recv().is_err(), "reported once");
+}
+
+#[tokio::test]
+async fn a_request_body_over_the_limit_is_cut_before_the_crossing_frame() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let mut tee = TeeBody::request(Scripted::data(&["0123", "4567", "89"]), p, &limits(64)).guard(
+        BodyGuards {
+            idle_timeout: None,
+            max_bytes: Some(6),
+        },
+    );
+    assert!(tee.frame().await.unwrap().is_ok());
+    assert!(matches!(
+        tee.frame().await,
+        Some(Err(TeeError::TooLarge(6)))
+    ));
+    assert!(tee.frame().await.is_none());
+    drop(tee);
+    let ex = rx.try_recv().unwrap();
+    assert_eq!(ex.request_body.end, BodyEnd::TooLarge);
+    assert_eq!(
+        ex.request_body.to_bytes(),
+        "0123",
+        "only what was forwarded"
+    );
+    let failure = ex.failure().unwrap();
+    assert_eq!(failure.kind, "request_body_too_large");
+    assert_eq!(failure.side, crate::exchange::FailureSide::Downstream);
+}
+
+#[tokio::test]
+async fn a_body_at_the_limit_passes_whole() {
+    let (p, mut rx) = pending();
+    finish_response(&p);
+    let tee = TeeBody::request(Scripted::data(&["0123", "45"]), p, &limits(64)).guard(BodyGuards {
+        idle_timeout: Some(std::time::Duration::from_secs(30)),
+        max_bytes: Some(6),
+    });
+    assert_eq!(tee.collect().await.unwrap().to_bytes(), "012345");
+    assert_eq!(rx.try_recv().unwrap().request_body.end, BodyEnd::Complete);
 }

@@ -3,7 +3,9 @@
 
 Usage: validate_events.py SCHEMA FILE_OR_DIR [FILE_OR_DIR ...]
 
-Every line of every FILE is one event and must be valid (a blank line, a line that is not
+Every line of every FILE is one event and must be valid. A line with a `record` member is
+an integrity record (integrity.start / checkpoint / stop) and is checked against
+integrity-record.schema.json, found beside SCHEMA (a blank line, a line that is not
 JSON, or a JSON object with a duplicated key is a failure too). A directory stands for every
 *.jsonl file directly in it. Prints `OK <n> events`, or each failure as
 `FILE:LINE: <path in the event>: <message>` followed by a summary. Exit status: 0 when every
@@ -98,6 +100,14 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 2
     validator = Draft202012Validator(schema)
+    record_schema_path = Path(argv[1]).with_name("integrity-record.schema.json")
+    try:
+        record_schema = json.loads(record_schema_path.read_text(encoding="utf-8"))
+        Draft202012Validator.check_schema(record_schema)
+    except (OSError, ValueError, SchemaError) as e:
+        print(f"error: {record_schema_path}: {e}", file=sys.stderr)
+        return 2
+    record_validator = Draft202012Validator(record_schema)
 
     events = 0
     bad = 0
@@ -115,8 +125,9 @@ def main(argv):
                     bad += 1
                     print(f"{where}: $: not a JSON event: {e}")
                     continue
+                chosen = record_validator if isinstance(event, dict) and "record" in event else validator
                 errors = sorted(
-                    validator.iter_errors(event),
+                    chosen.iter_errors(event),
                     key=lambda e: [str(p) for p in e.absolute_path],
                 )
                 if not errors:

@@ -50,6 +50,7 @@ pub fn empty() -> TestBody {
 // === scimtap process ===
 
 /// Builds a `proxy.toml` for a test: listen and admin on port 0, a file sink in a temp dir.
+#[derive(Clone)]
 pub struct ProxyConfig {
     pub upstream_url: String,
     pub extra_listen: String,
@@ -95,7 +96,7 @@ impl ProxyConfig {
         self
     }
 
-    fn render(&self, audit: &Path) -> String {
+    pub fn render(&self, audit: &Path) -> String {
         // `AUDIT_PLACEHOLDER` in custom sinks stands for the test's audit file.
         let sinks = self
             .sinks
