@@ -97,6 +97,8 @@ pub struct Running {
     reopen: ReopenSignal,
     shutdown_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// The configuration in force, to tell a reload what changed.
+    config: std::sync::Mutex<Config>,
 }
 
 /// Builds every stage and starts serving. Sinks are opened first, so a bad sink path fails
@@ -253,6 +255,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         reopen,
         shutdown_timeout: config.shutdown_timeout,
         metrics,
+        config: std::sync::Mutex::new(config),
     })
 }
 
@@ -264,6 +267,61 @@ impl Running {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// SIGHUP: reads and validates `path` again. A valid file's event settings (`[scim]`,
+    /// `[[clients]]` naming, `[redact]`, `[privacy]`, `[capture] include_bodies`) take effect
+    /// at once for every exchange not yet described, swapped in one step by the audit worker;
+    /// sections that need a restart (listen, upstream, admin, sinks, audit, integrity,
+    /// the allow-list) are named in the log and keep their running values. An invalid file
+    /// changes nothing. Either way file sinks reopen (log rotation). Counted in
+    /// `scimtap_config_reloads_total{result}`.
+    pub async fn reload(&self, path: &std::path::Path) -> bool {
+        self.reopen.trigger();
+        let count = |result| {
+            self.metrics
+                .config_reloads
+                .get_or_create(&telemetry::ResultLabels { result })
+                .inc();
+        };
+        let new = match Config::load(path) {
+            Ok(new) => new,
+            Err(error) => {
+                count("failure");
+                tracing::error!(%error, "Configuration reload refused; the running configuration stays.");
+                return false;
+            }
+        };
+        let restart_needed = {
+            let old = self
+                .config
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            changed_sections_needing_restart(&old, &new)
+        };
+        if !self
+            .pipeline
+            .reconfigure(event::EventContext::from_config(&new))
+            .await
+        {
+            count("failure");
+            tracing::error!("Configuration reload could not reach the audit worker; the running configuration stays.");
+            return false;
+        }
+        count("success");
+        if restart_needed.is_empty() {
+            tracing::info!("Configuration reloaded.");
+        } else {
+            tracing::warn!(
+                sections = %restart_needed.join(", "),
+                "Configuration reloaded; changes to these sections take effect only after a restart."
+            );
+        }
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = new;
+        true
     }
 
     /// Stops accepting, drains in-flight exchanges, writes out every queued event and closes
@@ -308,6 +366,45 @@ impl Running {
         }
         clean
     }
+}
+
+/// The sections of `new` that differ from `old` and are only read at startup. Compared by
+/// their Debug form, which never shows key material (so a changed key file's content is not
+/// seen; its path is).
+fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    if differs(&old.listen, &new.listen) {
+        changed.push("listen");
+    }
+    if differs(&old.upstream, &new.upstream) {
+        changed.push("upstream");
+    }
+    if differs(&old.admin, &new.admin) {
+        changed.push("admin");
+    }
+    if differs(&old.sinks, &new.sinks) {
+        changed.push("sinks");
+    }
+    if differs(&old.audit, &new.audit) {
+        changed.push("audit");
+    }
+    if differs(&old.integrity, &new.integrity) {
+        changed.push("integrity");
+    }
+    if old.scim.clients_required != new.scim.clients_required
+        || differs(&old.scim.clients, &new.scim.clients) && new.scim.clients_required
+    {
+        changed.push("clients (allow-list)");
+    }
+    if old.capture.max_body_bytes != new.capture.max_body_bytes
+        || old.capture.max_pending_bytes != new.capture.max_pending_bytes
+        || old.shutdown_timeout != new.shutdown_timeout
+    {
+        changed.push("capture/shutdown_timeout_secs");
+    }
+    changed
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone). Kept as a function so no

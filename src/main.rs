@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         }
         // Handled above, before the configuration is loaded; kept for completeness.
         Command::Healthcheck(args) => healthcheck(&cli.config, &args),
-        Command::Run => match run(config) {
+        Command::Run => match run(config, &cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("scimtap: {error:#}");
@@ -180,7 +180,7 @@ fn verify(config: &Config, args: &VerifyArgs) -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("scimtap-worker")
@@ -188,7 +188,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let clean = runtime.block_on(async move {
         let running = scimtap::start(config).await.context("cannot start")?;
-        wait_for_stop(&running).await?;
+        wait_for_stop(&running, path).await?;
         sd_notify("STOPPING=1");
         anyhow::Ok(running.shutdown().await)
     })?;
@@ -206,7 +206,7 @@ fn run(config: Config) -> anyhow::Result<()> {
 
 /// Tells the service manager it is ready, then waits for SIGTERM or SIGINT; SIGHUP reopens
 /// the sinks' outputs and keeps running.
-async fn wait_for_stop(running: &scimtap::Running) -> anyhow::Result<()> {
+async fn wait_for_stop(running: &scimtap::Running, config: &std::path::Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -217,7 +217,10 @@ async fn wait_for_stop(running: &scimtap::Running) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received; shutting down."); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT received; shutting down."); return Ok(()); }
-            _ = hup.recv() => { tracing::info!("SIGHUP received; reopening sink outputs."); running.reopen_sinks(); }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received; reloading the configuration and reopening sink outputs.");
+                running.reload(config).await;
+            }
         }
     }
 }

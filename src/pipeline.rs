@@ -35,6 +35,8 @@ enum Message {
     Intent(Box<Exchange>, Arc<DurableAck>),
     /// Time for an `integrity.checkpoint` record.
     Checkpoint,
+    /// A reloaded configuration's event settings (SIGHUP).
+    Reconfigure(Box<EventContext>),
     Close,
 }
 
@@ -219,7 +221,9 @@ impl TestReceiver {
     pub(crate) fn try_recv(&mut self) -> Result<Exchange, mpsc::error::TryRecvError> {
         match self.0.try_recv()? {
             Message::Exchange(exchange) => Ok(*exchange),
-            Message::Checkpoint | Message::Intent(..) => Err(mpsc::error::TryRecvError::Empty),
+            Message::Checkpoint | Message::Intent(..) | Message::Reconfigure(_) => {
+                Err(mpsc::error::TryRecvError::Empty)
+            }
             Message::Close => Err(mpsc::error::TryRecvError::Disconnected),
         }
     }
@@ -263,6 +267,20 @@ impl Pipeline {
     /// Waits (up to `timeout`) until every exchange in flight has been handed off.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         self.handoff.wait_idle(timeout).await
+    }
+
+    /// Hands new event settings (clients, redaction, privacy, SCIM paths) to the audit worker;
+    /// exchanges queued before it are described with the old ones. Waits (bounded) for room.
+    pub async fn reconfigure(&self, context: EventContext) -> bool {
+        let send = self
+            .handoff
+            .shared
+            .tx
+            .send(Message::Reconfigure(Box::new(context)));
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), send).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Stops accepting new exchanges, writes out every queued one, and returns once the worker
@@ -381,6 +399,11 @@ fn run_worker(
     while let Some(message) = rx.blocking_recv() {
         let exchange = match message {
             Message::Exchange(exchange) => exchange,
+            Message::Reconfigure(context) => {
+                events = *context;
+                tracing::info!("Event settings reloaded.");
+                continue;
+            }
             Message::Intent(snapshot, ack) => {
                 emit_intent(&sinks, &mut integrity, &events, &snapshot, ack);
                 continue;

@@ -761,6 +761,42 @@ mod tests {
         assert!(!is_scim_write(&Method::GET, "/Users"));
     }
 
+    fn client(name: &str, token: Option<&[u8]>, subject: Option<&str>) -> ClientConfig {
+        use sha2::{Digest, Sha256};
+        ClientConfig {
+            name: name.to_owned(),
+            token_sha256: token.map(|t| Sha256::digest(t).into()),
+            cert_subject: subject.map(crate::config::normalize_subject),
+            idp: None,
+        }
+    }
+
+    #[test]
+    fn the_allow_list_matches_tokens_and_certificate_subjects_as_events_do() {
+        let clients = [
+            client("okta", Some(b"s3cret"), None),
+            client("entra", None, Some("CN=entra-scim, O=Example")),
+        ];
+        let with_auth = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            h
+        };
+        let none = None;
+        assert!(admits(&clients, &with_auth("Bearer s3cret"), &none));
+        assert!(admits(&clients, &with_auth("  bearer   s3cret  "), &none));
+        assert!(!admits(&clients, &with_auth("Bearer s3cret2"), &none));
+        assert!(!admits(&clients, &with_auth("Bearer"), &none));
+        assert!(!admits(&clients, &with_auth("s3cret"), &none));
+        assert!(!admits(&clients, &HeaderMap::new(), &none));
+        let subject: Option<Arc<str>> = Some("O=Example,CN=entra-scim".into());
+        assert!(admits(&clients, &HeaderMap::new(), &subject));
+        let other: Option<Arc<str>> = Some("CN=someone-else,O=Example".into());
+        assert!(!admits(&clients, &HeaderMap::new(), &other));
+        // A known token is enough whatever certificate comes with it.
+        assert!(admits(&clients, &with_auth("Bearer s3cret"), &other));
+    }
+
     #[test]
     fn connect_and_absolute_form_are_refused() {
         let abs: Uri = "http://evil.example/x".parse().unwrap();

@@ -49,6 +49,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
 }
@@ -95,6 +100,7 @@ pub struct Metrics {
     pub events_encoded: Counter,
     pub capture_budget_exhausted: Counter,
     pub audit_refused: Counter,
+    pub config_reloads: Family<ResultLabels, Counter>,
     pub sink_written: Family<SinkLabels, Counter>,
     pub sink_dropped: Family<SinkReasonLabels, Counter>,
     pub sink_queue_depth: Family<SinkLabels, Gauge>,
@@ -185,6 +191,12 @@ impl Metrics {
             "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")",
             audit_refused.clone(),
         );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads on SIGHUP, by result (success, failure: the old configuration stays)",
+            config_reloads.clone(),
+        );
         let sink_written = Family::<SinkLabels, Counter>::default();
         registry.register(
             "sink_events_written",
@@ -236,6 +248,7 @@ impl Metrics {
             events_encoded,
             capture_budget_exhausted,
             audit_refused,
+            config_reloads,
             sink_written,
             sink_dropped,
             sink_queue_depth,

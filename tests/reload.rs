@@ -1,0 +1,107 @@
+//! SIGHUP reloads the configuration: a valid file's event settings take effect without a
+//! restart, an invalid file changes nothing (and is counted), and sections that need a
+//! restart are named in the log.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use support::*;
+
+const TOKEN: &str = "reload-test-token-7f3a";
+
+async fn create(proxy: &Proxy, request_id: &str) {
+    let req = Request::post(proxy.url("/scim/v2/Users"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("x-request-id", request_id)
+        .header("content-type", "application/scim+json")
+        .body(full(r#"{"userName":"reload@example.com"}"#))
+        .unwrap();
+    let resp = http1_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 201);
+}
+
+async fn reloads(proxy: &Proxy, result: &str) -> f64 {
+    proxy
+        .metric(&format!(
+            "scimtap_config_reloads_total{{result=\"{result}\"}}"
+        ))
+        .await
+        .max(0.0)
+}
+
+async fn wait_reloads(proxy: &Proxy, result: &str, n: f64) {
+    let deadline = Instant::now() + WAIT;
+    while reloads(proxy, result).await < n {
+        assert!(
+            Instant::now() < deadline,
+            "no {result} reload counted; log:\n{}",
+            proxy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_event_settings_keeps_the_old_on_error_and_names_restart_sections() {
+    let upstream = Upstream::start(|_req: Request<Incoming>| async {
+        Response::builder()
+            .status(201)
+            .body(full(r#"{"id":"u1","userName":"reload@example.com"}"#))
+            .unwrap()
+    })
+    .await;
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
+    let config_path = proxy.dir.path().join("proxy.toml");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+
+    create(&proxy, "before").await;
+    assert!(proxy.event_for("before").await["client"]["name"].is_null());
+
+    // A client entry appears: events name the client from now on, without a restart.
+    let with_client = format!(
+        "{original}\n[[clients]]\nname = \"okta-prod\"\nidp = \"okta\"\ntoken_sha256 = \"{}\"\n",
+        sha256_hex(TOKEN.as_bytes())
+    );
+    std::fs::write(&config_path, &with_client).unwrap();
+    proxy.signal("HUP");
+    wait_reloads(&proxy, "success", 1.0).await;
+    create(&proxy, "after").await;
+    let after = proxy.event_for("after").await;
+    assert_eq!(after["client"]["name"], "okta-prod", "{after}");
+    assert_eq!(after["client"]["idp"], "okta");
+
+    // A broken file is refused whole; the running settings stay.
+    std::fs::write(&config_path, format!("{with_client}\n[listen]\nport = 1\n")).unwrap();
+    proxy.signal("HUP");
+    wait_reloads(&proxy, "failure", 1.0).await;
+    create(&proxy, "still").await;
+    assert_eq!(
+        proxy.event_for("still").await["client"]["name"],
+        "okta-prod"
+    );
+    assert!(
+        proxy.log_tail().contains("Configuration reload refused"),
+        "{}",
+        proxy.log_tail()
+    );
+
+    // A change that needs a restart is applied to nothing and named.
+    let slower = with_client.replace("[upstream]\n", "[upstream]\nresponse_timeout_secs = 7\n");
+    assert_ne!(slower, with_client);
+    std::fs::write(&config_path, slower).unwrap();
+    proxy.signal("HUP");
+    wait_reloads(&proxy, "success", 2.0).await;
+    let deadline = Instant::now() + WAIT;
+    while !proxy.log_tail().contains("only after a restart") {
+        assert!(Instant::now() < deadline, "{}", proxy.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        proxy.log_tail().contains("upstream"),
+        "{}",
+        proxy.log_tail()
+    );
+}
