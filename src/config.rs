@@ -1085,7 +1085,14 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] with every problem found.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let mut src = text.to_owned();
+        let (expanded, unset) = expand_env(text, |name| std::env::var(name).ok());
+        if !unset.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: origin.to_owned(),
+                problems: unset,
+            });
+        }
+        let mut src = expanded;
         let mut problems = Vec::new();
         for _ in 0..MAX_PASSES {
             match parse_pass(&src) {
@@ -1138,6 +1145,52 @@ impl Config {
 enum PassError {
     Syntax(Problem),
     Field(Problem),
+}
+
+/// Replaces `${NAME}` with the environment variable NAME (so secrets and paths such as
+/// systemd's `${CREDENTIALS_DIRECTORY}` can come from the environment); `$${` stands for a
+/// literal `${`. Unset variables are problems, reported by line, never by value.
+fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> (String, Vec<Problem>) {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            match after.find('}') {
+                Some(end)
+                    if end > 0
+                        && after[..end]
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+                {
+                    let name = &after[..end];
+                    match lookup(name) {
+                        Some(value) => out.push_str(&value),
+                        None => problems.push(Problem {
+                            line: Some(line_of(text, text.len() - tail.len())),
+                            key: format!("${{{name}}}"),
+                            message: format!("environment variable {name} is not set"),
+                        }),
+                    }
+                    rest = &after[end + 1..];
+                }
+                _ => {
+                    out.push_str("${");
+                    rest = after;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    (out, problems)
 }
 
 /// One parse of the (possibly repaired) text: the top level, then each sink on its own.

@@ -130,3 +130,56 @@ fn a_taken_port_is_a_clear_startup_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn secrets_from_the_environment_and_files_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("hec.token");
+    std::fs::write(&token, "file-secret-4c1d9e").unwrap();
+    let text = format!(
+        r#"[listen]
+address = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:9"
+[[sinks]]
+type = "http"
+url = "http://127.0.0.1:9/ingest"
+headers = {{ "X-Api-Key" = "${{SCIMTAP_TEST_SECRET}}" }}
+[[sinks]]
+type = "http"
+url = "http://127.0.0.1:9/services/collector/event"
+encoding = "splunk_hec"
+token_file = "${{SCIMTAP_TEST_DIR}}/hec.token"
+"#
+    );
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new(scimtap_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("SCIMTAP_TEST_SECRET", "env-secret-93b2aa")
+        .env("SCIMTAP_TEST_DIR", dir.path())
+        .output()
+        .unwrap();
+    let all = report(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains("env-secret-93b2aa"), "{all}");
+    assert!(!all.contains("file-secret-4c1d9e"), "{all}");
+
+    // Unset: refused, naming the line and the variable, never a value.
+    let out = Command::new(scimtap_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("SCIMTAP_TEST_SECRET")
+        .env("SCIMTAP_TEST_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", report(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            ":8: ${SCIMTAP_TEST_SECRET}: environment variable SCIMTAP_TEST_SECRET is not set"
+        ),
+        "{stderr}"
+    );
+}

@@ -346,14 +346,32 @@ async fn smuggling_attempts_never_become_more_upstream_requests_than_the_client_
         ),
         (
             "a body that is itself a request",
-            format!("POST /Users HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{smuggled}", smuggled.len()),
+            format!("POST /Users HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{smuggled}", smuggled.len()),
             1,
             false,
         ),
     ];
-    for (name, request, whole, refused) in &cases {
+    for (i, (name, request, whole, refused)) in cases.iter().enumerate() {
+        let request = request.replacen(
+            "Host: x\r\n",
+            &format!("Host: x\r\nX-Request-Id: smuggle-{i}\r\n"),
+            1,
+        );
         let before = complete_requests(&seen);
+        let started = Instant::now();
         let response = raw(proxy.addr, request.as_bytes()).await;
+        // Every attempt ends its connection: nothing after it is read as another request.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name}: the connection stayed open\n{response}"
+        );
+        if name.contains("chunk size") {
+            let event = proxy.event_for(&format!("smuggle-{i}")).await;
+            assert_eq!(
+                event["failure"]["kind"], "request_body_error",
+                "{name}: {event}"
+            );
+        }
         // Give a smuggled request time to arrive if one were ever forwarded.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let arrived = complete_requests(&seen) - before;

@@ -475,3 +475,19 @@ fn on_audit_failure_defaults_to_drop_and_reads_reject() {
     let text = format!("{MINIMAL}\n[audit]\non_audit_failure = \"halt\"\n");
     assert_eq!(problems(&text)[0].key, "audit.on_audit_failure");
 }
+
+#[test]
+fn environment_variables_expand_and_unset_ones_are_named_by_line() {
+    let lookup = |name: &str| (name == "CREDS").then(|| "/run/creds".to_owned());
+    let (text, problems) = expand_env(
+        "a = \"${CREDS}/hec.token\"\nb = \"$${CREDS}\"\nc = \"${MISSING}\"\nd = \"$5 ${ not a var\"\n",
+        lookup,
+    );
+    assert_eq!(
+        text,
+        "a = \"/run/creds/hec.token\"\nb = \"${CREDS}\"\nc = \"\"\nd = \"$5 ${ not a var\"\n"
+    );
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, Some(3));
+    assert_eq!(problems[0].key, "${MISSING}");
+}
