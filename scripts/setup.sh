@@ -86,6 +86,27 @@ if [ "$(printf '%s\n%s\n' "$MIN_RUST" "$RUSTC_VERSION" | sort -V | head -n 1)" !
 fi
 say "rust: rustc $RUSTC_VERSION >= $MIN_RUST ($(command -v cargo))"
 
+# --- Opt-in: the load benchmark's tools (scripts/setup.sh --bench, run by benches/load/run.sh)
+# nginx (upstream and contender), HAProxy, wrk, taskset, ss; mitmproxy from PyPI into its own
+# venv (benches/load/.venv, or $BENCH_VENV). Nothing else below runs with --bench.
+if [ "${1:-}" = "--bench" ]; then
+  bench_missing=()
+  { have nginx || [ -x /usr/sbin/nginx ]; } || bench_missing+=(nginx)
+  { have haproxy || [ -x /usr/sbin/haproxy ]; } || bench_missing+=(haproxy)
+  have wrk || bench_missing+=(wrk)
+  have taskset || bench_missing+=(util-linux)
+  { have ss || [ -x /usr/sbin/ss ] || [ -x /usr/bin/ss ]; } || bench_missing+=(iproute2)
+  if [ ${#bench_missing[@]} -gt 0 ]; then apt_install "${bench_missing[@]}"; fi
+  BENCH_VENV="${BENCH_VENV:-$ROOT/benches/load/.venv}"
+  if [ ! -x "$BENCH_VENV/bin/mitmdump" ]; then
+    say "pip install mitmproxy==11.0.2 into $BENCH_VENV"
+    python3 -m venv "$BENCH_VENV"
+    "$BENCH_VENV/bin/pip" install -q --disable-pip-version-check 'mitmproxy==11.0.2'
+  fi
+  say "bench tools: nginx, haproxy, wrk, taskset, ss, $BENCH_VENV/bin/mitmdump present"
+  exit 0
+fi
+
 # A real Kafka-protocol broker for the kafka sink's tests (tests/sink_kafka.rs): tansu, built
 # from crates.io into ~/.cargo/bin. Slow the first time (~17 minutes on 2 cores), so only
 # when it is missing.

@@ -542,7 +542,7 @@ impl<T> StallGuard<T> {
         }
         if sleep.as_mut().poll(cx).is_ready() {
             self.stalled.store(true, Ordering::Relaxed);
-            tracing::info!(peer = %self.peer, "Client stopped reading; connection cut after body_idle_timeout_secs.");
+            tracing::debug!(peer = %self.peer, "Client stopped reading; connection cut after body_idle_timeout_secs.");
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client stopped reading",

@@ -304,7 +304,8 @@ pub struct ChainSetup {
     pub state_file: Option<std::path::PathBuf>,
 }
 
-/// Sends an integrity record to the native-format sinks (the chain lives in native lines).
+/// Sends an integrity record to the trail sinks (native-format file and stdout: the chain is
+/// verified there); network sinks get events only.
 fn emit_record(
     sinks: &[SinkHandle],
     integrity: &mut ChainSetup,
@@ -322,7 +323,7 @@ fn emit_record(
             .unwrap_or(0),
     });
     let line = Bytes::from(line);
-    for sink in sinks.iter().filter(|s| s.format() == EventFormat::Native) {
+    for sink in sinks.iter().filter(|s| s.is_trail()) {
         sink.enqueue_blocking(Record {
             line: line.clone(),
             meta: meta.clone(),
@@ -377,7 +378,8 @@ fn emit_intent(
             .and_then(|t| i64::try_from(t).ok())
             .unwrap_or(0),
     });
-    for sink in sinks.iter().filter(|s| s.format() == EventFormat::Native) {
+    // Trail sinks keep the chain whole; durable ones make the record safe (one is enough).
+    for sink in sinks.iter().filter(|s| s.is_trail() || s.is_durable()) {
         sink.enqueue_blocking(Record {
             line: line.clone(),
             meta: meta.clone(),

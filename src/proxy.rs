@@ -195,7 +195,7 @@ impl Proxy {
             if !admits(allowed, &parts.headers, &pending.conn().client_cert_subject) {
                 drop(body);
                 pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
-                tracing::info!(%peer, "Request from a client outside the allow-list refused.");
+                tracing::debug!(%peer, "Request from a client outside the allow-list refused.");
                 let failure = Failure {
                     side: FailureSide::Downstream,
                     kind: "client_not_allowed",
@@ -308,7 +308,7 @@ impl Proxy {
                             kind: "request_body_timeout",
                             detail: "the client stopped sending its request body".to_owned(),
                         };
-                        tracing::info!(%peer, "Request body stalled; exchange cut.");
+                        tracing::debug!(%peer, "Request body stalled; exchange cut.");
                         return generated(&pending, StatusCode::REQUEST_TIMEOUT, Some(failure));
                     }
                     Some(BodyEnd::TooLarge) => {

@@ -136,24 +136,22 @@ fn secrets_from_the_environment_and_files_are_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("hec.token");
     std::fs::write(&token, "file-secret-4c1d9e").unwrap();
-    let text = format!(
-        r#"[listen]
+    let text = r#"[listen]
 address = "127.0.0.1:0"
 [upstream]
 url = "http://127.0.0.1:9"
 [[sinks]]
 type = "http"
 url = "http://127.0.0.1:9/ingest"
-headers = {{ "X-Api-Key" = "${{SCIMTAP_TEST_SECRET}}" }}
+headers = { "X-Api-Key" = "${SCIMTAP_TEST_SECRET}" }
 [[sinks]]
 type = "http"
 url = "http://127.0.0.1:9/services/collector/event"
 encoding = "splunk_hec"
-token_file = "${{SCIMTAP_TEST_DIR}}/hec.token"
-"#
-    );
+token_file = "${SCIMTAP_TEST_DIR}/hec.token"
+"#;
     let path = dir.path().join("proxy.toml");
-    std::fs::write(&path, &text).unwrap();
+    std::fs::write(&path, text).unwrap();
     let out = Command::new(scimtap_bin())
         .args(["check-config", "--config"])
         .arg(&path)

@@ -214,7 +214,9 @@ async fn sighup_reopens_the_audit_file_after_external_rotation() {
     let events = proxy.wait_for_events(1).await;
     assert_eq!(events[0]["request_id"], "after");
     let old = std::fs::read_to_string(&rotated).unwrap();
-    assert_eq!(old.lines().count(), 1);
+    // The chain's integrity.start record, then the one event.
+    assert_eq!(old.lines().count(), 2);
+    assert!(old.lines().next().unwrap().contains("\"integrity.start\""));
     assert!(old.contains("\"before\""));
 }
 
@@ -238,7 +240,8 @@ async fn admin_endpoints_report_health_readiness_and_metrics() {
     for name in [
         "scimtap_requests_total{status_class=\"2xx\"} 1",
         "scimtap_request_duration_seconds_bucket",
-        "scimtap_sink_events_written_total{sink=\"file\"} 1",
+        // The integrity.start record and the event.
+        "scimtap_sink_events_written_total{sink=\"file\"} 2",
         "scimtap_connections_accepted_total",
         "scimtap_audit_handoff_dropped_total",
     ] {

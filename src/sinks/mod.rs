@@ -222,6 +222,12 @@ pub struct SinkHandle {
     healthy: Arc<AtomicBool>,
     /// Set while this sink's queue or buffer has no room (read by `on_audit_failure`).
     saturated: Arc<AtomicBool>,
+    /// A native-format file or stdout sink: the audit trail itself, which also gets the hash
+    /// chain's own records (`integrity.*`). Network sinks get events only.
+    trail: bool,
+    /// A native-format sink that can make a write-ahead intent record durable: a file sink
+    /// (fdatasync) or any sink with a disk buffer.
+    durable: bool,
 }
 
 impl Drop for SinkHandle {
@@ -351,6 +357,16 @@ impl SinkHandle {
     /// What this sink writes for each event.
     pub fn format(&self) -> EventFormat {
         self.format
+    }
+
+    /// Whether the hash chain's own records go to this sink (see the field).
+    pub fn is_trail(&self) -> bool {
+        self.trail
+    }
+
+    /// Whether this sink can make an intent record durable (see the field).
+    pub fn is_durable(&self) -> bool {
+        self.durable
     }
 
     /// True while the sink's queue or buffer is full: shared with the request path, which
@@ -517,6 +533,10 @@ pub fn start(
             capacity: config.max_events,
             healthy,
             saturated,
+            trail: config.format == EventFormat::Native
+                && matches!(config.kind, SinkKind::File(_) | SinkKind::Stdout),
+            durable: config.format == EventFormat::Native
+                && (matches!(config.kind, SinkKind::File(_)) || config.disk_buffer.is_some()),
         },
         SinkThread {
             name: config.name.clone(),

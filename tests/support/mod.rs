@@ -222,6 +222,15 @@ impl Proxy {
 
     /// Every event in the audit file so far.
     pub fn events(&self) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|v| v.get("record").is_none())
+            .collect()
+    }
+
+    /// Every line of the audit file: events, and the records the hash chain adds
+    /// (`integrity.*`, `audit.intent`; they have a `record` member).
+    pub fn lines(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
         text.lines()
             .map(|l| {
