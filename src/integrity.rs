@@ -29,7 +29,7 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 pub const RECORD_SCHEMA_VERSION: &str = crate::event::SCHEMA_VERSION;
 const HASH_FIELD: &[u8] = b"\"hash\":\"";
 
-/// The kinds of records the chain itself adds.
+/// The kinds of records besides events: the chain's own, and write-ahead intents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordKind {
     #[serde(rename = "integrity.start")]
@@ -38,6 +38,9 @@ pub enum RecordKind {
     Checkpoint,
     #[serde(rename = "integrity.stop")]
     Stop,
+    /// A write-ahead intent record (written by the audit worker, sealed like the others).
+    #[serde(rename = "audit.intent")]
+    Intent,
 }
 
 /// Where a chain stands: the last record's sequence number and hash.
@@ -200,7 +203,12 @@ pub fn head_of_file(path: &Path) -> std::io::Result<Option<ChainHead>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = file.metadata()?.len();
+    let metadata = file.metadata()?;
+    // Only a regular file has a last line (a sink on /dev/stdout or /dev/full has none).
+    if !metadata.is_file() {
+        return Ok(None);
+    }
+    let len = metadata.len();
     // The last line of an event is well under this; read a window from the end.
     let window = len.min(4 * 1024 * 1024);
     file.seek(SeekFrom::Start(len - window))?;

@@ -40,6 +40,7 @@ pub mod scim;
 pub mod sinks;
 pub mod tee;
 pub mod telemetry;
+pub mod write_ahead;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

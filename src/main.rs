@@ -187,8 +187,11 @@ fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let clean = runtime.block_on(async move {
+        // Watched before anything listens: once "Proxy listening." is logged, a SIGTERM is a
+        // drain, never the default kill.
+        let signals = Signals::install()?;
         let running = scimtap::start(config).await.context("cannot start")?;
-        wait_for_stop(&running, path).await?;
+        wait_for_stop(&running, path, signals).await?;
         sd_notify("STOPPING=1");
         anyhow::Ok(running.shutdown().await)
     })?;
@@ -204,14 +207,36 @@ fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
-/// Tells the service manager it is ready, then waits for SIGTERM or SIGINT; SIGHUP reopens
-/// the sinks' outputs and keeps running.
-async fn wait_for_stop(running: &scimtap::Running, config: &std::path::Path) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    // Ready only now: a SIGTERM from the service manager is a drain, never a plain kill.
+/// The signals scimtap handles, watched from before it starts listening.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
+        })
+    }
+}
+
+/// Tells the service manager it is ready, then waits for SIGTERM or SIGINT; SIGHUP reloads
+/// the configuration, reopens the sinks' outputs and keeps running.
+async fn wait_for_stop(
+    running: &scimtap::Running,
+    config: &std::path::Path,
+    signals: Signals,
+) -> anyhow::Result<()> {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     sd_notify("READY=1");
     loop {
         tokio::select! {

@@ -22,6 +22,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::write_ahead::ForwardBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -54,7 +56,7 @@ pub enum ProxyBuildError {
     Host,
 }
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, TeeBody<Incoming>>;
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, TeeBody<ForwardBody>>;
 
 /// What a request must satisfy before and while it is forwarded: the `[listen]` body limits
 /// and the `[[clients]]` allow-list.
@@ -67,6 +69,8 @@ pub struct RequestPolicy {
     pub body_idle_timeout: Option<Duration>,
     /// `Some` when a `[[clients]]` entry has `required = true`: only these clients get in.
     pub allowed_clients: Option<Vec<ClientConfig>>,
+    /// `Some(audit.write_ahead_timeout_ms)` in `audit.mode = "write_ahead"`.
+    pub write_ahead_timeout: Option<Duration>,
 }
 
 impl RequestPolicy {
@@ -78,6 +82,8 @@ impl RequestPolicy {
                 .scim
                 .clients_required
                 .then(|| config.scim.clients.clone()),
+            write_ahead_timeout: (config.audit.mode == crate::config::AuditMode::WriteAhead)
+                .then_some(config.audit.write_ahead_timeout),
         }
     }
 }
@@ -260,6 +266,15 @@ impl Proxy {
                 return generated(&pending, StatusCode::BAD_REQUEST, Some(failure));
             }
         };
+        let body = match self.policy.write_ahead_timeout {
+            Some(timeout) if is_scim_write(&parts.method, parts.uri.path()) => {
+                match self.write_ahead(&parts, body, &pending, timeout).await {
+                    Ok(body) => body,
+                    Err(response) => return response,
+                }
+            }
+            _ => ForwardBody::Streaming(body),
+        };
         self.rewrite_request_headers(&mut parts.headers, &parts.uri, peer, tls);
         parts.uri = uri;
         // The HTTP version is per connection: the upstream always gets HTTP/1.1, and the
@@ -343,6 +358,69 @@ impl Proxy {
                 generated(&pending, StatusCode::GATEWAY_TIMEOUT, Some(failure))
             }
         }
+    }
+
+    /// Write-ahead mode: records the intent durably before the write is forwarded, or
+    /// answers the refusal (503 + `Retry-After`, or 400 for a broken body) itself.
+    async fn write_ahead(
+        &self,
+        parts: &http::request::Parts,
+        body: Incoming,
+        pending: &Arc<PendingExchange>,
+        timeout: Duration,
+    ) -> Result<ForwardBody, Response<ProxyBody>> {
+        let head = RequestHead {
+            method: parts.method.clone(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        };
+        let intent = crate::write_ahead::Intent {
+            request_id: pending.request_id(),
+            conn: pending.conn(),
+            head,
+            started_at: std::time::SystemTime::now(),
+            max_body_bytes: self.capture.max_body_bytes,
+            timeout,
+            handoff: &self.handoff,
+        };
+        let refusal = match crate::write_ahead::record(intent, body).await {
+            Ok(body) => return Ok(body),
+            Err(refusal) => refusal,
+        };
+        pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
+        let (status, failure) = match refusal {
+            crate::write_ahead::Refusal::Body(detail) => (
+                StatusCode::BAD_REQUEST,
+                Failure {
+                    side: FailureSide::Downstream,
+                    kind: "request_body_error",
+                    detail,
+                },
+            ),
+            crate::write_ahead::Refusal::NotDurable(detail) => {
+                self.handoff.metrics().audit_refused.inc();
+                tracing::warn!(%detail, "Write-ahead intent not durable: SCIM write refused.");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Failure {
+                        side: FailureSide::Proxy,
+                        kind: "audit_unavailable",
+                        detail: format!("write-ahead audit: {detail}; retry later"),
+                    },
+                )
+            }
+        };
+        let mut response = generated(pending, status, Some(failure));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        Err(response)
     }
 
     /// The audit hand-off this proxy reports to.

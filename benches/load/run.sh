@@ -342,20 +342,23 @@ if [ "$PROFILE" = 1 ]; then
         -p "${PID_OF[scimtap]}" -o "$PERF_DATA" -- sleep $(( DURATION + 1 )) 2>"$RUN_DIR/perf.err" &
     perf_pid=$!
     sleep 0.5
+    $U threads "${PID_OF[scimtap]}" > "$RUN_DIR/threads0.json"
     run_wrk scimtap "$maxc" "$DURATION" "$RUN_DIR/wrk.json"
+    $U threads "${PID_OF[scimtap]}" > "$RUN_DIR/threads1.json"
     wait "$perf_pid" || true
-    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("[load] %d requests in %.1f s" % (r["requests"], r["duration_us"] / 1e6))' "$RUN_DIR/wrk.json" >&2
+    reqs=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"])' "$RUN_DIR/wrk.json")
+    say "$reqs requests in ${DURATION}s under perf"
+    clean() { grep -v '^#' | sed 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//; s/[[:space:]]*$//' | sed '/^$/d' | cut -c1-200; }
     {
-        echo "# scimtap profile $STAMP (perf record -e cpu-clock, c=$maxc, ${DURATION}s)"
+        echo "# scimtap profile $STAMP (perf record -e cpu-clock, c=$maxc, ${DURATION}s, $reqs requests)"
         echo; cat "$OUT_DIR/meta.md"; echo
-        echo "## Self time by symbol"; echo; echo '```'
-        perf report -i "$PERF_DATA" --stdio --no-children --sort symbol -g none --percent-limit 0.5 2>/dev/null | grep -v '^#' | sed '/^$/d'
-        echo '```'; echo
-        echo "## Self time by thread and DSO"; echo; echo '```'
-        perf report -i "$PERF_DATA" --stdio --no-children --sort comm,dso -g none --percent-limit 1 2>/dev/null | grep -v '^#' | sed '/^$/d'
+        echo "## CPU and context switches by thread (from /proc, same run)"; echo
+        $U threaddiff "$RUN_DIR/threads0.json" "$RUN_DIR/threads1.json" "$reqs"; echo
+        echo "## Self time by thread and symbol (share of all samples)"; echo; echo '```'
+        perf report -i "$PERF_DATA" --stdio --no-children --sort comm,symbol -g none --percent-limit 0.3 2>/dev/null | clean
         echo '```'; echo
         echo "## Inclusive time (children) by symbol"; echo; echo '```'
-        perf report -i "$PERF_DATA" --stdio --children --sort symbol -g none --percent-limit 3 2>/dev/null | grep -v '^#' | sed '/^$/d'
+        perf report -i "$PERF_DATA" --stdio --children --sort symbol -g none --percent-limit 2 2>/dev/null | clean
         echo '```'
     } > "$OUT_DIR/profile.md"
     cp "$PERF_DATA" "$OUT_DIR/perf.data" 2>/dev/null || true

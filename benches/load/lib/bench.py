@@ -16,6 +16,9 @@
                                'events', how many lines are scimtap records (a top-level
                                "record" member: integrity.*, audit.intent), which are not
                                counted as lines, and how many of those are audit.intent
+  threads PID                  JSON: per thread of PID, its name, CPU ticks and context switches
+  threaddiff BEFORE AFTER REQUESTS
+                               markdown: CPU share and context switches per request, per thread name
   metric URL NAME...           sum of the samples of these Prometheus counters at URL, or -1
   summarize RESULTS.jsonl [UNAVAILABLE_JSON]
                                the markdown report: table, targets, per-run records
@@ -280,6 +283,49 @@ def cmd_countlog(args):
         print(lines, bad, -1, -1)
 
 
+def cmd_threads(args):
+    pid = int(args[0])
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                st = fh.read()
+            comm = st[st.index("(") + 1:st.rindex(")")]
+            rest = st[st.rindex(")") + 2:].split()
+            ticks = int(rest[11]) + int(rest[12])
+            vcs = nvcs = 0
+            with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                for line in fh:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vcs = int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        nvcs = int(line.split()[1])
+            out[tid] = [comm, ticks, vcs, nvcs]
+        except OSError:
+            pass
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+
+
+def cmd_threaddiff(args):
+    before, after = json.load(open(args[0])), json.load(open(args[1]))
+    reqs = int(args[2]) or 1
+    agg = {}
+    for tid, (comm, ticks, vcs, nvcs) in after.items():
+        b = before.get(tid, [comm, 0, 0, 0])
+        a = agg.setdefault(comm, [0, 0, 0, 0])
+        a[0] += 1
+        a[1] += ticks - b[1]
+        a[2] += vcs - b[2]
+        a[3] += nvcs - b[3]
+    total = sum(a[1] for a in agg.values()) or 1
+    print("| thread | threads | CPU s | share | CPU µs / request | voluntary switches / request | involuntary switches / request |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for comm, (n, ticks, vcs, nvcs) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
+        print(f"| {comm} | {n} | {ticks / CLK_TCK:.2f} | {100 * ticks / total:.1f}% | {ticks / CLK_TCK / reqs * 1e6:.1f} "
+              f"| {vcs / reqs:.2f} | {nvcs / reqs:.2f} |")
+
+
 def cmd_metric(args):
     url, names = args[0], set(args[1:])
     try:
@@ -531,4 +577,5 @@ def cmd_summarize(args):
 if __name__ == "__main__":
     cmd, rest = sys.argv[1], sys.argv[2:]
     {"ports": cmd_ports, "snap": cmd_snap, "resetpeak": cmd_resetpeak, "record": cmd_record,
-     "countlog": cmd_countlog, "metric": cmd_metric, "summarize": cmd_summarize}[cmd](rest)
+     "countlog": cmd_countlog, "metric": cmd_metric,
+     "threads": cmd_threads, "threaddiff": cmd_threaddiff, "summarize": cmd_summarize}[cmd](rest)
