@@ -1,19 +1,51 @@
-//! Cost of the audit side per exchange: classify it, build the event from a finished exchange and encode
-//! it as one JSON line. Runs off the hot path, but it bounds how many exchanges per second one
-//! audit worker can absorb. Prints ns per event; `cargo bench --bench event`.
+//! Micro-benchmarks of the audit side, per fixture kind: classify + redact + build the event +
+//! encode it (native JSON line, and each other format), and the body tee's overhead per frame.
+//! The audit side runs off the hot path, but it bounds how many exchanges per second one audit
+//! worker absorbs; the tee runs on the hot path, for every frame.
 //!
-//! A plain timing loop (no criterion) keeps the dependency tree small; figures are for
-//! comparing builds side by side on the same machine, not absolute claims.
+//! `cargo bench --bench event` (divan). Figures compare builds side by side on one machine;
+//! they are not absolute claims.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant, SystemTime};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
+use http_body::Body;
+use http_body_util::StreamBody;
+use scimtap::config::EventFormat;
 use scimtap::event::{events_for, EventContext};
-use scimtap::exchange::{BodyCapture, BodyEnd, ConnInfo, Exchange, RequestHead, ResponseRecord};
+use scimtap::exchange::{
+    BodyCapture, BodyEnd, ConnInfo, Exchange, PendingExchange, RequestHead, ResponseRecord,
+};
 
-fn user_create() -> Exchange {
+fn main() {
+    divan::main();
+}
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+fn capture(body: Bytes) -> BodyCapture {
+    BodyCapture {
+        captured_bytes: body.len(),
+        total_bytes: body.len() as u64,
+        chunks: vec![body],
+        truncated: false,
+        end: BodyEnd::Complete,
+        budget: None,
+    }
+}
+
+fn exchange(
+    method: Method,
+    path: &str,
+    request: String,
+    status: u16,
+    response: String,
+) -> Exchange {
     let mut headers = HeaderMap::new();
     headers.insert(
         "authorization",
@@ -27,9 +59,6 @@ fn user_create() -> Exchange {
         "content-type",
         HeaderValue::from_static("application/scim+json; charset=utf-8"),
     );
-    let body = Bytes::from_static(include_bytes!(
-        "../tests/peer/fixtures/okta_lifecycle.jsonl"
-    ));
     let mut response_headers = HeaderMap::new();
     response_headers.insert(
         "content-type",
@@ -41,54 +70,246 @@ fn user_create() -> Exchange {
         duration: Duration::from_micros(850),
         conn: ConnInfo::new("10.1.2.3:51234".parse().expect("valid address"), true),
         request: RequestHead {
-            method: Method::POST,
-            path_and_query: "/scim/v2/Users".to_owned(),
+            method,
+            path_and_query: path.to_owned(),
             version: Version::HTTP_11,
             headers,
         },
-        request_body: BodyCapture {
-            captured_bytes: body.len(),
-            total_bytes: body.len() as u64,
-            chunks: vec![body],
-            truncated: false,
-            end: BodyEnd::Complete,
-            budget: None,
-        },
+        request_body: capture(Bytes::from(request)),
         response: Some(ResponseRecord {
-            status: StatusCode::CREATED,
+            status: StatusCode::from_u16(status).expect("valid status"),
             headers: response_headers,
-            body: BodyCapture::empty(BodyEnd::Complete),
+            body: capture(Bytes::from(response)),
             generated: false,
         }),
         recorded_failure: None,
     }
 }
 
-fn main() {
-    let exchange = user_create();
+fn user_json(n: usize) -> serde_json::Value {
+    serde_json::json!({
+        "schemas": [USER],
+        "id": format!("u-{n}"),
+        "externalId": format!("00u{n:08}"),
+        "userName": format!("user{n}@example.com"),
+        "name": {"givenName": "Barbara", "familyName": "Jensen"},
+        "emails": [{"value": format!("user{n}@example.com"), "primary": true, "type": "work"}],
+        "active": true,
+        "password": "correct horse battery staple",
+    })
+}
+
+/// The fixture kinds the issue names.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    UserCreate,
+    GroupPatch50Members,
+    Bulk20,
+    MalformedBody,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::UserCreate,
+        Kind::GroupPatch50Members,
+        Kind::Bulk20,
+        Kind::MalformedBody,
+    ];
+
+    fn exchange(self) -> Exchange {
+        match self {
+            Kind::UserCreate => {
+                let user = user_json(1);
+                exchange(
+                    Method::POST,
+                    "/scim/v2/Users",
+                    user.to_string(),
+                    201,
+                    user.to_string(),
+                )
+            }
+            Kind::GroupPatch50Members => {
+                let members: Vec<_> = (0..50)
+                    .map(|n| serde_json::json!({"value": format!("u-{n}")}))
+                    .collect();
+                let patch = serde_json::json!({
+                    "schemas": [PATCH_OP],
+                    "Operations": [{"op": "add", "path": "members", "value": members}],
+                });
+                exchange(
+                    Method::PATCH,
+                    "/scim/v2/Groups/g-1",
+                    patch.to_string(),
+                    204,
+                    String::new(),
+                )
+            }
+            Kind::Bulk20 => {
+                let operations: Vec<_> = (0..20)
+                    .map(|n| {
+                        serde_json::json!({
+                            "method": "POST", "path": "/Users", "bulkId": format!("b{n}"),
+                            "data": user_json(n),
+                        })
+                    })
+                    .collect();
+                let results: Vec<_> = (0..20)
+                    .map(|n| {
+                        serde_json::json!({
+                            "method": "POST", "bulkId": format!("b{n}"), "status": "201",
+                            "location": format!("https://example.com/scim/v2/Users/u-{n}"),
+                        })
+                    })
+                    .collect();
+                exchange(
+                    Method::POST,
+                    "/scim/v2/Bulk",
+                    serde_json::json!({
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                        "Operations": operations,
+                    })
+                    .to_string(),
+                    200,
+                    serde_json::json!({
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],
+                        "Operations": results,
+                    })
+                    .to_string(),
+                )
+            }
+            Kind::MalformedBody => exchange(
+                Method::PATCH,
+                "/scim/v2/Users/u-1",
+                r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":fal"#.to_owned(),
+                400,
+                "<html><body><h1>400 Bad Request</h1></body></html>".to_owned(),
+            ),
+        }
+    }
+}
+
+/// Classify, redact, build every event of the exchange and encode each as a native JSON line.
+#[divan::bench(args = Kind::ALL)]
+fn classify_and_encode_native(bencher: divan::Bencher, kind: Kind) {
+    let exchange = kind.exchange();
     let ctx = EventContext::default();
-    let encode = |ex: &Exchange| -> usize {
-        events_for(ex, &ctx)
+    bencher.bench_local(|| {
+        events_for(black_box(&exchange), &ctx)
             .iter()
             .filter_map(|e| e.to_json_line().ok())
             .map(|l| l.len())
-            .sum()
+            .sum::<usize>()
+    });
+}
+
+/// The same, encoded in each other format (made only when a sink asks for it).
+#[divan::bench(args = [EventFormat::Ocsf, EventFormat::Ecs, EventFormat::Cef])]
+fn classify_and_encode_format(bencher: divan::Bencher, format: EventFormat) {
+    let exchange = Kind::UserCreate.exchange();
+    let ctx = EventContext::default();
+    bencher.bench_local(|| {
+        events_for(black_box(&exchange), &ctx)
+            .iter()
+            .filter_map(|e| scimtap::formats::encode(format, e).ok())
+            .map(|l| l.len())
+            .sum::<usize>()
+    });
+}
+
+/// Sealing one line into the hash chain (HMAC-SHA256).
+#[divan::bench]
+fn seal_into_the_chain(bencher: divan::Bencher) {
+    let exchange = Kind::UserCreate.exchange();
+    let line = events_for(&exchange, &EventContext::default())[0]
+        .to_json_line()
+        .expect("encodes");
+    let mut chain =
+        scimtap::integrity::Chain::resume(Some(b"0123456789abcdef0123456789abcdef".to_vec()), None);
+    bencher.bench_local(|| chain.seal(black_box(&line)).len());
+}
+
+/// A 64-frame body of 16 KiB frames polled through the tee (copying up to the capture limit)
+/// and, for comparison, the same body polled bare: the difference is the tee's cost.
+#[divan::bench(args = [false, true])]
+fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
+    const FRAMES: usize = 64;
+    let frame = Bytes::from(vec![b'x'; 16 * 1024]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let metrics = scimtap::telemetry::Metrics::new();
+    let (handoff, _pipeline) = scimtap::pipeline::Pipeline::start(
+        1 << 20,
+        EventContext::default(),
+        Vec::new(),
+        scimtap::pipeline::ChainSetup {
+            chain: scimtap::integrity::Chain::resume(None, None),
+            start: serde_json::json!({}),
+            state_file: None,
+        },
+        &metrics,
+    )
+    .expect("pipeline");
+    let limits = scimtap::tee::CaptureLimits {
+        max_body_bytes: 1024 * 1024,
+        budget: scimtap::exchange::CaptureBudget::new(
+            usize::MAX / 2,
+            prometheus_client::metrics::counter::Counter::default(),
+        ),
     };
-    let iterations = 200_000u32;
-    // Warm up, then measure.
-    for _ in 0..10_000 {
-        black_box(encode(&exchange));
+    bencher.bench_local(|| {
+        let frames = (0..FRAMES)
+            .map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(frame.clone())));
+        let body = StreamBody::new(futures_stream(frames));
+        runtime.block_on(async {
+            if through_tee {
+                let pending = PendingExchange::new(
+                    "bench".to_owned(),
+                    ConnInfo::new("127.0.0.1:1".parse().expect("address"), false),
+                    RequestHead {
+                        method: Method::POST,
+                        path_and_query: "/scim/v2/Users".to_owned(),
+                        version: Version::HTTP_11,
+                        headers: HeaderMap::new(),
+                    },
+                    handoff.clone(),
+                );
+                let tee = scimtap::tee::TeeBody::request(body, Arc::clone(&pending), &limits);
+                drain(tee).await
+            } else {
+                drain(body).await
+            }
+        })
+    });
+}
+
+async fn drain<B: Body<Data = Bytes> + Unpin>(mut body: B) -> usize
+where
+    B::Error: std::fmt::Debug,
+{
+    let mut n = 0;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(data) = frame.map(|f| f.into_data()) {
+            n += data.map(|d| d.len()).unwrap_or(0);
+        }
     }
-    let started = Instant::now();
-    let mut bytes = 0usize;
-    for _ in 0..iterations {
-        bytes += encode(black_box(&exchange));
+    let _ = body.is_end_stream();
+    black_box(n)
+}
+
+/// An iterator as a `Stream`, without pulling in the futures crate.
+fn futures_stream<I: Iterator + Unpin>(iter: I) -> IterStream<I> {
+    IterStream(iter)
+}
+
+struct IterStream<I>(I);
+
+impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
+    type Item = I::Item;
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
+        std::task::Poll::Ready(self.0.next())
     }
-    let elapsed = started.elapsed();
-    println!(
-        "classify+event build+encode (user create): {:.0} ns/event, {} bytes/event, {:.0} events/s on one core",
-        elapsed.as_nanos() as f64 / f64::from(iterations),
-        bytes / iterations as usize,
-        f64::from(iterations) / elapsed.as_secs_f64()
-    );
 }
