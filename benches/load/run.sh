@@ -50,7 +50,7 @@ done
 [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ] || { echo "run.sh: --rounds and --duration must be >= 1" >&2; exit 2; }
 for c in $CONNS; do [[ "$c" =~ ^[0-9]+$ ]] && [ "$c" -ge 1 ] || { echo "run.sh: bad connection count $c" >&2; exit 2; }; done
 
-# Environment knobs (rarely needed): CPU pinning as in the shared harness.
+# Environment knobs (rarely needed): CPU pinning (see docs/performance.md).
 PIN=${PIN:-1}                   # 1: wrk + this script on LOADGEN_CPU, upstream + proxy on SERVER_CPU
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
@@ -149,10 +149,24 @@ else
 fi
 
 port_listening() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
-wait_port() {  # port timeout_s pid: 0 once something listens on port, 1 on timeout or exit
+port_owned_by() {  # port pid: the listener on port belongs to pid or one of its descendants
+    local p owners
+    owners=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2)
+    for p in $(tree_of "$2"); do
+        grep -qx "$p" <<<"$owners" && return 0
+    done
+    return 1
+}
+wait_port() {  # port timeout_s pid: 0 once pid listens on port, 1 on timeout, exit or a foreign listener
     local i
     for i in $(seq $(($2 * 10))); do
-        port_listening "$1" && return 0
+        if port_listening "$1"; then
+            port_owned_by "$1" "$3" && return 0
+            sleep 0.3   # (a listener appears a moment before ss shows its owner)
+            port_owned_by "$1" "$3" && return 0
+            say "port $1 was taken by another program after it was picked (run again)"
+            return 1
+        fi
         kill -0 "$3" 2>/dev/null || return 1
         sleep 0.1
     done
@@ -259,8 +273,13 @@ fi
     echo "- scimtap: $("$SCIMTAP_BIN" --version 2>/dev/null | head -n 1), commit $GIT_REV, release build"
     echo "- nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*version: nginx\///'), HAProxy $("$HAPROXY_BIN" -v | head -n 1 | awk '{print $3}')," \
          "wrk $(wrk -v 2>&1 | head -n 1 | awk '{print $2}')$([ "$WITH_MITM" = 1 ] && echo ", mitmproxy $("$VENV/bin/mitmdump" --version 2>/dev/null | awk '/^Mitmproxy/ {print $2}')")"
-    echo "- settings: ${ROUNDS} round(s) x ${DURATION} s per contender and connection count, connections \"$CONNS\"," \
-         "${WARMUP} s warm-up, paced pass at ${PACED_RATE} req/s; PIN=$PIN (wrk and this script on CPU $LOADGEN_CPU, upstream and proxy on CPU $SERVER_CPU), wrk threads $WRK_THREADS"
+    if [ "$PROFILE" = 1 ]; then
+        echo "- settings: profile, one run of ${DURATION} s at $(echo $CONNS | tr ' ' '\n' | sort -n | tail -n 1) connections;" \
+             "PIN=$PIN (wrk and this script on CPU $LOADGEN_CPU, upstream and proxy on CPU $SERVER_CPU), wrk threads $WRK_THREADS"
+    else
+        echo "- settings: ${ROUNDS} round(s) x ${DURATION} s per contender and connection count, connections \"$CONNS\"," \
+             "${WARMUP} s warm-up, paced pass at ${PACED_RATE} req/s; PIN=$PIN (wrk and this script on CPU $LOADGEN_CPU, upstream and proxy on CPU $SERVER_CPU), wrk threads $WRK_THREADS"
+    fi
 } > "$OUT_DIR/meta.md"
 cat "$OUT_DIR/meta.md" >&2
 
@@ -305,9 +324,9 @@ measure() {  # round conns target [delay_ms]
     clear_log "$logf"
     d0=$(dropped "$t")
     $U resetpeak "$ppid" >/dev/null
-    $U snap proxy="$ppid" upstream="${PID_OF[upstream]}" > "$RUN_DIR/before.json"
+    $U snap proxy="$ppid" upstream="${PID_OF[upstream]}" self=$$ > "$RUN_DIR/before.json"
     run_wrk "$t" "$c" "$DURATION" "$RUN_DIR/wrk.json" "$dl"
-    $U snap proxy="$ppid" upstream="${PID_OF[upstream]}" > "$RUN_DIR/after.json"
+    $U snap proxy="$ppid" upstream="${PID_OF[upstream]}" self=$$ > "$RUN_DIR/after.json"
     [ -n "$logf" ] && read -r lines bad recs intents < <(count_lines "$logf" "$kind")
     d1=$(dropped "$t")
     [ "$d0" -ge 0 ] && [ "$d1" -ge 0 ] && drop=$((d1 - d0))
@@ -317,10 +336,10 @@ measure() {  # round conns target [delay_ms]
     python3 - "$RESULTS" <<'EOF' >&2
 import json, sys
 r = json.loads(open(sys.argv[1]).readlines()[-1])
-print("[load]   round %d c=%-3d %-10s%s %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  cpu/10k %-6s  rss %-5s MiB  lines %s/%d  err %d  busy %.0f%%" % (
+print("[load]   round %d c=%-3d %-10s%s %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  cpu/10k %-6s  rss %-5s MiB  lines %s/%d  err %d  other load %s" % (
     r["round"], r["conc"], r["target"], " paced" if r["mode"] == "paced" else "", r["rps"], r["lat_p50_us"] / 1e3, r["lat_p99_us"] / 1e3,
     r.get("proxy_cpu_s_per_10k", "-"), r.get("proxy_peak_rss_mib", "-"), r["log_lines"], r["requests"],
-    r["errors"], r["host_busy_pct"]))
+    r["errors"], r.get("other_load_cores")))
 EOF
     clear_log "$logf"   # keep disk use bounded: logs are counted, then dropped
 }

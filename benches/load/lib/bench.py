@@ -181,6 +181,14 @@ def cmd_record(args):
             rec[f"{name}_peak_rss_mib"] = round(after["hwm_kb"][name] / 1024, 1)
             rec[f"{name}_end_rss_mib"] = round(after["rss_kb"][name] / 1024, 1)
     rec["window_s"] = round(after["t"] - before["t"], 3)
+    if "self" in after["cpu"] and "self" in before["cpu"]:
+        # CPU used on the host by anything this benchmark did not start (other builds, tests):
+        # busy time from /proc/stat minus the CPU of this script's own process tree.
+        b, a = before["stat"]["cpu"], after["stat"]["cpu"]
+        d = [y - x for x, y in zip(b, a)]
+        busy_s = (sum(d[:8]) - d[3] - d[4]) / CLK_TCK
+        own_s = after["cpu"]["self"] - before["cpu"]["self"]
+        rec["other_load_cores"] = round(max(0.0, busy_s - own_s) / rec["window_s"], 2) if rec["window_s"] else None
     busy_all, steal_all = _busy(before["stat"], after["stat"], "cpu")
     rec["host_busy_pct"] = round(busy_all, 1)
     rec["steal_pct"] = round(steal_all, 2)
@@ -455,11 +463,14 @@ def cmd_summarize(args):
           "is expected: requests in flight when wrk stops are logged but not counted). Spread = (max - min) "
           "/ median across rounds.")
     print()
-    steal = [r.get("steal_pct") for r in recs]
-    busy = [r.get("host_busy_pct") for r in recs]
+    steal = [r.get("steal_pct") for r in all_recs]
+    busy = [r.get("host_busy_pct") for r in all_recs]
+    other = [r.get("other_load_cores") for r in all_recs if r.get("other_load_cores") is not None]
     print(f"Host during the measurements: median busy {f(med(busy), '{:.1f}')}% "
           f"(max {f(max(busy) if busy else None, '{:.1f}')}%), "
-          f"median steal {f(med(steal), '{:.2f}')}% (max {f(max(steal) if steal else None, '{:.2f}')}%).")
+          f"median steal {f(med(steal), '{:.2f}')}% (max {f(max(steal) if steal else None, '{:.2f}')}%)"
+          + (f"; CPU used by other programs (not started by this benchmark): median {med(other):.2f} cores, "
+             f"max {max(other):.2f}, of {os.cpu_count()} CPUs" if other else "") + ".")
     print()
     wa = [r for r in recs if r["target"] == SCIMTAP_WA]
     if wa:
@@ -558,7 +569,7 @@ def cmd_summarize(args):
 
     print("<details><summary>Per-run records</summary>\n")
     print("| round | conn | contender | pass | req/s | p50 ms | p99 ms | proxy CPU s/10k | upstream CPU s/10k "
-          "| peak RSS MiB | audit lines | records | requests | dropped (metrics) | errors | cpu0 busy % | cpu1 busy % | steal % |")
+          "| peak RSS MiB | audit lines | records | requests | dropped (metrics) | errors | cpu0 busy % | cpu1 busy % | other load, cores |")
     print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in all_recs:
         print("| {} | {} | {} | {} | {} | {:.2f} | {:.2f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
@@ -570,7 +581,7 @@ def cmd_summarize(args):
             r["requests"],
             r.get("dropped") if r.get("dropped", -1) >= 0 else "-",
             r["errors"],
-            f(r.get("cpu0_busy_pct"), "{:.0f}"), f(r.get("cpu1_busy_pct"), "{:.0f}"), f(r.get("steal_pct"), "{:.2f}")))
+            f(r.get("cpu0_busy_pct"), "{:.0f}"), f(r.get("cpu1_busy_pct"), "{:.0f}"), f(r.get("other_load_cores"), "{:.2f}")))
     print("\n</details>")
 
 
