@@ -345,7 +345,7 @@ fn network_sinks_batch_by_default_and_local_ones_do_not() {
     ))
     .unwrap();
     assert_eq!(config.sinks[0].batch.timeout, Duration::from_secs(1));
-    assert_eq!(config.sinks[1].batch.timeout, Duration::ZERO);
+    assert_eq!(config.sinks[1].batch.timeout, Duration::from_millis(5));
     assert_eq!(config.sinks[0].retry.max_attempts, 8);
     assert!(config.sinks[0].disk_buffer.is_none());
 }
