@@ -24,3 +24,5 @@ cargo test --locked "$@"
 if compgen -G "$SCIMTAP_EMITTED_EVENTS_DIR/*.jsonl" >/dev/null; then
   "$SCIMTAP_PEER_VENV/bin/python" tests/peer/validate_events.py docs/event.schema.json "$SCIMTAP_EMITTED_EVENTS_DIR"
 fi
+# Fuzz smoke: every cargo-fuzz target in fuzz/ for SCIMTAP_FUZZ_SECONDS each (default 60; 0 skips).
+bash scripts/fuzz-smoke.sh "${SCIMTAP_FUZZ_SECONDS:-60}"

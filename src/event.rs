@@ -456,18 +456,54 @@ fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> Option<St
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
+/// Authorization schemes reported by name (IANA registry and common vendor ones). Anything
+/// else is reported as `other`: a word that is not a known scheme may be the credential
+/// itself (a raw token sent without a scheme), and must never reach an event.
+const KNOWN_SCHEMES: &[&str] = &[
+    "basic",
+    "bearer",
+    "digest",
+    "dpop",
+    "gnap",
+    "hoba",
+    "mutual",
+    "negotiate",
+    "ntlm",
+    "privatetoken",
+    "concealed",
+    "scram-sha-1",
+    "scram-sha-256",
+    "vapid",
+    "aws4-hmac-sha256",
+    "splunk",
+    "token",
+    "apikey",
+    "sharedkey",
+    "sso-key",
+];
+
 /// `(scheme, SHA-256 of the credentials)` of the Authorization header; the credentials
 /// themselves never leave this function.
-fn credentials(headers: &HeaderMap) -> (Option<String>, Option<[u8; 32]>) {
+pub(crate) fn credentials(headers: &HeaderMap) -> (Option<String>, Option<[u8; 32]>) {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return (None, None);
     };
     let text = String::from_utf8_lossy(value.as_bytes());
     let text = text.trim();
-    let (scheme, secret) = match text.split_once(' ') {
-        Some((scheme, secret)) => (Some(scheme.to_ascii_lowercase()), secret.trim()),
-        // A lone word is a scheme without credentials (`Bearer`), not a token.
-        None => (Some(text.to_ascii_lowercase()), ""),
+    // RFC 9110 §11.6.2: scheme, then whitespace (spaces or tabs), then the credentials.
+    let (word, rest) = match text.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((word, rest)) => (word, rest.trim()),
+        None => (text, ""),
+    };
+    let lower = word.to_ascii_lowercase();
+    let known = KNOWN_SCHEMES.contains(&lower.as_str());
+    let (scheme, secret) = match (known, rest.is_empty()) {
+        // `Bearer` alone: a scheme without credentials.
+        (true, true) => (Some(lower), ""),
+        (true, false) => (Some(lower), rest),
+        // A lone unknown word is a raw credential: hash it, never show it.
+        (false, true) => (Some("other".to_owned()), text),
+        (false, false) => (Some("other".to_owned()), rest),
     };
     if secret.is_empty() {
         return (scheme, None);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
 use crate::pipeline::Handoff;
 
@@ -205,6 +205,34 @@ impl ConnInfo {
             write_stalled: Arc::default(),
         }
     }
+}
+
+/// The headers an event is built from (src/event.rs): who sent it, what it carries, where
+/// a created resource lives. Nothing else is kept for the audit side.
+const AUDITED_HEADERS: [http::header::HeaderName; 6] = [
+    http::header::AUTHORIZATION,
+    http::header::USER_AGENT,
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::LOCATION,
+];
+
+/// An owned copy of the headers the event needs. Header values hyper parsed point into the
+/// connection's read buffer: an exchange waiting in the audit queue must keep neither that
+/// buffer (tens of KiB) nor headers it never reads, neither of which
+/// `capture.max_pending_bytes` counts.
+pub fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(AUDITED_HEADERS.len());
+    for name in &AUDITED_HEADERS {
+        for value in headers.get_all(name) {
+            let mut copy =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            out.append(name.clone(), copy);
+        }
+    }
+    out
 }
 
 /// The request as received from the client (before scimtap's header rewrites).

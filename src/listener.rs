@@ -136,9 +136,12 @@ impl Listener {
             // The read buffer bounds a head still arriving; max_header_size the parsed head.
             .max_buf_size(config.max_header_bytes)
             .max_header_size(config.max_header_bytes)
-            .max_headers(config.max_headers);
+            .max_headers(config.max_headers)
+            // Forwarded responses carry the upstream's headers only (no added Date).
+            .auto_date_header(false);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
+            .auto_date_header(false)
             .max_concurrent_streams(config.http2_max_concurrent_streams)
             .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
             .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)

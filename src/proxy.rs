@@ -88,6 +88,9 @@ impl RequestPolicy {
     }
 }
 
+/// Most header fields accepted in an upstream's response head.
+const UPSTREAM_MAX_RESPONSE_HEADERS: usize = 1000;
+
 /// The forwarding half of scimtap: one per process, shared by every connection.
 pub struct Proxy {
     client: UpstreamClient,
@@ -132,6 +135,9 @@ impl Proxy {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
+            // An upstream's response head is relayed whatever its header count (hyper's
+            // client default of 100 would turn a 120-header answer into a 502).
+            .http1_max_headers(UPSTREAM_MAX_RESPONSE_HEADERS)
             .pool_idle_timeout(upstream.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -167,7 +173,7 @@ impl Proxy {
             method: parts.method.clone(),
             path_and_query,
             version: parts.version,
-            headers: parts.headers.clone(),
+            headers: crate::exchange::detached(&parts.headers),
         };
         let peer = conn.peer;
         let tls = conn.tls;
@@ -308,7 +314,7 @@ impl Proxy {
                     body,
                     pending,
                     parts.status,
-                    parts.headers.clone(),
+                    crate::exchange::detached(&parts.headers),
                     &self.capture,
                 );
                 Response::from_parts(parts, ProxyBody::Forwarded(body))
@@ -512,18 +518,10 @@ fn admits(clients: &[ClientConfig], headers: &HeaderMap, cert_subject: &Option<A
     false
 }
 
-/// SHA-256 of the Authorization credentials (after the scheme, trimmed), as the event's
-/// token fingerprint computes it.
+/// SHA-256 of the Authorization credentials, exactly as the event computes it (one function,
+/// so the allow-list and `client.name` always agree).
 fn credentials_sha256(headers: &HeaderMap) -> Option<[u8; 32]> {
-    use sha2::{Digest, Sha256};
-    let value = headers.get(header::AUTHORIZATION)?;
-    let text = String::from_utf8_lossy(value.as_bytes());
-    let (_scheme, secret) = text.trim().split_once(' ')?;
-    let secret = secret.trim();
-    if secret.is_empty() {
-        return None;
-    }
-    Some(Sha256::digest(secret.as_bytes()).into())
+    crate::event::credentials(headers).1
 }
 
 struct Refusal {
@@ -865,7 +863,10 @@ mod tests {
         assert!(admits(&clients, &with_auth("  bearer   s3cret  "), &none));
         assert!(!admits(&clients, &with_auth("Bearer s3cret2"), &none));
         assert!(!admits(&clients, &with_auth("Bearer"), &none));
-        assert!(!admits(&clients, &with_auth("s3cret"), &none));
+        // A raw token without a scheme is a credential too (never shown, but matched).
+        assert!(admits(&clients, &with_auth("s3cret"), &none));
+        assert!(admits(&clients, &with_auth("Bearer\ts3cret"), &none));
+        assert!(!admits(&clients, &with_auth("s3cret2"), &none));
         assert!(!admits(&clients, &HeaderMap::new(), &none));
         let subject: Option<Arc<str>> = Some("O=Example,CN=entra-scim".into());
         assert!(admits(&clients, &HeaderMap::new(), &subject));

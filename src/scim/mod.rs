@@ -46,8 +46,10 @@ impl ScimContext {
         redact: &[String],
         pseudonymizer: Option<Pseudonymizer>,
     ) -> Self {
+        // Compared as body keys and PATCH paths are: the bare attribute, lower case (a
+        // configured `urn:...:User:costCenter` must match `costCenter` in the extension).
         let mut sensitive: HashSet<String> =
-            redact.iter().map(|a| a.to_ascii_lowercase()).collect();
+            redact.iter().map(|a| patch::base_attribute(a)).collect();
         sensitive.insert("password".to_owned());
         ScimContext {
             base_path,
@@ -582,7 +584,7 @@ pub fn redact_json(value: &Value, ctx: &ScimContext) -> Value {
                         &ctx.pseudonymizer,
                         patch::is_pii(&attribute) || (is_patch_value && patch_path_pii),
                     ) {
-                        hash_strings(v, p)
+                        hash_strings(v, p, ctx)
                     } else {
                         redact_json(v, ctx)
                     };
@@ -597,27 +599,28 @@ pub fn redact_json(value: &Value, ctx: &ScimContext) -> Value {
 
 /// Pseudonymises the personal strings in a PII attribute's value: the value itself, or in
 /// multi-valued attributes (emails, members) their `value` and `display`, not `type` or
-/// `primary`.
-fn hash_strings(value: &Value, p: &Pseudonymizer) -> Value {
+/// `primary`. Other members are redacted as anywhere else (a sensitive attribute nested in
+/// a personal one is still `[REDACTED]`).
+fn hash_strings(value: &Value, p: &Pseudonymizer, ctx: &ScimContext) -> Value {
     match value {
         Value::String(s) => Value::String(p.hash(s)),
         Value::Object(o) => Value::Object(
             o.iter()
                 .map(|(k, v)| {
-                    let personal =
-                        k.eq_ignore_ascii_case("value") || k.eq_ignore_ascii_case("display");
-                    (
-                        k.clone(),
-                        if personal {
-                            hash_strings(v, p)
-                        } else {
-                            v.clone()
-                        },
-                    )
+                    let shown = if ctx.is_sensitive(&patch::base_attribute(k)) {
+                        Value::String(patch::REDACTED.to_owned())
+                    } else if k.eq_ignore_ascii_case("value") || k.eq_ignore_ascii_case("display") {
+                        hash_strings(v, p, ctx)
+                    } else {
+                        redact_json(v, ctx)
+                    };
+                    (k.clone(), shown)
                 })
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(|v| hash_strings(v, p)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| hash_strings(v, p, ctx)).collect())
+        }
         other => other.clone(),
     }
 }
