@@ -72,8 +72,10 @@ fn write_ahead_config(upstream: &Upstream, audit: &std::path::Path) -> ProxyConf
 }
 
 fn lines(audit: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(audit)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    // Whole lines only: a running sink may be in the middle of a write.
+    let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+    whole
         .lines()
         .map(|l| {
             serde_json::from_str(l)

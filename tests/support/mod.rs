@@ -232,7 +232,13 @@ impl Proxy {
     /// (`integrity.*`, `audit.intent`; they have a `record` member).
     pub fn lines(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
-        text.lines()
+        // Like any tailer, read whole lines only: the sink may be in the middle of a write.
+        let whole = match text.rfind('\n') {
+            Some(end) => &text[..=end],
+            None => "",
+        };
+        whole
+            .lines()
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
             })
