@@ -40,6 +40,7 @@ pub mod scim;
 pub mod sinks;
 pub mod tee;
 pub mod telemetry;
+pub mod tls;
 pub mod write_ahead;
 
 use std::net::SocketAddr;

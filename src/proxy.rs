@@ -114,17 +114,7 @@ impl Proxy {
         reject_unaudited_writes: bool,
         policy: RequestPolicy,
     ) -> Result<Proxy, ProxyBuildError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in &upstream.extra_roots {
-            roots.add(cert.clone())?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::tls::client_config(&upstream.extra_roots)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -165,16 +155,7 @@ impl Proxy {
         strip_framing_conflict(&mut parts.headers);
         strip_hop_by_hop(&mut parts.headers);
         let request_id = settle_request_id(&mut parts.headers);
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-        let head = RequestHead {
-            method: parts.method.clone(),
-            path_and_query,
-            version: parts.version,
-            headers: crate::exchange::detached(&parts.headers),
-        };
+        let head = request_head(&parts);
         let peer = conn.peer;
         let tls = conn.tls;
         let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone());
@@ -375,15 +356,7 @@ impl Proxy {
         pending: &Arc<PendingExchange>,
         timeout: Duration,
     ) -> Result<ForwardBody, Response<ProxyBody>> {
-        let head = RequestHead {
-            method: parts.method.clone(),
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
-            version: parts.version,
-            headers: parts.headers.clone(),
-        };
+        let head = request_head(parts);
         let intent = crate::write_ahead::Intent {
             request_id: pending.request_id(),
             conn: pending.conn(),
@@ -617,7 +590,7 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
 
 /// Maps a client error to where and why it failed.
 fn upstream_failure(error: &hyper_util::client::legacy::Error) -> Failure {
-    let detail = error_chain(error);
+    let detail = crate::tls::error_chain(error);
     let kind = if error.is_connect() {
         let mut kind = "connect_error";
         let mut source: Option<&(dyn StdError + 'static)> = error.source();
@@ -659,15 +632,17 @@ fn connect_error_kind(e: &(dyn StdError + 'static)) -> Option<&'static str> {
     }
 }
 
-fn error_chain(error: &dyn StdError) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
+/// The request as the audit side keeps it: target as received, and the headers events use.
+fn request_head(parts: &http::request::Parts) -> RequestHead {
+    RequestHead {
+        method: parts.method.clone(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        version: parts.version,
+        headers: crate::exchange::detached(&parts.headers),
     }
-    out
 }
 
 /// Whether a request may change identities at the SCIM server: POST, PUT, PATCH and DELETE,

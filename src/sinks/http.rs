@@ -50,20 +50,8 @@ impl HttpWriter {
         format: EventFormat,
         rejected: Counter,
     ) -> Result<HttpWriter, SinkError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in &config.extra_roots {
-            roots
-                .add(cert.clone())
-                .map_err(|e| SinkError::Setup(format!("ca_file: {e}")))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SinkError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::tls::client_config(&config.extra_roots)
+            .map_err(|e| SinkError::Setup(format!("ca_file: {e}")))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -128,17 +116,18 @@ impl HttpWriter {
                 .unwrap_or_default();
             Ok::<_, hyper_util::client::legacy::Error>((parts, body))
         };
-        let (parts, response) =
-            match tokio::time::timeout(self.config.request_timeout, exchange).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(error)) => return Err(fail(SinkError::Send(error_chain(&error)))),
-                Err(_) => {
-                    return Err(fail(SinkError::Send(format!(
-                        "no answer within {:?}",
-                        self.config.request_timeout
-                    ))))
-                }
-            };
+        let (parts, response) = match tokio::time::timeout(self.config.request_timeout, exchange)
+            .await
+        {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => return Err(fail(SinkError::Send(crate::tls::error_chain(&error)))),
+            Err(_) => {
+                return Err(fail(SinkError::Send(format!(
+                    "no answer within {:?}",
+                    self.config.request_timeout
+                ))))
+            }
+        };
         let status = parts.status;
         if status.is_success() {
             if self.config.encoding == HttpEncoding::ElasticsearchBulk {
@@ -336,18 +325,6 @@ fn retry_after(value: &http::HeaderValue) -> Option<Duration> {
 fn snippet(body: &[u8]) -> String {
     let end = body.len().min(300);
     String::from_utf8_lossy(&body[..end]).trim().to_owned()
-}
-
-/// An error with its causes (`connection refused` is usually two levels down).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[derive(Deserialize)]

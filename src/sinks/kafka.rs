@@ -87,20 +87,8 @@ impl KafkaWriter {
         let tls = match &config.tls_extra_roots {
             None => None,
             Some(extra) => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                for cert in extra {
-                    roots
-                        .add(cert.clone())
-                        .map_err(|e| SinkError::Setup(format!("tls_ca_file: {e}")))?;
-                }
-                let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| SinkError::Setup(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                let tls = crate::tls::client_config(extra)
+                    .map_err(|e| SinkError::Setup(format!("tls_ca_file: {e}")))?;
                 Some(Arc::new(tls))
             }
         };
@@ -270,7 +258,7 @@ impl KafkaWriter {
             SinkError::Send(format!(
                 "cannot connect to {}: {}",
                 self.config.brokers.join(", "),
-                error_chain(&e)
+                crate::tls::error_chain(&e)
             ))
         })
     }
@@ -312,7 +300,10 @@ async fn produce_partition(
                         partition,
                         client: None,
                         failed: all_failed(&chunks),
-                        error: Some(format!("no leader connection: {}", error_chain(&e))),
+                        error: Some(format!(
+                            "no leader connection: {}",
+                            crate::tls::error_chain(&e)
+                        )),
                     }
                 }
                 Err(e) => {
@@ -342,7 +333,7 @@ async fn produce_partition(
         {
             Ok(Ok(_offsets)) => {}
             Ok(Err(e)) => {
-                error = Some(error_chain(&e));
+                error = Some(crate::tls::error_chain(&e));
                 failed.extend(indices);
             }
             Err(e) => {
@@ -361,10 +352,12 @@ async fn produce_partition(
 
 /// The topic's partition count, from a fresh metadata request.
 async fn partition_count(client: &Client, topic: &str) -> Result<usize, SinkError> {
-    let topics = client
-        .list_topics()
-        .await
-        .map_err(|e| SinkError::Send(format!("cannot read the metadata: {}", error_chain(&e))))?;
+    let topics = client.list_topics().await.map_err(|e| {
+        SinkError::Send(format!(
+            "cannot read the metadata: {}",
+            crate::tls::error_chain(&e)
+        ))
+    })?;
     match topics.iter().find(|t| t.name == topic) {
         Some(t) if !t.partitions.is_empty() => Ok(t.partitions.len()),
         Some(_) => Err(SinkError::Send(format!("topic {topic} has no partitions"))),
@@ -487,22 +480,6 @@ fn murmur2(data: &[u8]) -> i32 {
     h = h.wrapping_mul(M);
     h ^= h >> 15;
     h as i32
-}
-
-/// An error and its sources, `: `-joined (rskafka wraps the cause: "connection refused" is
-/// usually two levels down).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -49,12 +49,12 @@ impl SyslogWriter {
     /// [`SinkError::Open`] when the TLS configuration cannot be built.
     pub fn new(config: &SyslogSinkConfig, too_large: Counter) -> Result<SyslogWriter, SinkError> {
         let tls = match config.protocol {
-            SyslogProtocol::Tls => Some(Arc::new(tls_config(config).map_err(|e| {
-                SinkError::Open {
+            SyslogProtocol::Tls => Some(Arc::new(
+                crate::tls::client_config(&config.extra_roots).map_err(|e| SinkError::Open {
                     path: config.address.clone(),
                     source: std::io::Error::other(e),
-                }
-            })?)),
+                })?,
+            )),
             _ => None,
         };
         let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
@@ -211,20 +211,6 @@ impl SinkWriter for SyslogWriter {
     fn take_skipped(&mut self) -> usize {
         std::mem::take(&mut self.skipped)
     }
-}
-
-fn tls_config(config: &SyslogSinkConfig) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in &config.extra_roots {
-        roots.add(cert.clone())?;
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 fn host_of(address: &str) -> &str {
