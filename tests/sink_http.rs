@@ -10,10 +10,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use http::{Request, Response};
@@ -823,76 +820,6 @@ async fn without_a_collector_every_event_is_counted_as_a_write_error() {
     );
 }
 
-/// Starts scimtap like [`Proxy::start`] but with `SCIMTAP_LOG` set to `level`.
-fn start_proxy_logging(upstream_url: &str, sinks: &str, level: &str) -> Proxy {
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let config_path = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "shutdown_timeout_secs = 10\n[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{upstream_url}\"\n[admin]\naddress = \"127.0.0.1:0\"\n\n{}",
-            sinks.replace("AUDIT_PLACEHOLDER", &audit.display().to_string())
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(scimtap_bin())
-        .arg("--config")
-        .arg(&config_path)
-        .env("SCIMTAP_LOG", level)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("scimtap starts");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<(bool, std::net::SocketAddr)>();
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                for (marker, admin) in [("Proxy listening.", false), ("Admin listening.", true)] {
-                    if line.contains(marker) {
-                        let addr = line
-                            .split_whitespace()
-                            .find_map(|w| w.strip_prefix("address="))
-                            .and_then(|a| a.parse().ok());
-                        if let Some(addr) = addr {
-                            let _ = tx.send((admin, addr));
-                        }
-                    }
-                }
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + WAIT;
-    let (mut addr, mut admin) = (None, None);
-    while addr.is_none() || admin.is_none() {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((true, a)) => admin = Some(a),
-            Ok((false, a)) => addr = Some(a),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "scimtap did not start; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
-        }
-    }
-    Proxy {
-        child,
-        addr: addr.unwrap(),
-        admin: admin.unwrap(),
-        dir,
-        audit,
-        log,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sink_secrets_never_reach_the_log_even_at_trace_level() {
     let secrets = tempfile::tempdir().unwrap();
@@ -938,7 +865,11 @@ async fn sink_secrets_never_reach_the_log_even_at_trace_level() {
     ]
     .concat();
     let upstream = scim_upstream().await;
-    let mut proxy = start_proxy_logging(&upstream.url(), &sinks, "trace");
+    let mut proxy = Proxy::start(
+        ProxyConfig::new(upstream.url())
+            .log_filter("trace")
+            .sinks(&sinks),
+    );
     let n = drive(&proxy, "secret").await;
     reference_events(&proxy, n).await;
     let wrong_counts = wait_counts(&proxy, "hec-wrong", |c| c.settled() >= n as f64).await;

@@ -58,6 +58,8 @@ pub struct ProxyConfig {
     pub extra_top: String,
     pub sinks: Option<String>,
     pub shutdown_timeout_secs: f64,
+    /// `SCIMTAP_LOG` for the process (default `info`).
+    pub log_filter: String,
 }
 
 impl ProxyConfig {
@@ -69,6 +71,7 @@ impl ProxyConfig {
             extra_top: String::new(),
             sinks: None,
             shutdown_timeout_secs: 10.0,
+            log_filter: "info".to_owned(),
         }
     }
     pub fn shutdown_timeout_secs(mut self, secs: f64) -> Self {
@@ -83,6 +86,11 @@ impl ProxyConfig {
     pub fn upstream(mut self, extra: &str) -> Self {
         self.extra_upstream.push_str(extra);
         self.extra_upstream.push('\n');
+        self
+    }
+    /// Runs the process with `SCIMTAP_LOG=filter`.
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = filter.to_owned();
         self
     }
     pub fn top(mut self, extra: &str) -> Self {
@@ -157,7 +165,7 @@ impl Proxy {
         let mut child = Command::new(scimtap_bin())
             .arg("--config")
             .arg(&config_path)
-            .env("SCIMTAP_LOG", "info")
+            .env("SCIMTAP_LOG", &config.log_filter)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::piped())
