@@ -83,7 +83,7 @@ impl Chain {
             },
             None => Chain {
                 key,
-                instance: uuid::Uuid::now_v7().to_string(),
+                instance: crate::event::new_uuid_v7().to_string(),
                 seq: 0,
                 prev: GENESIS_PREV.to_owned(),
             },
@@ -143,7 +143,7 @@ impl Chain {
             timestamp: String,
             details: serde_json::Value,
         }
-        let event_id = uuid::Uuid::now_v7().to_string();
+        let event_id = crate::event::new_uuid_v7().to_string();
         let record = Record {
             schema_version: RECORD_SCHEMA_VERSION,
             record: kind,

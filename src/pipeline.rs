@@ -11,10 +11,13 @@
 //!
 //! The audit worker is a dedicated thread, not a task on the async runtime: parsing and
 //! classifying bodies is CPU work, and on a small machine it must not take turns with the
-//! tasks that forward bytes.
+//! tasks that forward bytes. Under load it works in batches: once the queue is empty it
+//! lingers [`HANDOFF_LINGER`] before it listens to the queue again, so the request path does
+//! not wake it (a futex call and a context switch) for every exchange. Whatever a request
+//! waits on (a write-ahead intent) unparks it at once.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +29,11 @@ use crate::exchange::{Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, SinkHandle};
 use crate::telemetry::{Metrics, ProxyMetrics};
+
+/// How long the audit worker, having emptied the queue, lets exchanges gather before it asks
+/// to be woken by the next one. Events are written this much later at most; requests never
+/// wait for it.
+const HANDOFF_LINGER: Duration = Duration::from_millis(2);
 
 /// What travels through the hand-off queue: an exchange, or the marker that closes it.
 enum Message {
@@ -58,6 +66,8 @@ struct HandoffShared {
     /// One flag per sink, set while its queue or buffer is full.
     sinks_saturated: Vec<Arc<AtomicBool>>,
     idle: Notify,
+    /// The audit worker's thread, unparked for messages that must not wait out its linger.
+    worker: OnceLock<std::thread::Thread>,
 }
 
 impl Handoff {
@@ -126,10 +136,13 @@ impl Handoff {
         if self.shared.closed.load(Ordering::Acquire) {
             return false;
         }
-        self.shared
+        let queued = self
+            .shared
             .tx
             .try_send(Message::Intent(Box::new(snapshot), ack))
-            .is_ok()
+            .is_ok();
+        self.shared.wake_worker();
+        queued
     }
 
     /// Asks the audit worker for an `integrity.checkpoint` record (skipped when the queue is
@@ -208,6 +221,14 @@ impl HandoffShared {
             aborting: AtomicBool::new(false),
             live: AtomicUsize::new(0),
             idle: Notify::new(),
+            worker: OnceLock::new(),
+        }
+    }
+
+    /// Ends the audit worker's linger now.
+    fn wake_worker(&self) {
+        if let Some(thread) = self.worker.get() {
+            thread.unpark();
         }
     }
 }
@@ -255,12 +276,13 @@ impl Pipeline {
         };
         let (done_tx, done) = oneshot::channel();
         let metrics = metrics.clone();
-        std::thread::Builder::new()
+        let worker = std::thread::Builder::new()
             .name("audit-worker".to_owned())
             .spawn(move || {
                 run_worker(rx, events, sinks, integrity, &proxy_metrics, &metrics);
                 let _ = done_tx.send(());
             })?;
+        let _ = handoff.shared.worker.set(worker.thread().clone());
         Ok((handoff.clone(), Pipeline { handoff, done }))
     }
 
@@ -277,10 +299,12 @@ impl Pipeline {
             .shared
             .tx
             .send(Message::Reconfigure(Box::new(context)));
-        matches!(
+        let sent = matches!(
             tokio::time::timeout(Duration::from_secs(5), send).await,
             Ok(Ok(()))
-        )
+        );
+        self.handoff.shared.wake_worker();
+        sent
     }
 
     /// Stops accepting new exchanges, writes out every queued one, and returns once the worker
@@ -290,6 +314,7 @@ impl Pipeline {
         shared.closed.store(true, Ordering::Release);
         // Waits for room behind what is queued; the caller bounds this with its deadline.
         let _ = shared.tx.send(Message::Close).await;
+        shared.wake_worker();
         if self.done.await.is_err() {
             tracing::error!("Audit worker ended without finishing its queue.");
         }
@@ -352,7 +377,7 @@ fn emit_intent(
     };
     let value = |e: &crate::event::AuditEvent<'_>| serde_json::to_value(e).unwrap_or_default();
     let head = value(first);
-    let event_id = uuid::Uuid::now_v7().to_string();
+    let event_id = crate::event::new_uuid_v7().to_string();
     let record = serde_json::json!({
         "schema_version": crate::event::SCHEMA_VERSION,
         "record": "audit.intent",
@@ -387,6 +412,28 @@ fn emit_intent(
     }
 }
 
+/// The next message: at once when one is queued; after [`HANDOFF_LINGER`] when the queue just
+/// ran empty (`busy`); otherwise the worker sleeps until the next message wakes it.
+fn next_message(rx: &mut mpsc::Receiver<Message>, busy: &mut bool) -> Option<Message> {
+    loop {
+        match rx.try_recv() {
+            Ok(message) => {
+                *busy = true;
+                return Some(message);
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) if *busy => {
+                *busy = false;
+                std::thread::park_timeout(HANDOFF_LINGER);
+            }
+            Err(mpsc::error::TryRecvError::Empty) => {
+                *busy = true;
+                return rx.blocking_recv();
+            }
+        }
+    }
+}
+
 fn run_worker(
     mut rx: mpsc::Receiver<Message>,
     mut events: EventContext,
@@ -398,7 +445,8 @@ fn run_worker(
     let start = std::mem::take(&mut integrity.start);
     emit_record(&sinks, &mut integrity, RecordKind::Start, start);
     let mut since_checkpoint: u64 = 0;
-    while let Some(message) = rx.blocking_recv() {
+    let mut busy = false;
+    while let Some(message) = next_message(&mut rx, &mut busy) {
         let exchange = match message {
             Message::Exchange(exchange) => exchange,
             Message::Reconfigure(context) => {

@@ -464,7 +464,7 @@ fn settle_request_id(headers: &mut HeaderMap) -> String {
             return String::from_utf8_lossy(bytes).into_owned();
         }
     }
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = crate::event::new_uuid_v7().to_string();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(X_REQUEST_ID.clone(), value);
     }

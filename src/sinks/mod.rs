@@ -16,14 +16,14 @@ mod kafka;
 mod stdout;
 mod syslog;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{BatchConfig, EventFormat, RetryConfig, SinkConfig, SinkKind, WhenFull};
 use crate::telemetry::{DropReason, Metrics, SinkLabels, SinkReasonLabels};
@@ -228,6 +228,10 @@ pub struct SinkHandle {
     /// A native-format sink that can make a write-ahead intent record durable: a file sink
     /// (fdatasync) or any sink with a disk buffer.
     durable: bool,
+    bell: Arc<BatchBell>,
+    /// `batch.max_events` and `batch.max_bytes`: a batch's worth rings the bell.
+    batch_events: u64,
+    batch_bytes: usize,
 }
 
 impl Drop for SinkHandle {
@@ -237,6 +241,7 @@ impl Drop for SinkHandle {
         if let QueueTx::Disk(buffer) = &self.tx {
             buffer.close();
         }
+        self.bell.ring();
     }
 }
 
@@ -256,8 +261,24 @@ enum QueueRx {
 #[derive(Clone, Copy)]
 enum Wait {
     No,
-    Until(tokio::time::Instant),
     Forever,
+}
+
+/// Rings a sink thread that is lingering for a batch to fill (`batch.timeout_secs`) before its
+/// time is up: when a batch's worth is queued, when a record is urgent (a write-ahead intent,
+/// which a request waits on), or when the queue closes. Other enqueues wake nobody, so
+/// collecting a batch costs the sink one wake-up per batch instead of one per event.
+#[derive(Debug, Default)]
+struct BatchBell {
+    ring: Notify,
+    /// Bytes of the events in a memory queue (a disk buffer keeps its own count).
+    queued_bytes: AtomicUsize,
+}
+
+impl BatchBell {
+    fn ring(&self) {
+        self.ring.notify_one();
+    }
 }
 
 /// What [`QueueRx::next`] found.
@@ -279,12 +300,6 @@ impl QueueRx {
                     Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
                     Err(mpsc::error::TryRecvError::Empty) => match wait {
                         Wait::No => return Next::Empty,
-                        Wait::Until(deadline) => {
-                            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                                Ok(got) => got,
-                                Err(_) => return Next::Empty,
-                            }
-                        }
                         Wait::Forever => rx.recv().await,
                     },
                 };
@@ -308,14 +323,6 @@ impl QueueRx {
                 }
                 match wait {
                     Wait::No => return Next::Empty,
-                    Wait::Until(deadline) => {
-                        if tokio::time::timeout_at(deadline, reader.wait())
-                            .await
-                            .is_err()
-                        {
-                            return Next::Empty;
-                        }
-                    }
                     Wait::Forever => {
                         reader.wait().await;
                     }
@@ -383,6 +390,7 @@ impl SinkHandle {
     /// Queues one encoded event per the sink's `when_full` policy.
     /// Called from the audit worker thread, never from the async runtime.
     pub fn enqueue_blocking(&self, line: Record) {
+        let urgent = line.meta.ack.is_some();
         let (depth, full) = match &self.tx {
             QueueTx::Memory(tx) => {
                 self.enqueue_memory(tx, line);
@@ -409,6 +417,13 @@ impl SinkHandle {
                 (buffer.queued(), buffer.is_full())
             }
         };
+        if urgent
+            || full
+            || depth >= self.batch_events
+            || self.bell.queued_bytes.load(Ordering::Relaxed) >= self.batch_bytes
+        {
+            self.bell.ring();
+        }
         self.saturated.store(full, Ordering::Relaxed);
         // Updated here too, so the gauge moves while the sink thread is stuck in a write.
         self.queue_depth
@@ -416,21 +431,35 @@ impl SinkHandle {
     }
 
     fn enqueue_memory(&self, tx: &mpsc::Sender<Record>, line: Record) {
-        match self.when_full {
+        // Counted before the send, so the sink thread never takes away more than was added.
+        let len = line.line.len();
+        self.bell.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let sent = match self.when_full {
             WhenFull::Block => {
-                if tx.blocking_send(line).is_err() {
+                if tx.capacity() == 0 {
+                    // The sink must make room now, not when its linger ends.
+                    self.bell.ring();
+                }
+                let sent = tx.blocking_send(line).is_ok();
+                if !sent {
                     self.dropped_shutdown.inc();
                 }
+                sent
             }
             WhenFull::DropNewest => match tx.try_send(line) {
-                Ok(()) => {}
+                Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped_full.inc();
+                    false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.dropped_shutdown.inc();
+                    false
                 }
             },
+        };
+        if !sent {
+            self.bell.queued_bytes.fetch_sub(len, Ordering::Relaxed);
         }
     }
 
@@ -485,6 +514,7 @@ pub fn start(
     };
     let healthy = Arc::new(AtomicBool::new(true));
     let saturated = Arc::new(AtomicBool::new(false));
+    let bell = Arc::new(BatchBell::default());
     let (done_tx, done) = oneshot::channel();
     let worker = SinkWorker {
         name: config.name.clone(),
@@ -503,6 +533,7 @@ pub fn start(
         capacity: config.max_events as u64,
         healthy: healthy.clone(),
         saturated: saturated.clone(),
+        bell: bell.clone(),
         stopping: false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -537,6 +568,9 @@ pub fn start(
                 && matches!(config.kind, SinkKind::File(_) | SinkKind::Stdout),
             durable: config.format == EventFormat::Native
                 && (matches!(config.kind, SinkKind::File(_)) || config.disk_buffer.is_some()),
+            bell,
+            batch_events: config.batch.max_events as u64,
+            batch_bytes: config.batch.max_bytes,
         },
         SinkThread {
             name: config.name.clone(),
@@ -610,6 +644,7 @@ struct SinkWorker {
     capacity: u64,
     healthy: Arc<AtomicBool>,
     saturated: Arc<AtomicBool>,
+    bell: Arc<BatchBell>,
     /// Set when shutdown leaves events in the disk buffer: the worker stops reading.
     stopping: bool,
 }
@@ -620,7 +655,7 @@ impl SinkWorker {
         let mut batch: Vec<Record> = Vec::with_capacity(self.batch.max_events.min(4096));
         loop {
             // Disk buffer: the position just after the last event taken into `batch`.
-            let mut upto = match self.rx.next(Wait::Forever).await {
+            let mut upto = match self.take(Wait::Forever).await {
                 Next::Event(record, position) => {
                     batch.push(record);
                     position
@@ -629,14 +664,17 @@ impl SinkWorker {
                 Next::Closed => break,
             };
             let mut bytes = batch[0].line.len();
-            let deadline = tokio::time::Instant::now() + self.batch.timeout;
-            let wait = if self.batch.timeout.is_zero() {
-                Wait::No
-            } else {
-                Wait::Until(deadline)
-            };
+            if !self.batch.timeout.is_zero() && batch[0].meta.ack.is_none() {
+                // Linger without listening to the queue (each enqueue would wake this thread
+                // again); the bell ends it early.
+                let deadline = tokio::time::Instant::now() + self.batch.timeout;
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = self.bell.ring.notified() => {}
+                }
+            }
             while batch.len() < self.batch.max_events && bytes < self.batch.max_bytes {
-                let Next::Event(record, position) = self.rx.next(wait).await else {
+                let Next::Event(record, position) = self.take(Wait::No).await else {
                     break;
                 };
                 if bytes + record.line.len() > self.batch.max_bytes {
@@ -655,6 +693,17 @@ impl SinkWorker {
         }
         self.queue_depth.set(0);
         tracing::debug!(sink = %self.name, "Sink drained and closed.");
+    }
+
+    /// The next record from the queue, keeping the bell's byte count.
+    async fn take(&mut self, wait: Wait) -> Next {
+        let next = self.rx.next(wait).await;
+        if let (Next::Event(record, None), QueueRx::Memory(_)) = (&next, &self.rx) {
+            self.bell
+                .queued_bytes
+                .fetch_sub(record.line.len(), Ordering::Relaxed);
+        }
+        next
     }
 
     async fn flush(
