@@ -92,7 +92,8 @@ impl EventContext {
         if endpoint != scim::Endpoint::Discovery(scim::Discovery::ResourceTypes) {
             return;
         }
-        if let Body::Json(v) = parse_body(&response.body, "response") {
+        let bytes = response.body.to_bytes();
+        if let Body::Json(v) = parse_body(&bytes, &response.body, "response") {
             self.scim.learn_resource_types(&v);
         }
     }
@@ -204,7 +205,10 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
     let status = ex.response.as_ref().map(|r| r.status.as_u16());
     let envelope_ok = matches!((status, &failure), (Some(s), None) if s < 400);
 
-    let request_body = match parse_body(&ex.request_body, "request") {
+    // The bodies' bytes outlive their parsed forms, which borrow from them.
+    let request_bytes = ex.request_body.to_bytes();
+    let response_bytes = ex.response.as_ref().map(|r| r.body.to_bytes());
+    let request_body = match parse_body(&request_bytes, &ex.request_body, "request") {
         // The exchange ended before the body was read (the upstream failed first, or the
         // request was refused): say so rather than classify an empty body.
         Body::Absent
@@ -228,7 +232,11 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
                 &ctx.scim,
             ) =>
         {
-            parse_body(&r.body, "response")
+            parse_body(
+                response_bytes.as_deref().unwrap_or_default(),
+                &r.body,
+                "response",
+            )
         }
         _ => Body::Absent,
     };
@@ -287,7 +295,16 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
         IncludeBodies::None => (None, None),
         IncludeBodies::Redacted => (
             shown_body(&request_body, &ctx.scim),
-            shown_body(&parse_body_any(ex), &ctx.scim),
+            shown_body(
+                &ex.response.as_ref().map_or(Body::Absent, |r| {
+                    parse_body(
+                        response_bytes.as_deref().unwrap_or_default(),
+                        &r.body,
+                        "response",
+                    )
+                }),
+                &ctx.scim,
+            ),
         ),
     };
     let http = HttpInfo {
@@ -368,19 +385,9 @@ fn split_target(path_and_query: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn parse_body(capture: &BodyCapture, side: &str) -> Body {
-    Body::parse(
-        &capture.to_bytes(),
-        capture.total_bytes,
-        capture.truncated,
-        side,
-    )
-}
-
-fn parse_body_any(ex: &Exchange) -> Body {
-    ex.response
-        .as_ref()
-        .map_or(Body::Absent, |r| parse_body(&r.body, "response"))
+/// `bytes`: the capture's bytes (`capture.to_bytes()`), which the parsed body borrows.
+fn parse_body<'b>(bytes: &'b [u8], capture: &BodyCapture, side: &str) -> Body<'b> {
+    Body::parse(bytes, capture.total_bytes, capture.truncated, side)
 }
 
 /// Whether classification needs the response body: errors, writes (the created id, the

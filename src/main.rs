@@ -187,11 +187,18 @@ fn verify(config: &Config, args: &VerifyArgs) -> ExitCode {
 }
 
 fn run(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("scimtap-worker")
-        .build()
-        .context("cannot start the async runtime")?;
+    // Sized from the CPUs this process may run on (its affinity mask, not the machine): on one
+    // CPU a current-thread runtime forwards with less scheduling work than a one-worker pool.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let runtime = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .thread_name("scimtap-worker")
+    .build()
+    .context("cannot start the async runtime")?;
     let clean = runtime.block_on(async move {
         // Watched before anything listens: once "Proxy listening." is logged, a SIGTERM is a
         // drain, never the default kill.

@@ -14,9 +14,16 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use serde_json_borrow::ObjectAsVec;
 
 pub use endpoint::{CustomTypes, Discovery, Endpoint};
 pub use privacy::Pseudonymizer;
+
+/// A parsed body as classification reads it: strings borrowed from the captured bytes wherever
+/// JSON allows (no escapes), objects as their members in document order. Parsing into
+/// `serde_json::Value` instead (a hash map per object, a `String` per string) was the largest
+/// single cost of the audit worker.
+pub type Json<'a> = serde_json_borrow::Value<'a>;
 
 /// What classification needs besides the exchange: configuration and learned resource types.
 #[derive(Debug, Clone)]
@@ -64,15 +71,15 @@ impl ScimContext {
     }
 
     /// Learns custom resource types from a `/ResourceTypes` response body.
-    pub fn learn_resource_types(&mut self, body: &Value) {
-        let resources: Vec<&Value> = match get_ci(body, "Resources").and_then(Value::as_array) {
+    pub fn learn_resource_types(&mut self, body: &Json<'_>) {
+        let resources: Vec<&Json<'_>> = match get_ci(body, "Resources").and_then(Json::as_array) {
             Some(list) => list.iter().collect(),
             None => vec![body],
         };
         for r in resources {
             let (Some(name), Some(endpoint)) = (
-                get_ci(r, "name").and_then(Value::as_str),
-                get_ci(r, "endpoint").and_then(Value::as_str),
+                get_ci(r, "name").and_then(Json::as_str),
+                get_ci(r, "endpoint").and_then(Json::as_str),
             ) else {
                 continue;
             };
@@ -184,18 +191,19 @@ pub struct ScimError {
 
 /// A body as classification sees it.
 #[derive(Debug, Clone)]
-pub enum Body {
+pub enum Body<'a> {
     /// No body, or an empty one.
     Absent,
-    Json(Value),
+    Json(Json<'a>),
     /// Present but unusable: the reason.
     Invalid(String),
 }
 
-impl Body {
+impl<'a> Body<'a> {
     /// Parses captured bytes. `truncated` captures are not parsed: half a JSON document would
-    /// mislead.
-    pub fn parse(bytes: &[u8], total: u64, truncated: bool, side: &str) -> Body {
+    /// mislead. A key repeated in an object is read with its last value (as most JSON
+    /// parsers, and so most SCIM services, do).
+    pub fn parse(bytes: &'a [u8], total: u64, truncated: bool, side: &str) -> Body<'a> {
         if total == 0 || (bytes.is_empty() && !truncated) {
             return Body::Absent;
         }
@@ -209,7 +217,7 @@ impl Body {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Body::Absent;
         }
-        match serde_json::from_slice::<Value>(bytes) {
+        match serde_json::from_slice::<Json<'a>>(bytes) {
             Ok(v) => Body::Json(v),
             Err(e) => {
                 let hint = if bytes.first() == Some(&b'<') {
@@ -222,7 +230,7 @@ impl Body {
         }
     }
 
-    fn json(&self) -> Option<&Value> {
+    fn json(&self) -> Option<&Json<'a>> {
         match self {
             Body::Json(v) => Some(v),
             _ => None,
@@ -237,9 +245,9 @@ pub struct Parts<'a> {
     /// Raw path without the query.
     pub path: &'a str,
     pub query: Option<&'a str>,
-    pub request: &'a Body,
+    pub request: &'a Body<'a>,
     pub status: Option<u16>,
-    pub response: &'a Body,
+    pub response: &'a Body<'a>,
     /// The response's Location header.
     pub location: Option<&'a str>,
 }
@@ -370,7 +378,7 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
         Some(Operation::List) => parts.query.and_then(|q| query_param(q, "filter")),
         Some(Operation::Search) => request
             .and_then(|b| get_ci(b, "filter"))
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .map(str::to_owned),
         _ => None,
     }
@@ -383,7 +391,7 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
     info.target.id = id;
     let response = parts.response.json();
     let single_resource =
-        |v: &&Value| get_ci(v, "Resources").is_none() && get_ci(v, "Operations").is_none();
+        |v: &&Json<'_>| get_ci(v, "Resources").is_none() && get_ci(v, "Operations").is_none();
     let response_resource = response
         .filter(single_resource)
         .filter(|_| parts.status.is_some_and(|s| s < 300));
@@ -392,7 +400,7 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
     if info.target.id.is_none() && info.operation == Some(Operation::Create) {
         info.target.id = response_resource
             .and_then(|r| get_ci(r, "id"))
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .map(str::to_owned)
             .or_else(|| parts.location.and_then(location_id));
     }
@@ -411,10 +419,10 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
                 .or_else(|| {
                     patched
                         .as_ref()
-                        .and_then(|m| m.get(&key.to_ascii_lowercase()))
+                        .and_then(|m| m.get(&key.to_ascii_lowercase()).copied())
                 })
                 .or_else(|| response_resource.and_then(|r| get_ci(r, key)))
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(str::to_owned)
         };
         info.target.external_id = pick("externalId");
@@ -451,7 +459,7 @@ fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
         ..ScimInfo::default()
     };
     let request_ops = match parts.request {
-        Body::Json(v) => match get_ci(v, "Operations").and_then(Value::as_array) {
+        Body::Json(v) => match get_ci(v, "Operations").and_then(Json::as_array) {
             Some(ops) if !ops.is_empty() => ops,
             Some(_) => {
                 let mut info = envelope();
@@ -475,12 +483,12 @@ fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
             return vec![info];
         }
     };
-    let response_ops: &[Value] = parts
+    let response_ops: &[Json<'_>] = parts
         .response
         .json()
         .and_then(|v| get_ci(v, "Operations"))
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice);
+        .and_then(Json::as_array)
+        .unwrap_or(&[]);
     let envelope_error = match (parts.status, parts.response) {
         (Some(s), Body::Json(v)) if s >= 400 => scim_error(v),
         _ => None,
@@ -490,21 +498,21 @@ fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
         .iter()
         .enumerate()
         .map(|(index, op)| {
-            let method = get_ci(op, "method").and_then(Value::as_str).unwrap_or("");
-            let path = get_ci(op, "path").and_then(Value::as_str).unwrap_or("");
+            let method = get_ci(op, "method").and_then(Json::as_str).unwrap_or("");
+            let path = get_ci(op, "path").and_then(Json::as_str).unwrap_or("");
             let bulk_id = get_ci(op, "bulkId")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(str::to_owned);
             let entry = bulk_id
                 .as_deref()
                 .and_then(|id| {
                     response_ops
                         .iter()
-                        .find(|e| get_ci(e, "bulkId").and_then(Value::as_str) == Some(id))
+                        .find(|e| get_ci(e, "bulkId").and_then(Json::as_str) == Some(id))
                 })
                 .or_else(|| {
                     response_ops.get(index).filter(|e| {
-                        let m = get_ci(e, "method").and_then(Value::as_str);
+                        let m = get_ci(e, "method").and_then(Json::as_str);
                         m.is_none_or(|m| m.eq_ignore_ascii_case(method))
                     })
                 });
@@ -517,7 +525,7 @@ fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
                 .map_or(Body::Absent, |r| Body::Json(r.clone()));
             let location = entry
                 .and_then(|e| get_ci(e, "location"))
-                .and_then(Value::as_str);
+                .and_then(Json::as_str);
             let (op_path, op_query) = match path.split_once('?') {
                 Some((p, q)) => (p, Some(q)),
                 None => (path, None),
@@ -562,19 +570,19 @@ fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
 /// (`password`, `redact.attributes`) replaced by `[REDACTED]` wherever it sits (top level,
 /// nested, PATCH `path`/`value` pairs, value objects, Bulk `data`), and, with
 /// pseudonymisation on, userName, emails and displayName hashed.
-pub fn redact_json(value: &Value, ctx: &ScimContext) -> Value {
+pub fn redact_json(value: &Json<'_>, ctx: &ScimContext) -> Value {
     match value {
-        Value::Object(object) => {
+        Json::Object(object) => {
             let patch_path_sensitive = get_ci(value, "path")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(patch::base_attribute)
                 .is_some_and(|a| ctx.is_sensitive(&a));
             let patch_path_pii = get_ci(value, "path")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(patch::base_attribute)
                 .is_some_and(|a| patch::is_pii(&a));
             let mut out = Map::new();
-            for (k, v) in object {
+            for (k, v) in members(object) {
                 let attribute = patch::base_attribute(k);
                 let is_patch_value = k.eq_ignore_ascii_case("value");
                 let shown =
@@ -588,12 +596,12 @@ pub fn redact_json(value: &Value, ctx: &ScimContext) -> Value {
                     } else {
                         redact_json(v, ctx)
                     };
-                out.insert(k.clone(), shown);
+                out.insert(k.to_owned(), shown);
             }
             Value::Object(out)
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| redact_json(v, ctx)).collect()),
-        other => other.clone(),
+        Json::Array(items) => Value::Array(items.iter().map(|v| redact_json(v, ctx)).collect()),
+        other => Value::from(other),
     }
 }
 
@@ -601,11 +609,11 @@ pub fn redact_json(value: &Value, ctx: &ScimContext) -> Value {
 /// multi-valued attributes (emails, members) their `value` and `display`, not `type` or
 /// `primary`. Other members are redacted as anywhere else (a sensitive attribute nested in
 /// a personal one is still `[REDACTED]`).
-fn hash_strings(value: &Value, p: &Pseudonymizer, ctx: &ScimContext) -> Value {
+fn hash_strings(value: &Json<'_>, p: &Pseudonymizer, ctx: &ScimContext) -> Value {
     match value {
-        Value::String(s) => Value::String(p.hash(s)),
-        Value::Object(o) => Value::Object(
-            o.iter()
+        Json::Str(s) => Value::String(p.hash(s)),
+        Json::Object(o) => Value::Object(
+            members(o)
                 .map(|(k, v)| {
                     let shown = if ctx.is_sensitive(&patch::base_attribute(k)) {
                         Value::String(patch::REDACTED.to_owned())
@@ -614,14 +622,12 @@ fn hash_strings(value: &Value, p: &Pseudonymizer, ctx: &ScimContext) -> Value {
                     } else {
                         redact_json(v, ctx)
                     };
-                    (k.clone(), shown)
+                    (k.to_owned(), shown)
                 })
                 .collect(),
         ),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|v| hash_strings(v, p, ctx)).collect())
-        }
-        other => other.clone(),
+        Json::Array(items) => Value::Array(items.iter().map(|v| hash_strings(v, p, ctx)).collect()),
+        other => Value::from(other),
     }
 }
 
@@ -641,34 +647,55 @@ fn action_prefix(resource_type: &str) -> String {
 }
 
 /// Top-level attribute names a POST or PUT body carries (not `schemas`, `meta`, `id`).
-fn body_attributes(body: &Value) -> Vec<String> {
+fn body_attributes(body: &Json<'_>) -> Vec<String> {
     body.as_object()
         .map(|o| {
-            o.keys()
-                .filter(|k| !matches!(k.to_ascii_lowercase().as_str(), "schemas" | "meta" | "id"))
-                .cloned()
+            members(o)
+                .map(|(k, _)| k)
+                .filter(|k| {
+                    !["schemas", "meta", "id"]
+                        .iter()
+                        .any(|skip| k.eq_ignore_ascii_case(skip))
+                })
+                .map(str::to_owned)
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// Object member by name, case-insensitively (SCIM attribute names are case-insensitive).
-pub(crate) fn get_ci<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
-    let object: &Map<String, Value> = value.as_object()?;
-    object.get(key).or_else(|| {
-        object
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
+/// Object member by name: the exact name, else case-insensitively (SCIM attribute names are
+/// case-insensitive); of a repeated key, the last.
+pub(crate) fn get_ci<'v, 'a>(value: &'v Json<'a>, key: &str) -> Option<&'v Json<'a>> {
+    let mut folded = None;
+    for (k, v) in value.as_object()?.as_vec().iter().rev() {
+        if **k == *key {
+            return Some(v);
+        }
+        if folded.is_none() && k.eq_ignore_ascii_case(key) {
+            folded = Some(v);
+        }
+    }
+    folded
+}
+
+/// An object's members in document order, a repeated key once, with its last value.
+pub(crate) fn members<'v, 'a>(
+    object: &'v ObjectAsVec<'a>,
+) -> impl Iterator<Item = (&'v str, &'v Json<'a>)> {
+    let entries = object.as_vec();
+    entries
+        .iter()
+        .enumerate()
+        .filter(move |(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| **later == **k))
+        .map(|(_, (k, v))| (&**k, v))
 }
 
 /// A SCIM error body: `status` may be a string or a number.
-fn scim_error(v: &Value) -> Option<ScimError> {
-    let text = |key: &str| get_ci(v, key).and_then(Value::as_str).map(str::to_owned);
+fn scim_error(v: &Json<'_>) -> Option<ScimError> {
+    let text = |key: &str| get_ci(v, key).and_then(Json::as_str).map(str::to_owned);
     let status = get_ci(v, "status").and_then(|s| match s {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Json::Str(s) => Some(s.to_string()),
+        Json::Number(n) => Some(n.to_string()),
         _ => None,
     });
     let error = ScimError {
@@ -680,11 +707,11 @@ fn scim_error(v: &Value) -> Option<ScimError> {
 }
 
 /// BulkResponse `status`: "201", 201, or (older drafts) `{"code": "201"}`.
-fn bulk_status(v: &Value) -> Option<u16> {
+fn bulk_status(v: &Json<'_>) -> Option<u16> {
     match v {
-        Value::String(s) => s.trim().get(..3).and_then(|c| c.parse().ok()),
-        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        Value::Object(_) => get_ci(v, "code").and_then(bulk_status),
+        Json::Str(s) => s.trim().get(..3).and_then(|c| c.parse().ok()),
+        Json::Number(n) => n.as_i64().and_then(|n| u16::try_from(n).ok()),
+        Json::Object(_) => get_ci(v, "code").and_then(bulk_status),
         _ => None,
     }
 }

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
+use serde_json_borrow::ObjectAsVec;
 
-use super::{get_ci, Changes, PatchOpInfo, ScimContext};
+use super::{get_ci, members, Changes, Json, PatchOpInfo, ScimContext};
 
 /// What a PATCH asked for.
 #[derive(Debug, Default)]
@@ -26,20 +27,20 @@ impl PatchAnalysis {
     }
 }
 
-pub(super) fn analyze(body: &Value, resource_type: &str, ctx: &ScimContext) -> PatchAnalysis {
+pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -> PatchAnalysis {
     let mut out = PatchAnalysis::default();
     let prefix = super::action_prefix(resource_type);
-    let Some(ops) = get_ci(body, "Operations").and_then(Value::as_array) else {
+    let Some(ops) = get_ci(body, "Operations").and_then(Json::as_array) else {
         out.parse_error = Some("PatchOp has no Operations array".to_owned());
         return out;
     };
     let mut renamed_by_value_object = false;
     for op in ops {
         let name = get_ci(op, "op")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or("")
             .to_ascii_lowercase();
-        let path = get_ci(op, "path").and_then(Value::as_str);
+        let path = get_ci(op, "path").and_then(Json::as_str);
         let value = get_ci(op, "value");
         match path {
             Some(path) => {
@@ -63,7 +64,7 @@ pub(super) fn analyze(body: &Value, resource_type: &str, ctx: &ScimContext) -> P
                 });
             }
             None => {
-                let Some(object) = value.and_then(Value::as_object) else {
+                let Some(object) = value.and_then(Json::as_object) else {
                     if name != "remove" {
                         out.parse_error.get_or_insert_with(|| {
                             format!("PATCH `{name}` without a path needs an object value")
@@ -76,13 +77,13 @@ pub(super) fn analyze(body: &Value, resource_type: &str, ctx: &ScimContext) -> P
                     });
                     continue;
                 };
-                for (key, v) in object {
+                for (key, v) in members(object) {
                     let attribute = base_attribute(key);
                     if matches!(attribute.as_str(), "id" | "schemas" | "meta") {
                         continue;
                     }
-                    if !out.changes.attributes.contains(key) {
-                        out.changes.attributes.push(key.clone());
+                    if !out.changes.attributes.iter().any(|a| a == key) {
+                        out.changes.attributes.push(key.to_owned());
                     }
                     if resource_type == "Group" && attribute == "displayname" {
                         renamed_by_value_object = true;
@@ -122,7 +123,7 @@ fn apply(
     op: &str,
     attribute: &str,
     path: Option<&str>,
-    value: Option<&Value>,
+    value: Option<&Json<'_>>,
 ) {
     match (resource_type, attribute) {
         ("Group", "members") => {
@@ -227,54 +228,52 @@ fn filter_values(path: &str) -> Vec<String> {
 
 /// Member ids from a members value: `[{"value": "id"}]`, `[{"value": "id", "$ref": null}]`,
 /// `["id"]` or a single object.
-pub(super) fn member_ids(value: &Value) -> Vec<String> {
-    let one = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(_) => get_ci(v, "value")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+pub(super) fn member_ids(value: &Json<'_>) -> Vec<String> {
+    let one = |v: &Json<'_>| match v {
+        Json::Str(s) => Some(s.to_string()),
+        Json::Object(_) => get_ci(v, "value").and_then(Json::as_str).map(str::to_owned),
         _ => None,
     };
     match value {
-        Value::Array(items) => items.iter().filter_map(one).collect(),
+        Json::Array(items) => items.iter().filter_map(one).collect(),
         other => one(other).into_iter().collect(),
     }
 }
 
 /// `true`, `false`, or a string of either in any casing.
-pub(super) fn as_bool(value: &Value) -> Option<bool> {
+pub(super) fn as_bool(value: &Json<'_>) -> Option<bool> {
     match value {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
-        Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+        Json::Bool(b) => Some(*b),
+        Json::Str(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+        Json::Str(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
         _ => None,
     }
 }
 
 /// New values of identifying attributes set by a PATCH (`userName`, `displayName`,
 /// `externalId`), keyed by lower-case name.
-pub(super) fn patched_values(body: &Value) -> HashMap<String, Value> {
+pub(super) fn patched_values<'v, 'a>(body: &'v Json<'a>) -> HashMap<String, &'v Json<'a>> {
     let mut out = HashMap::new();
-    let Some(ops) = get_ci(body, "Operations").and_then(Value::as_array) else {
+    let Some(ops) = get_ci(body, "Operations").and_then(Json::as_array) else {
         return out;
     };
     for op in ops {
         let name = get_ci(op, "op")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or("")
             .to_ascii_lowercase();
         if name == "remove" {
             continue;
         }
         let value = get_ci(op, "value");
-        match (get_ci(op, "path").and_then(Value::as_str), value) {
+        match (get_ci(op, "path").and_then(Json::as_str), value) {
             (Some(path), Some(v)) if v.is_string() && !path.contains(['[', '.']) => {
-                out.insert(base_attribute(path), v.clone());
+                out.insert(base_attribute(path), v);
             }
-            (None, Some(Value::Object(object))) => {
-                for (k, v) in object {
+            (None, Some(Json::Object(object))) => {
+                for (k, v) in members(object) {
                     if v.is_string() && !k.contains('.') {
-                        out.insert(base_attribute(k), v.clone());
+                        out.insert(base_attribute(k), v);
                     }
                 }
             }
@@ -287,36 +286,36 @@ pub(super) fn patched_values(body: &Value) -> HashMap<String, Value> {
 
 /// A PATCH value as the event may show it: scalars of attributes that are not sensitive
 /// (pseudonymised where configured); members and complex values are summarised elsewhere.
-fn shown_value(attribute: &str, value: &Value, ctx: &ScimContext) -> Option<Value> {
+fn shown_value(attribute: &str, value: &Json<'_>, ctx: &ScimContext) -> Option<Value> {
     if ctx.is_sensitive(attribute) {
         return Some(Value::String(REDACTED.to_owned()));
     }
     match value {
-        Value::Bool(_) | Value::Number(_) | Value::Null => Some(value.clone()),
-        Value::String(s) => {
+        Json::Bool(_) | Json::Number(_) | Json::Null => Some(Value::from(value)),
+        Json::Str(s) => {
             if attribute == "active" {
                 return as_bool(value)
                     .map(Value::Bool)
-                    .or_else(|| Some(value.clone()));
+                    .or_else(|| Some(Value::from(value)));
             }
             Some(Value::String(match &ctx.pseudonymizer {
                 Some(p) if is_pii(attribute) => p.hash(s),
-                _ => s.clone(),
+                _ => s.to_string(),
             }))
         }
         _ => None,
     }
 }
 
-fn shown_object(object: &Map<String, Value>, ctx: &ScimContext) -> Option<Value> {
+fn shown_object(object: &ObjectAsVec<'_>, ctx: &ScimContext) -> Option<Value> {
     let mut shown = Map::new();
-    for (k, v) in object {
+    for (k, v) in members(object) {
         let attribute = base_attribute(k);
         if matches!(attribute.as_str(), "schemas" | "meta") {
             continue;
         }
         if let Some(v) = shown_value(&attribute, v, ctx) {
-            shown.insert(k.clone(), v);
+            shown.insert(k.to_owned(), v);
         }
     }
     (!shown.is_empty()).then_some(Value::Object(shown))
@@ -379,10 +378,10 @@ mod tests {
 
     #[test]
     fn booleans_arrive_in_any_casing() {
-        assert_eq!(as_bool(&Value::Bool(false)), Some(false));
-        assert_eq!(as_bool(&Value::String("False".into())), Some(false));
-        assert_eq!(as_bool(&Value::String("false".into())), Some(false));
-        assert_eq!(as_bool(&Value::String("TRUE".into())), Some(true));
-        assert_eq!(as_bool(&Value::String("yes".into())), None);
+        assert_eq!(as_bool(&Json::Bool(false)), Some(false));
+        assert_eq!(as_bool(&Json::Str("False".into())), Some(false));
+        assert_eq!(as_bool(&Json::Str("false".into())), Some(false));
+        assert_eq!(as_bool(&Json::Str("TRUE".into())), Some(true));
+        assert_eq!(as_bool(&Json::Str("yes".into())), None);
     }
 }

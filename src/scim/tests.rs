@@ -50,7 +50,7 @@ fn redacted_attributes_never_show_and_configured_ones_too() {
                        {"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:password", "value": "p3"},
                        {"op": "replace", "value": {"password": "p4", "nested": {"Password": "p5"}}}]
     });
-    let shown = redact_json(&body, &ctx).to_string();
+    let shown = redact_json(&Json::from(&body), &ctx).to_string();
     for secret in ["p1", "s1", "p2", "p3", "p4", "p5"] {
         assert!(
             !shown.contains(&format!("\"{secret}\"")),
@@ -64,7 +64,8 @@ fn redacted_attributes_never_show_and_configured_ones_too() {
 fn pseudonymised_targets_and_filters_hide_the_raw_values() {
     let p = Pseudonymizer::new(b"0123456789abcdef".to_vec());
     let ctx = ScimContext::new(None, CustomTypes::new(), &[], Some(p.clone()));
-    let request = Body::Json(json!({"userName": "bjensen@example.com", "displayName": "Babs"}));
+    let request = json!({"userName": "bjensen@example.com", "displayName": "Babs"});
+    let request = Body::Json(Json::from(&request));
     let parts = Parts {
         method: "POST",
         path: "/Users",
@@ -91,13 +92,13 @@ fn pseudonymised_targets_and_filters_hide_the_raw_values() {
 #[test]
 fn resource_types_are_learned_from_discovery_responses() {
     let mut ctx = ScimContext::default();
-    ctx.learn_resource_types(&json!({
+    ctx.learn_resource_types(&Json::from(&json!({
         "Resources": [
             {"name": "User", "endpoint": "/Users"},
             {"name": "Device", "endpoint": "/Devices"},
             {"name": "Broken"}
         ]
-    }));
+    })));
     assert_eq!(
         ctx.custom_types.get("devices").map(String::as_str),
         Some("Device")
@@ -128,9 +129,9 @@ fn odd_json_shapes_never_panic() {
                     method,
                     path,
                     query: Some("filter=%zz&&="),
-                    request: &Body::Json(body.clone()),
+                    request: &Body::Json(Json::from(&body)),
                     status: Some(400),
-                    response: &Body::Json(body.clone()),
+                    response: &Body::Json(Json::from(&body)),
                     location: Some("::"),
                 },
                 &ScimContext::default(),
@@ -149,7 +150,7 @@ fn pseudonymised_bodies_hide_member_names_and_email_values_but_keep_types() {
         "emails": [{"type": "work", "value": "a@example.com", "primary": true}],
         "members": [{"value": "u1", "display": "test.user@okta.local"}]
     });
-    let shown = redact_json(&body, &ctx);
+    let shown = redact_json(&Json::from(&body), &ctx);
     let text = shown.to_string();
     for raw in ["a@example.com", "test.user@okta.local", "\"Eng\""] {
         assert!(!text.contains(raw), "{raw} in {text}");
@@ -160,4 +161,26 @@ fn pseudonymised_bodies_hide_member_names_and_email_values_but_keep_types() {
         shown["members"][0]["display"],
         p.hash("test.user@okta.local")
     );
+}
+
+#[test]
+fn a_repeated_key_counts_once_with_its_last_value() {
+    let raw = br#"{"userName":"first","active":true,"USERNAME":"folded","userName":"second","members":[],"members":[{"value":"m2"}]}"#;
+    let Body::Json(body) = Body::parse(raw, raw.len() as u64, false, "request") else {
+        panic!("not parsed");
+    };
+    assert_eq!(
+        get_ci(&body, "userName").and_then(Json::as_str),
+        Some("second")
+    );
+    assert_eq!(
+        get_ci(&body, "username").and_then(Json::as_str),
+        Some("second")
+    );
+    assert_eq!(
+        body_attributes(&body),
+        vec!["active", "USERNAME", "userName", "members"]
+    );
+    let info = one("POST", "/Groups", Body::Json(body), 201, Body::Absent);
+    assert_eq!(info.changes.members_added, vec!["m2"]);
 }
