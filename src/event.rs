@@ -536,11 +536,20 @@ pub fn fingerprint(secret: &[u8]) -> String {
 }
 
 fn hex_prefix(bytes: &[u8], digits: usize) -> String {
-    let mut out = String::with_capacity(digits);
-    for byte in bytes.iter().take(digits.div_ceil(2)) {
-        out.push_str(&format!("{byte:02x}"));
-    }
+    let mut out = hex(&bytes[..digits.div_ceil(2).min(bytes.len())]);
     out.truncate(digits);
+    out
+}
+
+/// Lower-case hex of `bytes` (digests in events and chain records: one per line, so not
+/// through `format!` per byte).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
     out
 }
 

@@ -170,11 +170,7 @@ fn digest(key: Option<&[u8]>, bytes: &[u8]) -> String {
         },
         None => Sha256::digest(bytes).into(),
     };
-    let mut hex = String::with_capacity(64);
-    for b in raw {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
+    crate::event::hex(&raw)
 }
 
 /// The chain fields of one line, as read back.

@@ -30,12 +30,7 @@ impl Pseudonymizer {
         };
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(12 + 64);
-        out.push_str("hmac-sha256:");
-        for b in digest {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out
+        format!("hmac-sha256:{}", crate::event::hex(&digest))
     }
 
     /// The filter with every quoted string literal replaced by its pseudonym (quoted).

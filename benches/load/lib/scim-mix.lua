@@ -82,10 +82,15 @@ function request()
   return reqs[(counter % #reqs) + 1]
 end
 
+-- Paced mode: each connection pauses after every response, on average BENCH_DELAY_MS. The
+-- pause is drawn uniformly from 0 to twice that (whole milliseconds, as wrk takes them): with
+-- a fixed pause all connections stay in lockstep and their requests arrive as one burst per
+-- period, so the slowest request of a burst measures the burst, not the proxy.
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0") or 0
 if delay_ms > 0 then
+  math.randomseed(os.time())
   function delay()
-    return delay_ms
+    return math.random(0, 2 * delay_ms)
   end
 end
 
