@@ -225,7 +225,9 @@ fn seal_into_the_chain(bencher: divan::Bencher) {
         .expect("encodes");
     let mut chain =
         scimtap::integrity::Chain::resume(Some(b"0123456789abcdef0123456789abcdef".to_vec()), None);
-    bencher.bench_local(|| chain.seal(black_box(&line)).len());
+    bencher
+        .with_inputs(|| line.clone())
+        .bench_local_values(|line| chain.seal(black_box(line)).len());
 }
 
 /// A 64-frame body of 16 KiB frames polled through the tee (copying up to the capture limit)

@@ -371,7 +371,8 @@ impl AuditEvent<'_> {
     /// # Errors
     /// Only if serialization fails, which the types above do not allow in practice.
     pub fn to_json_line(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut line = Vec::with_capacity(1024);
+        // Room for a typical event and the chain fields sealed onto it (no reallocation).
+        let mut line = Vec::with_capacity(2048);
         serde_json::to_writer(&mut line, self)?;
         line.push(b'\n');
         Ok(line)

@@ -107,15 +107,18 @@ impl Chain {
     /// Appends the chain fields to one JSON-object line (`{...}\n`) and returns the sealed
     /// line. A line that is not a JSON object is returned unchanged (not expected: scimtap
     /// builds every line itself).
-    pub fn seal(&mut self, line: &[u8]) -> Vec<u8> {
-        let body = line.strip_suffix(b"\n").unwrap_or(line);
+    pub fn seal(&mut self, line: Vec<u8>) -> Vec<u8> {
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
         let Some(open) = body.strip_suffix(b"}") else {
-            return line.to_vec();
+            return line;
         };
+        let open_len = open.len();
         self.seq += 1;
-        let mut out = Vec::with_capacity(line.len() + 220);
-        out.extend_from_slice(open);
-        if open.len() > 1 {
+        // Extended in place: the event's bytes are not copied again.
+        let mut out = line;
+        out.truncate(open_len);
+        out.reserve(220);
+        if open_len > 1 {
             out.push(b',');
         }
         out.extend_from_slice(b"\"instance\":\"");
@@ -153,7 +156,7 @@ impl Chain {
         };
         let mut line = serde_json::to_vec(&record).unwrap_or_else(|_| b"{}".to_vec());
         line.push(b'\n');
-        (event_id, self.seal(&line))
+        (event_id, self.seal(line))
     }
 }
 
@@ -651,7 +654,7 @@ mod tests {
                 .1,
         ];
         for i in 0..n {
-            lines.push(chain.seal(format!("{{\"event_id\":\"e{i}\",\"n\":{i}}}\n").as_bytes()));
+            lines.push(chain.seal(format!("{{\"event_id\":\"e{i}\",\"n\":{i}}}\n").into_bytes()));
         }
         lines.push(chain.record(RecordKind::Stop, serde_json::json!({})).1);
         lines
@@ -666,14 +669,14 @@ mod tests {
     #[test]
     fn a_sealed_line_keeps_the_event_and_ends_with_the_chain() {
         let mut chain = Chain::resume(None, None);
-        let line = chain.seal(b"{\"a\":1}\n");
+        let line = chain.seal(b"{\"a\":1}\n".to_vec());
         let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(value["a"], 1);
         assert_eq!(value["integrity"]["seq"], 1);
         assert_eq!(value["integrity"]["prev_hash"], GENESIS_PREV);
         assert_eq!(value["instance"], chain.instance());
         assert!(line.ends_with(b"\"}}\n"));
-        let second = chain.seal(b"{\"a\":2}\n");
+        let second = chain.seal(b"{\"a\":2}\n".to_vec());
         let second: serde_json::Value = serde_json::from_slice(&second).unwrap();
         assert_eq!(second["integrity"]["prev_hash"], value["integrity"]["hash"]);
     }

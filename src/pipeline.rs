@@ -394,7 +394,7 @@ fn emit_intent(
     });
     let mut line = serde_json::to_vec(&record).unwrap_or_default();
     line.push(b'\n');
-    let line = Bytes::from(integrity.chain.seal(&line));
+    let line = Bytes::from(integrity.chain.seal(line));
     let meta = Arc::new(RecordMeta {
         ack: Some(ack),
         event_id,
@@ -476,7 +476,7 @@ fn run_worker(
             let line = match event.to_json_line() {
                 Ok(line) => {
                     since_checkpoint += 1;
-                    Bytes::from(integrity.chain.seal(&line))
+                    Bytes::from(integrity.chain.seal(line))
                 }
                 Err(error) => {
                     tracing::error!(%error, request_id = %exchange.request_id, "Cannot encode audit event.");

@@ -28,7 +28,7 @@ fn build_chain(key: Option<&[u8]>, events: usize, restarts: &[usize]) -> Vec<Vec
         lines.push(
             chain.seal(
                 format!("{{\"event_id\":\"ev-{i:04}\",\"request_id\":\"r{i}\",\"n\":{i}}}\n")
-                    .as_bytes(),
+                    .into_bytes(),
             ),
         );
         if restarts.contains(&i) {
