@@ -497,7 +497,8 @@ def cmd_summarize(args):
         pc = paced_recs[0]["conc"]
         offered = pc * 1000 / paced_recs[0]["delay_ms"]
         print(f"### Latency at a fixed offered load ({pc} connections, each pausing "
-              f"{paced_recs[0]['delay_ms']} ms after every response: at most {offered:.0f} req/s)")
+              f"0-{2 * paced_recs[0]['delay_ms']} ms at random, {paced_recs[0]['delay_ms']} ms on "
+              f"average, after every response: at most {offered:.0f} req/s)")
         print()
         print("| conn | contender | req/s | p50 ms | p99 ms | p99.9 ms | p99 added vs direct, ms | proxy CPU s / 10k req "
               "| peak RSS MiB | missing lines | wrk errors |")
