@@ -271,7 +271,8 @@ enum Wait {
 #[derive(Debug, Default)]
 struct BatchBell {
     ring: Notify,
-    /// Bytes of the events in a memory queue (a disk buffer keeps its own count).
+    /// Bytes of the events in a memory queue, and of the one a lingering sink thread has taken
+    /// (a disk buffer is not counted).
     queued_bytes: AtomicUsize,
 }
 
@@ -391,11 +392,13 @@ impl SinkHandle {
     /// Called from the audit worker thread, never from the async runtime.
     pub fn enqueue_blocking(&self, line: Record) {
         let urgent = line.meta.ack.is_some();
+        // What the sink's next batch would hold: the queue, plus (for a memory queue) the one
+        // record a lingering sink thread has already taken (a disk buffer still counts it).
         let (depth, full) = match &self.tx {
             QueueTx::Memory(tx) => {
                 self.enqueue_memory(tx, line);
                 (
-                    self.capacity.saturating_sub(tx.capacity()) as u64,
+                    self.capacity.saturating_sub(tx.capacity()) as u64 + 1,
                     tx.capacity() == 0,
                 )
             }
@@ -655,7 +658,9 @@ impl SinkWorker {
         let mut batch: Vec<Record> = Vec::with_capacity(self.batch.max_events.min(4096));
         loop {
             // Disk buffer: the position just after the last event taken into `batch`.
-            let mut upto = match self.take(Wait::Forever).await {
+            // Taken from the queue without leaving the bell's byte count until the linger
+            // ends: the audit worker counts it towards a full batch.
+            let mut upto = match self.rx.next(Wait::Forever).await {
                 Next::Event(record, position) => {
                     batch.push(record);
                     position
@@ -672,6 +677,9 @@ impl SinkWorker {
                     () = tokio::time::sleep_until(deadline) => {}
                     () = self.bell.ring.notified() => {}
                 }
+            }
+            if matches!(self.rx, QueueRx::Memory(_)) {
+                self.bell.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             }
             while batch.len() < self.batch.max_events && bytes < self.batch.max_bytes {
                 let Next::Event(record, position) = self.take(Wait::No).await else {
@@ -903,6 +911,116 @@ mod tests {
         assert_eq!(
             left.iter().map(|r| r.line.clone()).collect::<Vec<_>>(),
             [Bytes::from("1\n"), Bytes::from("4\n")]
+        );
+    }
+
+    /// A file sink whose batches may wait 30 s to fill: only the bell can make it write sooner.
+    fn lingering_file_sink(dir: &std::path::Path, max_events: usize) -> (SinkHandle, SinkThread) {
+        let config = SinkConfig {
+            name: "t".to_owned(),
+            format: EventFormat::Native,
+            when_full: WhenFull::Block,
+            max_events: 64,
+            disk_buffer: None,
+            batch: BatchConfig {
+                max_events,
+                max_bytes: 1 << 20,
+                timeout: Duration::from_secs(30),
+            },
+            retry: RetryConfig {
+                max_attempts: 1,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(10),
+            },
+            kind: SinkKind::File(crate::config::FileSinkConfig {
+                path: dir.join("audit.jsonl"),
+                max_file_bytes: 1 << 30,
+                keep_files: 1,
+            }),
+        };
+        start(&config, &Metrics::new(), ReopenSignal::default()).expect("sink starts")
+    }
+
+    fn lines_within(path: &std::path::Path, want: usize, limit: Duration) -> usize {
+        let until = Instant::now() + limit;
+        loop {
+            let n = std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+            if n >= want || Instant::now() >= until {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_full_batch_is_written_without_waiting_out_the_linger() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (handle, _thread) = lingering_file_sink(dir.path(), 4);
+        let mut three = records(3).into_iter();
+        handle.enqueue_blocking(three.next().expect("a record"));
+        // Once the sink thread holds the first record it lingers for the rest of its batch.
+        let QueueTx::Memory(tx) = &handle.tx else {
+            panic!("memory queue");
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while tx.capacity() < handle.capacity && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for record in three {
+            handle.enqueue_blocking(record);
+        }
+        let path = dir.path().join("audit.jsonl");
+        assert_eq!(
+            lines_within(&path, 1, Duration::from_millis(300)),
+            0,
+            "3 of 4: the batch is still filling"
+        );
+        handle.enqueue_blocking(Record::from(Bytes::from("3\n")));
+        assert_eq!(lines_within(&path, 4, Duration::from_secs(5)), 4);
+    }
+
+    #[test]
+    fn an_intent_is_made_durable_without_waiting_out_the_linger() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (handle, _thread) = lingering_file_sink(dir.path(), 512);
+        handle.enqueue_blocking(Record::from(Bytes::from("0\n")));
+        let (ack, mut fired) = DurableAck::new();
+        handle.enqueue_blocking(Record {
+            line: Bytes::from("{\"record\":\"audit.intent\"}\n"),
+            meta: Arc::new(RecordMeta {
+                ack: Some(ack),
+                ..RecordMeta::default()
+            }),
+        });
+        let until = Instant::now() + Duration::from_secs(5);
+        while fired.try_recv().is_err() {
+            assert!(Instant::now() < until, "intent not acknowledged within 5 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let path = dir.path().join("audit.jsonl");
+        assert_eq!(lines_within(&path, 2, Duration::from_secs(1)), 2);
+    }
+
+    #[test]
+    fn closing_the_queue_ends_the_linger() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (handle, thread) = lingering_file_sink(dir.path(), 512);
+        handle.enqueue_blocking(Record::from(Bytes::from("0\n")));
+        drop(handle);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let finished = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), thread.finished()).await
+        });
+        assert!(
+            finished.is_ok(),
+            "the sink thread kept lingering after its queue closed"
+        );
+        assert_eq!(
+            lines_within(&dir.path().join("audit.jsonl"), 1, Duration::ZERO),
+            1
         );
     }
 
