@@ -392,15 +392,14 @@ impl SinkHandle {
     /// Called from the audit worker thread, never from the async runtime.
     pub fn enqueue_blocking(&self, line: Record) {
         let urgent = line.meta.ack.is_some();
-        // What the sink's next batch would hold: the queue, plus (for a memory queue) the one
-        // record a lingering sink thread has already taken (a disk buffer still counts it).
-        let (depth, full) = match &self.tx {
+        // `next_batch`: what the sink's next batch would hold: the queue, plus (for a memory
+        // queue) the one record a lingering sink thread has already taken (a disk buffer still
+        // counts it).
+        let (depth, next_batch, full) = match &self.tx {
             QueueTx::Memory(tx) => {
                 self.enqueue_memory(tx, line);
-                (
-                    self.capacity.saturating_sub(tx.capacity()) as u64 + 1,
-                    tx.capacity() == 0,
-                )
+                let depth = self.capacity.saturating_sub(tx.capacity()) as u64;
+                (depth, depth + 1, tx.capacity() == 0)
             }
             QueueTx::Disk(buffer) => {
                 match buffer.append(&line, self.when_full == WhenFull::Block) {
@@ -417,12 +416,13 @@ impl SinkHandle {
                         self.healthy.store(false, Ordering::Relaxed);
                     }
                 }
-                (buffer.queued(), buffer.is_full())
+                let depth = buffer.queued();
+                (depth, depth, buffer.is_full())
             }
         };
         if urgent
             || full
-            || depth >= self.batch_events
+            || next_batch >= self.batch_events
             || self.bell.queued_bytes.load(Ordering::Relaxed) >= self.batch_bytes
         {
             self.bell.ring();
