@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ClientConfig, Config, IncludeBodies};
-use crate::exchange::{BodyCapture, BodyEnd, Exchange, Failure, FailureSide};
+use crate::exchange::{BodyCapture, BodyEnd, Exchange, Failure, FailureSide, ResponseRecord};
 use crate::scim::{self, Body, Parts, Pseudonymizer, ScimContext, ScimInfo};
 
 /// Version of the event layout. Readers should branch on the major part.
@@ -221,25 +221,25 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
         }
         other => other,
     };
-    let response_body = match &ex.response {
-        // scimtap's own error body repeats `failure`; it is not the service's SCIM error.
-        Some(r) if r.generated => Body::Absent,
-        Some(r)
-            if wants_response_body(
+    let parse_response = |r: &ResponseRecord| {
+        parse_body(
+            response_bytes.as_deref().unwrap_or_default(),
+            &r.body,
+            "response",
+        )
+    };
+    // Classification reads the service's response only where it needs it; scimtap's own error
+    // body repeats `failure` and is not the service's SCIM error.
+    let classified_response = ex.response.as_ref().filter(|r| {
+        !r.generated
+            && wants_response_body(
                 ex.request.method.as_str(),
                 path,
                 r.status.as_u16(),
                 &ctx.scim,
-            ) =>
-        {
-            parse_body(
-                response_bytes.as_deref().unwrap_or_default(),
-                &r.body,
-                "response",
             )
-        }
-        _ => Body::Absent,
-    };
+    });
+    let response_body = classified_response.map_or(Body::Absent, parse_response);
     let location = ex
         .response
         .as_ref()
@@ -293,19 +293,16 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
     };
     let (shown_request, shown_response) = match ctx.include_bodies {
         IncludeBodies::None => (None, None),
-        IncludeBodies::Redacted => (
-            shown_body(&request_body, &ctx.scim),
-            shown_body(
-                &ex.response.as_ref().map_or(Body::Absent, |r| {
-                    parse_body(
-                        response_bytes.as_deref().unwrap_or_default(),
-                        &r.body,
-                        "response",
-                    )
-                }),
-                &ctx.scim,
-            ),
-        ),
+        IncludeBodies::Redacted => {
+            // Any response is shown, scimtap's own included; one already parsed is not parsed
+            // again.
+            let shown_response = match (classified_response, &ex.response) {
+                (Some(_), _) => shown_body(&response_body, &ctx.scim),
+                (None, Some(r)) => shown_body(&parse_response(r), &ctx.scim),
+                (None, None) => None,
+            };
+            (shown_body(&request_body, &ctx.scim), shown_response)
+        }
     };
     let http = HttpInfo {
         version: version_str(ex.request.version),
