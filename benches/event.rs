@@ -66,7 +66,7 @@ fn exchange(
     );
     Exchange {
         request_id: "0192f1c2-7a4b-7c3d-9e8f-0123456789ab".to_owned(),
-        started_at: SystemTime::now(),
+        started_at: SystemTime::now().into(),
         duration: Duration::from_micros(850),
         conn: ConnInfo::new("10.1.2.3:51234".parse().expect("valid address"), true),
         request: RequestHead {
@@ -240,7 +240,7 @@ fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
         .build()
         .expect("runtime");
     let metrics = scimtap::telemetry::Metrics::new();
-    let (handoff, _pipeline) = scimtap::pipeline::Pipeline::start(
+    let (queue, _pipeline) = scimtap::pipeline::Pipeline::start(
         1 << 20,
         EventContext::default(),
         Vec::new(),
@@ -252,6 +252,7 @@ fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
         &metrics,
     )
     .expect("pipeline");
+    let handoff = scimtap::exchange::Handoff::new(Arc::new(queue));
     let limits = scimtap::tee::CaptureLimits {
         max_body_bytes: 1024 * 1024,
         budget: scimtap::exchange::CaptureBudget::new(

@@ -9,24 +9,22 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::time::SystemTime;
 
-use http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, USER_AGENT};
+use http::header::{CONTENT_TYPE, LOCATION, USER_AGENT};
 use http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
+use crate::clients;
+use crate::clock::{new_uuid_v7, Timestamp};
 use crate::config::{ClientConfig, Config, IncludeBodies};
-use crate::exchange::{BodyCapture, BodyEnd, Exchange, Failure, FailureSide, ResponseRecord};
+use crate::exchange::{
+    BodyCapture, BodyEnd, Exchange, Failure, FailureKind, FailureSide, ResponseRecord,
+};
 use crate::scim::{self, Body, Parts, Pseudonymizer, ScimContext, ScimInfo};
 
 /// Version of the event layout. Readers should branch on the major part.
 pub const SCHEMA_VERSION: &str = "1.2";
-
-/// Hex digits of SHA-256 kept in `client.token_fingerprint` (64 bits: enough to tell clients
-/// apart, far too few to be useful for guessing the token).
-const FINGERPRINT_HEX_LEN: usize = 16;
 
 /// Query parameters whose values never appear in `http.query`.
 const SECRET_QUERY_PARAMS: &[&str] = &[
@@ -105,7 +103,7 @@ pub struct AuditEvent<'a> {
     /// UUIDv7: unique, and sorts by creation time.
     pub event_id: String,
     /// When the request arrived, RFC 3339 UTC with milliseconds.
-    pub timestamp: String,
+    pub timestamp: Timestamp,
     /// From request arrival until both bodies finished.
     pub duration_ms: f64,
     pub request_id: &'a str,
@@ -173,7 +171,7 @@ pub struct HttpInfo<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct FailureInfo {
     pub side: FailureSide,
-    pub kind: &'static str,
+    pub kind: FailureKind,
     pub detail: String,
 }
 
@@ -185,17 +183,6 @@ impl From<Failure> for FailureInfo {
             detail: f.detail,
         }
     }
-}
-
-/// A time-ordered UUID (v7) for request and event ids. Its 74 random bits come from the
-/// thread's CSPRNG (ChaCha, seeded from the OS): `Uuid::now_v7()` would make a `getrandom`
-/// system call for every id, two or three per request.
-pub fn new_uuid_v7() -> uuid::Uuid {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let random: [u8; 10] = rand::random();
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
 }
 
 /// The events of one exchange: one, or one per operation of a Bulk request.
@@ -256,32 +243,17 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
     };
     let infos = scim::classify(&parts, &ctx.scim);
 
-    let (auth_scheme, token_digest) = credentials(&ex.request.headers);
+    let credentials = clients::credentials(&ex.request.headers);
     let user_agent = header_text(&ex.request.headers, USER_AGENT);
     let cert_subject = ex.conn.client_cert_subject.as_deref();
-    let normalized_subject = cert_subject.map(crate::config::normalize_subject);
-    let client_entry = token_digest
-        .as_ref()
-        .and_then(|d| {
-            ctx.clients
-                .iter()
-                .find(|c| c.token_sha256.as_ref() == Some(d))
-        })
-        .or_else(|| {
-            let subject = normalized_subject.as_ref()?;
-            ctx.clients
-                .iter()
-                .find(|c| c.cert_subject.as_ref() == Some(subject))
-        });
+    let client_entry = clients::matching(&ctx.clients, credentials.digest.as_ref(), cert_subject);
     let client = ClientInfo {
         address: ex.conn.peer.ip().to_string(),
         port: ex.conn.peer.port(),
         tls: ex.conn.tls,
         certificate_subject: cert_subject.map(str::to_owned),
-        auth_scheme,
-        token_fingerprint: token_digest
-            .as_ref()
-            .map(|d| hex_prefix(d, FINGERPRINT_HEX_LEN)),
+        token_fingerprint: credentials.fingerprint(),
+        auth_scheme: credentials.scheme,
         name: client_entry.map(|c| c.name.clone()),
         idp: client_entry.and_then(|c| c.idp.clone()).or_else(|| {
             user_agent
@@ -329,7 +301,7 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
         request_body: shown_request,
         response_body: shown_response,
     };
-    let timestamp = rfc3339_millis(ex.started_at);
+    let timestamp = ex.started_at;
     let duration_ms = (ex.duration.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     let failure = failure.map(FailureInfo::from);
 
@@ -345,7 +317,7 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
             AuditEvent {
                 schema_version: SCHEMA_VERSION,
                 event_id: new_uuid_v7().to_string(),
-                timestamp: timestamp.clone(),
+                timestamp,
                 duration_ms,
                 request_id: &ex.request_id,
                 outcome: if ok {
@@ -472,85 +444,6 @@ fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> Option<St
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-/// Authorization schemes reported by name (IANA registry and common vendor ones). Anything
-/// else is reported as `other`: a word that is not a known scheme may be the credential
-/// itself (a raw token sent without a scheme), and must never reach an event.
-const KNOWN_SCHEMES: &[&str] = &[
-    "basic",
-    "bearer",
-    "digest",
-    "dpop",
-    "gnap",
-    "hoba",
-    "mutual",
-    "negotiate",
-    "ntlm",
-    "privatetoken",
-    "concealed",
-    "scram-sha-1",
-    "scram-sha-256",
-    "vapid",
-    "aws4-hmac-sha256",
-    "splunk",
-    "token",
-    "apikey",
-    "sharedkey",
-    "sso-key",
-];
-
-/// `(scheme, SHA-256 of the credentials)` of the Authorization header; the credentials
-/// themselves never leave this function.
-pub(crate) fn credentials(headers: &HeaderMap) -> (Option<String>, Option<[u8; 32]>) {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return (None, None);
-    };
-    let text = String::from_utf8_lossy(value.as_bytes());
-    let text = text.trim();
-    // RFC 9110 §11.6.2: scheme, then whitespace (spaces or tabs), then the credentials.
-    let (word, rest) = match text.split_once(|c: char| c.is_ascii_whitespace()) {
-        Some((word, rest)) => (word, rest.trim()),
-        None => (text, ""),
-    };
-    let lower = word.to_ascii_lowercase();
-    let known = KNOWN_SCHEMES.contains(&lower.as_str());
-    let (scheme, secret) = match (known, rest.is_empty()) {
-        // `Bearer` alone: a scheme without credentials.
-        (true, true) => (Some(lower), ""),
-        (true, false) => (Some(lower), rest),
-        // A lone unknown word is a raw credential: hash it, never show it.
-        (false, true) => (Some("other".to_owned()), text),
-        (false, false) => (Some("other".to_owned()), rest),
-    };
-    if secret.is_empty() {
-        return (scheme, None);
-    }
-    (scheme, Some(Sha256::digest(secret.as_bytes()).into()))
-}
-
-/// Short hex SHA-256 of `secret`, as in `client.token_fingerprint`.
-pub fn fingerprint(secret: &[u8]) -> String {
-    let digest: [u8; 32] = Sha256::digest(secret).into();
-    hex_prefix(&digest, FINGERPRINT_HEX_LEN)
-}
-
-fn hex_prefix(bytes: &[u8], digits: usize) -> String {
-    let mut out = hex(&bytes[..digits.div_ceil(2).min(bytes.len())]);
-    out.truncate(digits);
-    out
-}
-
-/// Lower-case hex of `bytes` (digests in events and chain records: one per line, so not
-/// through `format!` per byte).
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
 fn version_str(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_09 => "HTTP/0.9",
@@ -562,21 +455,14 @@ fn version_str(v: http::Version) -> &'static str {
     }
 }
 
-/// Now, as events write times (RFC 3339, UTC, milliseconds).
-pub fn now_rfc3339() -> String {
-    rfc3339_millis(SystemTime::now())
-}
-
-fn rfc3339_millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::fingerprint;
     use crate::exchange::{BodyCapture, BodyEnd, ConnInfo, RequestHead, ResponseRecord};
+    use http::header::AUTHORIZATION;
     use http::{HeaderValue, Method, StatusCode, Version};
-    use std::time::Duration;
+    use sha2::{Digest, Sha256};
 
     fn exchange(status: Option<u16>) -> Exchange {
         let mut headers = HeaderMap::new();
@@ -594,8 +480,8 @@ mod tests {
         );
         Exchange {
             request_id: "req-1".into(),
-            started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            duration: Duration::from_micros(1500),
+            started_at: Timestamp::from_unix_millis(1_700_000_000_123),
+            duration: std::time::Duration::from_micros(1500),
             conn: ConnInfo::new("10.0.0.7:5555".parse().unwrap(), true),
             request: RequestHead {
                 method: Method::GET,
@@ -646,7 +532,7 @@ mod tests {
     fn token_is_fingerprinted_never_copied() {
         let v = json(&exchange(Some(200)));
         let fp = v["client"]["token_fingerprint"].as_str().unwrap();
-        assert_eq!(fp.len(), FINGERPRINT_HEX_LEN);
+        assert_eq!(fp.len(), 16);
         assert_eq!(fp, &fingerprint(b"s3cr3t-token"));
         let text = v.to_string();
         assert!(!text.contains("s3cr3t"));

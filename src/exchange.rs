@@ -3,18 +3,107 @@
 //! A [`PendingExchange`] is created when a request arrives. Its two sides finish independently
 //! (the request body when the upstream has read it, the response body when the client has read
 //! it, or either one on error or drop). Each side reports exactly once; the side that reports
-//! last turns the pending state into an [`Exchange`] and hands it to the audit pipeline with a
-//! non-blocking send. Nothing here parses a body or waits on anything but an uncontended lock.
+//! last turns the pending state into an [`Exchange`] and hands it to an [`Auditor`] with a
+//! non-blocking call. Nothing here parses a body or waits on anything but an uncontended lock.
+//!
+//! The request path (listener, proxy, tee, write-ahead) knows the audit side only through the
+//! [`Auditor`] trait defined here, as linkerd2-proxy's bodies know their end-of-stream
+//! callbacks: nothing on that side imports the pipeline, events, formats or sinks.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
+use tokio::sync::{oneshot, Notify};
 
-use crate::pipeline::Handoff;
+use crate::clock::Timestamp;
+
+/// The audit side as the request path sees it. Implemented by the audit pipeline; tests and
+/// benchmarks plug in their own.
+pub trait Auditor: Send + Sync + 'static {
+    /// Takes a finished exchange. Must never wait: what cannot be queued is counted and
+    /// dropped by the implementation.
+    fn submit(&self, exchange: Exchange);
+
+    /// Whether an exchange's events would be queued now (asked before a SCIM write is
+    /// forwarded when `audit.on_audit_failure = "reject"`).
+    fn can_accept(&self) -> bool;
+
+    /// Write-ahead mode: queues the intent record of a SCIM write about to be forwarded.
+    /// Returns a receiver that completes once the record is on stable storage (an error when
+    /// no sink could make it so), or `None` when it cannot even be queued: the write must then
+    /// be refused, never forwarded unrecorded.
+    fn submit_intent(&self, snapshot: Exchange) -> Option<oneshot::Receiver<()>>;
+}
+
+/// The request path's end of the audit hand-off: the [`Auditor`], plus what the request path
+/// itself tracks about exchanges in flight (for the shutdown drain). Cheap to clone.
+#[derive(Clone)]
+pub struct Handoff {
+    auditor: Arc<dyn Auditor>,
+    flight: Arc<InFlight>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    /// Exchanges started and not yet handed off.
+    live: AtomicUsize,
+    idle: Notify,
+    /// Set when the drain deadline passed and scimtap closes the remaining connections.
+    aborting: AtomicBool,
+}
+
+impl Handoff {
+    pub fn new(auditor: Arc<dyn Auditor>) -> Handoff {
+        Handoff {
+            auditor,
+            flight: Arc::default(),
+        }
+    }
+
+    pub fn auditor(&self) -> &dyn Auditor {
+        &*self.auditor
+    }
+
+    /// Marks that scimtap itself is now closing connections (drain deadline at shutdown), so
+    /// exchanges cut from here on blame the proxy, not the client.
+    pub fn mark_aborting(&self) {
+        self.flight.aborting.store(true, Ordering::Release);
+    }
+
+    fn is_aborting(&self) -> bool {
+        self.flight.aborting.load(Ordering::Acquire)
+    }
+
+    fn exchange_started(&self) {
+        self.flight.live.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn exchange_ended(&self) {
+        if self.flight.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.flight.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until no exchange is in flight: every one has been handed off. A client that
+    /// went away can finish its exchange after its connection closed (the upstream side ends
+    /// in the upstream client's own task), so connection drain alone is not enough.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.flight.idle.notified();
+                if self.flight.live.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
 
 /// Who caused an exchange to fail before a full response (pingora's ErrorSource).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -28,13 +117,137 @@ pub enum FailureSide {
     Proxy,
 }
 
+/// Why an exchange failed, stable and machine-readable (`failure.kind` in events; the table
+/// in docs/events.md says what each means and what the client got).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    ConnectRefused,
+    ConnectTimeout,
+    TlsError,
+    ConnectError,
+    UpstreamClosed,
+    ResponseTimeout,
+    ResponseBodyError,
+    RequestBodyError,
+    ClientDisconnected,
+    RequestBodyTimeout,
+    RequestBodyTooLarge,
+    ClientReadTimeout,
+    ClientNotAllowed,
+    AbsoluteFormRefused,
+    ConnectRefusedByProxy,
+    InvalidRequestTarget,
+    Shutdown,
+    AuditUnavailable,
+}
+
+impl FailureKind {
+    /// Every kind, in the order docs/events.md lists them.
+    pub const ALL: [FailureKind; 18] = [
+        FailureKind::ConnectRefused,
+        FailureKind::ConnectTimeout,
+        FailureKind::TlsError,
+        FailureKind::ConnectError,
+        FailureKind::UpstreamClosed,
+        FailureKind::ResponseTimeout,
+        FailureKind::ResponseBodyError,
+        FailureKind::RequestBodyError,
+        FailureKind::ClientDisconnected,
+        FailureKind::RequestBodyTimeout,
+        FailureKind::RequestBodyTooLarge,
+        FailureKind::ClientReadTimeout,
+        FailureKind::ClientNotAllowed,
+        FailureKind::AbsoluteFormRefused,
+        FailureKind::ConnectRefusedByProxy,
+        FailureKind::InvalidRequestTarget,
+        FailureKind::Shutdown,
+        FailureKind::AuditUnavailable,
+    ];
+
+    /// The name events carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::ConnectRefused => "connect_refused",
+            FailureKind::ConnectTimeout => "connect_timeout",
+            FailureKind::TlsError => "tls_error",
+            FailureKind::ConnectError => "connect_error",
+            FailureKind::UpstreamClosed => "upstream_closed",
+            FailureKind::ResponseTimeout => "response_timeout",
+            FailureKind::ResponseBodyError => "response_body_error",
+            FailureKind::RequestBodyError => "request_body_error",
+            FailureKind::ClientDisconnected => "client_disconnected",
+            FailureKind::RequestBodyTimeout => "request_body_timeout",
+            FailureKind::RequestBodyTooLarge => "request_body_too_large",
+            FailureKind::ClientReadTimeout => "client_read_timeout",
+            FailureKind::ClientNotAllowed => "client_not_allowed",
+            FailureKind::AbsoluteFormRefused => "absolute_form_refused",
+            FailureKind::ConnectRefusedByProxy => "connect_refused_by_proxy",
+            FailureKind::InvalidRequestTarget => "invalid_request_target",
+            FailureKind::Shutdown => "shutdown",
+            FailureKind::AuditUnavailable => "audit_unavailable",
+        }
+    }
+
+    /// Who each kind of failure is blamed on.
+    pub fn side(self) -> FailureSide {
+        match self {
+            FailureKind::ConnectRefused
+            | FailureKind::ConnectTimeout
+            | FailureKind::TlsError
+            | FailureKind::ConnectError
+            | FailureKind::UpstreamClosed
+            | FailureKind::ResponseTimeout
+            | FailureKind::ResponseBodyError => FailureSide::Upstream,
+            FailureKind::RequestBodyError
+            | FailureKind::ClientDisconnected
+            | FailureKind::RequestBodyTimeout
+            | FailureKind::RequestBodyTooLarge
+            | FailureKind::ClientReadTimeout
+            | FailureKind::ClientNotAllowed
+            | FailureKind::AbsoluteFormRefused
+            | FailureKind::ConnectRefusedByProxy
+            | FailureKind::InvalidRequestTarget => FailureSide::Downstream,
+            FailureKind::Shutdown | FailureKind::AuditUnavailable => FailureSide::Proxy,
+        }
+    }
+}
+
+impl std::str::FromStr for FailureKind {
+    type Err = String;
+
+    /// The kind an event's `failure.kind` names.
+    fn from_str(name: &str) -> Result<FailureKind, String> {
+        FailureKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| format!("unknown failure kind `{name}`"))
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why an exchange failed, as recorded in the event's `failure` object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub side: FailureSide,
-    /// Stable machine-readable kind, e.g. `connect_refused`, `response_timeout`.
-    pub kind: &'static str,
+    pub kind: FailureKind,
     pub detail: String,
+}
+
+impl Failure {
+    /// A failure of `kind`, blamed on the kind's side.
+    pub fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
+        Failure {
+            side: kind.side(),
+            kind,
+            detail: detail.into(),
+        }
+    }
 }
 
 /// How a body stream ended.
@@ -259,7 +472,7 @@ pub struct ResponseRecord {
 #[derive(Debug)]
 pub struct Exchange {
     pub request_id: String,
-    pub started_at: SystemTime,
+    pub started_at: Timestamp,
     pub duration: Duration,
     pub conn: ConnInfo,
     pub request: RequestHead,
@@ -278,31 +491,19 @@ impl Exchange {
     pub fn failure(&self) -> Option<Failure> {
         match &self.request_body.end {
             BodyEnd::Error(detail) => {
-                return Some(Failure {
-                    side: FailureSide::Downstream,
-                    kind: "request_body_error",
-                    detail: detail.clone(),
-                })
+                return Some(Failure::new(FailureKind::RequestBodyError, detail.clone()))
             }
             BodyEnd::IdleTimeout => {
-                return Some(Failure {
-                    side: FailureSide::Downstream,
-                    kind: "request_body_timeout",
-                    detail: format!(
+                return Some(Failure::new(FailureKind::RequestBodyTimeout, format!(
                         "the client stopped sending its request body after {} bytes",
                         self.request_body.total_bytes
-                    ),
-                })
+                    )))
             }
             BodyEnd::TooLarge => {
-                return Some(Failure {
-                    side: FailureSide::Downstream,
-                    kind: "request_body_too_large",
-                    detail: format!(
+                return Some(Failure::new(FailureKind::RequestBodyTooLarge, format!(
                         "the request body grew past max_request_body_bytes; it was cut after {} bytes were forwarded",
                         self.request_body.total_bytes
-                    ),
-                })
+                    )))
             }
             BodyEnd::Complete | BodyEnd::Cancelled | BodyEnd::NotForwarded => {}
         }
@@ -310,29 +511,25 @@ impl Exchange {
             return Some(f.clone());
         }
         let Some(response) = &self.response else {
-            return Some(Failure {
-                side: FailureSide::Downstream,
-                kind: "client_disconnected",
-                detail: "the client went away before the response head was sent".to_owned(),
-            });
+            return Some(Failure::new(
+                FailureKind::ClientDisconnected,
+                "the client went away before the response head was sent".to_owned(),
+            ));
         };
         match &response.body.end {
             BodyEnd::Complete | BodyEnd::NotForwarded => None,
             // Only request bodies are cut by scimtap's own limits.
             BodyEnd::IdleTimeout | BodyEnd::TooLarge => None,
-            BodyEnd::Error(detail) => Some(Failure {
-                side: FailureSide::Upstream,
-                kind: "response_body_error",
-                detail: detail.clone(),
-            }),
-            BodyEnd::Cancelled => Some(Failure {
-                side: FailureSide::Downstream,
-                kind: "client_disconnected",
-                detail: format!(
+            BodyEnd::Error(detail) => {
+                Some(Failure::new(FailureKind::ResponseBodyError, detail.clone()))
+            }
+            BodyEnd::Cancelled => Some(Failure::new(
+                FailureKind::ClientDisconnected,
+                format!(
                     "the client went away after {} response body bytes",
                     response.body.total_bytes
                 ),
-            }),
+            )),
         }
     }
 }
@@ -375,7 +572,7 @@ struct PendingState {
 /// the request handler; whichever finishes last hands the [`Exchange`] off.
 pub struct PendingExchange {
     request_id: String,
-    started_at: SystemTime,
+    started_at: Timestamp,
     started: Instant,
     conn: ConnInfo,
     state: Mutex<PendingState>,
@@ -392,7 +589,7 @@ impl PendingExchange {
         handoff.exchange_started();
         Arc::new(PendingExchange {
             request_id,
-            started_at: SystemTime::now(),
+            started_at: Timestamp::now(),
             started: Instant::now(),
             conn,
             state: Mutex::new(PendingState {
@@ -495,20 +692,14 @@ impl PendingExchange {
                 .is_none_or(|r| r.body.end == BodyEnd::Cancelled);
             if recorded_failure.is_none() && cut && self.conn.write_stalled.load(Ordering::Relaxed)
             {
-                recorded_failure = Some(Failure {
-                    side: FailureSide::Downstream,
-                    kind: "client_read_timeout",
-                    detail: "the client stopped reading; scimtap closed the connection after body_idle_timeout_secs"
-                        .to_owned(),
-                });
+                recorded_failure = Some(Failure::new(FailureKind::ClientReadTimeout, "the client stopped reading; scimtap closed the connection after body_idle_timeout_secs"
+                        .to_owned()));
             }
             if recorded_failure.is_none() && cut && self.handoff.is_aborting() {
-                recorded_failure = Some(Failure {
-                    side: FailureSide::Proxy,
-                    kind: "shutdown",
-                    detail: "scimtap closed the connection at the shutdown drain deadline"
-                        .to_owned(),
-                });
+                recorded_failure = Some(Failure::new(
+                    FailureKind::Shutdown,
+                    "scimtap closed the connection at the shutdown drain deadline".to_owned(),
+                ));
             }
             Exchange {
                 request_id: self.request_id.clone(),
@@ -524,6 +715,73 @@ impl PendingExchange {
                 recorded_failure,
             }
         };
-        self.handoff.submit(exchange);
+        self.handoff.auditor.submit(exchange);
+    }
+}
+
+/// An [`Auditor`] that keeps what it is given, for unit tests of the request path.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use super::{Auditor, Exchange, Handoff};
+
+    #[derive(Default)]
+    pub(crate) struct Collected(Mutex<VecDeque<Exchange>>);
+
+    impl Collected {
+        /// The next exchange handed off, oldest first.
+        pub(crate) fn try_recv(&self) -> Result<Exchange, &'static str> {
+            self.0
+                .lock()
+                .unwrap()
+                .pop_front()
+                .ok_or("no exchange handed off")
+        }
+    }
+
+    impl Auditor for Collected {
+        fn submit(&self, exchange: Exchange) {
+            self.0.lock().unwrap().push_back(exchange);
+        }
+        fn can_accept(&self) -> bool {
+            true
+        }
+        fn submit_intent(&self, _: Exchange) -> Option<tokio::sync::oneshot::Receiver<()>> {
+            None
+        }
+    }
+
+    /// A hand-off whose exchanges the caller reads back.
+    pub(crate) fn handoff() -> (Handoff, Arc<Collected>) {
+        let collected = Arc::new(Collected::default());
+        (Handoff::new(collected.clone()), collected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureKind;
+
+    #[test]
+    fn every_failure_kind_round_trips_and_is_documented() {
+        let events_md = include_str!("../docs/events.md");
+        for kind in FailureKind::ALL {
+            assert_eq!(kind.as_str().parse::<FailureKind>(), Ok(kind));
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+            let row = format!(
+                "| `{kind}` | {} |",
+                serde_json::to_value(kind.side()).unwrap().as_str().unwrap()
+            );
+            assert!(
+                events_md.contains(&row),
+                "docs/events.md has no row `{row}`"
+            );
+        }
+        assert!("no_such_kind".parse::<FailureKind>().is_err());
     }
 }

@@ -55,10 +55,7 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
     let _ = write!(line, "|{}|{}|{severity}|", header(&class_id), header(&name));
 
     let mut ext = Extension::default();
-    ext.field(
-        "rt",
-        event_time_millis(&event.timestamp).map(|t| t.to_string()),
-    );
+    ext.field("rt", Some(event.timestamp.unix_millis().to_string()));
     ext.field(
         "act",
         scim.actions.first().cloned().or(Some(class_id.clone())),
@@ -169,12 +166,6 @@ impl Extension {
             }
         }
     }
-}
-
-/// Milliseconds since the epoch of an RFC 3339 timestamp (CEF `rt`).
-pub(crate) fn event_time_millis(timestamp: &str) -> Option<u128> {
-    let t = humantime::parse_rfc3339(timestamp).ok()?;
-    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis())
 }
 
 /// ECS version the documents follow (`ecs.version`).

@@ -83,7 +83,7 @@ impl Chain {
             },
             None => Chain {
                 key,
-                instance: crate::event::new_uuid_v7().to_string(),
+                instance: crate::clock::new_uuid_v7().to_string(),
                 seq: 0,
                 prev: GENESIS_PREV.to_owned(),
             },
@@ -143,15 +143,15 @@ impl Chain {
             schema_version: &'a str,
             record: RecordKind,
             event_id: String,
-            timestamp: String,
+            timestamp: crate::clock::Timestamp,
             details: serde_json::Value,
         }
-        let event_id = crate::event::new_uuid_v7().to_string();
+        let event_id = crate::clock::new_uuid_v7().to_string();
         let record = Record {
             schema_version: RECORD_SCHEMA_VERSION,
             record: kind,
             event_id: event_id.clone(),
-            timestamp: crate::event::now_rfc3339(),
+            timestamp: crate::clock::Timestamp::now(),
             details,
         };
         let mut line = serde_json::to_vec(&record).unwrap_or_else(|_| b"{}".to_vec());
@@ -173,7 +173,7 @@ fn digest(key: Option<&[u8]>, bytes: &[u8]) -> String {
         },
         None => Sha256::digest(bytes).into(),
     };
-    crate::event::hex(&raw)
+    hex::encode(raw)
 }
 
 /// The chain fields of one line, as read back.

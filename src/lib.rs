@@ -28,6 +28,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod clients;
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod exchange;
@@ -95,6 +97,8 @@ pub struct Running {
     /// Asks for an `integrity.checkpoint` record every `checkpoint_interval_secs`.
     checkpoints: Option<JoinHandle<()>>,
     pipeline: Pipeline,
+    /// The request path's end of the hand-off (exchanges still in flight at shutdown).
+    handoff: exchange::Handoff,
     sink_threads: Vec<SinkThread>,
     reopen: ReopenSignal,
     shutdown_timeout: Duration,
@@ -152,7 +156,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|tls| listener::tls_acceptor(tls, config.listen.tls_min_version))
         .transpose()?;
     let events = event::EventContext::from_config(&config);
-    let (handoff, pipeline) = Pipeline::start(
+    let (audit_queue, pipeline) = Pipeline::start(
         config.audit.queue_max_events,
         events,
         sink_handles,
@@ -170,12 +174,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             metrics.capture_budget_exhausted.clone(),
         ),
     };
+    let handoff = exchange::Handoff::new(Arc::new(audit_queue.clone()));
     let proxy = Arc::new(proxy::Proxy::new(
         config.upstream.clone(),
         capture,
-        handoff,
-        config.audit.on_audit_failure == config::OnAuditFailure::Reject,
+        handoff.clone(),
         proxy::RequestPolicy::from_config(&config),
+        metrics.audit_refused.clone(),
     )?);
 
     let bind = |address: SocketAddr| async move {
@@ -214,7 +219,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => (None, None),
     };
 
-    let checkpoint_handoff = proxy.handoff().clone();
     let listener = listener::Listener {
         tcp,
         tls,
@@ -226,13 +230,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let flush_reserve = (config.shutdown_timeout / 3).min(Duration::from_secs(5));
     let drain = config.shutdown_timeout.saturating_sub(flush_reserve);
     let checkpoints = (!config.integrity.checkpoint_interval.is_zero()).then(|| {
-        let handoff = checkpoint_handoff;
+        let queue = audit_queue;
         let every = config.integrity.checkpoint_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tick.tick().await;
-                handoff.checkpoint();
+                queue.checkpoint();
             }
         })
     });
@@ -253,6 +257,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin,
         checkpoints,
         pipeline,
+        handoff,
         sink_threads,
         reopen,
         shutdown_timeout: config.shutdown_timeout,
@@ -341,7 +346,7 @@ impl Running {
         let _ = self.serve.await;
         // Exchanges can still finish after their connection closed (the upstream side ends
         // in the upstream client's task); wait for them before closing the hand-off.
-        let mut clean = self.pipeline.wait_idle(remaining()).await;
+        let mut clean = self.handoff.wait_idle(remaining()).await;
         if !clean {
             tracing::warn!("Exchanges still in flight at the shutdown deadline.");
         }

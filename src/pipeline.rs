@@ -1,7 +1,7 @@
 //! The audit pipeline: hand-off queue → audit worker → one bounded queue per sink.
 //!
 //! Two queues, deliberately. The hand-off queue protects the proxy: the request path only ever
-//! calls [`Handoff::submit`], a `try_send` that never waits; what does not fit is counted by
+//! calls [`AuditQueue`]'s [`Auditor::submit`], a `try_send` that never waits; what does not fit is counted by
 //! reason. Each sink has its own queue and `when_full` policy:
 //! - `drop_newest`: a sink that cannot keep up loses (and counts) its own events; the others
 //!   are not affected.
@@ -16,16 +16,17 @@
 //! not wake it (a futex call and a context switch) for every exchange. Whatever a request
 //! waits on (a write-ahead intent) unparks it at once.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::Timestamp;
 use crate::config::EventFormat;
 use crate::event::{events_for, EventContext};
-use crate::exchange::{Exchange, FailureSide};
+use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, SinkHandle};
 use crate::telemetry::{Metrics, ProxyMetrics};
@@ -48,39 +49,35 @@ enum Message {
     Close,
 }
 
-/// The request path's end of the hand-off queue. Cheap to clone (one `Arc`).
+/// The audit side of the hand-off: the queue's sending end, as the request path's
+/// [`Auditor`]. Cheap to clone (one `Arc`).
 #[derive(Clone)]
-pub struct Handoff {
-    shared: Arc<HandoffShared>,
+pub struct AuditQueue {
+    shared: Arc<QueueShared>,
 }
 
-struct HandoffShared {
+struct QueueShared {
     tx: mpsc::Sender<Message>,
     metrics: ProxyMetrics,
     /// Set once shutdown closes the pipeline: later exchanges are counted, not queued.
     closed: AtomicBool,
-    /// Set when the drain deadline passed and scimtap closes the remaining connections.
-    aborting: AtomicBool,
-    /// Exchanges started and not yet handed off (or dropped).
-    live: AtomicUsize,
     /// One flag per sink, set while its queue or buffer is full.
     sinks_saturated: Vec<Arc<AtomicBool>>,
-    idle: Notify,
     /// The audit worker's thread, unparked for messages that must not wait out its linger.
     worker: OnceLock<std::thread::Thread>,
 }
 
-impl Handoff {
+impl Auditor for AuditQueue {
     /// Queues a finished exchange for the audit worker without waiting. Also records the
     /// exchange's request metrics (the one place they are counted, from the same facts the
     /// event reports), so they count even when the event itself is dropped.
-    pub fn submit(&self, exchange: Exchange) {
+    fn submit(&self, exchange: Exchange) {
         let m = &self.shared.metrics;
         m.count_status(exchange.response.as_ref().map(|r| r.status.as_u16()));
         m.request_duration.observe(exchange.duration.as_secs_f64());
         if let Some(failure) = exchange.failure() {
             if failure.side == FailureSide::Upstream {
-                m.count_upstream_error(failure.kind);
+                m.count_upstream_error(failure.kind.as_str());
             }
         }
         if self.shared.closed.load(Ordering::Acquire) {
@@ -117,10 +114,8 @@ impl Handoff {
         }
     }
 
-    /// Whether an exchange's events would be queued now: the hand-off queue has room and no
-    /// sink's queue or buffer is full. The request path asks this before forwarding a SCIM
-    /// write when `on_audit_failure = "reject"`.
-    pub fn can_accept(&self) -> bool {
+    /// True when the hand-off queue has room and no sink's queue or buffer is full.
+    fn can_accept(&self) -> bool {
         let shared = &self.shared;
         !shared.closed.load(Ordering::Acquire)
             && shared.tx.capacity() > 0
@@ -130,101 +125,30 @@ impl Handoff {
                 .any(|s| s.load(Ordering::Relaxed))
     }
 
-    /// Queues a write-ahead intent record without waiting. False when the queue is full or
-    /// closed: the write must then be refused, not forwarded unrecorded.
-    pub fn submit_intent(&self, snapshot: Exchange, ack: Arc<DurableAck>) -> bool {
+    fn submit_intent(&self, snapshot: Exchange) -> Option<oneshot::Receiver<()>> {
         if self.shared.closed.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
+        let (ack, durable) = DurableAck::new();
         let queued = self
             .shared
             .tx
             .try_send(Message::Intent(Box::new(snapshot), ack))
             .is_ok();
         self.shared.wake_worker();
-        queued
+        queued.then_some(durable)
     }
+}
 
+impl AuditQueue {
     /// Asks the audit worker for an `integrity.checkpoint` record (skipped when the queue is
     /// full: the events in it prove the chain is alive anyway).
     pub fn checkpoint(&self) {
         let _ = self.shared.tx.try_send(Message::Checkpoint);
     }
-
-    /// Marks that scimtap itself is now closing connections (drain deadline at shutdown), so
-    /// exchanges cut from here on blame the proxy, not the client.
-    pub fn mark_aborting(&self) {
-        self.shared.aborting.store(true, Ordering::Release);
-    }
-
-    pub fn is_aborting(&self) -> bool {
-        self.shared.aborting.load(Ordering::Acquire)
-    }
-
-    /// Counts an exchange in flight (its [`crate::exchange::PendingExchange`] was created).
-    pub fn exchange_started(&self) {
-        self.shared.live.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Counts an exchange out of flight (its pending state was dropped, after its hand-off).
-    pub fn exchange_ended(&self) {
-        if self.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.idle.notify_waiters();
-        }
-    }
-
-    /// Waits until no exchange is in flight: every one has been handed off. A client that
-    /// went away can finish its exchange after its connection closed (the upstream side ends
-    /// in the upstream client's own task), so connection drain alone is not enough.
-    pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.shared.idle.notified();
-                if self.shared.live.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
-    }
-
-    /// A hand-off whose receiving end the caller holds (unit tests of the body tee).
-    #[cfg(test)]
-    pub(crate) fn channel(capacity: usize) -> (Handoff, TestReceiver) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let metrics = Metrics::new().proxy_metrics();
-        (
-            Handoff {
-                shared: Arc::new(HandoffShared::new(tx, metrics, Vec::new())),
-            },
-            TestReceiver(rx),
-        )
-    }
-
-    pub fn metrics(&self) -> &ProxyMetrics {
-        &self.shared.metrics
-    }
 }
 
-impl HandoffShared {
-    fn new(
-        tx: mpsc::Sender<Message>,
-        metrics: ProxyMetrics,
-        sinks_saturated: Vec<Arc<AtomicBool>>,
-    ) -> Self {
-        HandoffShared {
-            tx,
-            metrics,
-            sinks_saturated,
-            closed: AtomicBool::new(false),
-            aborting: AtomicBool::new(false),
-            live: AtomicUsize::new(0),
-            idle: Notify::new(),
-            worker: OnceLock::new(),
-        }
-    }
-
+impl QueueShared {
     /// Ends the audit worker's linger now.
     fn wake_worker(&self) {
         if let Some(thread) = self.worker.get() {
@@ -233,31 +157,15 @@ impl HandoffShared {
     }
 }
 
-/// The receiving end for unit tests of the body tee.
-#[cfg(test)]
-pub(crate) struct TestReceiver(mpsc::Receiver<Message>);
-
-#[cfg(test)]
-impl TestReceiver {
-    pub(crate) fn try_recv(&mut self) -> Result<Exchange, mpsc::error::TryRecvError> {
-        match self.0.try_recv()? {
-            Message::Exchange(exchange) => Ok(*exchange),
-            Message::Checkpoint | Message::Intent(..) | Message::Reconfigure(_) => {
-                Err(mpsc::error::TryRecvError::Empty)
-            }
-            Message::Close => Err(mpsc::error::TryRecvError::Disconnected),
-        }
-    }
-}
-
 /// The running audit worker.
 pub struct Pipeline {
-    handoff: Handoff,
+    queue: AuditQueue,
     done: oneshot::Receiver<()>,
 }
 
 impl Pipeline {
-    /// Starts the audit worker thread feeding `sinks`. Returns the hand-off for the proxy.
+    /// Starts the audit worker thread feeding `sinks`. Returns the queue the request path
+    /// hands exchanges to.
     ///
     /// # Errors
     /// When the operating system refuses a new thread.
@@ -267,12 +175,18 @@ impl Pipeline {
         sinks: Vec<SinkHandle>,
         integrity: ChainSetup,
         metrics: &Arc<Metrics>,
-    ) -> std::io::Result<(Handoff, Pipeline)> {
+    ) -> std::io::Result<(AuditQueue, Pipeline)> {
         let (tx, rx) = mpsc::channel(queue_max_events.max(1));
         let proxy_metrics = metrics.proxy_metrics();
         let saturated = sinks.iter().map(SinkHandle::saturation).collect();
-        let handoff = Handoff {
-            shared: Arc::new(HandoffShared::new(tx, proxy_metrics.clone(), saturated)),
+        let queue = AuditQueue {
+            shared: Arc::new(QueueShared {
+                tx,
+                metrics: proxy_metrics.clone(),
+                closed: AtomicBool::new(false),
+                sinks_saturated: saturated,
+                worker: OnceLock::new(),
+            }),
         };
         let (done_tx, done) = oneshot::channel();
         let metrics = metrics.clone();
@@ -282,20 +196,15 @@ impl Pipeline {
                 run_worker(rx, events, sinks, integrity, &proxy_metrics, &metrics);
                 let _ = done_tx.send(());
             })?;
-        let _ = handoff.shared.worker.set(worker.thread().clone());
-        Ok((handoff.clone(), Pipeline { handoff, done }))
-    }
-
-    /// Waits (up to `timeout`) until every exchange in flight has been handed off.
-    pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        self.handoff.wait_idle(timeout).await
+        let _ = queue.shared.worker.set(worker.thread().clone());
+        Ok((queue.clone(), Pipeline { queue, done }))
     }
 
     /// Hands new event settings (clients, redaction, privacy, SCIM paths) to the audit worker;
     /// exchanges queued before it are described with the old ones. Waits (bounded) for room.
     pub async fn reconfigure(&self, context: EventContext) -> bool {
         let send = self
-            .handoff
+            .queue
             .shared
             .tx
             .send(Message::Reconfigure(Box::new(context)));
@@ -303,14 +212,14 @@ impl Pipeline {
             tokio::time::timeout(Duration::from_secs(5), send).await,
             Ok(Ok(()))
         );
-        self.handoff.shared.wake_worker();
+        self.queue.shared.wake_worker();
         sent
     }
 
     /// Stops accepting new exchanges, writes out every queued one, and returns once the worker
     /// has handed everything to the sinks (and so dropped its ends of their queues).
     pub async fn close(self) {
-        let shared = &self.handoff.shared;
+        let shared = &self.queue.shared;
         shared.closed.store(true, Ordering::Release);
         // Waits for room behind what is queued; the caller bounds this with its deadline.
         let _ = shared.tx.send(Message::Close).await;
@@ -342,10 +251,7 @@ fn emit_record(
         ack: None,
         event_id,
         key: integrity.chain.instance().to_owned(),
-        time_millis: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0),
+        time_millis: Timestamp::now().unix_millis(),
     });
     let line = Bytes::from(line);
     for sink in sinks.iter().filter(|s| s.is_trail()) {
@@ -377,7 +283,7 @@ fn emit_intent(
     };
     let value = |e: &crate::event::AuditEvent<'_>| serde_json::to_value(e).unwrap_or_default();
     let head = value(first);
-    let event_id = crate::event::new_uuid_v7().to_string();
+    let event_id = crate::clock::new_uuid_v7().to_string();
     let record = serde_json::json!({
         "schema_version": crate::event::SCHEMA_VERSION,
         "record": "audit.intent",
@@ -399,9 +305,7 @@ fn emit_intent(
         ack: Some(ack),
         event_id,
         key: first.request_id.to_owned(),
-        time_millis: crate::formats::event_time_millis(&first.timestamp)
-            .and_then(|t| i64::try_from(t).ok())
-            .unwrap_or(0),
+        time_millis: first.timestamp.unix_millis(),
     });
     // Trail sinks keep the chain whole; durable ones make the record safe (one is enough).
     for sink in sinks.iter().filter(|s| s.is_trail() || s.is_durable()) {

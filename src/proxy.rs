@@ -23,20 +23,23 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::write_ahead::ForwardBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 
+use prometheus_client::metrics::counter::Counter;
+
+use crate::clients;
+use crate::clock::Timestamp;
 use crate::config::{ClientConfig, Config, UpstreamConfig};
 use crate::exchange::{
-    BodyCapture, BodyEnd, ConnInfo, Failure, FailureSide, PendingExchange, RequestHead,
+    BodyCapture, BodyEnd, ConnInfo, Failure, FailureKind, Handoff, PendingExchange, RequestHead,
     ResponseOutcome,
 };
-use crate::pipeline::Handoff;
 use crate::tee::{BodyGuards, CaptureLimits, TeeBody, TeeError};
+use crate::write_ahead::ForwardBody;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -71,6 +74,9 @@ pub struct RequestPolicy {
     pub allowed_clients: Option<Vec<ClientConfig>>,
     /// `Some(audit.write_ahead_timeout_ms)` in `audit.mode = "write_ahead"`.
     pub write_ahead_timeout: Option<Duration>,
+    /// `audit.on_audit_failure = "reject"`: a SCIM write the audit trail cannot take now is
+    /// refused with 503 instead of forwarded unrecorded.
+    pub reject_unaudited_writes: bool,
 }
 
 impl RequestPolicy {
@@ -84,6 +90,8 @@ impl RequestPolicy {
                 .then(|| config.scim.clients.clone()),
             write_ahead_timeout: (config.audit.mode == crate::config::AuditMode::WriteAhead)
                 .then_some(config.audit.write_ahead_timeout),
+            reject_unaudited_writes: config.audit.on_audit_failure
+                == crate::config::OnAuditFailure::Reject,
         }
     }
 }
@@ -98,8 +106,9 @@ pub struct Proxy {
     upstream_host: HeaderValue,
     capture: CaptureLimits,
     handoff: Handoff,
-    reject_unaudited_writes: bool,
     policy: RequestPolicy,
+    /// `scimtap_audit_refused_requests_total`: SCIM writes refused for the audit trail.
+    audit_refused: Counter,
 }
 
 impl Proxy {
@@ -111,8 +120,8 @@ impl Proxy {
         upstream: UpstreamConfig,
         capture: CaptureLimits,
         handoff: Handoff,
-        reject_unaudited_writes: bool,
         policy: RequestPolicy,
+        audit_refused: Counter,
     ) -> Result<Proxy, ProxyBuildError> {
         let tls = crate::tls::client_config(&upstream.extra_roots)?;
         let mut http = HttpConnector::new();
@@ -140,13 +149,20 @@ impl Proxy {
             upstream_host,
             capture,
             handoff,
-            reject_unaudited_writes,
             policy,
+            audit_refused,
         })
     }
 
     /// Handles one request end to end. Never fails: every error becomes a response (or, if the
     /// client went away, an abandoned exchange) and an event.
+    ///
+    /// The phases, in order (pingora's names): [`Proxy::request_filter`] refuses what must not
+    /// be forwarded; write-ahead mode records the intent ([`Proxy::write_ahead`]);
+    /// [`Proxy::upstream_request`] rewrites the target and headers and tees the body;
+    /// [`Proxy::response`] (or [`Proxy::upstream_failed`]) streams the answer back. The last
+    /// phase, logging, always runs and needs no code here: the exchange hands itself to the
+    /// audit side when both of its bodies have ended ([`PendingExchange`]).
     pub async fn forward(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
 
@@ -156,126 +172,43 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         let request_id = settle_request_id(&mut parts.headers);
         let head = request_head(&parts);
-        let peer = conn.peer;
-        let tls = conn.tls;
         let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone());
         let span = tracing::debug_span!(
             "request",
             request_id = %pending.request_id(),
             method = %parts.method,
+            path = %parts.uri.path(),
             status = tracing::field::Empty,
         );
-        self.forward_exchange(parts, body, pending, peer, tls, span.clone())
+        self.forward_exchange(parts, body, pending)
             .instrument(span)
             .await
     }
 
     async fn forward_exchange(
         &self,
-        mut parts: http::request::Parts,
+        parts: http::request::Parts,
         body: Incoming,
         pending: Arc<PendingExchange>,
-        peer: std::net::SocketAddr,
-        tls: bool,
-        span: tracing::Span,
     ) -> Response<ProxyBody> {
-        if let Some(refusal) = refuse(&parts.method, &parts.uri, parts.version) {
-            drop(body);
-            pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
-            return generated(&pending, refusal.status, refusal.failure);
-        }
-        if let Some(allowed) = &self.policy.allowed_clients {
-            if !admits(allowed, &parts.headers, &pending.conn().client_cert_subject) {
-                drop(body);
-                pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
-                tracing::debug!(%peer, "Request from a client outside the allow-list refused.");
-                let failure = Failure {
-                    side: FailureSide::Downstream,
-                    kind: "client_not_allowed",
-                    detail:
-                        "no configured client matches this request's credentials or certificate"
-                            .to_owned(),
-                };
-                let mut response = generated(&pending, StatusCode::UNAUTHORIZED, Some(failure));
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return response;
-            }
-        }
-        if let Some(max) = self.policy.max_request_body_bytes {
-            // A declared length (HTTP/1 Content-Length, HTTP/2 content-length) is checked
-            // before anything is forwarded; a chunked body is cut by its tee when it grows past.
-            let declared = body.size_hint().lower();
-            if declared > max {
-                drop(body);
-                pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
-                let failure = Failure {
-                    side: FailureSide::Downstream,
-                    kind: "request_body_too_large",
-                    detail: format!(
-                        "the request declares a {declared}-byte body; the limit is {max} bytes"
-                    ),
-                };
-                return generated(&pending, StatusCode::PAYLOAD_TOO_LARGE, Some(failure));
-            }
-        }
-        if self.reject_unaudited_writes
-            && is_scim_write(&parts.method, parts.uri.path())
-            && !self.handoff.can_accept()
-        {
-            drop(body);
-            pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
-            self.handoff.metrics().audit_refused.inc();
-            tracing::warn!("Audit trail full: SCIM write refused (on_audit_failure = reject).");
-            let failure = Failure {
-                side: FailureSide::Proxy,
-                kind: "audit_unavailable",
-                detail: "the audit trail cannot record this change now; retry later".to_owned(),
-            };
-            let mut response = generated(&pending, StatusCode::SERVICE_UNAVAILABLE, Some(failure));
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return response;
-        }
-
-        let uri = match self.upstream_uri(&parts.uri) {
+        let is_write = is_scim_write(&parts.method, parts.uri.path());
+        let uri = match self.request_filter(&parts, &body, &pending, is_write) {
             Ok(uri) => uri,
-            Err(detail) => {
-                drop(body);
-                pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
-                let failure = Failure {
-                    side: FailureSide::Downstream,
-                    kind: "invalid_request_target",
-                    detail,
-                };
-                return generated(&pending, StatusCode::BAD_REQUEST, Some(failure));
-            }
+            Err(refusal) => return refuse(&pending, body, refusal),
         };
         let body = match self.policy.write_ahead_timeout {
-            Some(timeout) if is_scim_write(&parts.method, parts.uri.path()) => {
+            Some(timeout) if is_write => {
                 match self.write_ahead(&parts, body, &pending, timeout).await {
                     Ok(body) => body,
-                    Err(response) => return response,
+                    Err(refusal) => return refuse(&pending, (), refusal),
                 }
             }
             _ => ForwardBody::Streaming(body),
         };
-        self.rewrite_request_headers(&mut parts.headers, &parts.uri, peer, tls);
-        parts.uri = uri;
         // The HTTP version is per connection: the upstream always gets HTTP/1.1, and the
         // client gets its own version back whatever the upstream spoke (wsgiref answers 1.0).
         let client_version = parts.version;
-        parts.version = Version::HTTP_11;
-        let guards = BodyGuards {
-            idle_timeout: self.policy.body_idle_timeout,
-            max_bytes: self.policy.max_request_body_bytes,
-        };
-        let upstream_req = Request::from_parts(
-            parts,
-            TeeBody::request(body, pending.clone(), &self.capture).guard(guards),
-        );
+        let upstream_req = self.upstream_request(parts, uri, body, &pending);
 
         let guard = AbandonGuard(Some(pending.clone()));
         let result = tokio::time::timeout(
@@ -285,121 +218,198 @@ impl Proxy {
         .await;
         guard.disarm();
         match result {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                parts.version = client_version;
-                strip_framing_conflict(&mut parts.headers);
-                strip_hop_by_hop(&mut parts.headers);
-                span.record("status", parts.status.as_u16());
-                let body = TeeBody::response(
-                    body,
-                    pending,
-                    parts.status,
-                    crate::exchange::detached(&parts.headers),
-                    &self.capture,
-                );
-                Response::from_parts(parts, ProxyBody::Forwarded(body))
-            }
-            Ok(Err(error)) => {
-                // A request body cut by its guard fails the upstream request too; answer for
-                // the cut, not for the upstream (the event's failure says the same).
-                match pending.request_body_end() {
-                    Some(BodyEnd::IdleTimeout) => {
-                        let failure = Failure {
-                            side: FailureSide::Downstream,
-                            kind: "request_body_timeout",
-                            detail: "the client stopped sending its request body".to_owned(),
-                        };
-                        tracing::debug!(%peer, "Request body stalled; exchange cut.");
-                        return generated(&pending, StatusCode::REQUEST_TIMEOUT, Some(failure));
-                    }
-                    Some(BodyEnd::TooLarge) => {
-                        let failure = Failure {
-                            side: FailureSide::Downstream,
-                            kind: "request_body_too_large",
-                            detail: "the request body grew past max_request_body_bytes".to_owned(),
-                        };
-                        return generated(&pending, StatusCode::PAYLOAD_TOO_LARGE, Some(failure));
-                    }
-                    _ => {}
-                }
-                let failure = upstream_failure(&error);
-                let status = if failure.kind == "connect_timeout" {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                tracing::warn!(kind = failure.kind, error = %failure.detail, "Upstream request failed.");
-                generated(&pending, status, Some(failure))
-            }
+            Ok(Ok(response)) => self.response(response, client_version, pending),
+            Ok(Err(error)) => self.upstream_failed(&pending, upstream_failure(&error)),
             Err(_elapsed) => {
-                let failure = Failure {
-                    side: FailureSide::Upstream,
-                    kind: "response_timeout",
-                    detail: format!(
+                let failure = Failure::new(
+                    FailureKind::ResponseTimeout,
+                    format!(
                         "no response head from the upstream within {}",
                         humantime::format_duration(self.upstream.response_timeout)
                     ),
-                };
-                tracing::warn!(kind = failure.kind, "Upstream request timed out.");
-                generated(&pending, StatusCode::GATEWAY_TIMEOUT, Some(failure))
+                );
+                self.upstream_failed(&pending, failure)
             }
         }
     }
 
-    /// Write-ahead mode: records the intent durably before the write is forwarded, or
-    /// answers the refusal (503 + `Retry-After`, or 400 for a broken body) itself.
+    /// Phase 1, request filter: what must never be forwarded (CONNECT, absolute-form and
+    /// non-origin targets), clients outside the allow-list, a declared body over the limit,
+    /// and (`on_audit_failure = "reject"`) a SCIM write the audit trail cannot take now.
+    /// Returns the upstream URI of an admitted request.
+    fn request_filter(
+        &self,
+        parts: &http::request::Parts,
+        body: &Incoming,
+        pending: &PendingExchange,
+        is_write: bool,
+    ) -> Result<Uri, Refusal> {
+        if let Some(refusal) = refuse_target(&parts.method, &parts.uri, parts.version) {
+            return Err(refusal);
+        }
+        if let Some(allowed) = &self.policy.allowed_clients {
+            let credentials = clients::credentials(&parts.headers);
+            let cert_subject = pending.conn().client_cert_subject.as_deref();
+            if clients::matching(allowed, credentials.digest.as_ref(), cert_subject).is_none() {
+                tracing::debug!(peer = %pending.conn().peer, "Request from a client outside the allow-list refused.");
+                return Err(Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    FailureKind::ClientNotAllowed,
+                    "no configured client matches this request's credentials or certificate",
+                )
+                .with_header(header::WWW_AUTHENTICATE, "Bearer"));
+            }
+        }
+        if let Some(max) = self.policy.max_request_body_bytes {
+            // A declared length (HTTP/1 Content-Length, HTTP/2 content-length) is checked
+            // before anything is forwarded; a chunked body is cut by its tee when it grows past.
+            let declared = body.size_hint().lower();
+            if declared > max {
+                return Err(Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    FailureKind::RequestBodyTooLarge,
+                    format!(
+                        "the request declares a {declared}-byte body; the limit is {max} bytes"
+                    ),
+                ));
+            }
+        }
+        if self.policy.reject_unaudited_writes && is_write && !self.handoff.auditor().can_accept() {
+            self.audit_refused.inc();
+            tracing::warn!("Audit trail full: SCIM write refused (on_audit_failure = reject).");
+            return Err(Refusal::audit_unavailable(
+                "the audit trail cannot record this change now; retry later".to_owned(),
+            ));
+        }
+        self.upstream_uri(&parts.uri).map_err(|detail| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                FailureKind::InvalidRequestTarget,
+                detail,
+            )
+        })
+    }
+
+    /// Phase 2 (write-ahead mode only): records the intent durably before the write is
+    /// forwarded; the refusal otherwise (503 + `Retry-After`, or 400 for a broken body).
     async fn write_ahead(
         &self,
         parts: &http::request::Parts,
         body: Incoming,
         pending: &Arc<PendingExchange>,
         timeout: Duration,
-    ) -> Result<ForwardBody, Response<ProxyBody>> {
-        let head = request_head(parts);
+    ) -> Result<ForwardBody, Refusal> {
         let intent = crate::write_ahead::Intent {
             request_id: pending.request_id(),
             conn: pending.conn(),
-            head,
-            started_at: std::time::SystemTime::now(),
+            head: request_head(parts),
+            started_at: Timestamp::now(),
             max_body_bytes: self.capture.max_body_bytes,
             timeout,
             handoff: &self.handoff,
         };
-        let refusal = match crate::write_ahead::record(intent, body).await {
-            Ok(body) => return Ok(body),
-            Err(refusal) => refusal,
-        };
-        pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
-        let (status, failure) = match refusal {
-            crate::write_ahead::Refusal::Body(detail) => (
+        match crate::write_ahead::record(intent, body).await {
+            Ok(body) => Ok(body),
+            Err(crate::write_ahead::Refusal::Body(detail)) => Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                Failure {
-                    side: FailureSide::Downstream,
-                    kind: "request_body_error",
-                    detail,
-                },
-            ),
-            crate::write_ahead::Refusal::NotDurable(detail) => {
-                self.handoff.metrics().audit_refused.inc();
+                FailureKind::RequestBodyError,
+                detail,
+            )),
+            Err(crate::write_ahead::Refusal::NotDurable(detail)) => {
+                self.audit_refused.inc();
                 tracing::warn!(%detail, "Write-ahead intent not durable: SCIM write refused.");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Failure {
-                        side: FailureSide::Proxy,
-                        kind: "audit_unavailable",
-                        detail: format!("write-ahead audit: {detail}; retry later"),
-                    },
-                )
+                Err(Refusal::audit_unavailable(format!(
+                    "write-ahead audit: {detail}; retry later"
+                )))
             }
-        };
-        let mut response = generated(pending, status, Some(failure));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        Err(response)
+    }
+
+    /// Phase 3, upstream request: the configured target, rewritten headers, HTTP/1.1, and the
+    /// body through a guarded tee (idle timeout, size limit).
+    fn upstream_request(
+        &self,
+        mut parts: http::request::Parts,
+        uri: Uri,
+        body: ForwardBody,
+        pending: &Arc<PendingExchange>,
+    ) -> Request<TeeBody<ForwardBody>> {
+        let conn = pending.conn();
+        self.rewrite_request_headers(&mut parts.headers, &parts.uri, conn.peer, conn.tls);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let guards = BodyGuards {
+            idle_timeout: self.policy.body_idle_timeout,
+            max_bytes: self.policy.max_request_body_bytes,
+        };
+        Request::from_parts(
+            parts,
+            TeeBody::request(body, pending.clone(), &self.capture).guard(guards),
+        )
+    }
+
+    /// Phase 4, response: the upstream's head with hop-by-hop headers stripped, in the
+    /// client's HTTP version, and its body through a tee.
+    fn response(
+        &self,
+        response: Response<Incoming>,
+        client_version: Version,
+        pending: Arc<PendingExchange>,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = response.into_parts();
+        parts.version = client_version;
+        strip_framing_conflict(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers);
+        tracing::Span::current().record("status", parts.status.as_u16());
+        let body = TeeBody::response(
+            body,
+            pending,
+            parts.status,
+            crate::exchange::detached(&parts.headers),
+            &self.capture,
+        );
+        Response::from_parts(parts, ProxyBody::Forwarded(body))
+    }
+
+    /// Phase 4 when no response head came: 502/504 for the upstream's failure, or 408/413
+    /// when the request body was cut by its guard (that failed the upstream request too; the
+    /// client is answered for the cut, as the event says).
+    fn upstream_failed(
+        &self,
+        pending: &Arc<PendingExchange>,
+        failure: Failure,
+    ) -> Response<ProxyBody> {
+        match pending.request_body_end() {
+            Some(BodyEnd::IdleTimeout) => {
+                tracing::debug!(peer = %pending.conn().peer, "Request body stalled; exchange cut.");
+                let failure = Failure::new(
+                    FailureKind::RequestBodyTimeout,
+                    "the client stopped sending its request body",
+                );
+                return generated(pending, StatusCode::REQUEST_TIMEOUT, Some(failure));
+            }
+            Some(BodyEnd::TooLarge) => {
+                let failure = Failure::new(
+                    FailureKind::RequestBodyTooLarge,
+                    "the request body grew past max_request_body_bytes",
+                );
+                return generated(pending, StatusCode::PAYLOAD_TOO_LARGE, Some(failure));
+            }
+            _ => {}
+        }
+        let status = match failure.kind {
+            FailureKind::ConnectTimeout | FailureKind::ResponseTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        tracing::warn!(
+            request_id = %pending.request_id(),
+            kind = %failure.kind,
+            error = %failure.detail,
+            "Upstream request failed."
+        );
+        generated(pending, status, Some(failure))
     }
 
     /// The audit hand-off this proxy reports to.
@@ -464,77 +474,81 @@ fn settle_request_id(headers: &mut HeaderMap) -> String {
             return String::from_utf8_lossy(bytes).into_owned();
         }
     }
-    let id = crate::event::new_uuid_v7().to_string();
+    let id = crate::clock::new_uuid_v7().to_string();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(X_REQUEST_ID.clone(), value);
     }
     id
 }
 
-/// Whether the request comes from a configured client, matched as the event matches it
-/// (`client.name`): the SHA-256 of the Authorization credentials, else the certificate
-/// subject. One hash and a few compares; the credentials never leave this function.
-fn admits(clients: &[ClientConfig], headers: &HeaderMap, cert_subject: &Option<Arc<str>>) -> bool {
-    if let Some(digest) = credentials_sha256(headers) {
-        if clients.iter().any(|c| c.token_sha256 == Some(digest)) {
-            return true;
-        }
-    }
-    if let Some(subject) = cert_subject.as_deref() {
-        if clients.iter().any(|c| c.cert_subject.is_some()) {
-            let subject = crate::config::normalize_subject(subject);
-            return clients
-                .iter()
-                .any(|c| c.cert_subject.as_deref() == Some(subject.as_str()));
-        }
-    }
-    false
-}
-
-/// SHA-256 of the Authorization credentials, exactly as the event computes it (one function,
-/// so the allow-list and `client.name` always agree).
-fn credentials_sha256(headers: &HeaderMap) -> Option<[u8; 32]> {
-    crate::event::credentials(headers).1
-}
-
+/// Why a request is answered by scimtap instead of the upstream: the status, the event's
+/// failure, and a header the answer must carry (`WWW-Authenticate`, `Retry-After`).
 struct Refusal {
     status: StatusCode,
-    failure: Option<Failure>,
+    failure: Failure,
+    header: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, kind: FailureKind, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            failure: Failure::new(kind, detail),
+            header: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the audit trail cannot record a SCIM write now.
+    fn audit_unavailable(detail: String) -> Refusal {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            FailureKind::AuditUnavailable,
+            detail,
+        )
+        .with_header(header::RETRY_AFTER, "5")
+    }
+
+    fn with_header(mut self, name: HeaderName, value: &'static str) -> Refusal {
+        self.header = Some((name, HeaderValue::from_static(value)));
+        self
+    }
+}
+
+/// Answers a refused request: its body (whatever is left of it) is dropped unread, the
+/// exchange records that nothing was forwarded, and the client gets a SCIM error.
+fn refuse<B>(pending: &Arc<PendingExchange>, body: B, refusal: Refusal) -> Response<ProxyBody> {
+    drop(body);
+    pending.finish_request(BodyCapture::empty(BodyEnd::NotForwarded));
+    let mut response = generated(pending, refusal.status, Some(refusal.failure));
+    if let Some((name, value)) = refusal.header {
+        response.headers_mut().insert(name, value);
+    }
+    response
 }
 
 /// Targets scimtap never forwards: it only ever talks to its configured upstream.
-fn refuse(method: &Method, uri: &Uri, version: Version) -> Option<Refusal> {
-    let refusal = |status, kind, detail: &str| {
-        Some(Refusal {
-            status,
-            failure: Some(Failure {
-                side: FailureSide::Downstream,
-                kind,
-                detail: detail.to_owned(),
-            }),
-        })
-    };
+fn refuse_target(method: &Method, uri: &Uri, version: Version) -> Option<Refusal> {
     if method == Method::CONNECT {
-        return refusal(
+        return Some(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "connect_refused_by_proxy",
+            FailureKind::ConnectRefusedByProxy,
             "CONNECT is not supported: scimtap forwards only to its configured upstream",
-        );
+        ));
     }
     // HTTP/2 always carries scheme and authority; in HTTP/1 they mean absolute-form.
     if version < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
-        return refusal(
+        return Some(Refusal::new(
             StatusCode::BAD_REQUEST,
-            "absolute_form_refused",
+            FailureKind::AbsoluteFormRefused,
             "absolute-form request targets are not supported: scimtap forwards only to its configured upstream",
-        );
+        ));
     }
     if !uri.path().starts_with('/') {
-        return refusal(
+        return Some(Refusal::new(
             StatusCode::BAD_REQUEST,
-            "invalid_request_target",
+            FailureKind::InvalidRequestTarget,
             "the request target must be an absolute path",
-        );
+        ));
     }
     None
 }
@@ -592,7 +606,7 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
 fn upstream_failure(error: &hyper_util::client::legacy::Error) -> Failure {
     let detail = crate::tls::error_chain(error);
     let kind = if error.is_connect() {
-        let mut kind = "connect_error";
+        let mut kind = FailureKind::ConnectError;
         let mut source: Option<&(dyn StdError + 'static)> = error.source();
         while let Some(e) = source {
             kind = match connect_error_kind(e) {
@@ -603,21 +617,17 @@ fn upstream_failure(error: &hyper_util::client::legacy::Error) -> Failure {
         }
         kind
     } else {
-        "upstream_closed"
+        FailureKind::UpstreamClosed
     };
-    Failure {
-        side: FailureSide::Upstream,
-        kind,
-        detail,
-    }
+    Failure::new(kind, detail)
 }
 
 /// The kind of one error in a connect failure's chain. `io::Error` hides the error it wraps
 /// from `source()` (it returns the wrapped error's source), and the TLS connector wraps an
 /// `io::Error` around tokio-rustls's `io::Error` around `rustls::Error`, so look inside.
-fn connect_error_kind(e: &(dyn StdError + 'static)) -> Option<&'static str> {
+fn connect_error_kind(e: &(dyn StdError + 'static)) -> Option<FailureKind> {
     if e.is::<rustls::Error>() {
-        return Some("tls_error");
+        return Some(FailureKind::TlsError);
     }
     let io = e.downcast_ref::<std::io::Error>()?;
     if let Some(inner) = io.get_ref() {
@@ -626,8 +636,8 @@ fn connect_error_kind(e: &(dyn StdError + 'static)) -> Option<&'static str> {
         }
     }
     match io.kind() {
-        std::io::ErrorKind::TimedOut => Some("connect_timeout"),
-        std::io::ErrorKind::ConnectionRefused => Some("connect_refused"),
+        std::io::ErrorKind::TimedOut => Some(FailureKind::ConnectTimeout),
+        std::io::ErrorKind::ConnectionRefused => Some(FailureKind::ConnectRefused),
         _ => None,
     }
 }
@@ -812,58 +822,21 @@ mod tests {
         assert!(!is_scim_write(&Method::GET, "/Users"));
     }
 
-    fn client(name: &str, token: Option<&[u8]>, subject: Option<&str>) -> ClientConfig {
-        use sha2::{Digest, Sha256};
-        ClientConfig {
-            name: name.to_owned(),
-            token_sha256: token.map(|t| Sha256::digest(t).into()),
-            cert_subject: subject.map(crate::config::normalize_subject),
-            idp: None,
-        }
-    }
-
-    #[test]
-    fn the_allow_list_matches_tokens_and_certificate_subjects_as_events_do() {
-        let clients = [
-            client("okta", Some(b"s3cret"), None),
-            client("entra", None, Some("CN=entra-scim, O=Example")),
-        ];
-        let with_auth = |value: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
-            h
-        };
-        let none = None;
-        assert!(admits(&clients, &with_auth("Bearer s3cret"), &none));
-        assert!(admits(&clients, &with_auth("  bearer   s3cret  "), &none));
-        assert!(!admits(&clients, &with_auth("Bearer s3cret2"), &none));
-        assert!(!admits(&clients, &with_auth("Bearer"), &none));
-        // A raw token without a scheme is a credential too (never shown, but matched).
-        assert!(admits(&clients, &with_auth("s3cret"), &none));
-        assert!(admits(&clients, &with_auth("Bearer\ts3cret"), &none));
-        assert!(!admits(&clients, &with_auth("s3cret2"), &none));
-        assert!(!admits(&clients, &HeaderMap::new(), &none));
-        let subject: Option<Arc<str>> = Some("O=Example,CN=entra-scim".into());
-        assert!(admits(&clients, &HeaderMap::new(), &subject));
-        let other: Option<Arc<str>> = Some("CN=someone-else,O=Example".into());
-        assert!(!admits(&clients, &HeaderMap::new(), &other));
-        // A known token is enough whatever certificate comes with it.
-        assert!(admits(&clients, &with_auth("Bearer s3cret"), &other));
-    }
-
     #[test]
     fn connect_and_absolute_form_are_refused() {
         let abs: Uri = "http://evil.example/x".parse().unwrap();
-        assert!(refuse(
+        assert!(refuse_target(
             &Method::CONNECT,
             &"evil:443".parse().unwrap(),
             Version::HTTP_11
         )
         .is_some());
-        assert!(refuse(&Method::GET, &abs, Version::HTTP_11).is_some());
+        assert!(refuse_target(&Method::GET, &abs, Version::HTTP_11).is_some());
         // HTTP/2 requests always carry an authority; that is not absolute-form.
         let h2: Uri = "https://proxy.example/scim/v2/Users".parse().unwrap();
-        assert!(refuse(&Method::GET, &h2, Version::HTTP_2).is_none());
-        assert!(refuse(&Method::GET, &"/Users".parse().unwrap(), Version::HTTP_11).is_none());
+        assert!(refuse_target(&Method::GET, &h2, Version::HTTP_2).is_none());
+        assert!(
+            refuse_target(&Method::GET, &"/Users".parse().unwrap(), Version::HTTP_11).is_none()
+        );
     }
 }

@@ -15,15 +15,14 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::exchange::{BodyCapture, BodyEnd, ConnInfo, Exchange, RequestHead};
-use crate::pipeline::Handoff;
-use crate::sinks::DurableAck;
+use crate::clock::Timestamp;
+use crate::exchange::{BodyCapture, BodyEnd, ConnInfo, Exchange, Handoff, RequestHead};
 
 /// The request body as forwarded upstream: streamed as it arrives, or (write-ahead) the frames
 /// read before the intent record was made durable, then the rest.
@@ -105,7 +104,7 @@ pub struct Intent<'a> {
     pub request_id: &'a str,
     pub conn: &'a ConnInfo,
     pub head: RequestHead,
-    pub started_at: SystemTime,
+    pub started_at: Timestamp,
     pub max_body_bytes: usize,
     pub timeout: Duration,
     pub handoff: &'a Handoff,
@@ -157,12 +156,11 @@ pub async fn record(intent: Intent<'_>, mut body: Incoming) -> Result<ForwardBod
         response: None,
         recorded_failure: None,
     };
-    let (ack, durable) = DurableAck::new();
-    if !intent.handoff.submit_intent(snapshot, ack) {
+    let Some(durable) = intent.handoff.auditor().submit_intent(snapshot) else {
         return Err(Refusal::NotDurable(
             "the audit hand-off queue is full or closed".to_owned(),
         ));
-    }
+    };
     match tokio::time::timeout_at(deadline, durable).await {
         Ok(Ok(())) => Ok(ForwardBody::Replayed {
             frames,

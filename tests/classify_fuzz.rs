@@ -158,7 +158,7 @@ proptest! {
         }
         let exchange = Exchange {
             request_id: "fuzz".into(),
-            started_at: SystemTime::UNIX_EPOCH,
+            started_at: SystemTime::UNIX_EPOCH.into(),
             duration: Duration::from_millis(1),
             conn: ConnInfo::new("127.0.0.1:1".parse().unwrap(), false),
             request: RequestHead {

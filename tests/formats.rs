@@ -244,7 +244,8 @@ fn fixture_exchange(
     });
     Exchange {
         request_id: format!("fixture-{n}"),
-        started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_338_000_000 + n as u64),
+        started_at: (SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_338_000_000 + n as u64))
+            .into(),
         duration: Duration::from_micros(1800 + n as u64 * 397),
         conn: ConnInfo::new(
             format!("198.51.100.23:{}", 40000 + n).parse().unwrap(),
@@ -306,7 +307,7 @@ fn fixture_exchanges() -> Vec<(String, scimtap::exchange::Exchange)> {
     };
     let refused = Failure {
         side: FailureSide::Upstream,
-        kind: "connect_refused",
+        kind: scimtap::exchange::FailureKind::ConnectRefused,
         detail: "tcp connect error: Connection refused (os error 111)".to_owned(),
     };
     let generated = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "502", "detail": "scimtap: upstream refused"});

@@ -143,7 +143,8 @@ fn exchange(n: usize, req: Req, resp: Option<Resp>) -> Exchange {
     });
     Exchange {
         request_id: uuid::Uuid::now_v7().to_string(),
-        started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(BASE_MILLIS + n as u64 * 1371),
+        started_at: (SystemTime::UNIX_EPOCH + Duration::from_millis(BASE_MILLIS + n as u64 * 1371))
+            .into(),
         duration: Duration::from_micros(1800 + n as u64 * 397),
         conn: ConnInfo::new(
             format!("{peer}:{}", 40000 + n)
@@ -281,7 +282,7 @@ fn variants(first: usize) -> Vec<(String, Exchange)> {
     // (as observed on a real run: request_bytes 0).
     let refused = Failure {
         side: FailureSide::Upstream,
-        kind: "connect_refused",
+        kind: scimtap::exchange::FailureKind::ConnectRefused,
         detail: "client error (Connect): tcp connect error: Connection refused (os error 111)"
             .to_owned(),
     };
@@ -325,7 +326,7 @@ fn variants(first: usize) -> Vec<(String, Exchange)> {
     ] {
         let failure = Failure {
             side: FailureSide::Upstream,
-            kind,
+            kind: kind.parse().unwrap(),
             detail: detail.to_owned(),
         };
         let mut ex = exchange(
@@ -390,7 +391,7 @@ fn variants(first: usize) -> Vec<(String, Exchange)> {
     // The client's request body failed mid-upload.
     let failure = Failure {
         side: FailureSide::Downstream,
-        kind: "request_body_error",
+        kind: scimtap::exchange::FailureKind::RequestBodyError,
         detail: "error reading a body from connection: unexpected end of file".to_owned(),
     };
     let mut ex = exchange(
@@ -435,7 +436,7 @@ fn variants(first: usize) -> Vec<(String, Exchange)> {
     ] {
         let failure = Failure {
             side: FailureSide::Downstream,
-            kind,
+            kind: kind.parse().unwrap(),
             detail: detail.to_owned(),
         };
         let mut r = req(Idp::Other, method, target, Value::Null);

@@ -305,7 +305,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
 
     let exchange = Exchange {
         request_id: "redaction-fuzz".to_owned(),
-        started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_717_000_000),
+        started_at: (SystemTime::UNIX_EPOCH + Duration::from_secs(1_717_000_000)).into(),
         duration: Duration::from_millis(3),
         conn: ConnInfo::new(([192, 0, 2, 1], 443).into(), true),
         request: RequestHead {

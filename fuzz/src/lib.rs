@@ -188,7 +188,7 @@ pub fn parse_exchange(data: &[u8]) -> (Flags, Exchange) {
     };
     let exchange = Exchange {
         request_id,
-        started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_717_000_000_123),
+        started_at: (SystemTime::UNIX_EPOCH + Duration::from_millis(1_717_000_000_123)).into(),
         duration: Duration::from_micros(12_345),
         conn,
         request: RequestHead {

@@ -323,9 +323,7 @@ fn ocsf_value(event: &AuditEvent<'_>) -> Value {
         .as_ref()
         .and_then(|b| b.status)
         .or(event.http.status);
-    let time = super::event_time_millis(&event.timestamp)
-        .and_then(|t| u64::try_from(t).ok())
-        .unwrap_or(0);
+    let time = event.timestamp.unix_millis();
 
     let mut doc = Map::new();
     doc.insert("category_uid".into(), json!(category_uid));
@@ -494,7 +492,7 @@ mod tests {
         AuditEvent {
             schema_version: SCHEMA_VERSION,
             event_id: "0190-event".into(),
-            timestamp: "2023-11-14T22:13:20.123Z".into(),
+            timestamp: crate::clock::Timestamp::from_unix_millis(1_700_000_000_123),
             duration_ms: 1.6,
             request_id: "req-1",
             outcome: if status.is_some_and(|s| s < 400) {
@@ -709,7 +707,7 @@ mod tests {
         let mut e = event("GET", scim("User", Operation::Read, &[]), None);
         e.failure = Some(FailureInfo {
             side: FailureSide::Upstream,
-            kind: "connect_refused",
+            kind: crate::exchange::FailureKind::ConnectRefused,
             detail: "connection refused".into(),
         });
         let v = value(&e);

@@ -30,7 +30,7 @@ impl Pseudonymizer {
         };
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        format!("hmac-sha256:{}", crate::event::hex(&digest))
+        format!("hmac-sha256:{}", hex::encode(digest))
     }
 
     /// The filter with every quoted string literal replaced by its pseudonym (quoted).

@@ -92,9 +92,7 @@ impl RecordMeta {
                 .id
                 .clone()
                 .unwrap_or_else(|| event.request_id.to_owned()),
-            time_millis: crate::formats::event_time_millis(&event.timestamp)
-                .and_then(|t| i64::try_from(t).ok())
-                .unwrap_or(0),
+            time_millis: event.timestamp.unix_millis(),
         })
     }
 }

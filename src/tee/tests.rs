@@ -10,9 +10,9 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 
 use super::{BodyGuards, CaptureLimits, TeeBody, TeeError};
+use crate::exchange::testing::{self, Collected};
 use crate::exchange::CaptureBudget;
 use crate::exchange::{BodyEnd, ConnInfo, PendingExchange, RequestHead, ResponseOutcome};
-use crate::pipeline::{Handoff, TestReceiver};
 
 /// A body that yields what it was given, then ends (or fails).
 struct Scripted {
@@ -54,8 +54,8 @@ impl Body for Scripted {
     }
 }
 
-fn pending() -> (std::sync::Arc<PendingExchange>, TestReceiver) {
-    let (handoff, rx): (Handoff, TestReceiver) = Handoff::channel(8);
+fn pending() -> (std::sync::Arc<PendingExchange>, std::sync::Arc<Collected>) {
+    let (handoff, rx) = testing::handoff();
     let head = RequestHead {
         method: Method::POST,
         path_and_query: "/Users".into(),
@@ -85,7 +85,7 @@ fn finish_response(p: &PendingExchange) {
 
 #[tokio::test]
 async fn frames_pass_through_unchanged_and_are_captured() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let tee = TeeBody::request(Scripted::data(&["hello ", "world"]), p, &limits(1024));
     let collected = tee.collect().await.unwrap().to_bytes();
@@ -100,7 +100,7 @@ async fn frames_pass_through_unchanged_and_are_captured() {
 
 #[tokio::test]
 async fn capture_stops_at_the_limit_and_says_so() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let tee = TeeBody::request(Scripted::data(&["0123", "4567", "89"]), p, &limits(6));
     let collected = tee.collect().await.unwrap().to_bytes();
@@ -113,7 +113,7 @@ async fn capture_stops_at_the_limit_and_says_so() {
 
 #[tokio::test]
 async fn trailers_end_the_stream_normally() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let tee = TeeBody::request(Scripted::data(&["x"]).then_trailers(), p, &limits(64));
     let collected = tee.collect().await.unwrap();
@@ -123,7 +123,7 @@ async fn trailers_end_the_stream_normally() {
 
 #[tokio::test]
 async fn an_error_mid_stream_is_passed_on_and_recorded() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let mut tee = TeeBody::request(
         Scripted::data(&["part"]).then_error("reset by peer"),
@@ -147,7 +147,7 @@ async fn an_error_mid_stream_is_passed_on_and_recorded() {
 
 #[tokio::test]
 async fn dropped_early_is_cancelled() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let mut tee = TeeBody::request(Scripted::data(&["a", "b"]), p, &limits(64));
     assert!(tee.frame().await.is_some());
@@ -159,7 +159,7 @@ async fn dropped_early_is_cancelled() {
 
 #[tokio::test]
 async fn an_empty_body_dropped_unpolled_is_complete() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     drop(TeeBody::request(Scripted::data(&[]), p, &limits(64)));
     assert_eq!(rx.try_recv().unwrap().request_body.end, BodyEnd::Complete);
@@ -167,7 +167,7 @@ async fn an_empty_body_dropped_unpolled_is_complete() {
 
 #[tokio::test]
 async fn nothing_is_handed_off_until_both_sides_finish() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     let tee = TeeBody::request(Scripted::data(&["x"]), p.clone(), &limits(64));
     tee.collect().await.unwrap();
     assert!(rx.try_recv().is_err(), "response side still open");
@@ -192,7 +192,7 @@ async fn the_shared_budget_truncates_captures_and_is_given_back() {
         max_body_bytes: 100,
         budget: budget.clone(),
     };
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let tee = TeeBody::request(Scripted::data(&["abc", "defg", "h"]), p, &limits);
     assert_eq!(
@@ -238,7 +238,7 @@ impl Body for Stalling {
 
 #[tokio::test]
 async fn a_request_body_that_stops_arriving_is_cut_after_the_idle_timeout() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let body = Stalling {
         frames: VecDeque::from([Bytes::from_static(b"{\"userName\"")]),
@@ -262,13 +262,16 @@ async fn a_request_body_that_stops_arriving_is_cut_after_the_idle_timeout() {
     let ex = rx.try_recv().unwrap();
     assert_eq!(ex.request_body.end, BodyEnd::IdleTimeout);
     assert_eq!(ex.request_body.total_bytes, 11);
-    assert_eq!(ex.failure().unwrap().kind, "request_body_timeout");
+    assert_eq!(
+        ex.failure().unwrap().kind,
+        crate::exchange::FailureKind::RequestBodyTimeout
+    );
     assert!(rx.try_recv().is_err(), "reported once");
 }
 
 #[tokio::test]
 async fn a_request_body_over_the_limit_is_cut_before_the_crossing_frame() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let mut tee = TeeBody::request(Scripted::data(&["0123", "4567", "89"]), p, &limits(64)).guard(
         BodyGuards {
@@ -291,13 +294,16 @@ async fn a_request_body_over_the_limit_is_cut_before_the_crossing_frame() {
         "only what was forwarded"
     );
     let failure = ex.failure().unwrap();
-    assert_eq!(failure.kind, "request_body_too_large");
+    assert_eq!(
+        failure.kind,
+        crate::exchange::FailureKind::RequestBodyTooLarge
+    );
     assert_eq!(failure.side, crate::exchange::FailureSide::Downstream);
 }
 
 #[tokio::test]
 async fn a_body_at_the_limit_passes_whole() {
-    let (p, mut rx) = pending();
+    let (p, rx) = pending();
     finish_response(&p);
     let tee = TeeBody::request(Scripted::data(&["0123", "45"]), p, &limits(64)).guard(BodyGuards {
         idle_timeout: Some(std::time::Duration::from_secs(30)),
