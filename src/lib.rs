@@ -419,3 +419,64 @@ fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static 
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
+
+#[cfg(test)]
+mod tests {
+    /// The request path's modules: what forwards bytes and records the exchange.
+    const REQUEST_PATH: &[&str] = &[
+        "src/listener.rs",
+        "src/proxy.rs",
+        "src/tee.rs",
+        "src/tee/tests.rs",
+        "src/exchange.rs",
+        "src/write_ahead.rs",
+    ];
+
+    /// The audit side, which the request path reaches only through `exchange::Auditor`.
+    const AUDIT_SIDE: &[&str] = &["pipeline", "event", "formats", "integrity", "sinks"];
+
+    /// docs/architecture.md gives the same check as a command:
+    /// `grep -nE 'crate::(\{[^}]*)?(pipeline|event|formats|integrity|sinks)\b' src/{listener,proxy,tee,exchange,write_ahead}.rs src/tee/*.rs`
+    #[test]
+    fn the_request_path_imports_nothing_from_the_audit_side() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = Vec::new();
+        for file in REQUEST_PATH {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let code: String = text
+                .lines()
+                .map(|line| line.split("//").next().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n");
+            // Every module named after `crate::`, alone or in a `crate::{a, b::c}` group.
+            for (at, _) in code.match_indices("crate::") {
+                let rest = &code[at + "crate::".len()..];
+                let named: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => group
+                        .split('}')
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .collect(),
+                    None => vec![rest],
+                };
+                for name in named {
+                    let module = name
+                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap_or_default();
+                    if AUDIT_SIDE.contains(&module) {
+                        let line = code[..at].matches('\n').count() + 1;
+                        found.push(format!("{file}:{line}: crate::{module}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "request path imports the audit side:\n{}",
+            found.join("\n")
+        );
+    }
+}
