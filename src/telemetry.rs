@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 const DEFAULT_LOG_FILTER: &str = "info,rskafka=error";
 
@@ -86,28 +86,64 @@ pub enum DropReason {
     rejected,
 }
 
-/// Every metric scimtap exposes, registered once.
-pub struct Metrics {
-    pub registry: Registry,
-    pub requests: Family<StatusClassLabels, Counter>,
-    pub upstream_errors: Family<KindLabels, Counter>,
-    pub request_duration: Histogram,
-    pub connections_open: Gauge,
-    pub connections_accepted: Counter,
-    pub tls_handshake_failures: Counter,
-    pub handoff_dropped: Family<ReasonLabels, Counter>,
-    pub handoff_queue_depth: Gauge<i64, AtomicI64Compat>,
-    pub events_encoded: Counter,
-    pub capture_budget_exhausted: Counter,
-    pub audit_refused: Counter,
-    pub config_reloads: Family<ResultLabels, Counter>,
-    pub sink_written: Family<SinkLabels, Counter>,
-    pub sink_dropped: Family<SinkReasonLabels, Counter>,
-    pub sink_queue_depth: Family<SinkLabels, Gauge>,
-    pub sink_write_errors: Family<SinkLabels, Counter>,
-    pub sink_retried: Family<SinkLabels, Counter>,
-    pub sink_send_duration: Family<SinkLabels, Histogram>,
+/// Declares [`Metrics`]: each metric once, with its type, name, help and initial value.
+macro_rules! metrics {
+    ($($field:ident: $ty:ty = $name:literal $(in $unit:ident)?, $help:literal $(, $init:expr)?;)*) => {
+        /// Every metric scimtap exposes, registered once.
+        pub struct Metrics {
+            pub registry: Registry,
+            $(pub $field: $ty,)*
+        }
+
+        impl Metrics {
+            pub fn new() -> Arc<Metrics> {
+                let mut registry = Registry::with_prefix("scimtap");
+                $(
+                    let $field: $ty = metrics!(@init $($init)?);
+                    metrics!(@register registry, $name, $help, $field $(, $unit)?);
+                )*
+                Arc::new(Metrics { registry, $($field,)* })
+            }
+        }
+    };
+    (@init) => { Default::default() };
+    (@init $init:expr) => { $init };
+    (@register $registry:ident, $name:literal, $help:literal, $field:ident) => {
+        $registry.register($name, $help, $field.clone())
+    };
+    (@register $registry:ident, $name:literal, $help:literal, $field:ident, $unit:ident) => {
+        $registry.register_with_unit($name, $help, Unit::$unit, $field.clone())
+    };
 }
+
+metrics! {
+    requests: Family<StatusClassLabels, Counter> = "requests", "Requests answered, by response status class (none: no response reached the client)";
+    upstream_errors: Family<KindLabels, Counter> = "upstream_errors", "Requests that failed on the upstream side, by kind";
+    request_duration: Histogram = "request_duration" in Seconds,
+        "Time from request received to both bodies finished",
+        Histogram::new(REQUEST_DURATION_BUCKETS);
+    connections_open: Gauge = "connections_open", "Client connections open now";
+    connections_accepted: Counter = "connections_accepted", "Client connections accepted";
+    tls_handshake_failures: Counter = "tls_handshake_failures", "Client TLS handshakes that failed or timed out";
+    handoff_dropped: Family<ReasonLabels, Counter> = "audit_handoff_dropped", "Finished exchanges whose event was dropped before the audit pipeline, by reason";
+    handoff_queue_depth: Gauge<i64, AtomicI64Compat> = "audit_handoff_queue_depth", "Finished exchanges waiting for the audit worker";
+    events_encoded: Counter = "audit_events_encoded", "Audit events built and serialized by the audit worker";
+    capture_budget_exhausted: Counter = "capture_budget_exhausted", "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)";
+    audit_refused: Counter = "audit_refused_requests", "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")";
+    config_reloads: Family<ResultLabels, Counter> = "config_reloads", "Configuration reloads on SIGHUP, by result (success, failure: the old configuration stays)";
+    sink_written: Family<SinkLabels, Counter> = "sink_events_written", "Audit events written by each sink";
+    sink_dropped: Family<SinkReasonLabels, Counter> = "sink_events_dropped", "Audit events a sink did not write, by reason";
+    sink_queue_depth: Family<SinkLabels, Gauge> = "sink_queue_depth", "Audit events waiting in each sink's queue";
+    sink_write_errors: Family<SinkLabels, Counter> = "sink_write_errors", "Failed write attempts per sink";
+    sink_retried: Family<SinkLabels, Counter> = "sink_events_retried", "Audit events sent again after a failed attempt, per sink";
+    sink_send_duration: Family<SinkLabels, Histogram> = "sink_send_duration" in Seconds,
+        "Time of one write or send attempt of a batch, per sink",
+        Family::new_with_constructor(send_duration_histogram);
+}
+
+const REQUEST_DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 fn send_duration_histogram() -> Histogram {
     Histogram::new([
@@ -119,145 +155,6 @@ fn send_duration_histogram() -> Histogram {
 pub type AtomicI64Compat = std::sync::atomic::AtomicI64;
 
 impl Metrics {
-    pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("scimtap");
-        let requests = Family::<StatusClassLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests answered, by response status class (none: no response reached the client)",
-            requests.clone(),
-        );
-        let upstream_errors = Family::<KindLabels, Counter>::default();
-        registry.register(
-            "upstream_errors",
-            "Requests that failed on the upstream side, by kind",
-            upstream_errors.clone(),
-        );
-        let request_duration = Histogram::new([
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
-        ]);
-        registry.register_with_unit(
-            "request_duration",
-            "Time from request received to both bodies finished",
-            prometheus_client::registry::Unit::Seconds,
-            request_duration.clone(),
-        );
-        let connections_open = Gauge::default();
-        registry.register(
-            "connections_open",
-            "Client connections open now",
-            connections_open.clone(),
-        );
-        let connections_accepted = Counter::default();
-        registry.register(
-            "connections_accepted",
-            "Client connections accepted",
-            connections_accepted.clone(),
-        );
-        let tls_handshake_failures = Counter::default();
-        registry.register(
-            "tls_handshake_failures",
-            "Client TLS handshakes that failed or timed out",
-            tls_handshake_failures.clone(),
-        );
-        let handoff_dropped = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "audit_handoff_dropped",
-            "Finished exchanges whose event was dropped before the audit pipeline, by reason",
-            handoff_dropped.clone(),
-        );
-        let handoff_queue_depth = Gauge::<i64, AtomicI64Compat>::default();
-        registry.register(
-            "audit_handoff_queue_depth",
-            "Finished exchanges waiting for the audit worker",
-            handoff_queue_depth.clone(),
-        );
-        let events_encoded = Counter::default();
-        registry.register(
-            "audit_events_encoded",
-            "Audit events built and serialized by the audit worker",
-            events_encoded.clone(),
-        );
-        let capture_budget_exhausted = Counter::default();
-        registry.register(
-            "capture_budget_exhausted",
-            "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)",
-            capture_budget_exhausted.clone(),
-        );
-        let audit_refused = Counter::default();
-        registry.register(
-            "audit_refused_requests",
-            "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")",
-            audit_refused.clone(),
-        );
-        let config_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Configuration reloads on SIGHUP, by result (success, failure: the old configuration stays)",
-            config_reloads.clone(),
-        );
-        let sink_written = Family::<SinkLabels, Counter>::default();
-        registry.register(
-            "sink_events_written",
-            "Audit events written by each sink",
-            sink_written.clone(),
-        );
-        let sink_dropped = Family::<SinkReasonLabels, Counter>::default();
-        registry.register(
-            "sink_events_dropped",
-            "Audit events a sink did not write, by reason",
-            sink_dropped.clone(),
-        );
-        let sink_queue_depth = Family::<SinkLabels, Gauge>::default();
-        registry.register(
-            "sink_queue_depth",
-            "Audit events waiting in each sink's queue",
-            sink_queue_depth.clone(),
-        );
-        let sink_write_errors = Family::<SinkLabels, Counter>::default();
-        registry.register(
-            "sink_write_errors",
-            "Failed write attempts per sink",
-            sink_write_errors.clone(),
-        );
-        let sink_retried = Family::<SinkLabels, Counter>::default();
-        registry.register(
-            "sink_events_retried",
-            "Audit events sent again after a failed attempt, per sink",
-            sink_retried.clone(),
-        );
-        let sink_send_duration =
-            Family::<SinkLabels, Histogram>::new_with_constructor(send_duration_histogram);
-        registry.register_with_unit(
-            "sink_send_duration",
-            "Time of one write or send attempt of a batch, per sink",
-            prometheus_client::registry::Unit::Seconds,
-            sink_send_duration.clone(),
-        );
-        Arc::new(Metrics {
-            registry,
-            requests,
-            upstream_errors,
-            request_duration,
-            connections_open,
-            connections_accepted,
-            tls_handshake_failures,
-            handoff_dropped,
-            handoff_queue_depth,
-            events_encoded,
-            capture_budget_exhausted,
-            audit_refused,
-            config_reloads,
-            sink_written,
-            sink_dropped,
-            sink_queue_depth,
-            sink_write_errors,
-            sink_retried,
-            sink_send_duration,
-        })
-    }
-
     /// The registry in Prometheus/OpenMetrics text form.
     pub fn encode(&self) -> String {
         let mut out = String::new();
