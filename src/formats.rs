@@ -168,6 +168,14 @@ impl Extension {
     }
 }
 
+/// An object of the fields that have a value.
+fn present(fields: &[(&str, &Option<String>)]) -> serde_json::Map<String, serde_json::Value> {
+    fields
+        .iter()
+        .filter_map(|(name, value)| Some(((*name).to_owned(), value.as_ref()?.clone().into())))
+        .collect()
+}
+
 /// ECS version the documents follow (`ecs.version`).
 pub const ECS_VERSION: &str = "8.12.0";
 
@@ -246,16 +254,11 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
         user.insert("name".into(), json!(name));
     }
     if is_user {
-        let mut target = Map::new();
-        if let Some(id) = &scim.target.id {
-            target.insert("id".into(), json!(id));
-        }
-        if let Some(name) = &scim.target.user_name {
-            target.insert("name".into(), json!(name));
-        }
-        if let Some(full) = &scim.target.display_name {
-            target.insert("full_name".into(), json!(full));
-        }
+        let target = present(&[
+            ("id", &scim.target.id),
+            ("name", &scim.target.user_name),
+            ("full_name", &scim.target.display_name),
+        ]);
         if !target.is_empty() {
             user.insert("target".into(), Value::Object(target));
         }
@@ -283,13 +286,7 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
         doc.insert("user".into(), Value::Object(user));
     }
     if is_group {
-        let mut group = Map::new();
-        if let Some(id) = &scim.target.id {
-            group.insert("id".into(), json!(id));
-        }
-        if let Some(name) = &scim.target.display_name {
-            group.insert("name".into(), json!(name));
-        }
+        let group = present(&[("id", &scim.target.id), ("name", &scim.target.display_name)]);
         if !group.is_empty() {
             doc.insert("group".into(), Value::Object(group));
         }

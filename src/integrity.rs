@@ -537,67 +537,49 @@ fn check(lines: &[Line], files: &[PathBuf], options: &VerifyOptions) -> Result<V
             // Starting mid-chain: the first record sets the expected sequence.
             expected_seq = integrity.seq;
         }
+        let seq = integrity.seq;
+        let fail = |kind, detail: String| Err(broken(kind, expected_seq, at, detail));
         if !at.self_valid {
-            let kind = if integrity.seq == expected_seq {
+            let kind = if seq == expected_seq {
                 Breakage::Edited
             } else {
                 Breakage::Inserted
             };
-            return Err(broken(
+            return fail(
                 kind,
-                expected_seq,
-                at,
-                format!("the hash of seq {} does not match its bytes", integrity.seq),
-            ));
+                format!("the hash of seq {seq} does not match its bytes"),
+            );
         }
-        let same_hash = |o: &Line| {
-            o.sealed
-                .as_ref()
-                .is_some_and(|(_, _, s)| s.hash == integrity.hash)
-        };
         if seen_hashes.contains(&integrity.hash) {
-            return Err(broken(
-                Breakage::Inserted,
-                expected_seq,
-                at,
-                format!("a second copy of seq {}", integrity.seq),
-            ));
+            return fail(Breakage::Inserted, format!("a second copy of seq {seq}"));
         }
-        if integrity.seq > expected_seq {
-            let kind = if lines[i + 1..].iter().any(same_hash) {
+        if seq != expected_seq {
+            let later = &lines[i + 1..];
+            let found = |test: &dyn Fn(&SealedIntegrity) -> bool| {
+                later
+                    .iter()
+                    .any(|o| o.sealed.as_ref().is_some_and(|(_, _, s)| test(s)))
+            };
+            let kind = if seq < expected_seq {
+                Breakage::Reordered
+            } else if found(&|s| s.hash == integrity.hash) {
                 Breakage::Inserted
-            } else if lines[i + 1..].iter().any(|o| {
-                o.sealed
-                    .as_ref()
-                    .is_some_and(|(_, _, s)| s.seq == expected_seq)
-            }) {
+            } else if found(&|s| s.seq == expected_seq) {
                 Breakage::Reordered
             } else {
                 Breakage::Deleted
             };
-            return Err(broken(
+            return fail(
                 kind,
-                expected_seq,
-                at,
-                format!("expected seq {expected_seq}, found seq {}", integrity.seq),
-            ));
-        }
-        if integrity.seq < expected_seq {
-            return Err(broken(
-                Breakage::Reordered,
-                expected_seq,
-                at,
-                format!("expected seq {expected_seq}, found seq {}", integrity.seq),
-            ));
+                format!("expected seq {expected_seq}, found seq {seq}"),
+            );
         }
         if let Some(prev) = &expected_prev {
             if &integrity.prev_hash != prev {
-                return Err(broken(
+                return fail(
                     Breakage::Inserted,
-                    expected_seq,
-                    at,
                     "prev_hash does not match the record before it: this record belongs to another chain".into(),
-                ));
+                );
             }
         }
         if *kind == Some(RecordKind::Start) && !first && last_kind != Some(RecordKind::Stop) {

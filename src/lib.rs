@@ -379,27 +379,21 @@ impl Running {
 /// their Debug form, which never shows key material (so a changed key file's content is not
 /// seen; its path is).
 fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    if differs(&old.listen, &new.listen) {
-        changed.push("listen");
-    }
-    if differs(&old.upstream, &new.upstream) {
-        changed.push("upstream");
-    }
-    if differs(&old.admin, &new.admin) {
-        changed.push("admin");
-    }
-    if differs(&old.sinks, &new.sinks) {
-        changed.push("sinks");
-    }
-    if differs(&old.audit, &new.audit) {
-        changed.push("audit");
-    }
-    if differs(&old.integrity, &new.integrity) {
-        changed.push("integrity");
-    }
+    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 6] = [
+        ("listen", &old.listen, &new.listen),
+        ("upstream", &old.upstream, &new.upstream),
+        ("admin", &old.admin, &new.admin),
+        ("sinks", &old.sinks, &new.sinks),
+        ("audit", &old.audit, &new.audit),
+        ("integrity", &old.integrity, &new.integrity),
+    ];
+    let mut changed: Vec<&'static str> = sections
+        .into_iter()
+        .filter(|(_, a, b)| differs(*a, *b))
+        .map(|(name, ..)| name)
+        .collect();
     if old.scim.clients_required != new.scim.clients_required
         || differs(&old.scim.clients, &new.scim.clients) && new.scim.clients_required
     {

@@ -82,59 +82,21 @@ impl Activity {
 
 /// The identity meaning of a SCIM action, most significant first: the first of an event's
 /// actions in this list picks its activity.
+#[rustfmt::skip]
 const IDENTITY_ACTIONS: &[(&str, Activity)] = &[
-    (
-        "user.delete",
-        Activity::new(Class::AccountChange, 6, "Delete"),
-    ),
-    (
-        "user.create",
-        Activity::new(Class::AccountChange, 1, "Create"),
-    ),
-    (
-        "user.deactivate",
-        Activity::new(Class::AccountChange, 5, "Disable"),
-    ),
-    (
-        "user.reactivate",
-        Activity::new(Class::AccountChange, 2, "Enable"),
-    ),
-    (
-        "group.delete",
-        Activity::new(Class::GroupManagement, 5, "Delete"),
-    ),
-    (
-        "group.create",
-        Activity::new(Class::GroupManagement, 6, "Create"),
-    ),
-    (
-        "group.members.add",
-        Activity::new(Class::GroupManagement, 3, "Add User"),
-    ),
-    (
-        "group.members.remove",
-        Activity::new(Class::GroupManagement, 4, "Remove User"),
-    ),
-    (
-        "group.members.replace",
-        Activity::new(Class::GroupManagement, OTHER, "Replace Members"),
-    ),
-    (
-        "group.members.update",
-        Activity::new(Class::GroupManagement, OTHER, "Update Members"),
-    ),
-    (
-        "group.rename",
-        Activity::new(Class::GroupManagement, OTHER, "Rename"),
-    ),
-    (
-        "group.update",
-        Activity::new(Class::GroupManagement, OTHER, "Update"),
-    ),
-    (
-        "user.update",
-        Activity::new(Class::AccountChange, OTHER, "Update"),
-    ),
+    ("user.delete", Activity::new(Class::AccountChange, 6, "Delete")),
+    ("user.create", Activity::new(Class::AccountChange, 1, "Create")),
+    ("user.deactivate", Activity::new(Class::AccountChange, 5, "Disable")),
+    ("user.reactivate", Activity::new(Class::AccountChange, 2, "Enable")),
+    ("group.delete", Activity::new(Class::GroupManagement, 5, "Delete")),
+    ("group.create", Activity::new(Class::GroupManagement, 6, "Create")),
+    ("group.members.add", Activity::new(Class::GroupManagement, 3, "Add User")),
+    ("group.members.remove", Activity::new(Class::GroupManagement, 4, "Remove User")),
+    ("group.members.replace", Activity::new(Class::GroupManagement, OTHER, "Replace Members")),
+    ("group.members.update", Activity::new(Class::GroupManagement, OTHER, "Update Members")),
+    ("group.rename", Activity::new(Class::GroupManagement, OTHER, "Rename")),
+    ("group.update", Activity::new(Class::GroupManagement, OTHER, "Update")),
+    ("user.update", Activity::new(Class::AccountChange, OTHER, "Update")),
 ];
 
 /// API Activity for an action that has no OCSF identity class (custom resource types), or

@@ -20,11 +20,26 @@ pub(super) struct PatchAnalysis {
 }
 
 impl PatchAnalysis {
+    /// Records an attribute path the request touches, once.
+    fn touch(&mut self, path: &str) {
+        if !self.changes.attributes.iter().any(|a| a == path) {
+            self.changes.attributes.push(path.to_owned());
+        }
+    }
+
     fn act(&mut self, action: String) {
         if !self.actions.contains(&action) {
             self.actions.push(action);
         }
     }
+}
+
+/// The operation [`apply`] works on: its resource type, that type's action prefix
+/// (`user`, `group`, ...) and the op name, lower case.
+struct OpAt<'a> {
+    prefix: &'a str,
+    resource_type: &'a str,
+    op: &'a str,
 }
 
 pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -> PatchAnalysis {
@@ -42,21 +57,16 @@ pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -
             .to_ascii_lowercase();
         let path = get_ci(op, "path").and_then(Json::as_str);
         let value = get_ci(op, "value");
+        let at = OpAt {
+            prefix: &prefix,
+            resource_type,
+            op: &name,
+        };
         match path {
             Some(path) => {
-                if !out.changes.attributes.iter().any(|a| a == path) {
-                    out.changes.attributes.push(path.to_owned());
-                }
+                out.touch(path);
                 let attribute = base_attribute(path);
-                apply(
-                    &mut out,
-                    &prefix,
-                    resource_type,
-                    &name,
-                    &attribute,
-                    Some(path),
-                    value,
-                );
+                apply(&mut out, &at, &attribute, Some(path), value);
                 out.changes.patch_ops.push(PatchOpInfo {
                     op: name.clone(),
                     path: Some(path.to_owned()),
@@ -82,21 +92,11 @@ pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -
                     if matches!(attribute.as_str(), "id" | "schemas" | "meta") {
                         continue;
                     }
-                    if !out.changes.attributes.iter().any(|a| a == key) {
-                        out.changes.attributes.push(key.to_owned());
-                    }
+                    out.touch(key);
                     if resource_type == "Group" && attribute == "displayname" {
                         renamed_by_value_object = true;
                     }
-                    apply(
-                        &mut out,
-                        &prefix,
-                        resource_type,
-                        &name,
-                        &attribute,
-                        None,
-                        Some(v),
-                    );
+                    apply(&mut out, &at, &attribute, None, Some(v));
                 }
                 out.changes.patch_ops.push(PatchOpInfo {
                     op: name.clone(),
@@ -118,14 +118,13 @@ pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -
 /// The effect of one (op, attribute, value).
 fn apply(
     out: &mut PatchAnalysis,
-    prefix: &str,
-    resource_type: &str,
-    op: &str,
+    at: &OpAt<'_>,
     attribute: &str,
     path: Option<&str>,
     value: Option<&Json<'_>>,
 ) {
-    match (resource_type, attribute) {
+    let (prefix, op) = (at.prefix, at.op);
+    match (at.resource_type, attribute) {
         ("Group", "members") => {
             let filtered = path.map(filter_values).unwrap_or_default();
             let listed = value.map(member_ids).unwrap_or_default();
