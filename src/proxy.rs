@@ -124,15 +124,7 @@ impl Proxy {
         audit_refused: Counter,
     ) -> Result<Proxy, ProxyBuildError> {
         let tls = crate::tls::client_config(&upstream.extra_roots)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(upstream.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = crate::tls::https_connector(tls, upstream.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             // An upstream's response head is relayed whatever its header count (hyper's
             // client default of 100 would turn a 120-header answer into a 502).

@@ -25,6 +25,23 @@ pub fn client_config(
     .with_no_client_auth())
 }
 
+/// The HTTP/1.1 connector of every outbound HTTP client (the upstream, the HTTP sink): plain
+/// `http` or TLS by the URI's scheme, Nagle off, connect attempts bounded by `connect_timeout`.
+pub fn https_connector(
+    tls: rustls::ClientConfig,
+    connect_timeout: std::time::Duration,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
 /// An error with its sources, `: `-joined, each cause once (the useful part, such as
 /// "connection refused", is often a few levels down).
 pub fn error_chain(error: &dyn std::error::Error) -> String {
