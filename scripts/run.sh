@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run scimtap in front of a real SCIM server, as README shows:
-#   installs what is missing, builds the release binary, starts scim2-server on
+#   installs what is missing to run (scripts/setup.sh: toolchain check, curl, scim2-server;
+#   nothing test-only), builds the release binary, starts scim2-server on
 #   127.0.0.1:9000 (the upstream of the bundled proxy.toml), then runs scimtap in the
 #   foreground. Ctrl-C stops scimtap; the SCIM server is stopped on exit.
 # Usage: scripts/run.sh [CONFIG]      (default: proxy.toml)

@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
-# Install what scimtap needs to build, run and test on Debian 12, and only what is
-# missing: a few apt packages, a Rust toolchain (>= Cargo.toml's rust-version) and the
-# Python venv with the pinned SCIM peers (tests/peer/.venv). Safe to re-run.
+# Install what scimtap needs on Debian 12, and only what is missing. Safe to re-run.
+#
+#   scripts/setup.sh               to build and run the proxy (scripts/run.sh): apt packages
+#                                  python3, python3-venv, curl, ca-certificates, build-essential,
+#                                  pkg-config; a check that the Rust toolchain is new enough; and
+#                                  tests/peer/.venv with scim2-server only (the upstream).
+#   scripts/setup.sh --test-peers  the above, plus what the tests need (scripts/test.sh):
+#                                  openssl, rsyslog, rsyslog-gnutls, systemd (systemd-analyze),
+#                                  procps; every pinned peer of tests/peer/requirements.txt; and
+#                                  the Kafka broker tansu (cargo install, ~17 minutes the first time).
+#   scripts/setup.sh --bench       the apt packages and toolchain for running, plus the load
+#                                  benchmark's tools (benches/load/run.sh); no peer venv.
 set -euo pipefail
+MODE="${1:-run}"
+case "$MODE" in
+  run|--test-peers|--bench) ;;
+  *) echo "usage: scripts/setup.sh [--test-peers | --bench]" >&2; exit 2 ;;
+esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { echo "setup.sh: $*"; }
 die() { echo "setup.sh: ERROR: $*" >&2; exit 1; }
@@ -34,24 +48,30 @@ apt_install() {  # apt_install PKG...: install with apt-get, running 'apt-get up
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # --- 1. System packages -------------------------------------------------------------
+# To build and run: python3 + venv (scim2-server, the SCIM server scripts/run.sh puts behind
+# the proxy), curl (README's requests), a C toolchain and pkg-config (lz4/zstd in the build).
 missing=()
 have python3 || missing+=(python3 python3-venv python3-pip)
 have curl || missing+=(curl)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
-have openssl || missing+=(openssl)
 { have cc || have gcc; } || missing+=(build-essential)
 have pkg-config || missing+=(pkg-config)
-# A real syslog receiver for the syslog sink's tests (UDP, TCP and TLS via gnutls).
-[ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
-[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -n 1)" ] || missing+=(rsyslog-gnutls)
-# systemd-analyze checks deploy/systemd/scimtap.service (tests/deploy.rs); nothing is started.
-# The unit's ExecReload runs kill(1), which verify wants to find (the shell's builtin is not it).
-have systemd-analyze || missing+=(systemd)
-[ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
+present="python3, curl, ca-certificates, gcc, pkg-config"
+if [ "$MODE" = "--test-peers" ]; then
+  have openssl || missing+=(openssl)
+  # A real syslog receiver for the syslog sink's tests (UDP, TCP and TLS via gnutls).
+  [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+  [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -n 1)" ] || missing+=(rsyslog-gnutls)
+  # systemd-analyze checks deploy/systemd/scimtap.service (tests/deploy.rs); nothing is started.
+  # The unit's ExecReload runs kill(1), which verify wants to find (the shell's builtin is not it).
+  have systemd-analyze || missing+=(systemd)
+  [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
+  present="$present, openssl, rsyslog, rsyslog-gnutls, systemd, procps"
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 else
-  say "system packages: all present (python3, curl, ca-certificates, openssl, gcc, pkg-config, rsyslog, rsyslog-gnutls, systemd, procps)"
+  say "system packages: all present ($present)"
 fi
 
 # 'python3 -m venv' needs Debian's python3-venv (ensurepip); test it unless the venv exists.
@@ -89,7 +109,7 @@ say "rust: rustc $RUSTC_VERSION >= $MIN_RUST ($(command -v cargo))"
 # --- Opt-in: the load benchmark's tools (scripts/setup.sh --bench, run by benches/load/run.sh)
 # nginx (upstream and contender), HAProxy, wrk, taskset, ss; mitmproxy from PyPI into its own
 # venv (benches/load/.venv, or $BENCH_VENV). Nothing else below runs with --bench.
-if [ "${1:-}" = "--bench" ]; then
+if [ "$MODE" = "--bench" ]; then
   bench_missing=()
   { have nginx || [ -x /usr/sbin/nginx ]; } || bench_missing+=(nginx)
   { have haproxy || [ -x /usr/sbin/haproxy ]; } || bench_missing+=(haproxy)
@@ -111,7 +131,7 @@ fi
 # from crates.io into ~/.cargo/bin. Slow the first time (~17 minutes on 2 cores), so only
 # when it is missing.
 # Only the tests need it (scripts/test.sh passes --test-peers); running the proxy does not.
-if [ "${1:-}" != "--test-peers" ]; then
+if [ "$MODE" != "--test-peers" ]; then
   say "tansu: not needed to run the proxy (scripts/test.sh installs it)"
 elif have tansu || [ -x "$CARGO_BIN/tansu" ]; then
   say "tansu: present ($(command -v tansu || echo "$CARGO_BIN/tansu"))"
@@ -121,8 +141,13 @@ else
   [ -x "$CARGO_BIN/tansu" ] || have tansu || die "tansu missing after 'cargo install tansu'"
 fi
 
-# --- 3. Python venv with the pinned SCIM peers (scim2-server, checkers) --------------
-say "python peers: tests/peer/setup.sh"
-bash "$ROOT/tests/peer/setup.sh"
+# --- 3. Python venv: scim2-server to run; every pinned SCIM peer and test tool for the tests
+if [ "$MODE" = "--test-peers" ]; then
+  say "python peers: tests/peer/setup.sh (every package of tests/peer/requirements.txt)"
+  bash "$ROOT/tests/peer/setup.sh"
+else
+  say "python: tests/peer/setup.sh --server-only (scim2-server, the upstream of proxy.toml)"
+  bash "$ROOT/tests/peer/setup.sh" --server-only
+fi
 [ -x "$ROOT/tests/peer/.venv/bin/scim2-server" ] || die "tests/peer/.venv/bin/scim2-server missing after tests/peer/setup.sh"
 say "done: tests/peer/.venv/bin/scim2-server ready"
