@@ -9,7 +9,6 @@
 //! exponential backoff, jitter and the receiver's `Retry-After`, and accounts for every event:
 //! written, or dropped with a reason.
 
-mod disk_buffer;
 mod file;
 mod http;
 mod kafka;
@@ -28,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::config::{BatchConfig, EventFormat, RetryConfig, SinkConfig, SinkKind, WhenFull};
 use crate::telemetry::{DropReason, Metrics, SinkLabels, SinkReasonLabels};
 
-pub use disk_buffer::{BufferError, DiskBuffer, DiskReader, Position};
+pub use crate::buffer::{BufferError, DiskBuffer, DiskReader, Position};
 pub use file::FileWriter;
 pub use http::HttpWriter;
 pub use kafka::KafkaWriter;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::{Record, RecordMeta};
+use crate::sinks::{Record, RecordMeta};
 
 /// A segment is closed and a new one started past this size (or an eighth of `max_bytes`,
 /// whichever is smaller: space is freed a whole segment at a time).
