@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::{join_lines, BatchError, Record, SinkError, SinkWriter};
+use crate::sinks::{join_lines, BatchError, Record, SinkError, SinkWriter};
 
 pub struct StdoutWriter {
     buf: Vec<u8>,
