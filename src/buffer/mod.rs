@@ -6,6 +6,7 @@
 //! kept apart from the sinks (as vector keeps `vector-buffers` apart): a buffer knows records,
 //! not receivers, and any sink can sit behind one.
 
+pub(crate) mod config;
 pub mod disk;
 
 pub use disk::{BufferError, DiskBuffer, DiskReader, Position};

@@ -9,14 +9,15 @@
 //! exponential backoff, jitter and the receiver's `Retry-After`, and accounts for every event:
 //! written, or dropped with a reason.
 
-mod file;
+pub(crate) mod config;
+pub(crate) mod file;
 mod handle;
-mod http;
-mod kafka;
+pub(crate) mod http;
+pub(crate) mod kafka;
 mod queue;
 mod record;
-mod stdout;
-mod syslog;
+pub(crate) mod stdout;
+pub(crate) mod syslog;
 mod worker;
 mod writer;
 
@@ -29,8 +30,8 @@ pub use record::{DurableAck, Record, RecordMeta};
 pub use stdout::StdoutWriter;
 pub use syslog::SyslogWriter;
 pub use worker::{start, ReopenSignal};
-pub use writer::{BatchError, Delivered, SinkError, SinkWriter};
 use writer::join_lines;
+pub use writer::{BatchError, Delivered, SinkError, SinkWriter};
 
 #[cfg(test)]
 mod tests;

@@ -126,9 +126,8 @@ fn closing_the_queue_ends_the_linger() {
         .enable_time()
         .build()
         .expect("runtime");
-    let finished = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(5), thread.finished()).await
-    });
+    let finished = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), thread.finished()).await });
     assert!(
         finished.is_ok(),
         "the sink thread kept lingering after its queue closed"
@@ -162,7 +161,6 @@ fn backoff_doubles_with_jitter_and_honours_retry_after_up_to_the_cap() {
         backoff(&retry, 1, Some(Duration::from_secs(3600))),
         Duration::from_secs(2)
     );
-    let spread: std::collections::HashSet<_> =
-        (0..20).map(|_| backoff(&retry, 5, None)).collect();
+    let spread: std::collections::HashSet<_> = (0..20).map(|_| backoff(&retry, 5, None)).collect();
     assert!(spread.len() > 1, "jitter must vary the wait");
 }

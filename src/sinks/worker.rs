@@ -418,7 +418,11 @@ pub(super) fn remaining(batch: Vec<Record>, delivered: Delivered) -> Vec<Record>
 /// "equal jitter" (half fixed, half random, so many instances do not retry in step), or the
 /// receiver's `Retry-After` when it asks for longer (capped too: a receiver cannot park a
 /// sink for an hour).
-pub(super) fn backoff(retry: &RetryConfig, attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub(super) fn backoff(
+    retry: &RetryConfig,
+    attempt: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
     let exp = retry
         .initial_backoff
         .saturating_mul(1u32 << (attempt - 1).min(20))

@@ -5,12 +5,14 @@
 //! (logrotate without `copytruncate`) works too: rename the file, send SIGHUP, and scimtap
 //! reopens `path`.
 
+pub(crate) mod config;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use self::config::FileSinkConfig;
 use crate::sinks::{BatchError, Record, SinkError, SinkWriter};
-use crate::config::FileSinkConfig;
 
 pub struct FileWriter {
     path: PathBuf,

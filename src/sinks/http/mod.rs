@@ -9,6 +9,8 @@
 //! document carries the event id as `_id`, so a retried item overwrites itself instead of
 //! being indexed twice.
 
+pub(crate) mod config;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,8 +24,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 
+use self::config::{HttpEncoding, HttpSinkConfig};
+use crate::config::EventFormat;
 use crate::sinks::{BatchError, Delivered, Record, SinkError};
-use crate::config::{EventFormat, HttpEncoding, HttpSinkConfig};
 
 /// Most bytes of a response body read (an error text for the log, or `_bulk` item results).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;

@@ -60,8 +60,7 @@ fn cef_lines_travel_as_json_strings() {
     assert_eq!(parsed[0], r"CEF:0|scimtap|x|1|a|b|3|msg=a\=b");
     let (body, _) = writer(HttpEncoding::ElasticsearchBulk, EventFormat::Cef).body(&records);
     let doc: serde_json::Value =
-        serde_json::from_str(std::str::from_utf8(&body).unwrap().lines().nth(1).unwrap())
-            .unwrap();
+        serde_json::from_str(std::str::from_utf8(&body).unwrap().lines().nth(1).unwrap()).unwrap();
     assert_eq!(doc["message"], r"CEF:0|scimtap|x|1|a|b|3|msg=a\=b");
 }
 

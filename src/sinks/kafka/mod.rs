@@ -24,6 +24,8 @@
 //! scimtap never creates the topic: a missing topic is an error (retried), not a silent
 //! auto-creation with broker defaults.
 
+pub(crate) mod config;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +35,8 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::BackoffConfig;
 
+use self::config::{KafkaCompression, KafkaSinkConfig, SaslMechanism};
 use crate::sinks::{BatchError, Delivered, Record, SinkError};
-use crate::config::{KafkaCompression, KafkaSinkConfig, SaslMechanism};
 
 /// How long partition metadata is trusted before it is read again (Java's default).
 const METADATA_MAX_AGE: Duration = Duration::from_secs(5 * 60);

@@ -7,6 +7,8 @@
 //! at-least-once: after a broken connection the batch is sent again, and the receiver may have
 //! kept part of it.
 
+pub(crate) mod config;
+
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 
+use self::config::{SyslogProtocol, SyslogSinkConfig};
 use crate::sinks::{BatchError, Record, SinkError, SinkWriter};
-use crate::config::{SyslogProtocol, SyslogSinkConfig};
 
 /// Severity of events whose outcome is a failure (warning) and of the others (informational).
 const SEVERITY_FAILURE: u8 = 4;
