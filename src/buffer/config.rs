@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::defaults;
-use crate::config::validate::Checker;
+use crate::sinks::config::SinkTable;
 
 /// `buffer = { type = "memory", max_events = N }` (default) or
 /// `buffer = { type = "disk", path = "...", max_bytes = N }`: the sink's own queue.
@@ -58,18 +58,15 @@ const DEFAULT_DISK_BUFFER_BYTES: u64 = 256 * 1024 * 1024;
 /// length in events. `taken` are the disk buffers of the sinks before this one: two sinks
 /// cannot share a directory.
 pub(crate) fn validate_buffer<'a>(
-    c: &mut Checker<'_>,
-    line: usize,
-    key: &dyn Fn(&str) -> String,
+    t: &mut SinkTable<'_, '_>,
     buffer: &RawBuffer,
     mut taken: impl Iterator<Item = &'a DiskBufferConfig>,
 ) -> (Option<DiskBufferConfig>, usize) {
     let disk_buffer = match buffer.kind {
         BufferKind::Memory => {
             if buffer.path.is_some() || buffer.max_bytes.is_some() {
-                c.line(
-                    Some(line),
-                    &key("buffer.type"),
+                t.problem(
+                    "buffer.type",
                     "path and max_bytes are for buffer type = \"disk\"",
                 );
             }
@@ -78,11 +75,7 @@ pub(crate) fn validate_buffer<'a>(
         BufferKind::Disk => {
             let max_bytes = buffer.max_bytes.unwrap_or(DEFAULT_DISK_BUFFER_BYTES);
             if max_bytes < 1024 * 1024 {
-                c.line(
-                    Some(line),
-                    &key("buffer.max_bytes"),
-                    "must be at least 1048576 (1 MiB)",
-                );
+                t.problem("buffer.max_bytes", "must be at least 1048576 (1 MiB)");
             }
             match &buffer.path {
                 Some(path) => Some(DiskBufferConfig {
@@ -90,9 +83,8 @@ pub(crate) fn validate_buffer<'a>(
                     max_bytes,
                 }),
                 None => {
-                    c.line(
-                        Some(line),
-                        &key("buffer.path"),
+                    t.problem(
+                        "buffer.path",
                         "missing: a disk buffer needs a `path` (a directory of its own)",
                     );
                     None
@@ -102,19 +94,14 @@ pub(crate) fn validate_buffer<'a>(
     };
     if let Some(disk) = &disk_buffer {
         if taken.any(|other| other.path == disk.path) {
-            c.line(
-                Some(line),
-                &key("buffer.path"),
+            t.problem(
+                "buffer.path",
                 format!("{} is already another sink's buffer", disk.path.display()),
             );
         }
     }
     if buffer.max_events == 0 || buffer.max_events > 10_000_000 {
-        c.line(
-            Some(line),
-            &key("buffer.max_events"),
-            "must be between 1 and 10000000",
-        );
+        t.problem("buffer.max_events", "must be between 1 and 10000000");
     }
     (disk_buffer, buffer.max_events.clamp(1, 10_000_000) as usize)
 }

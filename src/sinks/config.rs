@@ -7,7 +7,10 @@
 //! them in one place; the options of one type are checked by its own `config.rs`
 //! (`RawFileSink::resolve`, ...).
 
+use std::path::Path;
 use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
 
 use serde::Deserialize;
 
@@ -25,6 +28,7 @@ use crate::buffer::config::{validate_buffer, DiskBufferConfig, RawBuffer};
 use crate::config::defaults;
 use crate::config::load::error_key;
 use crate::config::validate::Checker;
+use crate::config::SecretKey;
 
 /// How a sink writes each event.
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,6 +105,45 @@ impl SinkKind {
             SinkKind::Http(_) => "http",
             SinkKind::Kafka(_) => "kafka",
         }
+    }
+}
+
+/// One `[[sinks]]` table being checked. toml gives no position inside a table read as a
+/// whole, so its problems are recorded at the line the table starts on, under the key
+/// `sinks[<index>].<field>`.
+pub(crate) struct SinkTable<'t, 'src> {
+    pub(crate) c: &'t mut Checker<'src>,
+    pub(crate) line: usize,
+    pub(crate) index: usize,
+}
+
+impl SinkTable<'_, '_> {
+    /// The full key of one of this table's fields (`sinks[2].batch.max_events`).
+    pub(crate) fn key(&self, field: &str) -> String {
+        format!("sinks[{}].{field}", self.index)
+    }
+
+    pub(crate) fn problem(&mut self, field: &str, message: impl Into<String>) {
+        let key = self.key(field);
+        self.c.line(Some(self.line), &key, message);
+    }
+
+    /// See [`Checker::certs_at`].
+    pub(crate) fn certs(&mut self, field: &str, path: &Path) -> Vec<CertificateDer<'static>> {
+        let key = self.key(field);
+        self.c.certs_at(self.line, &key, path)
+    }
+
+    /// See [`Checker::secret_at`].
+    pub(crate) fn secret(&mut self, field: &str, path: &Path) -> Option<SecretKey> {
+        let key = self.key(field);
+        self.c.secret_at(self.line, &key, path)
+    }
+
+    /// See [`Checker::secs_at`].
+    pub(crate) fn secs(&mut self, field: &str, secs: f64, zero_ok: bool) -> Duration {
+        let key = self.key(field);
+        self.c.secs_at(self.line, &key, secs, zero_ok)
     }
 }
 
@@ -192,18 +235,13 @@ impl RawSink {
 
     /// Checks the type's own options; `None` when the sink cannot be built at all (its
     /// problems are recorded, and its shared options are then not checked).
-    fn resolve(
-        &self,
-        c: &mut Checker<'_>,
-        line: usize,
-        key: &dyn Fn(&str) -> String,
-    ) -> Option<SinkKind> {
+    fn resolve(&self, t: &mut SinkTable<'_, '_>) -> Option<SinkKind> {
         match self {
             RawSink::Stdout(_) => Some(SinkKind::Stdout),
-            RawSink::File(s) => s.resolve(c, line, key),
-            RawSink::Syslog(s) => s.resolve(c, line, key),
-            RawSink::Http(s) => s.resolve(c, line, key),
-            RawSink::Kafka(s) => s.resolve(c, line, key),
+            RawSink::File(s) => s.resolve(t),
+            RawSink::Syslog(s) => s.resolve(t),
+            RawSink::Http(s) => s.resolve(t),
+            RawSink::Kafka(s) => s.resolve(t),
         }
     }
 }
@@ -323,17 +361,17 @@ pub(crate) fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) 
     }
     let total = sinks.len();
     for (index, (line, sink)) in sinks.into_iter().enumerate() {
-        let key = |field: &str| format!("sinks[{index}].{field}");
-        let Some(kind) = sink.resolve(c, line, &key) else {
+        let t = &mut SinkTable { c, line, index };
+        let Some(kind) = sink.resolve(t) else {
             continue;
         };
         let shared = sink.shared();
         let taken = out.iter().filter_map(|s| s.disk_buffer.as_ref());
-        let (disk_buffer, max_events) = validate_buffer(c, line, &key, shared.buffer, taken);
+        let (disk_buffer, max_events) = validate_buffer(t, shared.buffer, taken);
         let type_name = kind.type_name();
         let network = matches!(kind, SinkKind::Http(_) | SinkKind::Kafka(_));
-        let batch = validate_batch(c, line, &key, shared.batch, network);
-        let retry = validate_retry(c, line, &key, shared.retry);
+        let batch = validate_batch(t, shared.batch, network);
+        let retry = validate_retry(t, shared.retry);
         let name = shared.name.map(str::to_owned).unwrap_or_else(|| {
             if total == 1 {
                 type_name.to_owned()
@@ -342,14 +380,10 @@ pub(crate) fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) 
             }
         });
         if out.iter().any(|s| s.name == name) {
-            c.line(
-                Some(line),
-                &key("name"),
-                format!("duplicate sink name `{name}`"),
-            );
+            t.problem("name", format!("duplicate sink name `{name}`"));
         }
         if let SinkKind::File(file) = &kind {
-            file::config::check_path_unique(c, line, &key, file, &out);
+            file::config::check_path_unique(t, file, &out);
         }
         out.push(SinkConfig {
             name,
@@ -365,33 +399,18 @@ pub(crate) fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) 
     out
 }
 
-fn validate_batch(
-    c: &mut Checker<'_>,
-    line: usize,
-    key: &dyn Fn(&str) -> String,
-    raw: &RawBatch,
-    network: bool,
-) -> BatchConfig {
+fn validate_batch(t: &mut SinkTable<'_, '_>, raw: &RawBatch, network: bool) -> BatchConfig {
     if !(1..=100_000).contains(&raw.max_events) {
-        c.line(
-            Some(line),
-            &key("batch.max_events"),
-            "must be between 1 and 100000",
-        );
+        t.problem("batch.max_events", "must be between 1 and 100000");
     }
     if !(1024..=256 * 1024 * 1024).contains(&raw.max_bytes) {
-        c.line(
-            Some(line),
-            &key("batch.max_bytes"),
-            "must be between 1024 and 268435456",
-        );
+        t.problem("batch.max_bytes", "must be between 1024 and 268435456");
     }
     // Network sinks wait a little for a fuller batch (fewer requests); local ones linger
     // 5 ms, so under load one write (and one wake-up of the sink thread) carries many events.
     let default_timeout = if network { 1.0 } else { 0.005 };
-    let timeout = c.secs_at(
-        line,
-        &key("batch.timeout_secs"),
+    let timeout = t.secs(
+        "batch.timeout_secs",
         raw.timeout_secs.unwrap_or(default_timeout),
         true,
     );
@@ -402,35 +421,19 @@ fn validate_batch(
     }
 }
 
-fn validate_retry(
-    c: &mut Checker<'_>,
-    line: usize,
-    key: &dyn Fn(&str) -> String,
-    raw: &RawRetry,
-) -> RetryConfig {
+fn validate_retry(t: &mut SinkTable<'_, '_>, raw: &RawRetry) -> RetryConfig {
     if !(1..=1000).contains(&raw.max_attempts) {
-        c.line(
-            Some(line),
-            &key("retry.max_attempts"),
-            "must be between 1 and 1000",
-        );
+        t.problem("retry.max_attempts", "must be between 1 and 1000");
     }
-    let initial_backoff = c.secs_at(
-        line,
-        &key("retry.initial_backoff_secs"),
+    let initial_backoff = t.secs(
+        "retry.initial_backoff_secs",
         raw.initial_backoff_secs,
         false,
     );
-    let max_backoff = c.secs_at(
-        line,
-        &key("retry.max_backoff_secs"),
-        raw.max_backoff_secs,
-        false,
-    );
+    let max_backoff = t.secs("retry.max_backoff_secs", raw.max_backoff_secs, false);
     if max_backoff < initial_backoff {
-        c.line(
-            Some(line),
-            &key("retry.max_backoff_secs"),
+        t.problem(
+            "retry.max_backoff_secs",
             "must not be less than retry.initial_backoff_secs",
         );
     }

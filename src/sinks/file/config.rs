@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::defaults;
-use crate::config::validate::Checker;
-use crate::sinks::config::{sink_options, SinkConfig, SinkKind};
+use crate::sinks::config::{sink_options, SinkConfig, SinkKind, SinkTable};
 
 sink_options! {
     /// `type = "file"`: events appended to a file, rotated by size.
@@ -34,26 +33,13 @@ pub struct FileSinkConfig {
 
 impl RawFileSink {
     /// Checks and resolves the file sink's own options; `None` without a `path`.
-    pub(crate) fn resolve(
-        &self,
-        c: &mut Checker<'_>,
-        line: usize,
-        key: &dyn Fn(&str) -> String,
-    ) -> Option<SinkKind> {
+    pub(crate) fn resolve(&self, t: &mut SinkTable<'_, '_>) -> Option<SinkKind> {
         let Some(path) = &self.path else {
-            c.line(
-                Some(line),
-                &key("path"),
-                "missing: a file sink needs a `path`",
-            );
+            t.problem("path", "missing: a file sink needs a `path`");
             return None;
         };
         if self.keep_files == 0 && self.max_file_bytes > 0 {
-            c.line(
-                Some(line),
-                &key("keep_files"),
-                "must be at least 1 when rotating",
-            );
+            t.problem("keep_files", "must be at least 1 when rotating");
         }
         Some(SinkKind::File(FileSinkConfig {
             path: path.clone(),
@@ -65,9 +51,7 @@ impl RawFileSink {
 
 /// Two file sinks cannot write one file (`others`: the sinks before this one).
 pub(crate) fn check_path_unique(
-    c: &mut Checker<'_>,
-    line: usize,
-    key: &dyn Fn(&str) -> String,
+    t: &mut SinkTable<'_, '_>,
     file: &FileSinkConfig,
     others: &[SinkConfig],
 ) {
@@ -75,9 +59,8 @@ pub(crate) fn check_path_unique(
         .iter()
         .any(|s| matches!(&s.kind, SinkKind::File(o) if o.path == file.path));
     if clash {
-        c.line(
-            Some(line),
-            &key("path"),
+        t.problem(
+            "path",
             format!("{} is already written by another sink", file.path.display()),
         );
     }

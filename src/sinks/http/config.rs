@@ -7,10 +7,9 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
-use crate::config::validate::Checker;
 use crate::sinks::config::{
     default_connect_timeout_secs_plain, default_request_timeout_secs, sink_options, EventFormat,
-    SinkKind,
+    SinkKind, SinkTable,
 };
 
 sink_options! {
@@ -80,18 +79,9 @@ pub struct HttpSinkConfig {
 
 impl RawHttpSink {
     /// Checks and resolves the http sink's own options; `None` when the sink cannot be built.
-    pub(crate) fn resolve(
-        &self,
-        c: &mut Checker<'_>,
-        line: usize,
-        key: &dyn Fn(&str) -> String,
-    ) -> Option<SinkKind> {
+    pub(crate) fn resolve(&self, t: &mut SinkTable<'_, '_>) -> Option<SinkKind> {
         let Some(url) = &self.url else {
-            c.line(
-                Some(line),
-                &key("url"),
-                "missing: an http sink needs a `url`",
-            );
+            t.problem("url", "missing: an http sink needs a `url`");
             return None;
         };
         let url = match url.parse::<http::Uri>() {
@@ -101,11 +91,7 @@ impl RawHttpSink {
                 uri
             }
             _ => {
-                c.line(
-                    Some(line),
-                    &key("url"),
-                    format!("`{url}` is not an http:// or https:// URL"),
-                );
+                t.problem("url", format!("`{url}` is not an http:// or https:// URL"));
                 return None;
             }
         };
@@ -117,19 +103,17 @@ impl RawHttpSink {
             } else {
                 "header_files"
             };
-            let k = key(&format!("{field}.{name}"));
+            let k = format!("{field}.{name}");
             if matches!(
                 lower.as_str(),
                 "content-type" | "content-length" | "host" | "transfer-encoding"
             ) {
-                c.line(
-                    Some(line),
+                t.problem(
                     &k,
                     format!("`{name}` is set by scimtap from the encoding and body"),
                 );
             } else if lower == "authorization" && self.token_file.is_some() {
-                c.line(
-                    Some(line),
+                t.problem(
                     &k,
                     "Authorization is already set by token_file: use one or the other",
                 );
@@ -139,35 +123,30 @@ impl RawHttpSink {
                     .keys()
                     .any(|h| h.eq_ignore_ascii_case(name))
             {
-                c.line(
-                    Some(line),
-                    &k,
-                    "set in both headers and header_files: use one",
-                );
+                t.problem(&k, "set in both headers and header_files: use one");
             }
         }
         if self.encoding == HttpEncoding::ElasticsearchBulk
             && self.index.is_none()
             && !bulk_path_names_an_index(url.path())
         {
-            c.line(
-                Some(line),
-                &key("index"),
+            t.problem(
+                "index",
                 "missing: elasticsearch_bulk needs an `index`, or a url ending in /<index>/_bulk",
             );
         }
         let mut headers = Vec::new();
         for (name, value) in &self.headers {
-            let header_key = key(&format!("headers.{name}"));
+            let header_key = format!("headers.{name}");
             match (
                 http::HeaderName::try_from(name.as_str()),
                 http::HeaderValue::try_from(value.as_str()),
             ) {
                 (Ok(n), Ok(v)) => headers.push((n, v)),
-                _ => c.line(Some(line), &header_key, "not a valid header name and value"),
+                _ => t.problem(&header_key, "not a valid header name and value"),
             }
         }
-        let mut secret_header = |c: &mut Checker<'_>, k: &str, name: &str, value: Vec<u8>| {
+        let mut secret_header = |t: &mut SinkTable<'_, '_>, k: &str, name: &str, value: Vec<u8>| {
             match (
                 http::HeaderName::try_from(name),
                 http::HeaderValue::try_from(value),
@@ -177,18 +156,18 @@ impl RawHttpSink {
                     headers.push((n, v));
                 }
                 // The value is a secret: never echo it.
-                _ => c.line(Some(line), k, "not a valid header name and value"),
+                _ => t.problem(k, "not a valid header name and value"),
             }
         };
         for (name, path) in &self.header_files {
-            let k = key(&format!("header_files.{name}"));
-            if let Some(secret) = c.secret_at(line, &k, path) {
-                secret_header(c, &k, name, secret.0);
+            let k = format!("header_files.{name}");
+            if let Some(secret) = t.secret(&k, path) {
+                secret_header(t, &k, name, secret.0);
             }
         }
         if let Some(path) = &self.token_file {
-            let k = key("token_file");
-            if let Some(secret) = c.secret_at(line, &k, path) {
+            let k = "token_file";
+            if let Some(secret) = t.secret(k, path) {
                 let scheme: &[u8] = if self.encoding == HttpEncoding::SplunkHec {
                     b"Splunk "
                 } else {
@@ -196,23 +175,20 @@ impl RawHttpSink {
                 };
                 let mut value = scheme.to_vec();
                 value.extend_from_slice(&secret.0);
-                secret_header(c, &k, "authorization", value);
+                secret_header(t, k, "authorization", value);
             }
         }
         let extra_roots = match &self.ca_file {
-            Some(path) => c.certs_at(line, &key("ca_file"), path),
+            Some(path) => t.certs("ca_file", path),
             None => Vec::new(),
         };
         if self.ca_file.is_some() && url.scheme_str() != Some("https") {
-            c.line(Some(line), &key("ca_file"), "needs an https:// url");
+            t.problem("ca_file", "needs an https:// url");
         }
         if self.encoding != HttpEncoding::SplunkHec
             && (self.source.is_some() || self.sourcetype.is_some() || self.host.is_some())
         {
-            c.line(
-                Some(line),
-                &key("encoding"),
-                "source, sourcetype and host are Splunk HEC fields: they need encoding = \"splunk_hec\"",
+            t.problem("encoding", "source, sourcetype and host are Splunk HEC fields: they need encoding = \"splunk_hec\"",
             );
         }
         Some(SinkKind::Http(HttpSinkConfig {
@@ -232,18 +208,8 @@ impl RawHttpSink {
                 format!("scimtap:{format}")
             }),
             host: self.host.clone(),
-            connect_timeout: c.secs_at(
-                line,
-                &key("connect_timeout_secs"),
-                self.connect_timeout_secs,
-                false,
-            ),
-            request_timeout: c.secs_at(
-                line,
-                &key("request_timeout_secs"),
-                self.request_timeout_secs,
-                false,
-            ),
+            connect_timeout: t.secs("connect_timeout_secs", self.connect_timeout_secs, false),
+            request_timeout: t.secs("request_timeout_secs", self.request_timeout_secs, false),
         }))
     }
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
-use crate::config::validate::Checker;
 use crate::config::SecretKey;
 use crate::sinks::config::{
     default_connect_timeout_secs_plain, default_request_timeout_secs, sink_options, SinkKind,
+    SinkTable,
 };
 
 sink_options! {
@@ -79,16 +79,10 @@ pub enum SaslMechanism {
 
 impl RawKafkaSink {
     /// Checks and resolves the kafka sink's own options; `None` when the sink cannot be built.
-    pub(crate) fn resolve(
-        &self,
-        c: &mut Checker<'_>,
-        line: usize,
-        key: &dyn Fn(&str) -> String,
-    ) -> Option<SinkKind> {
+    pub(crate) fn resolve(&self, t: &mut SinkTable<'_, '_>) -> Option<SinkKind> {
         if self.brokers.is_empty() {
-            c.line(
-                Some(line),
-                &key("brokers"),
+            t.problem(
+                "brokers",
                 "missing: a kafka sink needs `brokers` ([\"host:port\", ...])",
             );
         }
@@ -98,44 +92,36 @@ impl RawKafkaSink {
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .is_none()
             {
-                c.line(
-                    Some(line),
-                    &key("brokers"),
-                    format!("`{broker}` is not host:port"),
-                );
+                t.problem("brokers", format!("`{broker}` is not host:port"));
             }
         }
         let topic = match &self.topic {
-            Some(t)
-                if !t.is_empty()
-                    && t.len() <= 249
-                    && t.bytes()
+            Some(topic)
+                if !topic.is_empty()
+                    && topic.len() <= 249
+                    && topic
+                        .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
             {
-                t.clone()
+                topic.clone()
             }
-            Some(t) => {
-                c.line(
-                    Some(line),
-                    &key("topic"),
-                    format!("`{t}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"),
+            Some(topic) => {
+                t.problem(
+                    "topic",
+                    format!("`{topic}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"),
                 );
                 return None;
             }
             None => {
-                c.line(
-                    Some(line),
-                    &key("topic"),
-                    "missing: a kafka sink needs a `topic`",
-                );
+                t.problem("topic", "missing: a kafka sink needs a `topic`");
                 return None;
             }
         };
         let tls_extra_roots = match (&self.tls_ca_file, self.tls) {
-            (Some(path), true) => Some(c.certs_at(line, &key("tls_ca_file"), path)),
+            (Some(path), true) => Some(t.certs("tls_ca_file", path)),
             (None, true) => Some(Vec::new()),
             (Some(_), false) => {
-                c.line(Some(line), &key("tls_ca_file"), "needs tls = true");
+                t.problem("tls_ca_file", "needs tls = true");
                 None
             }
             (None, false) => None,
@@ -152,15 +138,12 @@ impl RawKafkaSink {
                     "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
                     "SCRAM-SHA-512" => Some(SaslMechanism::ScramSha512),
                     _ => {
-                        c.line(
-                            Some(line),
-                            &key("sasl_mechanism"),
-                            format!("unknown SASL mechanism `{mechanism}`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+                        t.problem("sasl_mechanism", format!("unknown SASL mechanism `{mechanism}`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
                         );
                         None
                     }
                 };
-                let password = c.secret_at(line, &key("sasl_password_file"), password_file);
+                let password = t.secret("sasl_password_file", password_file);
                 match (mechanism, password) {
                     (Some(mechanism), Some(password)) => Some(KafkaSasl {
                         mechanism,
@@ -171,26 +154,15 @@ impl RawKafkaSink {
                 }
             }
             _ => {
-                c.line(
-                    Some(line),
-                    &key("sasl_mechanism"),
+                t.problem(
+                    "sasl_mechanism",
                     "SASL needs all of sasl_mechanism, sasl_username and sasl_password_file",
                 );
                 None
             }
         };
-        let connect_timeout = c.secs_at(
-            line,
-            &key("connect_timeout_secs"),
-            self.connect_timeout_secs,
-            false,
-        );
-        let request_timeout = c.secs_at(
-            line,
-            &key("request_timeout_secs"),
-            self.request_timeout_secs,
-            false,
-        );
+        let connect_timeout = t.secs("connect_timeout_secs", self.connect_timeout_secs, false);
+        let request_timeout = t.secs("request_timeout_secs", self.request_timeout_secs, false);
         // Returned even when a broker is bad (the problem is recorded), so the rest of the
         // table (buffer, batch, ...) is still checked and reported in the same pass.
         Some(SinkKind::Kafka(KafkaSinkConfig {

@@ -8,8 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::defaults;
-use crate::config::validate::Checker;
-use crate::sinks::config::{default_connect_timeout_secs_plain, sink_options, SinkKind};
+use crate::sinks::config::{default_connect_timeout_secs_plain, sink_options, SinkKind, SinkTable};
 
 sink_options! {
     /// `type = "syslog"`: RFC 5424 messages over UDP, TCP (RFC 6587 octet counting) or TLS
@@ -107,16 +106,10 @@ fn facility_code(name: &str) -> Option<u8> {
 
 impl RawSyslogSink {
     /// Checks and resolves the syslog sink's own options; `None` without an `address`.
-    pub(crate) fn resolve(
-        &self,
-        c: &mut Checker<'_>,
-        line: usize,
-        key: &dyn Fn(&str) -> String,
-    ) -> Option<SinkKind> {
+    pub(crate) fn resolve(&self, t: &mut SinkTable<'_, '_>) -> Option<SinkKind> {
         let Some(address) = &self.address else {
-            c.line(
-                Some(line),
-                &key("address"),
+            t.problem(
+                "address",
                 "missing: a syslog sink needs an `address` (host:port)",
             );
             return None;
@@ -126,16 +119,11 @@ impl RawSyslogSink {
             .and_then(|(_, p)| p.parse::<u16>().ok())
             .is_none()
         {
-            c.line(
-                Some(line),
-                &key("address"),
-                format!("`{address}` is not host:port"),
-            );
+            t.problem("address", format!("`{address}` is not host:port"));
         }
         let facility = facility_code(&self.facility).unwrap_or_else(|| {
-            c.line(
-                Some(line),
-                &key("facility"),
+            t.problem(
+                "facility",
                 format!(
                     "unknown facility `{}` (auth, authpriv, daemon, local0 ... local7, ...)",
                     self.facility
@@ -144,39 +132,34 @@ impl RawSyslogSink {
             4
         });
         if !(480..=1_048_576).contains(&self.max_message_bytes) {
-            c.line(
-                Some(line),
-                &key("max_message_bytes"),
-                "must be between 480 and 1048576",
-            );
+            t.problem("max_message_bytes", "must be between 480 and 1048576");
         }
         if self.app_name.is_empty()
             || self.app_name.len() > 48
             || !self.app_name.bytes().all(|b| b.is_ascii_graphic())
         {
-            c.line(
-                Some(line),
-                &key("app_name"),
+            t.problem(
+                "app_name",
                 "must be 1 to 48 printable ASCII characters (RFC 5424)",
             );
         }
         let extra_roots = match &self.tls_ca_file {
-            Some(path) => c.certs_at(line, &key("tls_ca_file"), path),
+            Some(path) => t.certs("tls_ca_file", path),
             None => Vec::new(),
         };
         if self.protocol != SyslogProtocol::Tls
             && (self.tls_ca_file.is_some() || self.tls_server_name.is_some())
         {
-            c.line(
-                Some(line),
-                &key("protocol"),
+            t.problem(
+                "protocol",
                 "tls_ca_file and tls_server_name need protocol = \"tls\"",
             );
         }
-        let connect_timeout = c.secs(
-            &Spanned::new(0..0, self.connect_timeout_secs),
-            &key("connect_timeout_secs"),
-        );
+        // Checked like a top-level value with no position: a bad one is reported without a
+        // line (unlike the same option of the http and kafka sinks).
+        let key = t.key("connect_timeout_secs");
+        let connect_timeout =
+            t.c.secs(&Spanned::new(0..0, self.connect_timeout_secs), &key);
         Some(SinkKind::Syslog(SyslogSinkConfig {
             address: address.clone(),
             protocol: self.protocol,
