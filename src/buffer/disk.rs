@@ -597,6 +597,15 @@ mod tests {
         }
     }
 
+    /// Opens the buffer in `dir` (1 MiB) and appends records `from..to`.
+    fn filled(dir: &Path, from: usize, to: usize) -> (DiskBuffer, DiskReader) {
+        let (buffer, reader) = DiskBuffer::open(dir, 1 << 20).unwrap();
+        for n in from..to {
+            buffer.append(&record(n), false).unwrap();
+        }
+        (buffer, reader)
+    }
+
     fn drain(reader: &mut DiskReader) -> Vec<(Record, Position)> {
         let mut out = Vec::new();
         while let Some(item) = reader.try_next().unwrap() {
@@ -608,10 +617,7 @@ mod tests {
     #[test]
     fn events_come_back_in_order_with_their_meta() {
         let dir = tempfile::tempdir().unwrap();
-        let (buffer, mut reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-        for n in 0..10 {
-            buffer.append(&record(n), false).unwrap();
-        }
+        let (buffer, mut reader) = filled(dir.path(), 0, 10);
         let read = drain(&mut reader);
         assert_eq!(read.len(), 10);
         for (n, (r, _)) in read.iter().enumerate() {
@@ -629,15 +635,11 @@ mod tests {
     fn unacknowledged_events_survive_a_restart_and_acknowledged_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (buffer, mut reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-            for n in 0..6 {
-                buffer.append(&record(n), false).unwrap();
-            }
+            let (_buffer, mut reader) = filled(dir.path(), 0, 6);
             let read = drain(&mut reader);
             reader.ack(read[2].1, 3).unwrap();
         }
-        let (buffer, mut reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-        buffer.append(&record(6), false).unwrap();
+        let (_buffer, mut reader) = filled(dir.path(), 6, 7);
         let ids: Vec<String> = drain(&mut reader)
             .iter()
             .map(|(r, _)| r.meta.event_id.clone())
@@ -649,18 +651,14 @@ mod tests {
     fn a_torn_tail_is_skipped_never_delivered_half() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (buffer, _reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-            for n in 0..3 {
-                buffer.append(&record(n), false).unwrap();
-            }
+            let (_buffer, _reader) = filled(dir.path(), 0, 3);
         }
         // A crash in the middle of the third frame's write.
         let segment = segment_path(dir.path(), 1);
         let len = std::fs::metadata(&segment).unwrap().len();
         let file = OpenOptions::new().write(true).open(&segment).unwrap();
         file.set_len(len - 5).unwrap();
-        let (buffer, mut reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-        buffer.append(&record(3), false).unwrap();
+        let (_buffer, mut reader) = filled(dir.path(), 3, 4);
         let ids: Vec<String> = drain(&mut reader)
             .iter()
             .map(|(r, _)| r.meta.event_id.clone())
@@ -673,8 +671,7 @@ mod tests {
     fn a_flipped_byte_is_caught_by_the_checksum() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (buffer, _reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-            buffer.append(&record(0), false).unwrap();
+            let (_buffer, _reader) = filled(dir.path(), 0, 1);
         }
         let segment = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&segment).unwrap();

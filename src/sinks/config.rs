@@ -161,14 +161,17 @@ pub(crate) enum RawSink {
 }
 
 /// Writes the raw struct of one sink type: `name` and `format` first, then the type's own
-/// fields, then `batch`, `retry`, `when_full` and `buffer` (the order serde lists them in when a
-/// key is unknown), with `deny_unknown_fields`, and `shared()` to read the common part.
+/// fields, then (with `network_timeouts: "<doc of request_timeout_secs>";`) the network sinks'
+/// `connect_timeout_secs` and `request_timeout_secs`, then `batch`, `retry`, `when_full` and
+/// `buffer` (the order serde lists them in when a key is unknown), with
+/// `deny_unknown_fields`, and `shared()` to read the common part.
 macro_rules! sink_options {
     (
         $(#[$meta:meta])*
         pub(crate) struct $name:ident {
             $($(#[$field_meta:meta])* $field:ident: $ty:ty,)*
         }
+        $(network_timeouts: $request_doc:literal;)?
     ) => {
         $(#[$meta])*
         #[derive(Debug, ::serde::Deserialize)]
@@ -181,6 +184,14 @@ macro_rules! sink_options {
             #[serde(default)]
             format: $crate::sinks::config::EventFormat,
             $($(#[$field_meta])* $field: $ty,)*
+            $(
+            /// Seconds to establish the connection to the receiver.
+            #[serde(default = "crate::sinks::config::default_connect_timeout_secs_plain")]
+            connect_timeout_secs: f64,
+            #[doc = $request_doc]
+            #[serde(default = "crate::sinks::config::default_request_timeout_secs")]
+            request_timeout_secs: f64,
+            )?
             /// How much is sent at once (`batch = { max_events, max_bytes, timeout_secs }`).
             #[serde(default)]
             batch: $crate::sinks::config::RawBatch,

@@ -1,20 +1,31 @@
 use super::*;
 
+/// A writer on `path` that rotates past `max_file_bytes` (0: never) keeping `keep_files`.
+fn writer(path: impl Into<PathBuf>, max_file_bytes: u64, keep_files: u32) -> FileWriter {
+    FileWriter::open(&FileSinkConfig {
+        path: path.into(),
+        max_file_bytes,
+        keep_files,
+    })
+    .unwrap()
+}
+
+/// A fresh directory and the path of the audit file in it.
+fn audit_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    (dir, path)
+}
+
 fn line(n: usize) -> Record {
     Record::from(bytes::Bytes::from(format!("{{\"n\":{n:04}}}\n")))
 }
 
 #[test]
 fn rotates_by_rename_and_keeps_n_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
+    let (_dir, path) = audit_file();
     let line_len = line(0).len() as u64;
-    let mut w = FileWriter::open(&FileSinkConfig {
-        path: path.clone(),
-        max_file_bytes: line_len * 3,
-        keep_files: 2,
-    })
-    .unwrap();
+    let mut w = writer(path.clone(), line_len * 3, 2);
     let lines: Vec<Record> = (0..10).map(line).collect();
     w.write_batch(&lines[..4]).unwrap();
     w.write_batch(&lines[4..]).unwrap();
@@ -46,12 +57,7 @@ fn whole_lines_prefix_stops_at_the_last_complete_line() {
 #[test]
 fn a_failed_write_reports_no_lines_written() {
     // /dev/full fails every write with ENOSPC, like a full disk.
-    let mut w = FileWriter::open(&FileSinkConfig {
-        path: PathBuf::from("/dev/full"),
-        max_file_bytes: 0,
-        keep_files: 1,
-    })
-    .unwrap();
+    let mut w = writer(PathBuf::from("/dev/full"), 0, 1);
     let err = w.write_batch(&[line(1), line(2)]).unwrap_err();
     assert_eq!(err.delivered, crate::sinks::Delivered::Leading(0));
     assert!(matches!(err.error, SinkError::Write(_)));
@@ -59,17 +65,11 @@ fn a_failed_write_reports_no_lines_written() {
 
 #[test]
 fn a_failed_rotation_keeps_appending_to_the_current_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
+    let (dir, path) = audit_file();
     // A non-empty directory where the oldest rotated file goes: it cannot be removed.
     std::fs::create_dir_all(dir.path().join("audit.jsonl.1/blocker")).unwrap();
     let line_len = line(0).len() as u64;
-    let mut w = FileWriter::open(&FileSinkConfig {
-        path: path.clone(),
-        max_file_bytes: line_len * 2,
-        keep_files: 1,
-    })
-    .unwrap();
+    let mut w = writer(path.clone(), line_len * 2, 1);
     let lines: Vec<Record> = (0..5).map(line).collect();
     w.write_batch(&lines)
         .expect("events are written even when rotation fails");
@@ -78,14 +78,8 @@ fn a_failed_rotation_keeps_appending_to_the_current_file() {
 
 #[test]
 fn external_truncation_is_noticed_and_never_padded() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let mut w = FileWriter::open(&FileSinkConfig {
-        path: path.clone(),
-        max_file_bytes: 0,
-        keep_files: 1,
-    })
-    .unwrap();
+    let (_dir, path) = audit_file();
+    let mut w = writer(path.clone(), 0, 1);
     w.write_batch(&[line(1), line(2)]).unwrap();
     // copytruncate-style: the file is emptied under our feet.
     std::fs::OpenOptions::new()
@@ -100,14 +94,8 @@ fn external_truncation_is_noticed_and_never_padded() {
 
 #[test]
 fn reopen_follows_an_external_rename() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let mut w = FileWriter::open(&FileSinkConfig {
-        path: path.clone(),
-        max_file_bytes: 0,
-        keep_files: 1,
-    })
-    .unwrap();
+    let (dir, path) = audit_file();
+    let mut w = writer(path.clone(), 0, 1);
     w.write_batch(&[line(1)]).unwrap();
     std::fs::rename(&path, dir.path().join("moved")).unwrap();
     w.reopen().unwrap();

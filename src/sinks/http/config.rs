@@ -7,10 +7,7 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
-use crate::sinks::config::{
-    default_connect_timeout_secs_plain, default_request_timeout_secs, sink_options, EventFormat,
-    SinkKind, SinkTable,
-};
+use crate::sinks::config::{sink_options, EventFormat, SinkKind, SinkTable};
 
 sink_options! {
     /// `type = "http"`: batches POSTed to a collector.
@@ -38,12 +35,8 @@ sink_options! {
         sourcetype: Option<String>,
         /// HEC `host` (default: this machine's host name).
         host: Option<String>,
-        #[serde(default = "default_connect_timeout_secs_plain")]
-        connect_timeout_secs: f64,
-        /// Time allowed for one batch's request and response.
-        #[serde(default = "default_request_timeout_secs")]
-        request_timeout_secs: f64,
     }
+    network_timeouts: "Time allowed for one batch's request and response.";
 }
 
 /// How an HTTP sink lays out a batch.

@@ -7,10 +7,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::config::SecretKey;
-use crate::sinks::config::{
-    default_connect_timeout_secs_plain, default_request_timeout_secs, sink_options, SinkKind,
-    SinkTable,
-};
+use crate::sinks::config::{sink_options, SinkKind, SinkTable};
 
 sink_options! {
     /// `type = "kafka"`: produced to one topic, keyed by the SCIM resource id.
@@ -31,12 +28,8 @@ sink_options! {
         sasl_username: Option<String>,
         /// File holding the SASL password.
         sasl_password_file: Option<PathBuf>,
-        #[serde(default = "default_connect_timeout_secs_plain")]
-        connect_timeout_secs: f64,
-        /// Time allowed for one produce request (acks = all) and its answer.
-        #[serde(default = "default_request_timeout_secs")]
-        request_timeout_secs: f64,
     }
+    network_timeouts: "Time allowed for one produce request (acks = all) and its answer.";
 }
 
 /// Compression of produced record batches.
