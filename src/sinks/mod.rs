@@ -8,6 +8,14 @@
 //! waiting up to `batch.timeout_secs` for it to fill), sends it, retries what failed with
 //! exponential backoff, jitter and the receiver's `Retry-After`, and accounts for every event:
 //! written, or dropped with a reason.
+//!
+//! Layout (vector's): one folder per sink type, `<type>/mod.rs` its writer and
+//! `<type>/config.rs` its options (raw, checked, resolved), unit tests in `<type>/tests.rs`.
+//! The machinery every sink shares: `config.rs` (the options every sink takes and the pass that
+//! resolves each `[[sinks]]` table), `record.rs` (what a queue carries), `writer.rs` (the
+//! contract an output fulfils and its errors), `queue.rs` (both ends of a sink's queue),
+//! `handle.rs` (the audit worker's end) and `worker.rs` (the sink thread: batches, retries,
+//! accounting). The disk buffer lives in [`crate::buffer`].
 
 pub(crate) mod config;
 pub(crate) mod file;
