@@ -10,15 +10,14 @@
 //!
 //! The field docs of the raw structs are the user reference; `proxy.toml` shows every default.
 //!
-//! Layout: this file holds the resolved [`Config`] and the file's top level; [`load`] the passes
-//! that parse the text and list its problems with their lines; [`validate`] the [`Checker`]
-//! that collects problems while resolving values; one file per section (`listen`, `upstream`,
-//! `capture`, `audit`, `scim`, `integrity`) its raw struct, defaults, resolved struct and checks.
+//! Layout: this file holds the resolved [`Config`] and the file's top level; `load.rs` the
+//! passes that parse the text and list its problems with their lines; `validate.rs` the
+//! `Checker` that collects problems while resolving values; one file per section (`listen`,
+//! `upstream`, `capture`, `audit`, `scim`, `integrity`) its raw struct, defaults, resolved
+//! struct and checks.
 //! Each sink's options live next to the sink (`crate::sinks::<type>::config`), the options
 //! every sink shares in `crate::sinks::config`, and the buffer's in `crate::buffer::config`;
 //! they are re-exported here so `crate::config::*` names every resolved type.
-//!
-//! [`Checker`]: validate::Checker
 
 use std::fmt;
 use std::path::PathBuf;
