@@ -11,24 +11,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
-
 use serde::Deserialize;
 
-use super::file;
-use super::file::config::FileSinkConfig;
-use super::file::config::RawFileSink;
-use super::http::config::HttpSinkConfig;
-use super::http::config::RawHttpSink;
-use super::kafka::config::KafkaSinkConfig;
-use super::kafka::config::RawKafkaSink;
+use super::file::config::{check_path_unique, FileSinkConfig, RawFileSink};
+use super::http::config::{HttpSinkConfig, RawHttpSink};
+use super::kafka::config::{KafkaSinkConfig, RawKafkaSink};
 use super::stdout::config::RawStdoutSink;
-use super::syslog::config::RawSyslogSink;
-use super::syslog::config::SyslogSinkConfig;
+use super::syslog::config::{RawSyslogSink, SyslogSinkConfig};
 use crate::buffer::config::{validate_buffer, DiskBufferConfig, RawBuffer};
-use crate::config::defaults;
 use crate::config::load::error_key;
 use crate::config::validate::Checker;
-use crate::config::SecretKey;
+use crate::config::{defaults, SecretKey};
 
 /// How a sink writes each event.
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,6 +51,7 @@ pub enum WhenFull {
     DropNewest,
 }
 
+/// One resolved `[[sinks]]` entry: the shared options, and the type's own in `kind`.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
     pub name: String,
@@ -86,6 +80,7 @@ pub struct RetryConfig {
     pub max_backoff: Duration,
 }
 
+/// The sink type and its resolved options.
 #[derive(Debug, Clone)]
 pub enum SinkKind {
     Stdout,
@@ -123,6 +118,7 @@ impl SinkTable<'_, '_> {
         format!("sinks[{}].{field}", self.index)
     }
 
+    /// Records a problem with `field` of this table.
     pub(crate) fn problem(&mut self, field: &str, message: impl Into<String>) {
         let key = self.key(field);
         self.c.line(Some(self.line), &key, message);
@@ -394,7 +390,7 @@ pub(crate) fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) 
             t.problem("name", format!("duplicate sink name `{name}`"));
         }
         if let SinkKind::File(file) = &kind {
-            file::config::check_path_unique(t, file, &out);
+            check_path_unique(t, file, &out);
         }
         out.push(SinkConfig {
             name,
