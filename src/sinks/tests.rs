@@ -29,8 +29,22 @@ fn only_failed_events_are_sent_again() {
     );
 }
 
-/// A file sink whose batches may wait 30 s to fill: only the bell can make it write sooner.
-fn lingering_file_sink(dir: &std::path::Path, max_events: usize) -> (SinkHandle, SinkThread) {
+/// A file sink writing `<dir>/audit.jsonl` whose batches may wait 30 s to fill: only the bell
+/// can make it write sooner.
+struct Lingering {
+    dir: tempfile::TempDir,
+    handle: SinkHandle,
+    thread: SinkThread,
+}
+
+impl Lingering {
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+}
+
+fn lingering_file_sink(max_events: usize) -> Lingering {
+    let dir = tempfile::tempdir().expect("temp dir");
     let config = SinkConfig {
         name: "t".to_owned(),
         format: EventFormat::Native,
@@ -48,12 +62,18 @@ fn lingering_file_sink(dir: &std::path::Path, max_events: usize) -> (SinkHandle,
             max_backoff: Duration::from_millis(10),
         },
         kind: SinkKind::File(crate::config::FileSinkConfig {
-            path: dir.join("audit.jsonl"),
+            path: dir.path().join("audit.jsonl"),
             max_file_bytes: 1 << 30,
             keep_files: 1,
         }),
     };
-    start(&config, &Metrics::new(), ReopenSignal::default()).expect("sink starts")
+    let (handle, thread) =
+        start(&config, &Metrics::new(), ReopenSignal::default()).expect("sink starts");
+    Lingering {
+        dir,
+        handle,
+        thread,
+    }
 }
 
 fn lines_within(path: &std::path::Path, want: usize, limit: Duration) -> usize {
@@ -69,8 +89,8 @@ fn lines_within(path: &std::path::Path, want: usize, limit: Duration) -> usize {
 
 #[test]
 fn a_full_batch_is_written_without_waiting_out_the_linger() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (handle, _thread) = lingering_file_sink(dir.path(), 4);
+    let sink = lingering_file_sink(4);
+    let handle = &sink.handle;
     let mut three = records(3).into_iter();
     handle.enqueue_blocking(three.next().expect("a record"));
     // Once the sink thread holds the first record it lingers for the rest of its batch.
@@ -84,7 +104,7 @@ fn a_full_batch_is_written_without_waiting_out_the_linger() {
     for record in three {
         handle.enqueue_blocking(record);
     }
-    let path = dir.path().join("audit.jsonl");
+    let path = sink.path();
     assert_eq!(
         lines_within(&path, 1, Duration::from_millis(300)),
         0,
@@ -96,8 +116,8 @@ fn a_full_batch_is_written_without_waiting_out_the_linger() {
 
 #[test]
 fn an_intent_is_made_durable_without_waiting_out_the_linger() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (handle, _thread) = lingering_file_sink(dir.path(), 512);
+    let sink = lingering_file_sink(512);
+    let handle = &sink.handle;
     handle.enqueue_blocking(Record::from(Bytes::from("0\n")));
     let (ack, mut fired) = DurableAck::new();
     handle.enqueue_blocking(Record {
@@ -112,14 +132,17 @@ fn an_intent_is_made_durable_without_waiting_out_the_linger() {
         assert!(Instant::now() < until, "intent not acknowledged within 5 s");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let path = dir.path().join("audit.jsonl");
+    let path = sink.path();
     assert_eq!(lines_within(&path, 2, Duration::from_secs(1)), 2);
 }
 
 #[test]
 fn closing_the_queue_ends_the_linger() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (handle, thread) = lingering_file_sink(dir.path(), 512);
+    let Lingering {
+        dir,
+        handle,
+        thread,
+    } = lingering_file_sink(512);
     handle.enqueue_blocking(Record::from(Bytes::from("0\n")));
     drop(handle);
     let runtime = tokio::runtime::Builder::new_current_thread()
