@@ -28,6 +28,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod buffer;
 pub mod clients;
 pub mod clock;
 pub mod config;

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
 use crate::config::EventFormat;
-use crate::event::{events_for, EventContext};
+use crate::event::{events_for, AuditEvent, EventContext, Outcome};
 use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, SinkHandle};
@@ -238,6 +238,22 @@ pub struct ChainSetup {
     pub state_file: Option<std::path::PathBuf>,
 }
 
+/// What sinks need to know about an event besides its encoded line.
+fn record_meta(event: &AuditEvent<'_>) -> Arc<RecordMeta> {
+    Arc::new(RecordMeta {
+        ack: None,
+        event_id: event.event_id.clone(),
+        key: event
+            .scim
+            .target
+            .id
+            .clone()
+            .unwrap_or_else(|| event.request_id.to_owned()),
+        time_millis: event.timestamp.unix_millis(),
+        failed: event.outcome == Outcome::Failure,
+    })
+}
+
 /// Sends an integrity record to the trail sinks (native-format file and stdout: the chain is
 /// verified there); network sinks get events only.
 fn emit_record(
@@ -252,6 +268,7 @@ fn emit_record(
         event_id,
         key: integrity.chain.instance().to_owned(),
         time_millis: Timestamp::now().unix_millis(),
+        failed: false,
     });
     let line = Bytes::from(line);
     for sink in sinks.iter().filter(|s| s.is_trail()) {
@@ -281,7 +298,7 @@ fn emit_intent(
     let Some(first) = built.first() else {
         return;
     };
-    let value = |e: &crate::event::AuditEvent<'_>| serde_json::to_value(e).unwrap_or_default();
+    let value = |e: &AuditEvent<'_>| serde_json::to_value(e).unwrap_or_default();
     let head = value(first);
     let event_id = crate::clock::new_uuid_v7().to_string();
     let record = serde_json::json!({
@@ -306,6 +323,7 @@ fn emit_intent(
         event_id,
         key: first.request_id.to_owned(),
         time_millis: first.timestamp.unix_millis(),
+        failed: false,
     });
     // Trail sinks keep the chain whole; durable ones make the record safe (one is enough).
     for sink in sinks.iter().filter(|s| s.is_trail() || s.is_durable()) {
@@ -391,7 +409,7 @@ fn run_worker(
                 }
             };
             metrics.events_encoded.inc();
-            let meta = RecordMeta::of(&event);
+            let meta = record_meta(&event);
             // Other formats are made once per event, and only when a sink wants them.
             let mut encoded: Vec<(EventFormat, Bytes)> = vec![(EventFormat::Native, line)];
             for sink in &sinks {

@@ -1,4 +1,9 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::load::expand_env;
 use super::*;
+use crate::sinks::http::config::bulk_path_names_an_index;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml_str(text, Path::new("proxy.toml"))

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::{Record, RecordMeta};
+use crate::sinks::{Record, RecordMeta};
 
 /// A segment is closed and a new one started past this size (or an eighth of `max_bytes`,
 /// whichever is smaller: space is freed a whole segment at a time).
@@ -39,7 +39,8 @@ const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
 const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 const SYNC_INTERVAL: Duration = Duration::from_millis(200);
 const FRAME_HEADER: u64 = 8;
-const PAYLOAD_VERSION: u8 = 1;
+/// 2 added the outcome byte; frames of version 1 (written before) are still read.
+const PAYLOAD_VERSION: u8 = 2;
 
 /// Why an event could not be buffered.
 #[derive(Debug, thiserror::Error)]
@@ -524,12 +525,12 @@ fn write_position(dir: &Path, position: Position) -> Result<(), BufferError> {
 }
 
 /// `[len][crc32][payload]`, payload =
-/// `[version][id len: u16][id][key len: u16][key][time: i64][line]`.
+/// `[version][id len: u16][id][key len: u16][key][time: i64][failed: u8][line]`.
 fn encode_frame(record: &Record) -> Vec<u8> {
     let meta = &record.meta;
     let id = &meta.event_id.as_bytes()[..meta.event_id.len().min(u16::MAX as usize)];
     let key = &meta.key.as_bytes()[..meta.key.len().min(u16::MAX as usize)];
-    let payload_len = 1 + 2 + id.len() + 2 + key.len() + 8 + record.line.len();
+    let payload_len = 1 + 2 + id.len() + 2 + key.len() + 8 + 1 + record.line.len();
     let mut frame = Vec::with_capacity(FRAME_HEADER as usize + payload_len);
     frame.extend_from_slice(&[0u8; FRAME_HEADER as usize]);
     frame.push(PAYLOAD_VERSION);
@@ -538,6 +539,7 @@ fn encode_frame(record: &Record) -> Vec<u8> {
     frame.extend_from_slice(&(key.len() as u16).to_le_bytes());
     frame.extend_from_slice(key);
     frame.extend_from_slice(&meta.time_millis.to_le_bytes());
+    frame.push(u8::from(meta.failed));
     frame.extend_from_slice(&record.line);
     let payload = &frame[FRAME_HEADER as usize..];
     let len = (payload.len() as u32).to_le_bytes();
@@ -557,8 +559,8 @@ fn decode_payload(payload: Vec<u8>) -> Option<Record> {
         *at = range.end;
         Some(range)
     };
-    let version = payload.get(take(&mut at, 1)?.start)?;
-    if *version != PAYLOAD_VERSION {
+    let version = *payload.get(take(&mut at, 1)?.start)?;
+    if !(1..=PAYLOAD_VERSION).contains(&version) {
         return None;
     }
     let len16 = |r: std::ops::Range<usize>| -> Option<usize> {
@@ -569,6 +571,7 @@ fn decode_payload(payload: Vec<u8>) -> Option<Record> {
     let key_len = len16(take(&mut at, 2)?)?;
     let key = String::from_utf8(payload.get(take(&mut at, key_len)?)?.to_vec()).ok()?;
     let time = i64::from_le_bytes(payload.get(take(&mut at, 8)?)?.try_into().ok()?);
+    let failed = version >= 2 && *payload.get(take(&mut at, 1)?.start)? != 0;
     let line = Bytes::from(payload).slice(at..);
     Some(Record {
         line,
@@ -577,6 +580,7 @@ fn decode_payload(payload: Vec<u8>) -> Option<Record> {
             event_id: id,
             key,
             time_millis: time,
+            failed,
         }),
     })
 }
@@ -593,8 +597,18 @@ mod tests {
                 event_id: format!("id-{n}"),
                 key: format!("user-{}", n % 3),
                 time_millis: 1_700_000_000_000 + n as i64,
+                failed: n % 2 == 1,
             }),
         }
+    }
+
+    /// Opens the buffer in `dir` (1 MiB) and appends records `from..to`.
+    fn filled(dir: &Path, from: usize, to: usize) -> (DiskBuffer, DiskReader) {
+        let (buffer, reader) = DiskBuffer::open(dir, 1 << 20).unwrap();
+        for n in from..to {
+            buffer.append(&record(n), false).unwrap();
+        }
+        (buffer, reader)
     }
 
     fn drain(reader: &mut DiskReader) -> Vec<(Record, Position)> {
@@ -606,12 +620,30 @@ mod tests {
     }
 
     #[test]
+    fn frames_written_before_the_outcome_byte_are_still_read() {
+        // A version-1 payload, as an older scimtap left it in the buffer.
+        let mut payload = vec![1u8];
+        payload.extend_from_slice(&2u16.to_le_bytes());
+        payload.extend_from_slice(b"e1");
+        payload.extend_from_slice(&1u16.to_le_bytes());
+        payload.extend_from_slice(b"k");
+        payload.extend_from_slice(&7i64.to_le_bytes());
+        payload.extend_from_slice(b"{\"outcome\":\"failure\"}\n");
+        let r = decode_payload(payload).expect("a version-1 frame decodes");
+        assert_eq!(r.meta.event_id, "e1");
+        assert_eq!(r.meta.time_millis, 7);
+        assert!(!r.meta.failed);
+        assert_eq!(&r.line[..], b"{\"outcome\":\"failure\"}\n");
+        assert!(
+            decode_payload(vec![3u8, 0, 0]).is_none(),
+            "unknown versions are refused"
+        );
+    }
+
+    #[test]
     fn events_come_back_in_order_with_their_meta() {
         let dir = tempfile::tempdir().unwrap();
-        let (buffer, mut reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-        for n in 0..10 {
-            buffer.append(&record(n), false).unwrap();
-        }
+        let (buffer, mut reader) = filled(dir.path(), 0, 10);
         let read = drain(&mut reader);
         assert_eq!(read.len(), 10);
         for (n, (r, _)) in read.iter().enumerate() {
@@ -619,6 +651,7 @@ mod tests {
             assert_eq!(r.meta.event_id, format!("id-{n}"));
             assert_eq!(r.meta.key, format!("user-{}", n % 3));
             assert_eq!(r.meta.time_millis, 1_700_000_000_000 + n as i64);
+            assert_eq!(r.meta.failed, n % 2 == 1);
         }
         assert_eq!(buffer.queued(), 10);
         reader.ack(read[9].1, 10).unwrap();
@@ -629,15 +662,11 @@ mod tests {
     fn unacknowledged_events_survive_a_restart_and_acknowledged_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (buffer, mut reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-            for n in 0..6 {
-                buffer.append(&record(n), false).unwrap();
-            }
+            let (_buffer, mut reader) = filled(dir.path(), 0, 6);
             let read = drain(&mut reader);
             reader.ack(read[2].1, 3).unwrap();
         }
-        let (buffer, mut reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-        buffer.append(&record(6), false).unwrap();
+        let (_buffer, mut reader) = filled(dir.path(), 6, 7);
         let ids: Vec<String> = drain(&mut reader)
             .iter()
             .map(|(r, _)| r.meta.event_id.clone())
@@ -649,18 +678,14 @@ mod tests {
     fn a_torn_tail_is_skipped_never_delivered_half() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (buffer, _reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-            for n in 0..3 {
-                buffer.append(&record(n), false).unwrap();
-            }
+            let (_buffer, _reader) = filled(dir.path(), 0, 3);
         }
         // A crash in the middle of the third frame's write.
         let segment = segment_path(dir.path(), 1);
         let len = std::fs::metadata(&segment).unwrap().len();
         let file = OpenOptions::new().write(true).open(&segment).unwrap();
         file.set_len(len - 5).unwrap();
-        let (buffer, mut reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-        buffer.append(&record(3), false).unwrap();
+        let (_buffer, mut reader) = filled(dir.path(), 3, 4);
         let ids: Vec<String> = drain(&mut reader)
             .iter()
             .map(|(r, _)| r.meta.event_id.clone())
@@ -673,8 +698,7 @@ mod tests {
     fn a_flipped_byte_is_caught_by_the_checksum() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (buffer, _reader) = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
-            buffer.append(&record(0), false).unwrap();
+            let (_buffer, _reader) = filled(dir.path(), 0, 1);
         }
         let segment = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&segment).unwrap();

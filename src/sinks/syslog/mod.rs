@@ -7,6 +7,8 @@
 //! at-least-once: after a broken connection the batch is sent again, and the receiver may have
 //! kept part of it.
 
+pub(crate) mod config;
+
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 
-use super::{BatchError, Record, SinkError, SinkWriter};
-use crate::config::{SyslogProtocol, SyslogSinkConfig};
+use self::config::{SyslogProtocol, SyslogSinkConfig};
+use crate::sinks::{BatchError, Record, SinkError, SinkWriter};
 
 /// Severity of events whose outcome is a failure (warning) and of the others (informational).
 const SEVERITY_FAILURE: u8 = 4;
@@ -123,8 +125,7 @@ impl SyslogWriter {
     }
 
     /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG` (RFC 5424 §6), MSG = the event.
-    fn message(&self, event: &[u8], out: &mut Vec<u8>) {
-        let failed = contains(event, br#""outcome":"failure""#);
+    fn message(&self, event: &[u8], failed: bool, out: &mut Vec<u8>) {
         let severity = if failed {
             SEVERITY_FAILURE
         } else {
@@ -159,7 +160,7 @@ impl SinkWriter for SyslogWriter {
         for line in lines {
             let event = line.strip_suffix(b"\n").unwrap_or(line);
             message.clear();
-            self.message(event, &mut message);
+            self.message(event, line.meta.failed, &mut message);
             if message.len() > self.config.max_message_bytes {
                 self.too_large.inc();
                 tracing::warn!(
@@ -219,7 +220,7 @@ fn host_of(address: &str) -> &str {
 }
 
 /// This machine's host name (RFC 5424 HOSTNAME), or `-` when unknown.
-pub(super) fn local_hostname() -> String {
+pub(crate) fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
@@ -227,70 +228,5 @@ pub(super) fn local_hostname() -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(protocol: SyslogProtocol, max: usize) -> SyslogSinkConfig {
-        SyslogSinkConfig {
-            address: "127.0.0.1:1".into(),
-            protocol,
-            facility: 4,
-            app_name: "scimtap".into(),
-            hostname: Some("host1".into()),
-            extra_roots: Vec::new(),
-            tls_server_name: None,
-            max_message_bytes: max,
-            connect_timeout: Duration::from_secs(1),
-        }
-    }
-
-    #[test]
-    fn messages_are_rfc5424_with_the_event_as_msg() {
-        let w = SyslogWriter::new(&config(SyslogProtocol::Udp, 8192), Counter::default()).unwrap();
-        let mut out = Vec::new();
-        w.message(br#"{"outcome":"success"}"#, &mut out);
-        let text = String::from_utf8(out).unwrap();
-        // auth (4) * 8 + informational (6) = 38.
-        assert!(text.starts_with("<38>1 "), "{text}");
-        assert!(text.contains(" host1 scimtap "), "{text}");
-        assert!(
-            text.ends_with(r#" audit - {"outcome":"success"}"#),
-            "{text}"
-        );
-        let mut out = Vec::new();
-        w.message(br#"{"outcome":"failure"}"#, &mut out);
-        assert!(out.starts_with(b"<36>1 "), "failures are warnings");
-    }
-
-    #[test]
-    fn udp_datagrams_carry_one_event_each_and_oversized_events_are_counted_not_cut() {
-        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut cfg = config(SyslogProtocol::Udp, 600);
-        cfg.address = receiver.local_addr().unwrap().to_string();
-        let too_large = Counter::default();
-        let mut w = SyslogWriter::new(&cfg, too_large.clone()).unwrap();
-        use bytes::Bytes;
-        let big = format!("{{\"x\":\"{}\"}}\n", "a".repeat(700));
-        w.write_batch(&[
-            Record::from(Bytes::from_static(b"{\"n\":1}\n")),
-            Record::from(Bytes::from(big)),
-            Record::from(Bytes::from_static(b"{\"n\":2}\n")),
-        ])
-        .unwrap();
-        let mut buf = [0u8; 2048];
-        for n in 1..=2 {
-            let len = receiver.recv(&mut buf).unwrap();
-            let text = std::str::from_utf8(&buf[..len]).unwrap();
-            assert!(text.ends_with(&format!("{{\"n\":{n}}}")), "{text}");
-        }
-        assert_eq!(too_large.get(), 1);
-    }
-}
+mod tests;

@@ -9,6 +9,8 @@
 //! document carries the event id as `_id`, so a retried item overwrites itself instead of
 //! being indexed twice.
 
+pub(crate) mod config;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,8 +24,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 
-use super::{BatchError, Delivered, Record, SinkError};
-use crate::config::{EventFormat, HttpEncoding, HttpSinkConfig};
+use self::config::{HttpEncoding, HttpSinkConfig};
+use crate::config::EventFormat;
+use crate::sinks::{BatchError, Delivered, Record, SinkError};
 
 /// Most bytes of a response body read (an error text for the log, or `_bulk` item results).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -52,15 +55,7 @@ impl HttpWriter {
     ) -> Result<HttpWriter, SinkError> {
         let tls = crate::tls::client_config(&config.extra_roots)
             .map_err(|e| SinkError::Setup(format!("ca_file: {e}")))?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = crate::tls::https_connector(tls, config.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(50))
             .pool_timer(TokioTimer::new())
@@ -73,7 +68,7 @@ impl HttpWriter {
             hostname: config
                 .host
                 .clone()
-                .unwrap_or_else(super::syslog::local_hostname),
+                .unwrap_or_else(crate::sinks::syslog::local_hostname),
             rejected,
             skipped: 0,
             refused: false,
@@ -342,100 +337,4 @@ struct BulkItem {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sinks::RecordMeta;
-    use std::sync::Arc;
-
-    fn writer(encoding: HttpEncoding, format: EventFormat) -> HttpWriter {
-        let config = HttpSinkConfig {
-            url: "http://127.0.0.1:1/ingest".parse().unwrap(),
-            encoding,
-            headers: Vec::new(),
-            extra_roots: Vec::new(),
-            index: Some("audit".into()),
-            source: "scimtap".into(),
-            sourcetype: "scimtap:native".into(),
-            host: Some("h1".into()),
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-        };
-        HttpWriter::new(&config, format, Counter::default()).unwrap()
-    }
-
-    fn record(line: &str, id: &str) -> Record {
-        Record {
-            line: Bytes::from(format!("{line}\n")),
-            meta: Arc::new(RecordMeta {
-                ack: None,
-                event_id: id.into(),
-                key: "k".into(),
-                time_millis: 1_700_000_000_123,
-            }),
-        }
-    }
-
-    #[test]
-    fn encodings_lay_out_batches_as_their_receivers_expect() {
-        let records = [record(r#"{"a":1}"#, "e1"), record(r#"{"a":2}"#, "e2")];
-        let (body, _) = writer(HttpEncoding::Ndjson, EventFormat::Native).body(&records);
-        assert_eq!(body, b"{\"a\":1}\n{\"a\":2}\n");
-        let (body, _) = writer(HttpEncoding::JsonArray, EventFormat::Native).body(&records);
-        assert_eq!(body, b"[{\"a\":1},{\"a\":2}]");
-        let (body, _) = writer(HttpEncoding::ElasticsearchBulk, EventFormat::Native).body(&records);
-        assert_eq!(
-            String::from_utf8(body).unwrap(),
-            "{\"index\":{\"_index\":\"audit\",\"_id\":\"e1\"}}\n{\"a\":1}\n{\"index\":{\"_index\":\"audit\",\"_id\":\"e2\"}}\n{\"a\":2}\n"
-        );
-        let (body, _) = writer(HttpEncoding::SplunkHec, EventFormat::Native).body(&records);
-        let text = String::from_utf8(body).unwrap();
-        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        assert_eq!(first["time"], serde_json::json!(1_700_000_000.123));
-        assert_eq!(first["host"], "h1");
-        assert_eq!(first["sourcetype"], "scimtap:native");
-        assert_eq!(first["index"], "audit");
-        assert_eq!(first["event"], serde_json::json!({"a": 1}));
-    }
-
-    #[test]
-    fn cef_lines_travel_as_json_strings() {
-        let records = [record(r"CEF:0|scimtap|x|1|a|b|3|msg=a\=b", "e1")];
-        let (body, _) = writer(HttpEncoding::JsonArray, EventFormat::Cef).body(&records);
-        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(parsed[0], r"CEF:0|scimtap|x|1|a|b|3|msg=a\=b");
-        let (body, _) = writer(HttpEncoding::ElasticsearchBulk, EventFormat::Cef).body(&records);
-        let doc: serde_json::Value =
-            serde_json::from_str(std::str::from_utf8(&body).unwrap().lines().nth(1).unwrap())
-                .unwrap();
-        assert_eq!(doc["message"], r"CEF:0|scimtap|x|1|a|b|3|msg=a\=b");
-    }
-
-    #[test]
-    fn bulk_items_retry_only_429_and_5xx() {
-        let mut w = writer(HttpEncoding::ElasticsearchBulk, EventFormat::Native);
-        let response = br#"{"took":1,"errors":true,"items":[
-            {"index":{"status":201}},{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}},
-            {"index":{"status":400,"error":{"type":"mapper_parsing_exception"}}},{"index":{"status":503}}]}"#;
-        let error = w.bulk_items(5, response).unwrap_err();
-        assert_eq!(error.delivered, Delivered::AllBut(vec![1, 3, 4]));
-        assert_eq!(w.take_skipped(), 1);
-        assert_eq!(w.rejected.get(), 1);
-        assert!(w
-            .bulk_items(1, br#"{"errors":false,"items":[{"index":{"status":201}}]}"#)
-            .is_ok());
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let secs = http::HeaderValue::from_static("7");
-        assert_eq!(retry_after(&secs), Some(Duration::from_secs(7)));
-        let later = std::time::SystemTime::now() + Duration::from_secs(30);
-        let date = http::HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap();
-        let wait = retry_after(&date).unwrap();
-        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
-        assert_eq!(retry_after(&http::HeaderValue::from_static("soon")), None);
-        assert!(retryable(StatusCode::SERVICE_UNAVAILABLE));
-        assert!(retryable(StatusCode::TOO_MANY_REQUESTS));
-        assert!(!retryable(StatusCode::BAD_REQUEST));
-    }
-}
+mod tests;

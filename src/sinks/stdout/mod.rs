@@ -1,9 +1,11 @@
 //! `type = "stdout"`: events to standard output, one JSON object per line. scimtap's own logs
 //! go to stderr, so stdout carries nothing but events.
 
+pub(crate) mod config;
+
 use std::io::Write;
 
-use super::{join_lines, BatchError, Record, SinkError, SinkWriter};
+use crate::sinks::{join_lines, BatchError, Record, SinkError, SinkWriter};
 
 pub struct StdoutWriter {
     buf: Vec<u8>,
