@@ -16,13 +16,11 @@
 //! Each has a short version that runs in the normal `cargo test` (seconds) and a long one,
 //! `#[ignore]`d, that `scripts/reliability.sh` runs on a release build. Collector outages with
 //! memory and disk buffers, SIGKILL with a disk buffer and `reject` with a slow collector are in
-//! `tests/delivery.rs`; SIGTERM with in-flight requests and a stdout sink nobody reads in
-//! `tests/pipeline.rs`.
+//! `delivery.rs`; SIGTERM with in-flight requests and a stdout sink nobody reads in
+//! `pipeline.rs`.
 //!
 //! Every test prints one `RELIABILITY <name> key=value ...` line with its figures, which
 //! `scripts/reliability.sh` collects.
-
-mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
@@ -37,7 +35,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use support::*;
+use crate::support::*;
 use tokio::net::TcpStream;
 
 // === the upstream ===

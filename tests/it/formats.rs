@@ -3,8 +3,6 @@
 //! documents of every classification fixture, and of a live file sink, conform to the
 //! vendored ECS field reference and OCSF schema.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,7 +11,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use support::*;
+use crate::support::*;
 
 fn peer_python() -> PathBuf {
     std::env::var_os("SCIMTAP_PEER_VENV")
@@ -267,7 +265,7 @@ fn fixture_exchange(
 fn fixture_exchanges() -> Vec<(String, scimtap::exchange::Exchange)> {
     use scimtap::exchange::{Failure, FailureSide};
 
-    let cases: Vec<Value> = serde_json::from_str(include_str!("fixtures/classification.json"))
+    let cases: Vec<Value> = serde_json::from_str(include_str!("../fixtures/classification.json"))
         .expect("fixture file is JSON");
     assert!(cases.len() >= 50, "the table lost cases");
     let body = |case: &Value, key: &str| -> Vec<u8> {
@@ -578,7 +576,7 @@ const ECS_REQUIRED: [&str; 9] = [
 
 impl EcsReference {
     fn load() -> Self {
-        let mut rows = include_str!("fixtures/ecs/fields.csv").lines();
+        let mut rows = include_str!("../fixtures/ecs/fields.csv").lines();
         assert_eq!(rows.next(), Some("field,type"));
         let types: HashMap<String, String> = rows
             .map(|l| {
@@ -599,7 +597,7 @@ impl EcsReference {
                 .collect()
         };
         let allowed: Value =
-            serde_json::from_str(include_str!("fixtures/ecs/allowed_values.json")).unwrap();
+            serde_json::from_str(include_str!("../fixtures/ecs/allowed_values.json")).unwrap();
         let allowed: HashMap<String, Vec<String>> = allowed
             .as_object()
             .unwrap()
@@ -607,7 +605,7 @@ impl EcsReference {
             .map(|(k, v)| (k.clone(), strings(v)))
             .collect();
         let expected: Value =
-            serde_json::from_str(include_str!("fixtures/ecs/expected_event_types.json")).unwrap();
+            serde_json::from_str(include_str!("../fixtures/ecs/expected_event_types.json")).unwrap();
         let expected_event_types: HashMap<String, Vec<String>> = expected
             .as_object()
             .unwrap()

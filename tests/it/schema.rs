@@ -801,7 +801,7 @@ struct Line {
 }
 
 fn all_events(dir: &Path) -> Vec<Line> {
-    let cases: Vec<Value> = serde_json::from_str(include_str!("fixtures/classification.json"))
+    let cases: Vec<Value> = serde_json::from_str(include_str!("../fixtures/classification.json"))
         .expect("fixture file is JSON");
     assert!(cases.len() >= 50, "the table lost cases");
     let contexts = [

@@ -4,14 +4,12 @@
 //! events written by a running scimtap, across a restart, verify with `scimtap verify`, and
 //! an edited file fails with the documented exit code.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use proptest::prelude::*;
 use scimtap::integrity::{verify, Breakage, Chain, RecordKind, StartAt, VerifyOptions};
-use support::*;
+use crate::support::*;
 
 const KEY: &[u8] = b"integrity-test-key-0123456789";
 

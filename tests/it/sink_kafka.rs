@@ -4,8 +4,6 @@
 //! the partition the Java client's murmur2 partitioner picks, in order per resource; every
 //! compression is readable; and events sent while the broker is down arrive once it is up.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -13,8 +11,8 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use support::tansu::{tansu_or_skip, Consumed, Tansu};
-use support::*;
+use crate::support::tansu::{tansu_or_skip, Consumed, Tansu};
+use crate::support::*;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
@@ -384,7 +382,7 @@ async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() 
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
     let n = send_lifecycles(&proxy, &["peggy", "rupert"]).await;
     let written = proxy.wait_for_events(n).await;
-    let records = support::tansu::consume(
+    let records = crate::support::tansu::consume(
         &bootstrap,
         Some(&ca),
         "tls-audit",

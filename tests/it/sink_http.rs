@@ -7,8 +7,6 @@
 //! Requests are counted on the client side: each test knows how many SCIM requests (and so
 //! events) it sent, and reads what the collector received from its request log.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -17,8 +15,8 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use support::collector::Collector;
-use support::*;
+use crate::support::collector::Collector;
+use crate::support::*;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";

@@ -1,8 +1,6 @@
 //! The audit side: a stalled sink never slows requests (overflow is counted), SIGTERM drains
 //! and flushes, SIGHUP reopens the file, the admin endpoints answer.
 
-mod support;
-
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use support::*;
+use crate::support::*;
 
 async fn ok_upstream() -> Upstream {
     Upstream::start(|_req: Request<Incoming>| async {

@@ -4,8 +4,6 @@
 //! written (`/dev/full`: every write fails with ENOSPC), writes get 503 and the upstream
 //! receives none of them, while reads pass.
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 /// An upstream that remembers the request id of every write it received.
 async fn recording_upstream() -> (Upstream, Arc<Mutex<Vec<String>>>) {

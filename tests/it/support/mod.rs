@@ -3,8 +3,6 @@
 //! the audit file and the admin endpoints. Every wait has a timeout; a failing wait panics with
 //! the proxy's log tail and the events seen so far.
 
-#![allow(dead_code)]
-
 pub mod collector;
 pub mod tansu;
 use std::convert::Infallible;

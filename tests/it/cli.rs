@@ -1,11 +1,9 @@
 //! The command line: check-config, refusals of bad configuration with file, line and key,
 //! --version, and a clear error when the port is taken.
 
-mod support;
-
 use std::process::{Command, Output};
 
-use support::scimtap_bin;
+use crate::support::scimtap_bin;
 
 fn scimtap(args: &[&str]) -> Output {
     Command::new(scimtap_bin()).args(args).output().unwrap()

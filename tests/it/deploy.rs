@@ -5,8 +5,6 @@
 //! configs for Okta and Entra ID really validate, and `scimtap healthcheck` answers as the
 //! container and the kubelet expect.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{closed_port, scimtap_bin, sha256_hex, Proxy, ProxyConfig, TestPki};
+use crate::support::{closed_port, scimtap_bin, sha256_hex, Proxy, ProxyConfig, TestPki};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,8 +2,6 @@
 //! real scimtap, driven with real SCIM requests: one event per request, with the right
 //! request id, method, path and status.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use support::*;
+use crate::support::*;
 
 /// scim2-server on 127.0.0.1 at a port chosen at run time.
 struct ScimServer {

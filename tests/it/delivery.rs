@@ -7,8 +7,6 @@
 //! - `on_audit_failure = "reject"`: while the trail is full, SCIM writes get 503 and never reach
 //!   the upstream; reads pass.
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,8 +15,8 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use support::collector::Collector;
-use support::*;
+use crate::support::collector::Collector;
+use crate::support::*;
 
 const SETTLE: Duration = Duration::from_secs(60);
 

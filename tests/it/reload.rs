@@ -2,13 +2,11 @@
 //! restart, an invalid file changes nothing (and is counted), and sections that need a
 //! restart are named in the log.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use support::*;
+use crate::support::*;
 
 const TOKEN: &str = "reload-test-token-7f3a";
 

@@ -2,8 +2,6 @@
 //! (RFC 5425) at once. rsyslog writes the MSG of every message it receives to a file; each
 //! transport must deliver exactly the events the file sink wrote.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +10,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 struct Rsyslog {
     child: Child,
