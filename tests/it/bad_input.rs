@@ -2221,14 +2221,14 @@ async fn a_bulk_request_of_1000_operations_gives_1000_events() {
 /// it is installed).
 #[test]
 fn the_gzip_helpers_write_valid_gzip() {
-    let Ok(probe) = std::process::Command::new("gzip").arg("--version").output() else {
-        eprintln!("gzip not installed; skipped");
+    let Some(gzip) = peers::require("gzip") else {
         return;
     };
-    assert!(probe.status.success());
+    let probe = crate::support::run(std::process::Command::new(&gzip).arg("--version"));
+    assert!(probe.status.success(), "{}", report(&probe));
     let check = |data: &[u8]| -> Vec<u8> {
         use std::io::Write;
-        let mut child = std::process::Command::new("gzip")
+        let mut child = std::process::Command::new(&gzip)
             .arg("-dc")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -302,7 +302,7 @@ path = "AUDIT_PLACEHOLDER"
     };
     assert!(arrived.len() >= buffered.len());
     assert_whole_lines("the killed run's audit file", &audit_text);
-    let state = std::fs::read_to_string(collector.dir.path().join("events.jsonl")).unwrap();
+    let state = std::fs::read_to_string(collector.dir().join("events.jsonl")).unwrap();
     assert_whole_lines("what the collector received", &state);
     for request in collector.requests().await {
         if request["status"] == 200 {

@@ -4,7 +4,6 @@
 //! vendored ECS field reference and OCSF schema.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 
 use http::{Request, Response};
@@ -12,13 +11,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use crate::support::*;
-
-fn peer_python() -> PathBuf {
-    std::env::var_os("SCIMTAP_PEER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/.venv")))
-        .join("bin/python")
-}
 
 /// pycef names custom fields by their labels (`cn1Label=httpStatus cn1=201` → `httpStatus`).
 /// CEF extension value unescaping (`\\`, `\=`, `\n`, `\r`), which pycef leaves to its caller.
@@ -107,12 +99,10 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
     }
 
     let script = "import json, sys, pycef\nprint(json.dumps([pycef.parse(l.rstrip('\\n')) for l in open(sys.argv[1]) if l.strip()]))";
-    let out = Command::new(peer_python())
+    let out = run(Command::new(peers::venv_python())
         .arg("-c")
         .arg(script)
-        .arg(&cef_path)
-        .output()
-        .unwrap();
+        .arg(&cef_path));
     assert!(
         out.status.success(),
         "pycef failed: {}",
@@ -1266,26 +1256,10 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
 
 /// Runs tests/peer/validate_ocsf.py on `files`: (exit code, stdout and stderr).
 fn validate_ocsf(files: &[&std::path::Path]) -> (Option<i32>, String) {
-    let python = peer_python();
-    assert!(
-        python.exists(),
-        "{} is missing: run tests/peer/setup.sh (it installs ocsf-json-schema and jsonschema from tests/peer/requirements.txt)",
-        python.display()
-    );
-    let output = Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/peer/validate_ocsf.py"
-        ))
-        .args(files)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
+    let output = run(Command::new(peers::venv_python())
+        .arg(peers::peer_script("validate_ocsf.py"))
+        .args(files));
+    (output.status.code(), process::text(&output))
 }
 
 /// Every classification fixture (under a plain and a configured context) and a proxy run with

@@ -380,20 +380,8 @@ fn max_mib(samples: &[(Duration, u64)]) -> f64 {
 
 /// Runs `scimtap verify` on `file` with `config` (for the key); returns (exit code, report).
 fn verify(config: &Path, file: &Path, allow_open: bool) -> (i32, String) {
-    let mut cmd = std::process::Command::new(scimtap_bin());
-    cmd.arg("--config").arg(config).arg("verify");
-    if allow_open {
-        cmd.arg("--allow-open");
-    }
-    let out = cmd.arg(file).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let extra: &[&str] = if allow_open { &["--allow-open"] } else { &[] };
+    scimtap_verify(config, &[file], extra)
 }
 
 // === soak ===

@@ -11,7 +11,8 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use crate::support::tansu::{tansu_or_skip, Consumed, Tansu};
+use crate::support::peers;
+use crate::support::tansu::{Consumed, Tansu};
 use crate::support::*;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -186,7 +187,7 @@ async fn wait_for_metric(proxy: &Proxy, series: &str, at_least: f64, wait: Durat
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition() {
-    let Some(bin) = tansu_or_skip("tansu_gets_every_event_once") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let tansu = Tansu::start(&bin);
@@ -231,7 +232,7 @@ async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_compression_is_read_back_by_an_independent_consumer() {
-    let Some(bin) = tansu_or_skip("every_compression_is_read_back") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let tansu = Tansu::start(&bin);
@@ -259,7 +260,7 @@ async fn every_compression_is_read_back_by_an_independent_consumer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
-    let Some(bin) = tansu_or_skip("events_sent_while_the_broker_is_down") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let port = closed_port();
@@ -349,7 +350,7 @@ async fn tls_terminator(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() {
-    let Some(bin) = tansu_or_skip("tls_trusting_the_configured_ca") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let pki = TestPki::new();
@@ -419,7 +420,7 @@ async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_is_survived_by_reconnecting() {
-    let Some(bin) = tansu_or_skip("a_broker_restart_is_survived") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let first = Tansu::start(&bin);

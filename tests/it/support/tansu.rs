@@ -3,87 +3,28 @@
 //! independent consumer, tests/peer/kafka_consume.py (kafka-python), to read back what
 //! scimtap produced.
 //!
-//! Without tansu or the consumer's Python packages a test is skipped with a message, unless
+//! A test gets the binary from `peers::require("tansu")`, which also checks the consumer's
+//! Python packages: without them the test is skipped with a message, unless
 //! `SCIMTAP_REQUIRE_PEERS` is set (CI sets it): then it fails, so a CI that lost its peers
 //! cannot pass by skipping.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::peers::{peer_script, venv_python};
+use super::process::{run, Process};
+use super::wait::until_blocking;
 use super::{closed_port, WAIT};
-
-fn peer_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer")
-}
-
-fn python() -> PathBuf {
-    peer_dir().join(".venv/bin/python")
-}
-
-/// `tansu` on PATH or in ~/.cargo/bin (where `cargo install` puts it).
-fn tansu_bin() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").into_iter().flat_map(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("tansu"))
-            .collect::<Vec<_>>()
-    });
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    on_path
-        .chain(cargo_home.map(|c| c.join("bin/tansu")))
-        .find(|p| p.is_file())
-}
-
-/// The peers these tests need, or why they are missing.
-fn find_peers() -> Result<PathBuf, String> {
-    let tansu = tansu_bin().ok_or_else(|| {
-        "tansu is not installed (not on PATH nor in ~/.cargo/bin): run scripts/setup.sh, \
-         which runs `cargo install tansu --locked --features dynostore`"
-            .to_owned()
-    })?;
-    let imports = Command::new(python())
-        .args(["-c", "import kafka, zstandard, lz4.frame, snappy"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !imports.is_ok_and(|s| s.success()) {
-        return Err(format!(
-            "{} cannot import kafka-python and its codecs: run scripts/setup.sh \
-             (tests/peer/setup.sh installs tests/peer/requirements.txt)",
-            python().display()
-        ));
-    }
-    Ok(tansu)
-}
-
-/// The tansu binary; `None` (after saying why) when the peers are missing and the test
-/// should be skipped. Panics instead when `SCIMTAP_REQUIRE_PEERS` is set.
-pub fn tansu_or_skip(test: &str) -> Option<PathBuf> {
-    match find_peers() {
-        Ok(tansu) => Some(tansu),
-        Err(why) if std::env::var_os("SCIMTAP_REQUIRE_PEERS").is_some() => {
-            panic!(
-                "{test}: {why} (SCIMTAP_REQUIRE_PEERS is set, so this fails instead of skipping)"
-            )
-        }
-        Err(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            None
-        }
-    }
-}
 
 /// A running `tansu broker` with in-memory storage.
 pub struct Tansu {
     bin: PathBuf,
-    child: Child,
+    process: Process,
     pub port: u16,
-    dir: tempfile::TempDir,
 }
 
 impl Tansu {
@@ -100,44 +41,28 @@ impl Tansu {
     /// Starts tansu on `port`, telling clients (in metadata) to connect to `advertised`
     /// instead: a TLS terminator in front of it, say.
     pub fn start_advertising(bin: &Path, port: u16, advertised: u16) -> Tansu {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised = format!("tcp://127.0.0.1:{advertised}");
-        let child = Command::new(bin)
-            .arg("broker")
-            .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &advertised])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env_remove("CLUSTER_ID")
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .env_remove("STORAGE_ENGINE")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("tansu starts");
-        let mut tansu = Tansu {
+        let mut process = Process::spawn(
+            "tansu",
+            tempfile::tempdir().unwrap(),
+            Command::new(bin)
+                .arg("broker")
+                .args(["--listener-url", &url])
+                .args(["--advertised-listener-url", &advertised])
+                .args(["--storage-engine", "memory://tansu/"])
+                .env_remove("CLUSTER_ID")
+                .env_remove("LISTENER_URL")
+                .env_remove("ADVERTISED_LISTENER_URL")
+                .env_remove("STORAGE_ENGINE")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        );
+        process.wait_listening(port);
+        Tansu {
             bin: bin.to_owned(),
-            child,
+            process,
             port,
-            dir,
-        };
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = tansu.child.try_wait() {
-                panic!("tansu exited ({status}) before listening:\n{}", tansu.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {port}:\n{}",
-                tansu.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        tansu
     }
 
     pub fn bootstrap(&self) -> String {
@@ -145,33 +70,28 @@ impl Tansu {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// Creates `topic` with `partitions` partitions (tansu's own CLI, retried while the
     /// broker settles).
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let out = Command::new(&self.bin)
+        let what = format!("tansu topic create {topic}");
+        until_blocking(&what, WAIT, Duration::from_millis(200), || {
+            let out = run(Command::new(&self.bin)
                 .args(["topic", "create", topic])
                 .args(["--broker", &format!("tcp://{}", self.bootstrap())])
-                .args(["--partitions", &partitions.to_string()])
-                .stdin(Stdio::null())
-                .output()
-                .expect("tansu topic create runs");
+                .args(["--partitions", &partitions.to_string()]));
             if out.status.success() {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "tansu topic create {topic} failed: {}{}\nbroker log:\n{}",
+            Err(format!(
+                "{}{}\nbroker log:\n{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr),
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            ))
+        })
     }
 
     /// Every record of `topic`, read by kafka-python once at least `count` are there (and
@@ -191,9 +111,9 @@ pub fn consume(
     timeout: Duration,
     broker_log: &str,
 ) -> Vec<Consumed> {
-    let mut command = Command::new(python());
+    let mut command = Command::new(venv_python());
     command
-        .arg(peer_dir().join("kafka_consume.py"))
+        .arg(peer_script("kafka_consume.py"))
         .arg(bootstrap)
         .arg(topic)
         .arg(count.to_string())
@@ -201,10 +121,7 @@ pub fn consume(
     if let Some(ca) = tls_ca {
         command.arg("--tls-ca").arg(ca);
     }
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .expect("kafka_consume.py runs");
+    let out = run(&mut command);
     let records: Vec<Consumed> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
@@ -218,16 +135,10 @@ pub fn consume(
     records
 }
 
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One record as kafka_consume.py prints it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Consumed {
+    #[allow(dead_code)] // printed in failure messages through Debug
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
