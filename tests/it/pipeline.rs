@@ -10,19 +10,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use crate::support::*;
 
-async fn ok_upstream() -> Upstream {
-    Upstream::start(|_req: Request<Incoming>| async {
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/scim+json")
-            .body(full(
-                r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"1"}"#,
-            ))
-            .unwrap()
-    })
-    .await
-}
-
 /// Sends `n` GETs with `concurrency` in flight; returns (elapsed, slowest single request).
 async fn drive(proxy: &Proxy, n: usize, concurrency: usize) -> (Duration, Duration) {
     let client = http1_client();
@@ -60,7 +47,7 @@ async fn drive(proxy: &Proxy, n: usize, concurrency: usize) -> (Duration, Durati
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_sink_does_not_slow_requests_and_overflow_is_counted() {
     const N: usize = 1500;
-    let upstream = ok_upstream().await;
+    let upstream = Upstream::scim().await;
     // Baseline: the same proxy with a healthy file sink.
     let healthy = Proxy::start(ProxyConfig::new(upstream.url()));
     let (healthy_time, _) = drive(&healthy, N, 8).await;
@@ -175,7 +162,7 @@ async fn sigterm_drains_in_flight_exchanges_and_flushes_every_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reopens_the_audit_file_after_external_rotation() {
-    let upstream = ok_upstream().await;
+    let upstream = Upstream::scim().await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
     let client = http1_client();
     let get = |id: &str| {
@@ -220,7 +207,7 @@ async fn sighup_reopens_the_audit_file_after_external_rotation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_endpoints_report_health_readiness_and_metrics() {
-    let upstream = ok_upstream().await;
+    let upstream = Upstream::scim().await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
     assert_eq!(proxy.admin_get("/healthz").await, (200, "ok\n".to_owned()));
     assert_eq!(proxy.admin_get("/readyz").await.0, 200);
@@ -269,7 +256,7 @@ async fn unreadable_sink_path_stops_startup_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_stuck_in_a_write_cannot_hold_shutdown_past_its_deadline() {
-    let upstream = ok_upstream().await;
+    let upstream = Upstream::scim().await;
     let mut proxy = Proxy::start_with(
         ProxyConfig::new(upstream.url())
             .shutdown_timeout_secs(1.0)

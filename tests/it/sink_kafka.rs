@@ -7,50 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use http::{Request, Response};
+use http::Request;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 use crate::support::peers;
 use crate::support::tansu::{Consumed, Tansu};
 use crate::support::*;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-
-/// A SCIM service: POST creates `id-<userName>`, PATCH answers the user, DELETE 204.
-async fn scim_upstream() -> Upstream {
-    Upstream::start(|req: Request<Incoming>| async move {
-        let method = req.method().as_str().to_owned();
-        let path = req.uri().path().to_owned();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, answer) = match method.as_str() {
-            "POST" => {
-                let name = body["userName"].as_str().unwrap_or("x");
-                (
-                    201,
-                    json!({"schemas": [USER], "id": format!("id-{name}"), "userName": name}),
-                )
-            }
-            "PATCH" => {
-                let id = path.rsplit('/').next().unwrap_or_default();
-                (200, json!({"schemas": [USER], "id": id}))
-            }
-            _ => (204, Value::Null),
-        };
-        let body = if answer.is_null() {
-            empty()
-        } else {
-            full(answer.to_string())
-        };
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/scim+json")
-            .body(body)
-            .unwrap()
-    })
-    .await
-}
 
 /// For each user in turn, phase by phase (so events about different users interleave):
 /// create, two patches, delete. Returns how many requests were sent.
@@ -192,7 +156,7 @@ async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition
     };
     let tansu = Tansu::start(&bin);
     tansu.create_topic("scim-audit", 3);
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         kafka_sink("kafka", &tansu.bootstrap(), "scim-audit", "")
@@ -248,7 +212,7 @@ async fn every_compression_is_read_back_by_an_independent_consumer() {
             &format!("compression = \"{codec}\""),
         ));
     }
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
     let n = send_lifecycles(&proxy, &["grace", "heidi", "ivan"]).await;
     let written = proxy.wait_for_events(n).await;
@@ -264,7 +228,7 @@ async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
         return;
     };
     let port = closed_port();
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         kafka_sink(
@@ -379,7 +343,7 @@ async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() 
             "tls = true\nretry = { max_attempts = 2, initial_backoff_secs = 0.1, max_backoff_secs = 0.1 }",
         ),
     );
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
     let n = send_lifecycles(&proxy, &["peggy", "rupert"]).await;
     let written = proxy.wait_for_events(n).await;
@@ -426,7 +390,7 @@ async fn a_broker_restart_is_survived_by_reconnecting() {
     let first = Tansu::start(&bin);
     let port = first.port;
     first.create_topic("restart", 3);
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         kafka_sink(
