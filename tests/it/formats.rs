@@ -399,27 +399,6 @@ fn write_jsonl(path: &std::path::Path, lines: &[String]) {
 }
 
 /// Waits until the file sink at `path` has written `n` lines (it writes in its own thread).
-async fn wait_for_lines(path: &std::path::Path, n: usize, what: &str) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < n
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} sink did not write every event"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// What the live sink tests send through the proxy, with `x-request-id: live-<index>`.
 fn live_requests() -> Vec<(&'static str, &'static str, Option<Value>)> {
     let patch = |ops: Value| {
@@ -529,7 +508,7 @@ async fn live_sink_run(
             .unwrap();
     }
     let native = proxy.wait_for_events(LIVE_EVENTS).await;
-    let docs = wait_for_lines(&path, LIVE_EVENTS, format).await;
+    let docs = wait::json_lines(&path, LIVE_EVENTS, format).await;
     assert_eq!(
         (native.len(), docs.len()),
         (LIVE_EVENTS, LIVE_EVENTS),

@@ -5,7 +5,7 @@
 //! compression is readable; and events sent while the broker is down arrive once it is up.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::Request;
 use http_body_util::BodyExt;
@@ -133,22 +133,6 @@ fn assert_delivered(records: &[Consumed], written: &[Value], partitions: i32) {
     }
 }
 
-async fn wait_for_metric(proxy: &Proxy, series: &str, at_least: f64, wait: Duration) -> f64 {
-    let deadline = Instant::now() + wait;
-    loop {
-        let value = proxy.metric(series).await;
-        if value >= at_least {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} = {value}, waited for {at_least}; log:\n{}",
-            proxy.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition() {
     let Some(bin) = peers::require("tansu") else {
@@ -177,8 +161,7 @@ async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition
     let used: BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
     assert!(used.len() > 1, "six keys spread over partitions: {used:?}");
     assert_eq!(
-        wait_for_metric(
-            &proxy,
+        proxy.wait_for_metric(
             "scimtap_sink_events_written_total{sink=\"kafka\"}",
             n as f64,
             WAIT
@@ -242,8 +225,7 @@ async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
     let n = send_lifecycles(&proxy, &["judy", "mallory", "oscar"]).await;
     let written = proxy.wait_for_events(n).await;
     // The sink has tried, and failed, before the broker exists.
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_write_errors_total{sink=\"kafka\"}",
         2.0,
         WAIT,
@@ -259,8 +241,7 @@ async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
     tansu.create_topic("late", 3);
     let records = tansu.consume("late", n, Duration::from_secs(60));
     assert_delivered(&records, &written, 3);
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_events_written_total{sink=\"kafka\"}",
         n as f64,
         WAIT,
@@ -356,8 +337,7 @@ async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() 
         &tansu.log(),
     );
     assert_delivered(&records, &written, 3);
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_events_dropped_total{sink=\"kafka-untrusted\",reason=\"write_error\"}",
         n as f64,
         WAIT,
@@ -408,8 +388,7 @@ async fn a_broker_restart_is_survived_by_reconnecting() {
         &written,
         3,
     );
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_events_written_total{sink=\"kafka\"}",
         before as f64,
         WAIT,
@@ -419,8 +398,7 @@ async fn a_broker_restart_is_survived_by_reconnecting() {
     drop(first);
     let after = send_lifecycles(&proxy, &["victor", "walter"]).await;
     let written = proxy.wait_for_events(before + after).await;
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_write_errors_total{sink=\"kafka\"}",
         1.0,
         WAIT,
@@ -430,8 +408,7 @@ async fn a_broker_restart_is_survived_by_reconnecting() {
     second.create_topic("restart", 3);
     let records = second.consume("restart", after, Duration::from_secs(60));
     assert_delivered(&records, &written[before..], 3);
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_events_written_total{sink=\"kafka\"}",
         (before + after) as f64,
         WAIT,

@@ -284,6 +284,19 @@ impl Proxy {
         metric_value(&text, series)
     }
 
+    /// Waits until the metric `series` is at least `at_least` (within `wait`); returns it.
+    pub async fn wait_for_metric(&self, series: &str, at_least: f64, wait: Duration) -> f64 {
+        let what = format!("{series} >= {at_least}");
+        until(&what, wait, Duration::from_millis(20), async || {
+            let value = self.metric(series).await;
+            if value >= at_least {
+                return Ok(value);
+            }
+            Err(format!("{series} = {value}; log:\n{}", self.log_tail()))
+        })
+        .await
+    }
+
     /// The file the default (or `AUDIT_PLACEHOLDER`) file sink writes.
     pub fn audit_path(&self) -> &Path {
         &self.audit

@@ -45,6 +45,23 @@ pub fn until_blocking<T>(
     }
 }
 
+/// Waits until the file at `path` has `n` lines, each a JSON document (a sink writing in its
+/// own thread); returns them.
+pub async fn json_lines(path: &std::path::Path, n: usize, what: &str) -> Vec<serde_json::Value> {
+    let waiting_for = format!("{n} lines from the {what} sink in {}", path.display());
+    let text = until(&waiting_for, super::WAIT, Duration::from_millis(20), async || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        match text.lines().count() {
+            have if have >= n => Ok(text),
+            have => Err(format!("{have} so far")),
+        }
+    })
+    .await;
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
 /// A port on 127.0.0.1 that nobody listens on (bound to port 0, then released): for an
 /// upstream that is down, or a peer that takes a port number instead of a listener.
 pub fn closed_port() -> u16 {
