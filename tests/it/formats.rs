@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use crate::support::*;
@@ -73,14 +72,7 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
             .header("user-agent", "Okta SCIM Client 1.0.0")
             .body(body.as_ref().map_or_else(empty, |b| full(b.to_string())))
             .unwrap();
-        client
-            .request(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        roundtrip(&client, req).await;
     }
     let native = proxy.wait_for_events(requests.len()).await;
     // The CEF file sink writes in its own thread; wait for it too.
@@ -498,14 +490,7 @@ async fn live_sink_run(
             .header("user-agent", FIXTURE_OKTA_UA)
             .body(body.as_ref().map_or_else(empty, |b| full(b.to_string())))
             .unwrap();
-        client
-            .request(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        roundtrip(&client, req).await;
     }
     let native = proxy.wait_for_events(LIVE_EVENTS).await;
     let docs = wait::json_lines(&path, LIVE_EVENTS, format).await;

@@ -171,14 +171,7 @@ async fn sighup_reopens_the_audit_file_after_external_rotation() {
             .body(empty())
             .unwrap()
     };
-    client
-        .request(get("before"))
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    roundtrip(&client, get("before")).await;
     proxy.wait_for_events(1).await;
     let rotated = proxy.dir.path().join("audit.jsonl.rotated");
     std::fs::rename(&proxy.audit, &rotated).unwrap();
@@ -188,14 +181,7 @@ async fn sighup_reopens_the_audit_file_after_external_rotation() {
         assert!(Instant::now() < deadline, "SIGHUP not handled");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    client
-        .request(get("after"))
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    roundtrip(&client, get("after")).await;
     let events = proxy.wait_for_events(1).await;
     assert_eq!(events[0]["request_id"], "after");
     let old = std::fs::read_to_string(&rotated).unwrap();

@@ -7,7 +7,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
 use crate::support::process::Process;
@@ -127,14 +126,7 @@ async fn rsyslog_receives_every_event_over_udp_tcp_and_tls() {
             .header("x-request-id", format!("syslog-{i}"))
             .body(empty())
             .unwrap();
-        client
-            .request(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        roundtrip(&client, req).await;
     }
     let written = proxy.wait_for_events(N).await;
     let deadline = Instant::now() + WAIT;
