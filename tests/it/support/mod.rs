@@ -25,8 +25,8 @@
 //!
 //! With `SCIMTAP_REQUIRE_PEERS=1` (scripts/test.sh sets it, so CI) a missing peer **fails** the
 //! test, saying what is missing and how to install it. Without it (a developer's plain
-//! `cargo test`), the test prints `SKIPPED <test>: <why>` on stderr (shown with
-//! `-- --nocapture`) and passes. No test may return early or print "skipped" any other way.
+//! `cargo test`), the test writes `SKIPPED <test>: <why>` to stderr (uncaptured, so it shows in
+//! the run's output) and passes. No test may return early or print "skipped" any other way.
 //! Peers that every test setup has (the Python venv and its packages, python3, rsyslogd) are
 //! found with [`peers::venv_python`] / [`peers::need`], which fail whenever they are missing.
 
