@@ -411,9 +411,10 @@ batch = {{ max_events = 1, timeout_secs = 0 }}
     let resp = http1_client().request(req).await.unwrap();
     assert_eq!(
         resp.status(),
-        201,
-        "reads are forwarded (the fake upstream says 201)"
+        200,
+        "reads are forwarded (the fake SCIM service answers a search with 200)"
     );
+    assert_eq!(upstream.count(), forwarded + 1, "the read reached the upstream");
 
     // The refusal is explicit: SCIM error, Retry-After, counted.
     let req = Request::post(proxy.url("/scim/v2/Users"))
