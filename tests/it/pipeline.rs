@@ -132,13 +132,7 @@ async fn sigterm_drains_in_flight_exchanges_and_flushes_every_event() {
     }
     let stopping = {
         let pid = proxy.child.id();
-        std::thread::spawn(move || {
-            std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .unwrap()
-        })
+        std::thread::spawn(move || process::signal(pid, "TERM"))
     };
     for r in in_flight {
         let resp = r
@@ -230,11 +224,7 @@ async fn unreadable_sink_path_stops_startup_with_a_clear_error() {
         "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[[sinks]]\ntype = \"file\"\npath = \"/nonexistent-dir/audit.jsonl\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(scimtap_bin())
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run(scimtap(&["--config"]).arg(&config));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent-dir/audit.jsonl"), "{stderr}");

@@ -66,6 +66,12 @@ pub fn run(cmd: &mut Command) -> Output {
     }
 }
 
+/// Sends `sig` (`TERM`, `HUP`, `KILL`...) to process `pid`; panics unless `kill` succeeded.
+pub fn signal(pid: u32, sig: &str) {
+    let out = run(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()));
+    assert!(out.status.success(), "kill -{sig} {pid}: {}", report(&out));
+}
+
 /// Exit status, stdout and stderr of a finished command, for a failure message.
 pub fn report(out: &Output) -> String {
     format!(

@@ -302,13 +302,9 @@ impl Proxy {
         &self.audit
     }
 
+    /// Sends `sig` (`TERM`, `HUP`...) to the process.
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        super::process::signal(self.child.id(), sig);
     }
 
     /// SIGTERM, then wait for exit; returns the exit code.
