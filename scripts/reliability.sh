@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The long reliability runs (README: Testing, Reliability suite). Builds scimtap in release
-# mode and runs the #[ignore]d long tests of tests/reliability.rs one at a time:
+# mode and runs the #[ignore]d long tests of tests/it/reliability.rs one at a time:
 #   soak      200,000 requests over 64 connections (SCIMTAP_SOAK_REQUESTS to change):
 #             events = requests, one to one by id, no duplicates, nothing dropped
 #   sigterm   30 s of load at 64 connections, then SIGTERM: nothing lost, exit 0
@@ -43,16 +43,17 @@ status=0
 if [ "${1:-}" = "--bugs" ]; then
   shift
   # Known bugs: tests marked #[ignore = "bug: ..."] (expected to fail until fixed).
+  # All integration tests are one binary (tests/it); a suite is a module: `<suite>::<test>`.
   for suite in bad_input reliability; do
-    filters=$(cargo test --release --locked --test "$suite" -- --list --ignored 2>/dev/null \
+    filters=$(cargo test --release --locked --test it -- --list --ignored "$suite::" 2>/dev/null \
       | sed -n 's/: test$//p' | grep -v '_long' || true)
     for t in $filters; do
-      run --test "$suite" -- --ignored --exact --nocapture "$t" || status=1
+      run --test it -- --ignored --exact --nocapture "$t" || status=1
     done
   done
 else
   filter="${1:-_long_}"
-  run --test reliability -- --ignored --nocapture --test-threads=1 "$filter" || status=$?
+  run --test it -- --ignored --nocapture --test-threads=1 "$filter" || status=$?
 fi
 
 echo

@@ -2,25 +2,20 @@
 //! Splunk HEC, Elasticsearch `_bulk`) with a control API for fault injection. Started on a port
 //! file with a bounded wait, killed on drop.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
+use super::peers::{need, peer_script};
+use super::process::Process;
 use super::{empty, full, http1_client, WAIT};
-
-pub fn collector_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peer/collector.py")
-}
 
 /// A running `collector.py`.
 pub struct Collector {
-    child: Child,
+    process: Process,
     pub port: u16,
-    pub dir: tempfile::TempDir,
 }
 
 impl Collector {
@@ -33,43 +28,27 @@ impl Collector {
     pub fn start_on(port: u16, args: &[&str]) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("port");
-        let log = std::fs::File::create(dir.path().join("collector.log")).unwrap();
-        let child = Command::new("python3")
-            .arg(collector_script())
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--state-file")
-            .arg(dir.path().join("events.jsonl"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("python3 runs tests/peer/collector.py");
-        let mut collector = Collector {
-            child,
-            port: 0,
+        let state_file = dir.path().join("events.jsonl");
+        let mut process = Process::spawn(
+            "collector",
             dir,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                collector.port = text.trim().parse().expect("port file holds a port");
-                break;
-            }
-            let exited = collector.child.try_wait().unwrap();
-            if exited.is_some() || Instant::now() > deadline {
-                panic!(
-                    "collector did not start (exit {exited:?}); its log:\n{}",
-                    collector.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            Command::new(need("python3"))
+                .arg(peer_script("collector.py"))
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--port-file")
+                .arg(&port_file)
+                .arg("--state-file")
+                .arg(state_file)
+                .args(args),
+        );
+        let text = process.wait_for_file(&port_file);
+        let bound: u16 = text.parse().expect("port file holds a port");
+        assert!(port == 0 || bound == port);
+        Collector {
+            process,
+            port: bound,
         }
-        assert!(port == 0 || collector.port == port);
-        collector
     }
 
     /// `http://127.0.0.1:PORT<path>`
@@ -77,9 +56,14 @@ impl Collector {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// The collector's stderr.
+    /// The collector's output.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("collector.log")).unwrap_or_default()
+        self.process.log()
+    }
+
+    /// The collector's working directory (port and state files).
+    pub fn dir(&self) -> &std::path::Path {
+        self.process.dir.path()
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -89,10 +73,11 @@ impl Collector {
             .header("content-type", "application/json")
             .body(body.map_or_else(empty, |b| full(b.to_string())))
             .unwrap();
-        let resp = tokio::time::timeout(WAIT, http1_client().request(req))
-            .await
-            .expect("collector answers in time")
-            .expect("collector answers");
+        let resp = match tokio::time::timeout(WAIT, http1_client().request(req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => panic!("collector: {method} {path}: {e}; its log:\n{}", self.log()),
+            Err(_) => panic!("collector: {method} {path}: no answer in {WAIT:?}; its log:\n{}", self.log()),
+        };
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let value = serde_json::from_slice(&bytes)
@@ -140,31 +125,5 @@ impl Collector {
             },
             other => panic!("events: {other}"),
         }
-    }
-
-    /// Waits until at least `n` events were accepted.
-    pub async fn wait_for_events(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (events, _) = self.events().await;
-            if events.len() >= n {
-                return events;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "collector got {} of {n} events; requests:\n{}",
-                    events.len(),
-                    serde_json::to_string_pretty(&self.requests().await).unwrap()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

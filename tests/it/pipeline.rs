@@ -1,8 +1,6 @@
 //! The audit side: a stalled sink never slows requests (overflow is counted), SIGTERM drains
 //! and flushes, SIGHUP reopens the file, the admin endpoints answer.
 
-mod support;
-
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,20 +8,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use support::*;
-
-async fn ok_upstream() -> Upstream {
-    Upstream::start(|_req: Request<Incoming>| async {
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/scim+json")
-            .body(full(
-                r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"1"}"#,
-            ))
-            .unwrap()
-    })
-    .await
-}
+use crate::support::*;
 
 /// Sends `n` GETs with `concurrency` in flight; returns (elapsed, slowest single request).
 async fn drive(proxy: &Proxy, n: usize, concurrency: usize) -> (Duration, Duration) {
@@ -62,7 +47,7 @@ async fn drive(proxy: &Proxy, n: usize, concurrency: usize) -> (Duration, Durati
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_sink_does_not_slow_requests_and_overflow_is_counted() {
     const N: usize = 1500;
-    let upstream = ok_upstream().await;
+    let upstream = Upstream::scim().await;
     // Baseline: the same proxy with a healthy file sink.
     let healthy = Proxy::start(ProxyConfig::new(upstream.url()));
     let (healthy_time, _) = drive(&healthy, N, 8).await;
@@ -147,13 +132,7 @@ async fn sigterm_drains_in_flight_exchanges_and_flushes_every_event() {
     }
     let stopping = {
         let pid = proxy.child.id();
-        std::thread::spawn(move || {
-            std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .unwrap()
-        })
+        std::thread::spawn(move || process::signal(pid, "TERM"))
     };
     for r in in_flight {
         let resp = r
@@ -177,7 +156,7 @@ async fn sigterm_drains_in_flight_exchanges_and_flushes_every_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reopens_the_audit_file_after_external_rotation() {
-    let upstream = ok_upstream().await;
+    let upstream = Upstream::scim().await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
     let client = http1_client();
     let get = |id: &str| {
@@ -186,14 +165,7 @@ async fn sighup_reopens_the_audit_file_after_external_rotation() {
             .body(empty())
             .unwrap()
     };
-    client
-        .request(get("before"))
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    roundtrip(&client, get("before")).await;
     proxy.wait_for_events(1).await;
     let rotated = proxy.dir.path().join("audit.jsonl.rotated");
     std::fs::rename(&proxy.audit, &rotated).unwrap();
@@ -203,14 +175,7 @@ async fn sighup_reopens_the_audit_file_after_external_rotation() {
         assert!(Instant::now() < deadline, "SIGHUP not handled");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    client
-        .request(get("after"))
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    roundtrip(&client, get("after")).await;
     let events = proxy.wait_for_events(1).await;
     assert_eq!(events[0]["request_id"], "after");
     let old = std::fs::read_to_string(&rotated).unwrap();
@@ -222,7 +187,7 @@ async fn sighup_reopens_the_audit_file_after_external_rotation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_endpoints_report_health_readiness_and_metrics() {
-    let upstream = ok_upstream().await;
+    let upstream = Upstream::scim().await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()));
     assert_eq!(proxy.admin_get("/healthz").await, (200, "ok\n".to_owned()));
     assert_eq!(proxy.admin_get("/readyz").await.0, 200);
@@ -259,11 +224,7 @@ async fn unreadable_sink_path_stops_startup_with_a_clear_error() {
         "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[[sinks]]\ntype = \"file\"\npath = \"/nonexistent-dir/audit.jsonl\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(scimtap_bin())
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run(scimtap(&["--config"]).arg(&config));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent-dir/audit.jsonl"), "{stderr}");
@@ -271,7 +232,7 @@ async fn unreadable_sink_path_stops_startup_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_stuck_in_a_write_cannot_hold_shutdown_past_its_deadline() {
-    let upstream = ok_upstream().await;
+    let upstream = Upstream::scim().await;
     let mut proxy = Proxy::start_with(
         ProxyConfig::new(upstream.url())
             .shutdown_timeout_secs(1.0)

@@ -7,37 +7,16 @@
 //! - `on_audit_failure = "reject"`: while the trail is full, SCIM writes get 503 and never reach
 //!   the upstream; reads pass.
 
-mod support;
-
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::Request;
 use serde_json::{json, Value};
-use support::collector::Collector;
-use support::*;
+use crate::support::collector::Collector;
+use crate::support::*;
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-async fn scim_upstream() -> Upstream {
-    let next = Arc::new(AtomicUsize::new(0));
-    Upstream::start(move |_req: Request<Incoming>| {
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        async move {
-            Response::builder()
-                .status(201)
-                .header("content-type", "application/scim+json")
-                .body(full(format!(
-                    r#"{{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"u{n}","userName":"user{n}@example.com"}}"#
-                )))
-                .unwrap()
-        }
-    })
-    .await
-}
 
 /// One SCIM create through the proxy; returns the status.
 async fn create_user(proxy: &Proxy, n: usize) -> u16 {
@@ -103,7 +82,7 @@ async fn dropped(proxy: &Proxy, sink: &str) -> f64 {
 /// back on the same port. Returns the proxy, every event id the collectors accepted (all
 /// instances, with repeats), and the event ids scimtap's file sink wrote.
 async fn outage(buffer: &str, when_full: &str) -> (Arc<Proxy>, Vec<String>, Vec<String>) {
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let first = Collector::start(&[]);
     let port = first.port;
     let sinks = format!(
@@ -235,7 +214,7 @@ fn assert_whole_lines(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_a_disk_buffer_loses_nothing_that_was_buffered() {
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let buffer_dir = tempfile::tempdir().unwrap();
     // The collector refuses everything while the first scimtap runs, so events pile up in
     // the disk buffer.
@@ -304,7 +283,7 @@ path = "AUDIT_PLACEHOLDER"
     };
     assert!(arrived.len() >= buffered.len());
     assert_whole_lines("the killed run's audit file", &audit_text);
-    let state = std::fs::read_to_string(collector.dir.path().join("events.jsonl")).unwrap();
+    let state = std::fs::read_to_string(collector.dir().join("events.jsonl")).unwrap();
     assert_whole_lines("what the collector received", &state);
     for request in collector.requests().await {
         if request["status"] == 200 {
@@ -321,7 +300,7 @@ path = "AUDIT_PLACEHOLDER"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_leaves_undelivered_events_on_disk_for_the_next_start() {
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let buffer_dir = tempfile::tempdir().unwrap();
     let collector = Collector::start(&[]);
     collector.control("fail", json!({"status": 503})).await;
@@ -387,7 +366,7 @@ retry = {{ initial_backoff_secs = 0.05, max_backoff_secs = 0.2 }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_mode_refuses_writes_while_the_trail_is_full_and_reads_pass() {
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let collector = Collector::start(&[]);
     // A collector that holds every request for 3 s: the sink's one-event queue fills.
     collector
@@ -432,9 +411,10 @@ batch = {{ max_events = 1, timeout_secs = 0 }}
     let resp = http1_client().request(req).await.unwrap();
     assert_eq!(
         resp.status(),
-        201,
-        "reads are forwarded (the fake upstream says 201)"
+        200,
+        "reads are forwarded (the fake SCIM service answers a search with 200)"
     );
+    assert_eq!(upstream.count(), forwarded + 1, "the read reached the upstream");
 
     // The refusal is explicit: SCIM error, Retry-After, counted.
     let req = Request::post(proxy.url("/scim/v2/Users"))

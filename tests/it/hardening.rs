@@ -4,10 +4,8 @@
 //! anywhere but its upstream, and the upstream counts what actually arrived.
 //!
 //! mTLS accepted and refused, and an upstream with an unknown CA failing closed, are covered in
-//! `tests/transparency.rs` (`mtls_requires_a_client_certificate_and_names_the_client_by_its_subject`,
+//! `transparency.rs` (`mtls_requires_a_client_certificate_and_names_the_client_by_its_subject`,
 //! `https_upstream_is_trusted_through_ca_file`).
-
-mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +21,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

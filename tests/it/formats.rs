@@ -3,24 +3,13 @@
 //! documents of every classification fixture, and of a live file sink, conform to the
 //! vendored ECS field reference and OCSF schema.
 
-mod support;
-
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use support::*;
-
-fn peer_python() -> PathBuf {
-    std::env::var_os("SCIMTAP_PEER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/.venv")))
-        .join("bin/python")
-}
+use crate::support::*;
 
 /// pycef names custom fields by their labels (`cn1Label=httpStatus cn1=201` → `httpStatus`).
 /// CEF extension value unescaping (`\\`, `\=`, `\n`, `\r`), which pycef leaves to its caller.
@@ -83,14 +72,7 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
             .header("user-agent", "Okta SCIM Client 1.0.0")
             .body(body.as_ref().map_or_else(empty, |b| full(b.to_string())))
             .unwrap();
-        client
-            .request(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        roundtrip(&client, req).await;
     }
     let native = proxy.wait_for_events(requests.len()).await;
     // The CEF file sink writes in its own thread; wait for it too.
@@ -109,12 +91,10 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
     }
 
     let script = "import json, sys, pycef\nprint(json.dumps([pycef.parse(l.rstrip('\\n')) for l in open(sys.argv[1]) if l.strip()]))";
-    let out = Command::new(peer_python())
+    let out = run(Command::new(peers::venv_python())
         .arg("-c")
         .arg(script)
-        .arg(&cef_path)
-        .output()
-        .unwrap();
+        .arg(&cef_path));
     assert!(
         out.status.success(),
         "pycef failed: {}",
@@ -268,7 +248,7 @@ fn fixture_exchange(
 fn fixture_exchanges() -> Vec<(String, scimtap::exchange::Exchange)> {
     use scimtap::exchange::{Failure, FailureSide};
 
-    let cases: Vec<Value> = serde_json::from_str(include_str!("fixtures/classification.json"))
+    let cases: Vec<Value> = serde_json::from_str(include_str!("../fixtures/classification.json"))
         .expect("fixture file is JSON");
     assert!(cases.len() >= 50, "the table lost cases");
     let body = |case: &Value, key: &str| -> Vec<u8> {
@@ -412,27 +392,6 @@ fn write_jsonl(path: &std::path::Path, lines: &[String]) {
 }
 
 /// Waits until the file sink at `path` has written `n` lines (it writes in its own thread).
-async fn wait_for_lines(path: &std::path::Path, n: usize, what: &str) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < n
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} sink did not write every event"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// What the live sink tests send through the proxy, with `x-request-id: live-<index>`.
 fn live_requests() -> Vec<(&'static str, &'static str, Option<Value>)> {
     let patch = |ops: Value| {
@@ -532,17 +491,10 @@ async fn live_sink_run(
             .header("user-agent", FIXTURE_OKTA_UA)
             .body(body.as_ref().map_or_else(empty, |b| full(b.to_string())))
             .unwrap();
-        client
-            .request(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        roundtrip(&client, req).await;
     }
     let native = proxy.wait_for_events(LIVE_EVENTS).await;
-    let docs = wait_for_lines(&path, LIVE_EVENTS, format).await;
+    let docs = wait::json_lines(&path, LIVE_EVENTS, format).await;
     assert_eq!(
         (native.len(), docs.len()),
         (LIVE_EVENTS, LIVE_EVENTS),
@@ -579,7 +531,7 @@ const ECS_REQUIRED: [&str; 9] = [
 
 impl EcsReference {
     fn load() -> Self {
-        let mut rows = include_str!("fixtures/ecs/fields.csv").lines();
+        let mut rows = include_str!("../fixtures/ecs/fields.csv").lines();
         assert_eq!(rows.next(), Some("field,type"));
         let types: HashMap<String, String> = rows
             .map(|l| {
@@ -600,7 +552,7 @@ impl EcsReference {
                 .collect()
         };
         let allowed: Value =
-            serde_json::from_str(include_str!("fixtures/ecs/allowed_values.json")).unwrap();
+            serde_json::from_str(include_str!("../fixtures/ecs/allowed_values.json")).unwrap();
         let allowed: HashMap<String, Vec<String>> = allowed
             .as_object()
             .unwrap()
@@ -608,7 +560,7 @@ impl EcsReference {
             .map(|(k, v)| (k.clone(), strings(v)))
             .collect();
         let expected: Value =
-            serde_json::from_str(include_str!("fixtures/ecs/expected_event_types.json")).unwrap();
+            serde_json::from_str(include_str!("../fixtures/ecs/expected_event_types.json")).unwrap();
         let expected_event_types: HashMap<String, Vec<String>> = expected
             .as_object()
             .unwrap()
@@ -1269,26 +1221,10 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
 
 /// Runs tests/peer/validate_ocsf.py on `files`: (exit code, stdout and stderr).
 fn validate_ocsf(files: &[&std::path::Path]) -> (Option<i32>, String) {
-    let python = peer_python();
-    assert!(
-        python.exists(),
-        "{} is missing: run tests/peer/setup.sh (it installs ocsf-json-schema and jsonschema from tests/peer/requirements.txt)",
-        python.display()
-    );
-    let output = Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/peer/validate_ocsf.py"
-        ))
-        .args(files)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
+    let output = run(Command::new(peers::venv_python())
+        .arg(peers::peer_script("validate_ocsf.py"))
+        .args(files));
+    (output.status.code(), process::text(&output))
 }
 
 /// Every classification fixture (under a plain and a configured context) and a proxy run with

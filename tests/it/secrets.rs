@@ -2,8 +2,6 @@
 //! scimtap with a file sink, a stdout sink and redacted bodies in events. None of them may
 //! appear in any sink output, scimtap's stderr, or /metrics.
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,7 +9,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
-use support::*;
+use crate::support::*;
 
 /// A fresh value nobody else would write.
 fn canary(label: &str) -> String {

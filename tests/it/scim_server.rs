@@ -2,58 +2,41 @@
 //! real scimtap, driven with real SCIM requests: one event per request, with the right
 //! request id, method, path and status.
 
-mod support;
-
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use support::*;
+use crate::support::process::Process;
+use crate::support::*;
 
 /// scim2-server on 127.0.0.1 at a port chosen at run time.
 struct ScimServer {
-    child: Child,
+    process: Process,
     port: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn peer_venv() -> PathBuf {
-    std::env::var_os("SCIMTAP_PEER_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/.venv")))
 }
 
 impl ScimServer {
     async fn start() -> ScimServer {
-        let venv = peer_venv();
-        let server = venv.join("bin/scim2-server");
-        assert!(
-            server.exists(),
-            "{} is missing: run scripts/setup.sh (or scripts/test.sh) to create the test venv",
-            server.display()
-        );
+        let server = peers::venv_bin("scim2-server");
         // The server takes a port number, not a listener: pick a free one, and retry if
         // another program grabs it in between.
         for _attempt in 0..5 {
             let port = closed_port();
-            let dir = tempfile::tempdir().unwrap();
-            let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-            let mut child = Command::new(venv.join("bin/python"))
-                .arg("-u")
-                .arg(&server)
-                .args(["--hostname", "127.0.0.1", "--port", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
+            let mut process = Process::spawn(
+                "scim2-server",
+                tempfile::tempdir().unwrap(),
+                Command::new(peers::venv_python())
+                    .arg("-u")
+                    .arg(&server)
+                    .args(["--hostname", "127.0.0.1", "--port", &port.to_string()]),
+            );
             let deadline = Instant::now() + Duration::from_secs(15);
             let probe = format!("http://127.0.0.1:{port}/v2/ServiceProviderConfig");
             while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
+                if process.exited().is_some() {
                     break;
                 }
                 let req = Request::get(&probe).body(empty()).unwrap();
@@ -61,32 +44,18 @@ impl ScimServer {
                     tokio::time::timeout(Duration::from_secs(1), http1_client().request(req)).await
                 {
                     if resp.status() == 200 {
-                        return ScimServer {
-                            child,
-                            port,
-                            _dir: dir,
-                        };
+                        return ScimServer { process, port };
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            eprintln!("scim2-server did not answer on {port}; its log:\n{}", process.log());
         }
-        panic!("scim2-server did not start");
+        panic!("scim2-server did not start in 5 attempts");
     }
-}
 
-impl ScimServer {
     fn log_path(&self) -> PathBuf {
-        self._dir.path().join("server.log")
-    }
-}
-
-impl Drop for ScimServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.path("scim2-server.log")
     }
 }
 
@@ -258,9 +227,9 @@ async fn replay_matches_the_direct_baseline(fixture: &str) {
         "http://127.0.0.1:{}",
         server.port
     )));
-    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer");
+    let peer = peers::peer_dir().display().to_string();
     let out = proxy.dir.path().join("replay.jsonl");
-    let result = Command::new(peer_venv().join("bin/python"))
+    let result = run(Command::new(peers::venv_python())
         .arg(format!("{peer}/replay.py"))
         .arg(format!("http://{}/v2", proxy.addr))
         .arg(format!("{peer}/fixtures/{fixture}.jsonl"))
@@ -270,9 +239,7 @@ async fn replay_matches_the_direct_baseline(fixture: &str) {
         ))
         .arg("--out")
         .arg(&out)
-        .arg("--quiet")
-        .output()
-        .unwrap();
+        .arg("--quiet"));
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(
         result.status.success(),
@@ -316,15 +283,12 @@ async fn entra_lifecycle_through_scimtap_matches_the_direct_baseline() {
 /// Runs scim2-tester and scim-sanity (tests/peer/run_conformance.sh) against `base_url`; returns
 /// summary.json.
 fn conformance(base_url: &str, server: &ScimServer, out: &std::path::Path) -> Value {
-    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer");
-    let result = Command::new("bash")
-        .arg(format!("{peer}/run_conformance.sh"))
+    let result = run(Command::new("bash")
+        .arg(peers::peer_script("run_conformance.sh"))
         .arg(base_url)
         .arg(out)
         .env("SCIM_SERVER_LOG", server.log_path())
-        .env("CONFORMANCE_SEED", "0")
-        .output()
-        .unwrap();
+        .env("CONFORMANCE_SEED", "0"));
     assert!(
         result.status.success(),
         "conformance checkers failed to run:\n{}\n{}",

@@ -17,15 +17,13 @@
 //!   the README documents);
 //! - scimtap is still alive: a follow-up request on a new connection is served and recorded.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -2223,14 +2221,14 @@ async fn a_bulk_request_of_1000_operations_gives_1000_events() {
 /// it is installed).
 #[test]
 fn the_gzip_helpers_write_valid_gzip() {
-    let Ok(probe) = std::process::Command::new("gzip").arg("--version").output() else {
-        eprintln!("gzip not installed; skipped");
+    let Some(gzip) = peers::require("gzip") else {
         return;
     };
-    assert!(probe.status.success());
+    let probe = crate::support::run(std::process::Command::new(&gzip).arg("--version"));
+    assert!(probe.status.success(), "{}", report(&probe));
     let check = |data: &[u8]| -> Vec<u8> {
         use std::io::Write;
-        let mut child = std::process::Command::new("gzip")
+        let mut child = std::process::Command::new(&gzip)
             .arg("-dc")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -5,62 +5,26 @@
 //! configs for Okta and Entra ID really validate, and `scimtap healthcheck` answers as the
 //! container and the kubelet expect.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{closed_port, scimtap_bin, sha256_hex, Proxy, ProxyConfig, TestPki};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::support::peers::{self, root};
+use crate::support::{
+    closed_port, report, run, scimtap_bin, sha256_hex, Proxy, ProxyConfig, TestPki,
+};
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn report(out: &Output) -> String {
-    format!(
-        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn scimtap(args: &[&str]) -> Output {
-    Command::new(scimtap_bin())
-        .args(args)
-        .env_remove("SCIMTAP_CONFIG")
-        .output()
-        .unwrap()
-}
-
-/// A tool a test needs from the system: skip without it, unless `SCIMTAP_REQUIRE_PEERS` is
-/// set (CI), which turns a missing tool into a failure.
-fn tool(name: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("SCIMTAP_REQUIRE_PEERS").is_none(),
-            "{test}: {name} is not installed (scripts/setup.sh installs it); \
-             SCIMTAP_REQUIRE_PEERS is set, so this fails instead of skipping"
-        );
-        eprintln!("{test}: SKIPPED: {name} is not installed");
-    }
-    found
+    run(&mut crate::support::scimtap(args))
 }
 
 /// Files the example configs refer to under `/etc/scimtap`, made up in `dir`: a certificate
@@ -189,16 +153,11 @@ fn installable_unit() -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
-    let test = "systemd_unit_passes_systemd_analyze_verify";
-    let Some(analyze) = tool("systemd-analyze", test) else {
+    let Some(analyze) = peers::require("systemd-analyze") else {
         return;
     };
     let (_dir, unit) = installable_unit();
-    let out = Command::new(&analyze)
-        .arg("verify")
-        .arg(&unit)
-        .output()
-        .unwrap();
+    let out = run(Command::new(&analyze).arg("verify").arg(&unit));
     // verify exits 0 on an unknown key or a value it cannot parse, and only warns: any
     // output at all is a failure.
     assert!(out.status.success(), "{}", report(&out));
@@ -211,17 +170,14 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn systemd_unit_passes_the_offline_security_review() {
-    let test = "systemd_unit_passes_the_offline_security_review";
-    let Some(analyze) = tool("systemd-analyze", test) else {
+    let Some(analyze) = peers::require("systemd-analyze") else {
         return;
     };
     let (_dir, unit) = installable_unit();
     // Exposure 0.0 (best) .. 10.0; --threshold is in tenths. 2.0 or less is rated "OK".
-    let out = Command::new(&analyze)
+    let out = run(Command::new(&analyze)
         .args(["security", "--offline=yes", "--no-pager", "--threshold=20"])
-        .arg(&unit)
-        .output()
-        .unwrap();
+        .arg(&unit));
     assert!(out.status.success(), "{}", report(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Overall exposure level"), "{stdout}");
@@ -306,42 +262,10 @@ fn systemd_unit_is_sandboxed_and_stops_in_time() {
 
 // === sd_notify ===
 
-/// A child killed when the test ends, also when it panics.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts scimtap with `NOTIFY_SOCKET` set; returns the child and a receiver of its log lines.
-fn start_notified(notify_socket: &str) -> (Running, mpsc::Receiver<String>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ProxyConfig::new(format!("http://127.0.0.1:{}", closed_port()))
-        .render(&dir.path().join("audit.jsonl"));
-    let path = dir.path().join("proxy.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(scimtap_bin())
-        .arg("--config")
-        .arg(&path)
-        .env("NOTIFY_SOCKET", notify_socket)
-        .env("SCIMTAP_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    (Running(child), rx, dir)
+/// scimtap with `NOTIFY_SOCKET` set, on a closed upstream port.
+fn start_notified(notify_socket: &str) -> Proxy {
+    let upstream = format!("http://127.0.0.1:{}", closed_port());
+    Proxy::start(ProxyConfig::new(upstream).env("NOTIFY_SOCKET", notify_socket))
 }
 
 fn recv_state(socket: &UnixDatagram) -> String {
@@ -353,53 +277,15 @@ fn recv_state(socket: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// The proxy address from the log lines received so far.
-fn proxy_address(log: &mpsc::Receiver<String>) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while let Ok(line) = log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if line.contains("Proxy listening.") {
-            let at = line.find("address=").unwrap() + "address=".len();
-            return line[at..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-        seen.push(line);
-    }
-    panic!("no 'Proxy listening.' line; log:\n{}", seen.join("\n"));
-}
-
-fn sigterm_and_wait(Running(child): &mut Running) -> i32 {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "scimtap did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn check_notifications(socket: &UnixDatagram, address: &str) {
-    let (mut child, log, _dir) = start_notified(address);
+    let mut proxy = start_notified(address);
     let ready = recv_state(socket);
     assert_eq!(ready, "READY=1");
     // READY=1 comes once the proxy port accepts: systemd starts dependants only then.
-    let proxy = proxy_address(&log);
-    TcpStream::connect_timeout(&proxy, Duration::from_secs(5))
+    TcpStream::connect_timeout(&proxy.addr, Duration::from_secs(5))
         .expect("the proxy accepts once READY=1 was sent");
-    let code = sigterm_and_wait(&mut child);
-    let rest: Vec<String> = log.try_iter().collect();
-    assert_eq!(code, 0, "log:\n{}", rest.join("\n"));
+    let code = proxy.stop();
+    assert_eq!(code, 0, "log:\n{}", proxy.log_tail());
     assert_eq!(recv_state(socket), "STOPPING=1");
 }
 
@@ -423,11 +309,10 @@ fn type_notify_reaches_an_abstract_socket() {
 
 #[test]
 fn without_notify_socket_nothing_is_sent_and_the_proxy_runs() {
-    let (mut child, log, _dir) = start_notified("");
+    let mut proxy = start_notified("");
     // An empty NOTIFY_SOCKET is not a socket: a warning at most, and the proxy serves.
-    let proxy = proxy_address(&log);
-    TcpStream::connect_timeout(&proxy, Duration::from_secs(5)).unwrap();
-    assert_eq!(sigterm_and_wait(&mut child), 0);
+    TcpStream::connect_timeout(&proxy.addr, Duration::from_secs(5)).unwrap();
+    assert_eq!(proxy.stop(), 0, "log:\n{}", proxy.log_tail());
 }
 
 // === scimtap healthcheck ===
@@ -495,11 +380,7 @@ fn healthcheck_passes_against_a_running_scimtap_and_fails_once_it_stopped() {
     let (code, stdout, stderr) = healthcheck(&["--config", config.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     // SCIMTAP_CONFIG, as the container image sets it.
-    let out = Command::new(scimtap_bin())
-        .arg("healthcheck")
-        .env("SCIMTAP_CONFIG", &config)
-        .output()
-        .unwrap();
+    let out = run(crate::support::scimtap(&["healthcheck"]).env("SCIMTAP_CONFIG", &config));
     assert!(out.status.success(), "{}", report(&out));
 
     assert_eq!(proxy.stop(), 0);
@@ -723,27 +604,16 @@ fn dockerfile_builds_with_the_msrv_and_runs_non_root_with_a_healthcheck() {
 
 /// Every YAML document of `rel`, through PyYAML (tests/peer/.venv) into JSON.
 fn yaml_documents(rel: &str) -> Vec<Value> {
-    let venv = std::env::var_os("SCIMTAP_PEER_VENV")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { root().join(p) })
-        .unwrap_or_else(|| root().join("tests/peer/.venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run tests/peer/setup.sh (it installs PyYAML from tests/peer/requirements.txt)",
-        python.display()
-    );
-    let out = Command::new(&python)
+    let python = peers::venv_python();
+    let out = run(Command::new(&python)
         .args([
             "-c",
             "import json, sys, yaml\n\
              with open(sys.argv[1]) as f:\n    docs = [d for d in yaml.safe_load_all(f) if d is not None]\n\
              print(json.dumps(docs))",
         ])
-        .arg(root().join(rel))
-        .output()
-        .unwrap();
+        .arg(root().join(rel)),
+    );
     assert!(
         out.status.success(),
         "{rel} is not valid YAML:\n{}",

@@ -2,42 +2,22 @@
 //! (RFC 5425) at once. rsyslog writes the MSG of every message it receives to a file; each
 //! transport must deliver exactly the events the file sink wrote.
 
-mod support;
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
-use support::*;
+use crate::support::process::Process;
+use crate::support::*;
 
 struct Rsyslog {
-    child: Child,
+    process: Process,
     out: PathBuf,
     udp: u16,
     tcp: u16,
     tls: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn rsyslogd() -> PathBuf {
-    for candidate in ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"] {
-        if Path::new(candidate).exists() {
-            return PathBuf::from(candidate);
-        }
-    }
-    panic!("rsyslogd is missing: run scripts/setup.sh (it installs rsyslog and rsyslog-gnutls)");
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Rsyslog {
@@ -68,41 +48,28 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out" StreamDriver.N
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("rsyslogd.log")).unwrap();
-        let child = Command::new(rsyslogd())
-            .arg("-n")
-            .arg("-f")
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.path().join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("rsyslogd starts");
-        let rsyslog = Rsyslog {
-            child,
+        let pid = dir.path().join("rsyslogd.pid");
+        let mut process = Process::spawn(
+            "rsyslogd",
+            dir,
+            Command::new(peers::need("rsyslogd"))
+                .arg("-n")
+                .arg("-f")
+                .arg(&conf)
+                .arg("-i")
+                .arg(pid),
+        );
+        process.wait_listening(tcp);
+        process.wait_listening(tls);
+        // imudp starts with the TCP inputs; give it a moment to bind.
+        std::thread::sleep(Duration::from_millis(300));
+        Rsyslog {
+            process,
             out,
             udp,
             tcp,
             tls,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + WAIT;
-        for port in [tcp, tls] {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "rsyslogd did not listen on {port}: {}",
-                    std::fs::read_to_string(rsyslog._dir.path().join("rsyslogd.log"))
-                        .unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
         }
-        // imudp starts with the TCP inputs; give it a moment to bind.
-        std::thread::sleep(Duration::from_millis(300));
-        rsyslog
     }
 
     /// (app-name, parsed MSG) of every message received so far.
@@ -121,19 +88,12 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out" StreamDriver.N
     }
 }
 
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn rsyslog_receives_every_event_over_udp_tcp_and_tls() {
     const N: usize = 20;
     let pki = TestPki::new();
     let rsyslog = Rsyslog::start(&pki);
-    let ca_path = rsyslog._dir.path().join("ca.pem");
+    let ca_path = rsyslog.process.path("ca.pem");
     let upstream = Upstream::start(|_req: Request<Incoming>| async {
         Response::builder()
             .status(200)
@@ -166,14 +126,7 @@ async fn rsyslog_receives_every_event_over_udp_tcp_and_tls() {
             .header("x-request-id", format!("syslog-{i}"))
             .body(empty())
             .unwrap();
-        client
-            .request(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
+        roundtrip(&client, req).await;
     }
     let written = proxy.wait_for_events(N).await;
     let deadline = Instant::now() + WAIT;

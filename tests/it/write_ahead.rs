@@ -4,8 +4,6 @@
 //! written (`/dev/full`: every write fails with ENOSPC), writes get 503 and the upstream
 //! receives none of them, while reads pass.
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 /// An upstream that remembers the request id of every write it received.
 async fn recording_upstream() -> (Upstream, Arc<Mutex<Vec<String>>>) {
@@ -240,19 +238,8 @@ async fn sigkill_at_random_points_never_leaves_a_forwarded_write_without_its_int
     assert_eq!(last.stop(), 0);
     let verify_config = dir.path().join("verify.toml");
     std::fs::write(&verify_config, config.render(&audit)).unwrap();
-    let out = std::process::Command::new(scimtap_bin())
-        .arg("--config")
-        .arg(&verify_config)
-        .arg("verify")
-        .arg(&audit)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, report) = scimtap_verify(&verify_config, &[&audit], &[]);
+    assert_eq!(code, 0, "{report}");
     assert!(
         report.contains("6 restarts after an unclean stop"),
         "{report}"

@@ -4,54 +4,17 @@
 //! the partition the Java client's murmur2 partitioner picks, in order per resource; every
 //! compression is readable; and events sent while the broker is down arrive once it is up.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use http::{Request, Response};
+use http::Request;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::{json, Value};
-use support::tansu::{tansu_or_skip, Consumed, Tansu};
-use support::*;
+use crate::support::peers;
+use crate::support::tansu::{Consumed, Tansu};
+use crate::support::*;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-
-/// A SCIM service: POST creates `id-<userName>`, PATCH answers the user, DELETE 204.
-async fn scim_upstream() -> Upstream {
-    Upstream::start(|req: Request<Incoming>| async move {
-        let method = req.method().as_str().to_owned();
-        let path = req.uri().path().to_owned();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, answer) = match method.as_str() {
-            "POST" => {
-                let name = body["userName"].as_str().unwrap_or("x");
-                (
-                    201,
-                    json!({"schemas": [USER], "id": format!("id-{name}"), "userName": name}),
-                )
-            }
-            "PATCH" => {
-                let id = path.rsplit('/').next().unwrap_or_default();
-                (200, json!({"schemas": [USER], "id": id}))
-            }
-            _ => (204, Value::Null),
-        };
-        let body = if answer.is_null() {
-            empty()
-        } else {
-            full(answer.to_string())
-        };
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/scim+json")
-            .body(body)
-            .unwrap()
-    })
-    .await
-}
 
 /// For each user in turn, phase by phase (so events about different users interleave):
 /// create, two patches, delete. Returns how many requests were sent.
@@ -170,30 +133,14 @@ fn assert_delivered(records: &[Consumed], written: &[Value], partitions: i32) {
     }
 }
 
-async fn wait_for_metric(proxy: &Proxy, series: &str, at_least: f64, wait: Duration) -> f64 {
-    let deadline = Instant::now() + wait;
-    loop {
-        let value = proxy.metric(series).await;
-        if value >= at_least {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} = {value}, waited for {at_least}; log:\n{}",
-            proxy.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition() {
-    let Some(bin) = tansu_or_skip("tansu_gets_every_event_once") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let tansu = Tansu::start(&bin);
     tansu.create_topic("scim-audit", 3);
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         kafka_sink("kafka", &tansu.bootstrap(), "scim-audit", "")
@@ -214,8 +161,7 @@ async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition
     let used: BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
     assert!(used.len() > 1, "six keys spread over partitions: {used:?}");
     assert_eq!(
-        wait_for_metric(
-            &proxy,
+        proxy.wait_for_metric(
             "scimtap_sink_events_written_total{sink=\"kafka\"}",
             n as f64,
             WAIT
@@ -233,7 +179,7 @@ async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_compression_is_read_back_by_an_independent_consumer() {
-    let Some(bin) = tansu_or_skip("every_compression_is_read_back") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let tansu = Tansu::start(&bin);
@@ -249,7 +195,7 @@ async fn every_compression_is_read_back_by_an_independent_consumer() {
             &format!("compression = \"{codec}\""),
         ));
     }
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
     let n = send_lifecycles(&proxy, &["grace", "heidi", "ivan"]).await;
     let written = proxy.wait_for_events(n).await;
@@ -261,11 +207,11 @@ async fn every_compression_is_read_back_by_an_independent_consumer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
-    let Some(bin) = tansu_or_skip("events_sent_while_the_broker_is_down") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let port = closed_port();
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         kafka_sink(
@@ -279,8 +225,7 @@ async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
     let n = send_lifecycles(&proxy, &["judy", "mallory", "oscar"]).await;
     let written = proxy.wait_for_events(n).await;
     // The sink has tried, and failed, before the broker exists.
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_write_errors_total{sink=\"kafka\"}",
         2.0,
         WAIT,
@@ -296,8 +241,7 @@ async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
     tansu.create_topic("late", 3);
     let records = tansu.consume("late", n, Duration::from_secs(60));
     assert_delivered(&records, &written, 3);
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_events_written_total{sink=\"kafka\"}",
         n as f64,
         WAIT,
@@ -351,7 +295,7 @@ async fn tls_terminator(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() {
-    let Some(bin) = tansu_or_skip("tls_trusting_the_configured_ca") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let pki = TestPki::new();
@@ -380,11 +324,11 @@ async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() 
             "tls = true\nretry = { max_attempts = 2, initial_backoff_secs = 0.1, max_backoff_secs = 0.1 }",
         ),
     );
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
     let n = send_lifecycles(&proxy, &["peggy", "rupert"]).await;
     let written = proxy.wait_for_events(n).await;
-    let records = support::tansu::consume(
+    let records = crate::support::tansu::consume(
         &bootstrap,
         Some(&ca),
         "tls-audit",
@@ -393,8 +337,7 @@ async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() 
         &tansu.log(),
     );
     assert_delivered(&records, &written, 3);
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_events_dropped_total{sink=\"kafka-untrusted\",reason=\"write_error\"}",
         n as f64,
         WAIT,
@@ -421,13 +364,13 @@ async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_is_survived_by_reconnecting() {
-    let Some(bin) = tansu_or_skip("a_broker_restart_is_survived") else {
+    let Some(bin) = peers::require("tansu") else {
         return;
     };
     let first = Tansu::start(&bin);
     let port = first.port;
     first.create_topic("restart", 3);
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         kafka_sink(
@@ -445,8 +388,7 @@ async fn a_broker_restart_is_survived_by_reconnecting() {
         &written,
         3,
     );
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_events_written_total{sink=\"kafka\"}",
         before as f64,
         WAIT,
@@ -456,8 +398,7 @@ async fn a_broker_restart_is_survived_by_reconnecting() {
     drop(first);
     let after = send_lifecycles(&proxy, &["victor", "walter"]).await;
     let written = proxy.wait_for_events(before + after).await;
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_write_errors_total{sink=\"kafka\"}",
         1.0,
         WAIT,
@@ -467,8 +408,7 @@ async fn a_broker_restart_is_survived_by_reconnecting() {
     second.create_topic("restart", 3);
     let records = second.consume("restart", after, Duration::from_secs(60));
     assert_delivered(&records, &written[before..], 3);
-    wait_for_metric(
-        &proxy,
+    proxy.wait_for_metric(
         "scimtap_sink_events_written_total{sink=\"kafka\"}",
         (before + after) as f64,
         WAIT,

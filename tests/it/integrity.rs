@@ -4,14 +4,11 @@
 //! events written by a running scimtap, across a restart, verify with `scimtap verify`, and
 //! an edited file fails with the documented exit code.
 
-mod support;
-
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use proptest::prelude::*;
 use scimtap::integrity::{verify, Breakage, Chain, RecordKind, StartAt, VerifyOptions};
-use support::*;
+use crate::support::*;
 
 const KEY: &[u8] = b"integrity-test-key-0123456789";
 
@@ -258,25 +255,6 @@ fn a_later_file_verifies_from_a_known_hash_or_anywhere() {
     assert_eq!(verify(later, Some(KEY), &anywhere).unwrap().records, 6);
 }
 
-fn verify_cli(config: &Path, files: &[&Path], extra: &[&str]) -> (i32, String) {
-    let out = Command::new(scimtap_bin())
-        .arg("--config")
-        .arg(config)
-        .arg("verify")
-        .args(extra)
-        .args(files)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_proxy_writes_a_chain_that_verifies_across_a_restart() {
     let upstream = Upstream::start(|_req: http::Request<hyper::body::Incoming>| async {
@@ -316,7 +294,7 @@ async fn a_running_proxy_writes_a_chain_that_verifies_across_a_restart() {
     }
     let config_path = dir.path().join("verify.toml");
     std::fs::write(&config_path, config.render(&audit)).unwrap();
-    let (code, out) = verify_cli(&config_path, &[dir.path()], &[]);
+    let (code, out) = scimtap_verify(&config_path, &[dir.path()], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("OK: "), "{out}");
     assert!(out.contains("closed cleanly"), "{out}");
@@ -370,7 +348,7 @@ async fn a_running_proxy_writes_a_chain_that_verifies_across_a_restart() {
     let edited = text.replacen("run", "RUN", 1);
     assert_ne!(edited, text);
     std::fs::write(target, edited).unwrap();
-    let (code, out) = verify_cli(&config_path, &[dir.path()], &[]);
+    let (code, out) = scimtap_verify(&config_path, &[dir.path()], &[]);
     assert_eq!(code, 10, "{out}");
     assert!(out.contains("edited"), "{out}");
 }

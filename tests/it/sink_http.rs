@@ -7,93 +7,21 @@
 //! Requests are counted on the client side: each test knows how many SCIM requests (and so
 //! events) it sent, and reads what the collector received from its request log.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use http::{Request, Response};
+use http::Request;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::{json, Value};
-use support::collector::Collector;
-use support::*;
+use crate::support::collector::Collector;
+use crate::support::*;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
-const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
 
 // === a SCIM service and traffic ===
-
-/// A SCIM service that answers every kind of request plausibly, Bulk included.
-async fn scim_upstream() -> Upstream {
-    Upstream::start(|req: Request<Incoming>| async move {
-        let method = req.method().as_str().to_owned();
-        let path = req.uri().path().to_owned();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, answer) = if path.ends_with("/Bulk") {
-            let ops: Vec<Value> = body["Operations"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .map(|(i, op)| {
-                    let method = op["method"].as_str().unwrap_or("POST").to_uppercase();
-                    let status = match method.as_str() {
-                        "POST" => "201",
-                        "DELETE" => "204",
-                        _ => "200",
-                    };
-                    let mut entry = json!({
-                        "method": method,
-                        "location": format!("https://scim.example/v2/Users/bulk-{i}"),
-                        "status": status,
-                    });
-                    if let Some(bulk_id) = op.get("bulkId") {
-                        entry["bulkId"] = bulk_id.clone();
-                    }
-                    entry
-                })
-                .collect();
-            (200, json!({"schemas": [BULK_RESPONSE], "Operations": ops}))
-        } else {
-            match method.as_str() {
-                "POST" => {
-                    let mut user = body.clone();
-                    user["id"] = json!("u-new");
-                    (201, user)
-                }
-                "DELETE" => (204, Value::Null),
-                "PATCH" => (204, Value::Null),
-                "PUT" => (200, body.clone()),
-                _ if path.ends_with("/Users") => (
-                    200,
-                    json!({
-                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-                        "totalResults": 1,
-                        "Resources": [{"schemas": [USER], "id": "u-9", "userName": "bob"}],
-                    }),
-                ),
-                _ => (
-                    200,
-                    json!({"schemas": [USER], "id": path.rsplit('/').next(), "userName": "alice"}),
-                ),
-            }
-        };
-        let mut resp = Response::builder().status(status);
-        if answer.is_null() {
-            resp.body(empty()).unwrap()
-        } else {
-            resp = resp.header("content-type", "application/scim+json");
-            resp.body(full(answer.to_string())).unwrap()
-        }
-    })
-    .await
-}
 
 /// One SCIM request through the proxy; panics unless it succeeded.
 async fn send(proxy: &Proxy, method: &str, path: &str, request_id: &str, body: Option<Value>) {
@@ -315,7 +243,7 @@ async fn every_encoding_delivers_exactly_the_file_sinks_events_in_its_envelope()
     let array = Collector::start(&[]);
     let hec = Collector::start(&["--hec-token", hec_token]);
     let es = Collector::start(&[]);
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let common = "batch = { max_events = 4, timeout_secs = 0.1 }\nretry = { initial_backoff_secs = 0.05, max_backoff_secs = 0.5 }";
     let sinks = [
         FILE_SINK.to_owned(),
@@ -487,7 +415,7 @@ async fn retry_after_on_503_is_honoured_and_no_event_is_lost() {
     collector
         .control("fail", json!({"status": 503, "count": 3, "retry_after": 1}))
         .await;
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     // The exponential backoff alone would wait at most 0.05, 0.1, 0.2 s.
     let sinks = format!(
         "{FILE_SINK}{}",
@@ -540,7 +468,7 @@ async fn bulk_item_errors_retry_only_the_429_item_and_reject_the_400_one() {
         json!({"statuses": [null, 429, 400], "count": 1}),
     )
     .await;
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     // The four events of one Bulk request fill one batch (max_events = 4) at once.
     let sinks = format!(
         "{FILE_SINK}{}",
@@ -608,7 +536,7 @@ async fn a_timed_out_bulk_request_is_sent_again_and_each_document_is_stored_once
     let es = Collector::start(&[]);
     // The collector stores the first request's documents, then answers too late.
     es.control("delay", json!({"ms": 1500, "count": 1})).await;
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         http_sink(
@@ -666,7 +594,7 @@ async fn a_timed_out_bulk_request_is_sent_again_and_each_document_is_stored_once
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_batch_is_rejected_once_while_408_and_429_are_retried() {
     let collector = Collector::start(&[]);
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         http_sink(
@@ -747,7 +675,7 @@ async fn a_refused_batch_is_rejected_once_while_408_and_429_are_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_wait_for_a_collector_that_starts_late() {
     let port = closed_port();
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         http_sink(
@@ -781,7 +709,7 @@ async fn events_wait_for_a_collector_that_starts_late() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_collector_every_event_is_counted_as_a_write_error() {
     let port = closed_port();
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{FILE_SINK}{}",
         http_sink(
@@ -864,7 +792,7 @@ async fn sink_secrets_never_reach_the_log_even_at_trace_level() {
         ),
     ]
     .concat();
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let mut proxy = Proxy::start(
         ProxyConfig::new(upstream.url())
             .log_filter("trace")
@@ -914,7 +842,7 @@ async fn a_sink_whose_batches_are_all_refused_is_not_ready() {
     let secrets = tempfile::tempdir().unwrap();
     let token = secret_file(secrets.path(), "hec.token", "wrong-token");
     let collector = Collector::start(&["--hec-token", "right-token"]);
-    let upstream = scim_upstream().await;
+    let upstream = Upstream::scim().await;
     let sinks = format!(
         "{}{FILE_SINK}",
         http_sink(

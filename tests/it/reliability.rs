@@ -16,13 +16,11 @@
 //! Each has a short version that runs in the normal `cargo test` (seconds) and a long one,
 //! `#[ignore]`d, that `scripts/reliability.sh` runs on a release build. Collector outages with
 //! memory and disk buffers, SIGKILL with a disk buffer and `reject` with a slow collector are in
-//! `tests/delivery.rs`; SIGTERM with in-flight requests and a stdout sink nobody reads in
-//! `tests/pipeline.rs`.
+//! `delivery.rs`; SIGTERM with in-flight requests and a stdout sink nobody reads in
+//! `pipeline.rs`.
 //!
 //! Every test prints one `RELIABILITY <name> key=value ...` line with its figures, which
 //! `scripts/reliability.sh` collects.
-
-mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
@@ -37,7 +35,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use support::*;
+use crate::support::*;
 use tokio::net::TcpStream;
 
 // === the upstream ===
@@ -382,20 +380,8 @@ fn max_mib(samples: &[(Duration, u64)]) -> f64 {
 
 /// Runs `scimtap verify` on `file` with `config` (for the key); returns (exit code, report).
 fn verify(config: &Path, file: &Path, allow_open: bool) -> (i32, String) {
-    let mut cmd = std::process::Command::new(scimtap_bin());
-    cmd.arg("--config").arg(config).arg("verify");
-    if allow_open {
-        cmd.arg("--allow-open");
-    }
-    let out = cmd.arg(file).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let extra: &[&str] = if allow_open { &["--allow-open"] } else { &[] };
+    scimtap_verify(config, &[file], extra)
 }
 
 // === soak ===

@@ -55,7 +55,7 @@ fn check(path: &str, actual: &Value, expected: &Value, problems: &mut Vec<String
 
 #[test]
 fn documented_idp_flows_rfc_examples_and_quirks_classify_as_expected() {
-    let cases: Vec<Value> = serde_json::from_str(include_str!("fixtures/classification.json"))
+    let cases: Vec<Value> = serde_json::from_str(include_str!("../fixtures/classification.json"))
         .expect("fixture file is JSON");
     assert!(cases.len() >= 50, "the table lost cases");
     let ctx = context();

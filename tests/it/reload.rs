@@ -2,13 +2,11 @@
 //! restart, an invalid file changes nothing (and is counted), and sections that need a
 //! restart are named in the log.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use support::*;
+use crate::support::*;
 
 const TOKEN: &str = "reload-test-token-7f3a";
 
@@ -23,25 +21,9 @@ async fn create(proxy: &Proxy, request_id: &str) {
     assert_eq!(resp.status(), 201);
 }
 
-async fn reloads(proxy: &Proxy, result: &str) -> f64 {
-    proxy
-        .metric(&format!(
-            "scimtap_config_reloads_total{{result=\"{result}\"}}"
-        ))
-        .await
-        .max(0.0)
-}
-
 async fn wait_reloads(proxy: &Proxy, result: &str, n: f64) {
-    let deadline = Instant::now() + WAIT;
-    while reloads(proxy, result).await < n {
-        assert!(
-            Instant::now() < deadline,
-            "no {result} reload counted; log:\n{}",
-            proxy.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let series = format!("scimtap_config_reloads_total{{result=\"{result}\"}}");
+    proxy.wait_for_metric(&series, n, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

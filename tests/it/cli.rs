@@ -1,14 +1,12 @@
 //! The command line: check-config, refusals of bad configuration with file, line and key,
 //! --version, and a clear error when the port is taken.
 
-mod support;
+use std::process::Output;
 
-use std::process::{Command, Output};
-
-use support::scimtap_bin;
+use crate::support::{report, run};
 
 fn scimtap(args: &[&str]) -> Output {
-    Command::new(scimtap_bin()).args(args).output().unwrap()
+    run(&mut crate::support::scimtap(args))
 }
 
 fn write_config(text: &str) -> (tempfile::TempDir, String) {
@@ -17,15 +15,6 @@ fn write_config(text: &str) -> (tempfile::TempDir, String) {
     std::fs::write(&path, text).unwrap();
     let path = path.display().to_string();
     (dir, path)
-}
-
-fn report(out: &Output) -> String {
-    format!(
-        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -90,11 +79,7 @@ fn config_path_comes_from_the_environment() {
     let (_dir, path) = write_config(
         "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[[sinks]]\ntype = \"stdout\"\n",
     );
-    let out = Command::new(scimtap_bin())
-        .arg("check-config")
-        .env("SCIMTAP_CONFIG", &path)
-        .output()
-        .unwrap();
+    let out = run(crate::support::scimtap(&["check-config"]).env("SCIMTAP_CONFIG", &path));
     assert!(out.status.success(), "{}", report(&out));
 }
 
@@ -152,26 +137,20 @@ token_file = "${SCIMTAP_TEST_DIR}/hec.token"
 "#;
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(scimtap_bin())
-        .args(["check-config", "--config"])
+    let out = run(crate::support::scimtap(&["check-config", "--config"])
         .arg(&path)
         .env("SCIMTAP_TEST_SECRET", "env-secret-93b2aa")
-        .env("SCIMTAP_TEST_DIR", dir.path())
-        .output()
-        .unwrap();
+        .env("SCIMTAP_TEST_DIR", dir.path()));
     let all = report(&out);
     assert!(out.status.success(), "{all}");
     assert!(!all.contains("env-secret-93b2aa"), "{all}");
     assert!(!all.contains("file-secret-4c1d9e"), "{all}");
 
     // Unset: refused, naming the line and the variable, never a value.
-    let out = Command::new(scimtap_bin())
-        .args(["check-config", "--config"])
+    let out = run(crate::support::scimtap(&["check-config", "--config"])
         .arg(&path)
         .env_remove("SCIMTAP_TEST_SECRET")
-        .env("SCIMTAP_TEST_DIR", dir.path())
-        .output()
-        .unwrap();
+        .env("SCIMTAP_TEST_DIR", dir.path()));
     assert_eq!(out.status.code(), Some(64), "{}", report(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

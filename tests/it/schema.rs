@@ -15,7 +15,7 @@
 //! are copied from that file.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +29,9 @@ use scimtap::exchange::{
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::support::peers::{self, root};
+use crate::support::process::{self, run};
 
 const OKTA_TOKEN: &str = "okta-tok-Zq81mW4xPz0c";
 const ENTRA_TOKEN: &str = "entra-tok-Vb27kR9sLm3d";
@@ -51,10 +54,6 @@ const OKTA_UA: &str = "Okta SCIM Client 1.0.0";
 const SCIM_JSON: &str = "application/scim+json";
 /// 2026-11-22T09:00:00.000Z.
 const BASE_MILLIS: u64 = 1_795_338_000_000;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 // === exchanges ===
 
@@ -802,7 +801,7 @@ struct Line {
 }
 
 fn all_events(dir: &Path) -> Vec<Line> {
-    let cases: Vec<Value> = serde_json::from_str(include_str!("fixtures/classification.json"))
+    let cases: Vec<Value> = serde_json::from_str(include_str!("../fixtures/classification.json"))
         .expect("fixture file is JSON");
     assert!(cases.len() >= 50, "the table lost cases");
     let contexts = [
@@ -841,40 +840,13 @@ fn all_events(dir: &Path) -> Vec<Line> {
     lines
 }
 
-fn venv() -> PathBuf {
-    match std::env::var_os("SCIMTAP_PEER_VENV") {
-        Some(v) if !v.is_empty() => {
-            let p = PathBuf::from(v);
-            if p.is_absolute() {
-                p
-            } else {
-                root().join(p)
-            }
-        }
-        _ => root().join("tests/peer/.venv"),
-    }
-}
-
 /// Runs the validator on `files`: (exit code, stdout and stderr).
 fn validate(files: &[&Path]) -> (Option<i32>, String) {
-    let python = venv().join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run tests/peer/setup.sh (it installs jsonschema from tests/peer/requirements.txt)",
-        python.display()
-    );
-    let output = Command::new(&python)
-        .arg(root().join("tests/peer/validate_events.py"))
+    let output = run(Command::new(peers::venv_python())
+        .arg(peers::peer_script("validate_events.py"))
         .arg(root().join("docs/event.schema.json"))
-        .args(files)
-        .output()
-        .expect("run the validator");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
+        .args(files));
+    (output.status.code(), process::text(&output))
 }
 
 fn write_lines(path: &Path, lines: &[String]) {

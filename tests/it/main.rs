@@ -1,0 +1,29 @@
+//! scimtap's integration tests, as one test binary (one link instead of twenty).
+//!
+//! Each module is one suite; a test's full name is `<suite>::<test>`, so
+//! `cargo test --test it transparency::` runs one suite and `cargo test <name>` one test.
+//! Shared harness (the scimtap process, upstreams, peers, waits): [`support`].
+//! Fixtures stay in `tests/fixtures` and the Python peers in `tests/peer`.
+
+mod support;
+
+mod bad_input;
+mod classify;
+mod classify_fuzz;
+mod cli;
+mod delivery;
+mod deploy;
+mod formats;
+mod hardening;
+mod integrity;
+mod pipeline;
+mod reliability;
+mod reload;
+mod schema;
+mod scim_server;
+mod secrets;
+mod sink_http;
+mod sink_kafka;
+mod sink_syslog;
+mod transparency;
+mod write_ahead;
