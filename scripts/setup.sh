@@ -62,7 +62,7 @@ if [ "$MODE" = "--test-peers" ]; then
   # A real syslog receiver for the syslog sink's tests (UDP, TCP and TLS via gnutls).
   [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
   [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -n 1)" ] || missing+=(rsyslog-gnutls)
-  # systemd-analyze checks deploy/systemd/scimtap.service (tests/deploy.rs); nothing is started.
+  # systemd-analyze checks deploy/systemd/scimtap.service (tests/it/deploy.rs); nothing is started.
   # The unit's ExecReload runs kill(1), which verify wants to find (the shell's builtin is not it).
   have systemd-analyze || missing+=(systemd)
   [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
@@ -127,7 +127,7 @@ if [ "$MODE" = "--bench" ]; then
   exit 0
 fi
 
-# A real Kafka-protocol broker for the kafka sink's tests (tests/sink_kafka.rs): tansu, built
+# A real Kafka-protocol broker for the kafka sink's tests (tests/it/sink_kafka.rs): tansu, built
 # from crates.io into ~/.cargo/bin. Slow the first time (~17 minutes on 2 cores), so only
 # when it is missing.
 # Only the tests need it (scripts/test.sh passes --test-peers); running the proxy does not.

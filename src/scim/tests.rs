@@ -1,5 +1,5 @@
 //! Unit tests of the classifier's edges; the documented IdP flows are table-driven in
-//! tests/classify.rs.
+//! tests/it/classify.rs.
 
 use super::*;
 use serde_json::json;

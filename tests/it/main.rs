@@ -11,6 +11,7 @@ mod bad_input;
 mod classify;
 mod classify_fuzz;
 mod cli;
+mod config_reference;
 mod delivery;
 mod deploy;
 mod formats;
