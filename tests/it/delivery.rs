@@ -11,10 +11,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Request;
-use serde_json::{json, Value};
 use crate::support::collector::Collector;
 use crate::support::*;
+use http::Request;
+use serde_json::{json, Value};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -414,7 +414,11 @@ batch = {{ max_events = 1, timeout_secs = 0 }}
         200,
         "reads are forwarded (the fake SCIM service answers a search with 200)"
     );
-    assert_eq!(upstream.count(), forwarded + 1, "the read reached the upstream");
+    assert_eq!(
+        upstream.count(),
+        forwarded + 1,
+        "the read reached the upstream"
+    );
 
     // The refusal is explicit: SCIM error, Retry-After, counted.
     let req = Request::post(proxy.url("/scim/v2/Users"))

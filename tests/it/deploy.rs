@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use crate::support::peers::{self, root};
 use crate::support::{
     closed_port, report, run, scimtap_bin, sha256_hex, Proxy, ProxyConfig, TestPki,
 };
+use serde_json::Value;
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::process::Command;
 
+use crate::support::*;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use crate::support::*;
 
 /// pycef names custom fields by their labels (`cn1Label=httpStatus cn1=201` → `httpStatus`).
 /// CEF extension value unescaping (`\\`, `\=`, `\n`, `\r`), which pycef leaves to its caller.
@@ -560,7 +560,8 @@ impl EcsReference {
             .map(|(k, v)| (k.clone(), strings(v)))
             .collect();
         let expected: Value =
-            serde_json::from_str(include_str!("../fixtures/ecs/expected_event_types.json")).unwrap();
+            serde_json::from_str(include_str!("../fixtures/ecs/expected_event_types.json"))
+                .unwrap();
         let expected_event_types: HashMap<String, Vec<String>> = expected
             .as_object()
             .unwrap()

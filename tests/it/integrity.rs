@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use proptest::prelude::*;
 use scimtap::integrity::{verify, Breakage, Chain, RecordKind, StartAt, VerifyOptions};
-use crate::support::*;
 
 const KEY: &[u8] = b"integrity-test-key-0123456789";
 

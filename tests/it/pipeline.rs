@@ -5,10 +5,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use crate::support::*;
 
 /// Sends `n` GETs with `concurrency` in flight; returns (elapsed, slowest single request).
 async fn drive(proxy: &Proxy, n: usize, concurrency: usize) -> (Duration, Duration) {

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use crate::support::*;
 
 const TOKEN: &str = "reload-test-token-7f3a";
 

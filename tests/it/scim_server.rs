@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::process::Process;
+use crate::support::*;
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use crate::support::process::Process;
-use crate::support::*;
 
 /// scim2-server on 127.0.0.1 at a port chosen at run time.
 struct ScimServer {
@@ -49,7 +49,10 @@ impl ScimServer {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            eprintln!("scim2-server did not answer on {port}; its log:\n{}", process.log());
+            eprintln!(
+                "scim2-server did not answer on {port}; its log:\n{}",
+                process.log()
+            );
         }
         panic!("scim2-server did not start in 5 attempts");
     }

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use crate::support::collector::Collector;
+use crate::support::*;
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use crate::support::collector::Collector;
-use crate::support::*;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";

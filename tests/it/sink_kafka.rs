@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::Request;
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
 use crate::support::peers;
 use crate::support::tansu::{Consumed, Tansu};
 use crate::support::*;
+use http::Request;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
@@ -161,12 +161,13 @@ async fn tansu_gets_every_event_once_keyed_by_resource_id_in_order_per_partition
     let used: BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
     assert!(used.len() > 1, "six keys spread over partitions: {used:?}");
     assert_eq!(
-        proxy.wait_for_metric(
-            "scimtap_sink_events_written_total{sink=\"kafka\"}",
-            n as f64,
-            WAIT
-        )
-        .await,
+        proxy
+            .wait_for_metric(
+                "scimtap_sink_events_written_total{sink=\"kafka\"}",
+                n as f64,
+                WAIT
+            )
+            .await,
         n as f64
     );
     assert_eq!(
@@ -225,12 +226,9 @@ async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
     let n = send_lifecycles(&proxy, &["judy", "mallory", "oscar"]).await;
     let written = proxy.wait_for_events(n).await;
     // The sink has tried, and failed, before the broker exists.
-    proxy.wait_for_metric(
-        "scimtap_sink_write_errors_total{sink=\"kafka\"}",
-        2.0,
-        WAIT,
-    )
-    .await;
+    proxy
+        .wait_for_metric("scimtap_sink_write_errors_total{sink=\"kafka\"}", 2.0, WAIT)
+        .await;
     assert_eq!(
         proxy
             .metric("scimtap_sink_events_written_total{sink=\"kafka\"}")
@@ -241,12 +239,13 @@ async fn events_sent_while_the_broker_is_down_arrive_once_it_is_up() {
     tansu.create_topic("late", 3);
     let records = tansu.consume("late", n, Duration::from_secs(60));
     assert_delivered(&records, &written, 3);
-    proxy.wait_for_metric(
-        "scimtap_sink_events_written_total{sink=\"kafka\"}",
-        n as f64,
-        WAIT,
-    )
-    .await;
+    proxy
+        .wait_for_metric(
+            "scimtap_sink_events_written_total{sink=\"kafka\"}",
+            n as f64,
+            WAIT,
+        )
+        .await;
     assert!(
         proxy
             .metric("scimtap_sink_events_retried_total{sink=\"kafka\"}")
@@ -337,12 +336,13 @@ async fn tls_trusting_the_configured_ca_delivers_and_an_unknown_ca_is_refused() 
         &tansu.log(),
     );
     assert_delivered(&records, &written, 3);
-    proxy.wait_for_metric(
-        "scimtap_sink_events_dropped_total{sink=\"kafka-untrusted\",reason=\"write_error\"}",
-        n as f64,
-        WAIT,
-    )
-    .await;
+    proxy
+        .wait_for_metric(
+            "scimtap_sink_events_dropped_total{sink=\"kafka-untrusted\",reason=\"write_error\"}",
+            n as f64,
+            WAIT,
+        )
+        .await;
     assert_eq!(
         proxy
             .metric("scimtap_sink_events_written_total{sink=\"kafka-untrusted\"}")
@@ -388,30 +388,29 @@ async fn a_broker_restart_is_survived_by_reconnecting() {
         &written,
         3,
     );
-    proxy.wait_for_metric(
-        "scimtap_sink_events_written_total{sink=\"kafka\"}",
-        before as f64,
-        WAIT,
-    )
-    .await;
+    proxy
+        .wait_for_metric(
+            "scimtap_sink_events_written_total{sink=\"kafka\"}",
+            before as f64,
+            WAIT,
+        )
+        .await;
     // The broker goes away (with its in-memory topic); the sink's connections go stale.
     drop(first);
     let after = send_lifecycles(&proxy, &["victor", "walter"]).await;
     let written = proxy.wait_for_events(before + after).await;
-    proxy.wait_for_metric(
-        "scimtap_sink_write_errors_total{sink=\"kafka\"}",
-        1.0,
-        WAIT,
-    )
-    .await;
+    proxy
+        .wait_for_metric("scimtap_sink_write_errors_total{sink=\"kafka\"}", 1.0, WAIT)
+        .await;
     let second = Tansu::start_on(&bin, port);
     second.create_topic("restart", 3);
     let records = second.consume("restart", after, Duration::from_secs(60));
     assert_delivered(&records, &written[before..], 3);
-    proxy.wait_for_metric(
-        "scimtap_sink_events_written_total{sink=\"kafka\"}",
-        (before + after) as f64,
-        WAIT,
-    )
-    .await;
+    proxy
+        .wait_for_metric(
+            "scimtap_sink_events_written_total{sink=\"kafka\"}",
+            (before + after) as f64,
+            WAIT,
+        )
+        .await;
 }

@@ -1,16 +1,17 @@
 //! The syslog sink against a real rsyslog on 127.0.0.1: UDP, TCP (octet counting) and TLS
-//! (RFC 5425) at once. rsyslog writes the MSG of every message it receives to a file; each
-//! transport must deliver exactly the events the file sink wrote.
+//! (RFC 5425) at once. rsyslog writes the APP-NAME, severity and MSG of every message it
+//! receives to a file; each transport must deliver exactly the events the file sink wrote, and
+//! in every format a failed exchange arrives at warning severity.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::process::Process;
+use crate::support::*;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::Value;
-use crate::support::process::Process;
-use crate::support::*;
 
 struct Rsyslog {
     process: Process,
@@ -35,7 +36,7 @@ impl Rsyslog {
   DefaultNetstreamDriverCAFile="{ca}" DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")
 module(load="imudp")
 module(load="imtcp")
-template(name="raw" type="string" string="%app-name% %msg%\n")
+template(name="raw" type="string" string="%app-name% %syslogseverity-text% %msg%\n")
 ruleset(name="out") {{ action(type="omfile" file="{out}" template="raw") }}
 input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="out")
 input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="out")
@@ -74,15 +75,24 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="out" StreamDriver.N
 
     /// (app-name, parsed MSG) of every message received so far.
     fn received(&self) -> Vec<(String, Value)> {
+        self.received_raw()
+            .into_iter()
+            .map(|(app, _, msg)| {
+                let msg = serde_json::from_str(&msg).unwrap_or(Value::String(msg));
+                (app, msg)
+            })
+            .collect()
+    }
+
+    /// (app-name, severity, MSG as text) of every message received so far.
+    fn received_raw(&self) -> Vec<(String, String, String)> {
         std::fs::read_to_string(&self.out)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(app, msg)| {
-                (
-                    app.to_owned(),
-                    serde_json::from_str(msg).unwrap_or(Value::String(msg.to_owned())),
-                )
+            .filter_map(|l| {
+                let (app, rest) = l.split_once(' ')?;
+                let (severity, msg) = rest.split_once(' ')?;
+                Some((app.to_owned(), severity.to_owned(), msg.to_owned()))
             })
             .collect()
     }
@@ -157,5 +167,84 @@ async fn rsyslog_receives_every_event_over_udp_tcp_and_tls() {
     for sink in ["syslog-udp", "syslog-tcp", "syslog-tls"] {
         let series = format!("scimtap_sink_events_written_total{{sink=\"{sink}\"}}");
         assert_eq!(proxy.metric(&series).await, N as f64, "{series}");
+    }
+}
+
+/// The syslog severity comes from the event's outcome, in every format: a failed exchange is a
+/// warning and a successful one informational, whether the line is scimtap's JSON, CEF, ECS or
+/// OCSF (none of the last three contains `"outcome":"failure"`).
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_reach_syslog_at_warning_severity_in_every_format() {
+    const FORMATS: [&str; 4] = ["native", "cef", "ecs", "ocsf"];
+    let pki = TestPki::new();
+    let rsyslog = Rsyslog::start(&pki);
+    let upstream = Upstream::start(|req: Request<Incoming>| async move {
+        if req.uri().path().ends_with("/missing") {
+            Response::builder()
+                .status(404)
+                .header("content-type", "application/scim+json")
+                .body(full(
+                    r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"404","detail":"no such user"}"#,
+                ))
+                .unwrap()
+        } else {
+            Response::builder()
+                .status(200)
+                .body(full(r#"{"id":"ok","userName":"a"}"#))
+                .unwrap()
+        }
+    })
+    .await;
+    let mut sinks = String::from("[[sinks]]\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\n");
+    for format in FORMATS {
+        sinks.push_str(&format!(
+            "[[sinks]]\ntype = \"syslog\"\nname = \"syslog-{format}\"\nprotocol = \"tcp\"\naddress = \"127.0.0.1:{}\"\napp_name = \"scimtap-{format}\"\nformat = \"{format}\"\n",
+            rsyslog.tcp
+        ));
+    }
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
+    let client = http1_client();
+    for (id, path) in [("sev-ok", "ok"), ("sev-fail", "missing")] {
+        let req = Request::get(proxy.url(&format!("/scim/v2/Users/{path}")))
+            .header("x-request-id", id)
+            .body(empty())
+            .unwrap();
+        roundtrip(&client, req).await;
+    }
+    let written = proxy.wait_for_events(2).await;
+    let outcome = |id: &str| {
+        written
+            .iter()
+            .find(|e| e["request_id"] == id)
+            .map(|e| e["outcome"].clone())
+    };
+    assert_eq!(outcome("sev-ok"), Some(Value::from("success")));
+    assert_eq!(outcome("sev-fail"), Some(Value::from("failure")));
+
+    let deadline = Instant::now() + WAIT;
+    while rsyslog.received_raw().len() < 2 * FORMATS.len() {
+        assert!(
+            Instant::now() < deadline,
+            "rsyslog got {:?}; scimtap log:\n{}",
+            rsyslog.received_raw(),
+            proxy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = rsyslog.received_raw();
+    for format in FORMATS {
+        let app = format!("scimtap-{format}");
+        for (id, severity) in [("sev-fail", "warning"), ("sev-ok", "info")] {
+            let got: Vec<&str> = received
+                .iter()
+                .filter(|(a, _, msg)| *a == app && msg.contains(id))
+                .map(|(_, s, _)| s.as_str())
+                .collect();
+            assert_eq!(
+                got,
+                [severity],
+                "{format}: the {id} event's severity; all: {received:?}"
+            );
+        }
     }
 }

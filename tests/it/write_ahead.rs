@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::Value;
-use crate::support::*;
 
 /// An upstream that remembers the request id of every write it received.
 async fn recording_upstream() -> (Upstream, Arc<Mutex<Vec<String>>>) {

@@ -76,7 +76,10 @@ impl Collector {
         let resp = match tokio::time::timeout(WAIT, http1_client().request(req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => panic!("collector: {method} {path}: {e}; its log:\n{}", self.log()),
-            Err(_) => panic!("collector: {method} {path}: no answer in {WAIT:?}; its log:\n{}", self.log()),
+            Err(_) => panic!(
+                "collector: {method} {path}: no answer in {WAIT:?}; its log:\n{}",
+                self.log()
+            ),
         };
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();

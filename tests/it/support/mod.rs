@@ -82,15 +82,24 @@ pub fn http1_client() -> Client<HttpConnector, TestBody> {
 
 /// Sends `req` and reads the whole response within [`WAIT`]; panics naming the request when
 /// it fails or takes longer.
-pub async fn roundtrip<C>(client: &Client<C, TestBody>, req: http::Request<TestBody>) -> http::Response<Bytes>
+pub async fn roundtrip<C>(
+    client: &Client<C, TestBody>,
+    req: http::Request<TestBody>,
+) -> http::Response<Bytes>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
     let what = format!("{} {}", req.method(), req.uri());
     let exchange = async {
-        let resp = client.request(req).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let resp = client
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.unwrap_or_else(|e| panic!("{what}: body: {e}"));
+        let body = body
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: body: {e}"));
         http::Response::from_parts(parts, body.to_bytes())
     };
     tokio::time::timeout(WAIT, exchange)
@@ -278,4 +287,3 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
-

@@ -68,7 +68,9 @@ pub fn run(cmd: &mut Command) -> Output {
 
 /// Sends `sig` (`TERM`, `HUP`, `KILL`...) to process `pid`; panics unless `kill` succeeded.
 pub fn signal(pid: u32, sig: &str) {
-    let out = run(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()));
+    let out = run(Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string()));
     assert!(out.status.success(), "kill -{sig} {pid}: {}", report(&out));
 }
 

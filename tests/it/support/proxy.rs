@@ -231,18 +231,23 @@ impl Proxy {
 
     /// Waits until `n` events are in the audit file.
     pub async fn wait_for_events(&self, n: usize) -> Vec<Value> {
-        until(&format!("{n} events"), WAIT, Duration::from_millis(20), async || {
-            let events = self.events();
-            if events.len() >= n {
-                return Ok(events);
-            }
-            Err(format!(
-                "got {}:\n{}\nlog:\n{}",
-                events.len(),
-                serde_json::to_string_pretty(&events).unwrap(),
-                self.log_tail()
-            ))
-        })
+        until(
+            &format!("{n} events"),
+            WAIT,
+            Duration::from_millis(20),
+            async || {
+                let events = self.events();
+                if events.len() >= n {
+                    return Ok(events);
+                }
+                Err(format!(
+                    "got {}:\n{}\nlog:\n{}",
+                    events.len(),
+                    serde_json::to_string_pretty(&events).unwrap(),
+                    self.log_tail()
+                ))
+            },
+        )
         .await
     }
 
@@ -323,7 +328,10 @@ impl Proxy {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("scimtap did not stop within {WAIT:?}; log:\n{}", self.log_tail());
+                panic!(
+                    "scimtap did not stop within {WAIT:?}; log:\n{}",
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -365,4 +373,3 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
-

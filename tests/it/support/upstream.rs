@@ -191,7 +191,10 @@ pub async fn scim_service(req: Request<Incoming>) -> Response<TestBody> {
                 "Resources": [{"schemas": [USER], "id": "u-9", "userName": "bob"}],
             }),
         ),
-        _ => (200, json!({"schemas": [USER], "id": last, "userName": "alice"})),
+        _ => (
+            200,
+            json!({"schemas": [USER], "id": last, "userName": "alice"}),
+        ),
     };
     let resp = Response::builder().status(status);
     if answer.is_null() {

@@ -49,13 +49,18 @@ pub fn until_blocking<T>(
 /// own thread); returns them.
 pub async fn json_lines(path: &std::path::Path, n: usize, what: &str) -> Vec<serde_json::Value> {
     let waiting_for = format!("{n} lines from the {what} sink in {}", path.display());
-    let text = until(&waiting_for, super::WAIT, Duration::from_millis(20), async || {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        match text.lines().count() {
-            have if have >= n => Ok(text),
-            have => Err(format!("{have} so far")),
-        }
-    })
+    let text = until(
+        &waiting_for,
+        super::WAIT,
+        Duration::from_millis(20),
+        async || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            match text.lines().count() {
+                have if have >= n => Ok(text),
+                have => Err(format!("{have} so far")),
+            }
+        },
+    )
     .await;
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
