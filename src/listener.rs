@@ -12,7 +12,7 @@
 //!   HTTP/2) and every HTTP/1 request head get `header_read_timeout`, and so does an HTTP/1
 //!   keep-alive connection between requests or an HTTP/2 connection without an open stream;
 //! - a client that stops reading (nothing can be written to it for `body_idle_timeout`) has
-//!   its connection cut ([`StallGuard`]); request bodies that stop arriving are cut by their
+//!   its connection cut (`StallGuard`); request bodies that stop arriving are cut by their
 //!   tee (see [`crate::tee`]);
 //! - HTTP/1 heads are capped in bytes and header count (431); HTTP/2 caps concurrent streams,
 //!   header list size (which also ends CONTINUATION floods) and streams reset before they were

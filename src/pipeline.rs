@@ -12,7 +12,7 @@
 //! The audit worker is a dedicated thread, not a task on the async runtime: parsing and
 //! classifying bodies is CPU work, and on a small machine it must not take turns with the
 //! tasks that forward bytes. Under load it works in batches: once the queue is empty it
-//! lingers [`HANDOFF_LINGER`] before it listens to the queue again, so the request path does
+//! lingers `HANDOFF_LINGER` before it listens to the queue again, so the request path does
 //! not wake it (a futex call and a context switch) for every exchange. Whatever a request
 //! waits on (a write-ahead intent) unparks it at once.
 

@@ -1,7 +1,7 @@
 //! Configuration: one TOML file (`proxy.toml`), parsed, validated and resolved in three steps.
 //!
 //! 1. [`Config::from_toml_str`] is pure: it deserializes the text into the raw structs below
-//!    (every one `deny_unknown_fields`) and then runs [`RawConfig::validate`].
+//!    (every one `deny_unknown_fields`) and then runs `RawConfig::validate`.
 //! 2. Every problem is collected before anything is refused: a field of the wrong type or an
 //!    unknown key is recorded with its line, the offending line is blanked out and the text is
 //!    parsed again, so one run names every bad key instead of the first one only.

@@ -1,0 +1,73 @@
+//! Unit tests of the forwarding rules that need no network: headers, ids, refusals.
+
+use super::*;
+
+#[test]
+fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, x-secret-hop"),
+    );
+    h.insert("x-secret-hop", HeaderValue::from_static("1"));
+    h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    h.insert(header::TE, HeaderValue::from_static("trailers"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+    h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(h.contains_key(header::AUTHORIZATION));
+}
+
+#[test]
+fn forwarded_for_is_appended_to_an_existing_list() {
+    let mut h = HeaderMap::new();
+    h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+    h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+    append_list(&mut h, &X_FORWARDED_FOR, "127.0.0.1");
+    assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+    assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 127.0.0.1");
+}
+
+#[test]
+fn sane_request_ids_are_kept_and_others_replaced() {
+    let mut h = HeaderMap::new();
+    h.insert(&X_REQUEST_ID, HeaderValue::from_static("okta-123"));
+    assert_eq!(settle_request_id(&mut h), "okta-123");
+    let mut h = HeaderMap::new();
+    h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+    let id = settle_request_id(&mut h);
+    assert_ne!(id, "has space");
+    assert_eq!(h[&X_REQUEST_ID], id.as_str());
+    let mut h = HeaderMap::new();
+    let id = settle_request_id(&mut h);
+    assert_eq!(h[&X_REQUEST_ID], id.as_str());
+}
+
+#[test]
+fn scim_writes_are_the_methods_that_change_identities_but_not_search() {
+    assert!(is_scim_write(&Method::POST, "/scim/v2/Users"));
+    assert!(is_scim_write(&Method::POST, "/scim/v2/Bulk"));
+    assert!(is_scim_write(&Method::PATCH, "/Users/1"));
+    assert!(is_scim_write(&Method::DELETE, "/Groups/1"));
+    assert!(is_scim_write(&Method::PUT, "/Users/1"));
+    assert!(!is_scim_write(&Method::POST, "/scim/v2/Users/.search"));
+    assert!(!is_scim_write(&Method::POST, "/.search"));
+    assert!(!is_scim_write(&Method::GET, "/Users"));
+}
+
+#[test]
+fn connect_and_absolute_form_are_refused() {
+    let abs: Uri = "http://evil.example/x".parse().unwrap();
+    assert!(refuse_target(
+        &Method::CONNECT,
+        &"evil:443".parse().unwrap(),
+        Version::HTTP_11
+    )
+    .is_some());
+    assert!(refuse_target(&Method::GET, &abs, Version::HTTP_11).is_some());
+    // HTTP/2 requests always carry an authority; that is not absolute-form.
+    let h2: Uri = "https://proxy.example/scim/v2/Users".parse().unwrap();
+    assert!(refuse_target(&Method::GET, &h2, Version::HTTP_2).is_none());
+    assert!(refuse_target(&Method::GET, &"/Users".parse().unwrap(), Version::HTTP_11).is_none());
+}
