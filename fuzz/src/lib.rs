@@ -38,7 +38,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use scimtap::config::{Config, EventFormat, SecretKey};
 use scimtap::event::{AuditEvent, EventContext};
 use scimtap::exchange::{
-    BodyCapture, BodyEnd, ConnInfo, Exchange, Failure, FailureSide, RequestHead, ResponseRecord,
+    BodyCapture, BodyEnd, ConnInfo, Exchange, Failure, FailureKind, RequestHead, ResponseRecord,
 };
 use serde_json::Value;
 
@@ -209,23 +209,10 @@ pub fn parse_exchange(data: &[u8]) -> (Flags, Exchange) {
     (flags, exchange)
 }
 
-/// The failures the request path records (proxy.rs), one per `n`.
+/// The failures the request path records (proxy.rs), every kind in turn.
 fn recorded_failure(n: u8) -> Failure {
-    let (side, kind) = match n % 8 {
-        0 => (FailureSide::Upstream, "connect_refused"),
-        1 => (FailureSide::Upstream, "response_timeout"),
-        2 => (FailureSide::Upstream, "tls_error"),
-        3 => (FailureSide::Downstream, "client_not_allowed"),
-        4 => (FailureSide::Downstream, "absolute_form_refused"),
-        5 => (FailureSide::Proxy, "audit_unavailable"),
-        6 => (FailureSide::Proxy, "shutdown"),
-        _ => (FailureSide::Downstream, "invalid_request_target"),
-    };
-    Failure {
-        side,
-        kind,
-        detail: format!("fuzz: {kind} with = | \\ and\nnewline"),
-    }
+    let kind = FailureKind::ALL[usize::from(n) % FailureKind::ALL.len()];
+    Failure::new(kind, format!("fuzz: {kind} with = | \\ and\nnewline"))
 }
 
 /// X-Request-Id as the proxy keeps it (sane: 1 to 200 printable ASCII bytes), else generated.
