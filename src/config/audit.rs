@@ -34,6 +34,13 @@ pub(super) struct RawAudit {
     write_ahead_timeout_ms: Spanned<u64>,
 }
 
+defaults! {
+    spanned {
+        default_write_ahead_timeout_ms: u64 = 1000;
+        default_queue_max_events: u64 = 8192;
+    }
+}
+
 /// When events are recorded relative to forwarding.
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -52,13 +59,6 @@ pub enum OnAuditFailure {
     Reject,
 }
 
-defaults! {
-    spanned {
-        default_write_ahead_timeout_ms: u64 = 1000;
-        default_queue_max_events: u64 = 8192;
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub queue_max_events: usize,
@@ -72,37 +72,39 @@ pub(super) fn validate_audit(
     c: &mut Checker<'_>,
     audit: Option<&Spanned<RawAudit>>,
 ) -> AuditConfig {
-    match audit {
-        None => AuditConfig {
-            queue_max_events: *default_queue_max_events().get_ref() as usize,
-            on_audit_failure: OnAuditFailure::Drop,
-            mode: AuditMode::Async,
-            write_ahead_timeout: Duration::from_millis(*default_write_ahead_timeout_ms().get_ref()),
-        },
-        Some(audit) => {
-            let max = &audit.get_ref().queue_max_events;
-            if *max.get_ref() == 0 || *max.get_ref() > 10_000_000 {
-                c.at(
-                    max.span(),
-                    "audit.queue_max_events",
-                    "must be between 1 and 10000000",
-                );
-            }
-            let timeout = &audit.get_ref().write_ahead_timeout_ms;
-            if !(1..=60_000).contains(timeout.get_ref()) {
-                c.at(
-                    timeout.span(),
-                    "audit.write_ahead_timeout_ms",
-                    "must be between 1 and 60000",
-                );
-            }
-            AuditConfig {
-                queue_max_events: (*max.get_ref()).clamp(1, 10_000_000) as usize,
-                on_audit_failure: audit.get_ref().on_audit_failure,
-                mode: audit.get_ref().mode,
-                write_ahead_timeout: Duration::from_millis(*timeout.get_ref()),
-            }
-        }
+    let (max, timeout, on_audit_failure, mode) = match audit.map(Spanned::get_ref) {
+        None => (
+            default_queue_max_events(),
+            default_write_ahead_timeout_ms(),
+            OnAuditFailure::Drop,
+            AuditMode::Async,
+        ),
+        Some(raw) => (
+            raw.queue_max_events.clone(),
+            raw.write_ahead_timeout_ms.clone(),
+            raw.on_audit_failure,
+            raw.mode,
+        ),
+    };
+    if *max.get_ref() == 0 || *max.get_ref() > 10_000_000 {
+        c.at(
+            max.span(),
+            "audit.queue_max_events",
+            "must be between 1 and 10000000",
+        );
+    }
+    if !(1..=60_000).contains(timeout.get_ref()) {
+        c.at(
+            timeout.span(),
+            "audit.write_ahead_timeout_ms",
+            "must be between 1 and 60000",
+        );
+    }
+    AuditConfig {
+        queue_max_events: (*max.get_ref()).clamp(1, 10_000_000) as usize,
+        on_audit_failure,
+        mode,
+        write_ahead_timeout: Duration::from_millis(*timeout.get_ref()),
     }
 }
 

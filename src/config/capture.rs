@@ -55,34 +55,35 @@ pub(super) fn validate_capture(
     c: &mut Checker<'_>,
     capture: Option<&Spanned<RawCapture>>,
 ) -> CaptureConfig {
-    match capture {
-        None => CaptureConfig {
-            max_body_bytes: *default_max_body_bytes().get_ref() as usize,
-            max_pending_bytes: *default_max_pending_bytes().get_ref() as usize,
-            include_bodies: IncludeBodies::None,
-        },
-        Some(capture) => {
-            let raw = capture.get_ref();
-            let (body, pending) = (&raw.max_body_bytes, &raw.max_pending_bytes);
-            if *body.get_ref() > 1 << 30 {
-                c.at(
-                    body.span(),
-                    "capture.max_body_bytes",
-                    "must be at most 1 GiB",
-                );
-            }
-            if *pending.get_ref() > 64 << 30 {
-                c.at(
-                    pending.span(),
-                    "capture.max_pending_bytes",
-                    "must be at most 64 GiB",
-                );
-            }
-            CaptureConfig {
-                max_body_bytes: usize::try_from(*body.get_ref()).unwrap_or(usize::MAX),
-                max_pending_bytes: usize::try_from(*pending.get_ref()).unwrap_or(usize::MAX),
-                include_bodies: raw.include_bodies,
-            }
-        }
+    let (body, pending, include_bodies) = match capture.map(Spanned::get_ref) {
+        None => (
+            default_max_body_bytes(),
+            default_max_pending_bytes(),
+            IncludeBodies::None,
+        ),
+        Some(raw) => (
+            raw.max_body_bytes.clone(),
+            raw.max_pending_bytes.clone(),
+            raw.include_bodies,
+        ),
+    };
+    if *body.get_ref() > 1 << 30 {
+        c.at(
+            body.span(),
+            "capture.max_body_bytes",
+            "must be at most 1 GiB",
+        );
+    }
+    if *pending.get_ref() > 64 << 30 {
+        c.at(
+            pending.span(),
+            "capture.max_pending_bytes",
+            "must be at most 64 GiB",
+        );
+    }
+    CaptureConfig {
+        max_body_bytes: usize::try_from(*body.get_ref()).unwrap_or(usize::MAX),
+        max_pending_bytes: usize::try_from(*pending.get_ref()).unwrap_or(usize::MAX),
+        include_bodies,
     }
 }
