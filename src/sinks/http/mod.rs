@@ -229,23 +229,17 @@ impl HttpWriter {
             }
             HttpEncoding::SplunkHec => {
                 for record in records {
-                    let mut envelope = serde_json::Map::new();
-                    let time = record.meta.time_millis as f64 / 1000.0;
-                    envelope.insert("time".into(), serde_json::json!(time));
-                    envelope.insert("host".into(), self.hostname.clone().into());
-                    envelope.insert("source".into(), self.config.source.clone().into());
-                    envelope.insert("sourcetype".into(), self.config.sourcetype.clone().into());
-                    if let Some(index) = &self.config.index {
-                        envelope.insert("index".into(), index.clone().into());
-                    }
+                    let envelope = HecEnvelope {
+                        time: record.meta.time_millis as f64 / 1000.0,
+                        host: &self.hostname,
+                        source: &self.config.source,
+                        sourcetype: &self.config.sourcetype,
+                        index: self.config.index.as_deref(),
+                    };
                     // `{...,"event":` + the event + `}`: the event bytes are used as they are.
                     let head = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
                     body.extend_from_slice(&head[..head.len() - 1]);
-                    body.extend_from_slice(if envelope.is_empty() {
-                        b"\"event\":"
-                    } else {
-                        b",\"event\":"
-                    });
+                    body.extend_from_slice(b",\"event\":");
                     self.push_json(&mut body, record, false);
                     body.extend_from_slice(b"}\n");
                 }
@@ -253,12 +247,12 @@ impl HttpWriter {
             }
             HttpEncoding::ElasticsearchBulk => {
                 for record in records {
-                    let mut action = serde_json::Map::new();
-                    if let Some(index) = &self.config.index {
-                        action.insert("_index".into(), index.clone().into());
-                    }
-                    action.insert("_id".into(), record.meta.event_id.clone().into());
-                    let action = serde_json::json!({ "index": action });
+                    let action = BulkAction {
+                        index: BulkIndex {
+                            index: self.config.index.as_deref(),
+                            id: &record.meta.event_id,
+                        },
+                    };
                     if serde_json::to_writer(&mut body, &action).is_err() {
                         body.extend_from_slice(b"{\"index\":{}}");
                     }
@@ -334,6 +328,32 @@ struct BulkResponse {
 struct BulkItem {
     status: u16,
     error: Option<serde_json::Value>,
+}
+
+/// A Splunk HEC event's envelope, in HEC's key order; the event itself is appended as is.
+#[derive(serde::Serialize)]
+struct HecEnvelope<'a> {
+    time: f64,
+    host: &'a str,
+    source: &'a str,
+    sourcetype: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<&'a str>,
+}
+
+/// An Elasticsearch `_bulk` action line: `{"index":{"_index":...,"_id":...}}`.
+#[derive(serde::Serialize)]
+struct BulkAction<'a> {
+    index: BulkIndex<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct BulkIndex<'a> {
+    #[serde(rename = "_index", skip_serializing_if = "Option::is_none")]
+    index: Option<&'a str>,
+    /// The event id, so a retried item is not indexed twice.
+    #[serde(rename = "_id")]
+    id: &'a str,
 }
 
 #[cfg(test)]
