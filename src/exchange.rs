@@ -618,6 +618,36 @@ impl PendingExchange {
         state.request_body.as_ref().map(|b| b.end.clone())
     }
 
+    /// The request's method and path (for a log line on the failure path: it takes the lock
+    /// and copies).
+    pub fn method_and_path(&self) -> (Method, String) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.request.as_ref().map_or_else(
+            || (Method::GET, String::new()),
+            |r| {
+                let path = r.path_and_query.split('?').next().unwrap_or_default();
+                (r.method.clone(), path.to_owned())
+            },
+        )
+    }
+
+    /// Adds request body bytes read after the upstream failed (never forwarded) to the
+    /// capture, up to `limit` in all, so the event can classify the request; `ended` says
+    /// whether they reach the body's end (if not, the capture is marked truncated). Only
+    /// before the response side reports, when the request side already has.
+    pub fn amend_request_body(&self, chunks: &[Bytes], ended: bool, limit: usize) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(capture) = state.request_body.as_mut() else {
+            return;
+        };
+        for chunk in chunks {
+            capture.record(chunk, limit);
+        }
+        if !ended {
+            capture.truncated = true;
+        }
+    }
+
     /// Reports how the request body ended. Called once.
     pub fn finish_request(&self, body: BodyCapture) {
         let done = {

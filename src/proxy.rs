@@ -39,7 +39,7 @@ use crate::exchange::{
     ResponseOutcome,
 };
 use crate::tee::{BodyGuards, CaptureLimits, TeeBody, TeeError};
-use crate::write_ahead::ForwardBody;
+use crate::write_ahead::{read_unread, ForwardBody, Unread};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -95,6 +95,11 @@ impl RequestPolicy {
         }
     }
 }
+
+/// How long the rest of a request body the upstream never read may take to arrive once the
+/// upstream has failed (it is read for the event, not forwarded; the client waits this much
+/// longer for its 502/504 at most).
+const UNREAD_BODY_WAIT: Duration = Duration::from_millis(500);
 
 /// Most header fields accepted in an upstream's response head.
 const UPSTREAM_MAX_RESPONSE_HEADERS: usize = 1000;
@@ -195,8 +200,11 @@ impl Proxy {
                     Err(refusal) => return refuse(&pending, (), refusal),
                 }
             }
-            _ => ForwardBody::Streaming(body),
+            _ => ForwardBody::streaming(body),
         };
+        // What the upstream did not read, should it fail first: the event still needs it.
+        let unread = Unread::default();
+        let body = body.keep_unread(unread.clone());
         // The HTTP version is per connection: the upstream always gets HTTP/1.1, and the
         // client gets its own version back whatever the upstream spoke (wsgiref answers 1.0).
         let client_version = parts.version;
@@ -209,20 +217,18 @@ impl Proxy {
         )
         .await;
         guard.disarm();
-        match result {
-            Ok(Ok(response)) => self.response(response, client_version, pending),
-            Ok(Err(error)) => self.upstream_failed(&pending, upstream_failure(&error)),
-            Err(_elapsed) => {
-                let failure = Failure::new(
-                    FailureKind::ResponseTimeout,
-                    format!(
-                        "no response head from the upstream within {}",
-                        humantime::format_duration(self.upstream.response_timeout)
-                    ),
-                );
-                self.upstream_failed(&pending, failure)
-            }
-        }
+        let failure = match result {
+            Ok(Ok(response)) => return self.response(response, client_version, pending),
+            Ok(Err(error)) => upstream_failure(&error),
+            Err(_elapsed) => Failure::new(
+                FailureKind::ResponseTimeout,
+                format!(
+                    "no response head from the upstream within {}",
+                    humantime::format_duration(self.upstream.response_timeout)
+                ),
+            ),
+        };
+        self.upstream_failed(&pending, failure, &unread).await
     }
 
     /// Phase 1, request filter: what must never be forwarded (CONNECT, absolute-form and
@@ -366,10 +372,16 @@ impl Proxy {
     /// Phase 4 when no response head came: 502/504 for the upstream's failure, or 408/413
     /// when the request body was cut by its guard (that failed the upstream request too; the
     /// client is answered for the cut, as the event says).
-    fn upstream_failed(
+    ///
+    /// Whatever of the request body the upstream did not read is read now, bounded by
+    /// `capture.max_body_bytes` and [`UNREAD_BODY_WAIT`], for the event only: a write the
+    /// upstream never saw is still classified from its body (a deactivation refused with 502
+    /// stays a deactivation), and nothing more reaches the upstream.
+    async fn upstream_failed(
         &self,
         pending: &Arc<PendingExchange>,
         failure: Failure,
+        unread: &Unread,
     ) -> Response<ProxyBody> {
         match pending.request_body_end() {
             Some(BodyEnd::IdleTimeout) => {
@@ -389,14 +401,22 @@ impl Proxy {
             }
             _ => {}
         }
+        if let Some(left) = unread.take() {
+            let (chunks, ended) =
+                read_unread(left, self.capture.max_body_bytes, UNREAD_BODY_WAIT).await;
+            pending.amend_request_body(&chunks, ended, self.capture.max_body_bytes);
+        }
         let status = match failure.kind {
             FailureKind::ConnectTimeout | FailureKind::ResponseTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             _ => StatusCode::BAD_GATEWAY,
         };
+        let (method, path) = pending.method_and_path();
         tracing::warn!(
             request_id = %pending.request_id(),
+            %method,
+            %path,
             kind = %failure.kind,
             error = %failure.detail,
             "Upstream request failed."

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -24,14 +25,64 @@ use hyper::body::Incoming;
 use crate::clock::Timestamp;
 use crate::exchange::{BodyCapture, BodyEnd, ConnInfo, Exchange, Handoff, RequestHead};
 
-/// The request body as forwarded upstream: streamed as it arrives, or (write-ahead) the frames
-/// read before the intent record was made durable, then the rest.
-pub enum ForwardBody {
-    Streaming(Incoming),
-    Replayed {
-        frames: VecDeque<Frame<Bytes>>,
-        rest: Option<Incoming>,
-    },
+/// The request body as forwarded upstream: the frames already read (write-ahead: those read
+/// before the intent record was made durable), then the rest of the client's body as it
+/// arrives.
+///
+/// When it is dropped before its end (the upstream failed before reading it all), whatever
+/// it did not forward goes to its [`Unread`] slot, so the request path can still read the
+/// rest for the event (never to forward it): a deactivation refused with 502 is still
+/// recorded as a deactivation.
+pub struct ForwardBody {
+    replay: VecDeque<Frame<Bytes>>,
+    rest: Option<Incoming>,
+    unread: Option<Unread>,
+}
+
+/// Where a [`ForwardBody`] leaves what it did not forward: frames not replayed and the body
+/// not read to its end.
+#[derive(Clone, Default)]
+pub struct Unread(Arc<Mutex<Option<Left>>>);
+
+/// What a [`ForwardBody`] did not forward: frames not replayed, and the body not read to its
+/// end.
+pub type Left = (VecDeque<Frame<Bytes>>, Option<Incoming>);
+
+impl Unread {
+    /// What the body left behind, if it was dropped before its end.
+    pub fn take(&self) -> Option<Left> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl ForwardBody {
+    /// The client's body, streamed as it arrives.
+    pub fn streaming(body: Incoming) -> ForwardBody {
+        ForwardBody {
+            replay: VecDeque::new(),
+            rest: Some(body),
+            unread: None,
+        }
+    }
+
+    /// Leaves what is not forwarded in `unread` when dropped early.
+    pub fn keep_unread(mut self, unread: Unread) -> ForwardBody {
+        self.unread = Some(unread);
+        self
+    }
+}
+
+impl Drop for ForwardBody {
+    fn drop(&mut self) {
+        let Some(unread) = self.unread.take() else {
+            return;
+        };
+        if self.replay.is_empty() && self.rest.is_none() {
+            return;
+        }
+        let left = (std::mem::take(&mut self.replay), self.rest.take());
+        *unread.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(left);
+    }
 }
 
 impl Body for ForwardBody {
@@ -42,52 +93,79 @@ impl Body for ForwardBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ForwardBody::Streaming(body) => Pin::new(body).poll_frame(cx),
-            ForwardBody::Replayed { frames, rest } => {
-                if let Some(frame) = frames.pop_front() {
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                match rest {
-                    Some(body) => Pin::new(body).poll_frame(cx),
-                    None => Poll::Ready(None),
-                }
-            }
+        let this = self.get_mut();
+        if let Some(frame) = this.replay.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
         }
+        let Some(body) = this.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.rest = None;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ForwardBody::Streaming(body) => body.is_end_stream(),
-            ForwardBody::Replayed { frames, rest } => {
-                frames.is_empty() && rest.as_ref().is_none_or(Body::is_end_stream)
-            }
-        }
+        self.replay.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ForwardBody::Streaming(body) => body.size_hint(),
-            ForwardBody::Replayed { frames, rest } => {
-                let buffered: u64 = frames
-                    .iter()
-                    .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
-                    .sum();
-                match rest {
-                    None => SizeHint::with_exact(buffered),
-                    Some(body) => {
-                        let inner = body.size_hint();
-                        let mut hint = SizeHint::new();
-                        hint.set_lower(inner.lower() + buffered);
-                        if let Some(upper) = inner.upper() {
-                            hint.set_upper(upper + buffered);
-                        }
-                        hint
-                    }
+        let buffered: u64 = self
+            .replay
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        match &self.rest {
+            None => SizeHint::with_exact(buffered),
+            Some(body) => {
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + buffered);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + buffered);
                 }
+                hint
             }
         }
     }
+}
+
+/// Reads what a [`ForwardBody`] left unforwarded, for the event only: up to `max_bytes` in
+/// total and for at most `deadline`. Returns the bytes read and whether the body ended.
+pub async fn read_unread(
+    (replay, rest): Left,
+    max_bytes: usize,
+    deadline: Duration,
+) -> (Vec<Bytes>, bool) {
+    let deadline = tokio::time::Instant::now() + deadline;
+    let mut read = 0usize;
+    let mut chunks = Vec::new();
+    for frame in replay {
+        if let Ok(data) = frame.into_data() {
+            read += data.len();
+            chunks.push(data);
+        }
+    }
+    let Some(mut body) = rest else {
+        return (chunks, true);
+    };
+    while read < max_bytes && !body.is_end_stream() {
+        let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        match tokio::time::timeout_at(deadline, next).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    read += data.len();
+                    chunks.push(data);
+                }
+            }
+            Ok(None) => return (chunks, true),
+            Ok(Some(Err(_))) | Err(_) => return (chunks, false),
+        }
+    }
+    let ended = body.is_end_stream();
+    (chunks, ended)
 }
 
 /// Why a write could not be recorded ahead.
@@ -162,9 +240,10 @@ pub async fn record(intent: Intent<'_>, mut body: Incoming) -> Result<ForwardBod
         ));
     };
     match tokio::time::timeout_at(deadline, durable).await {
-        Ok(Ok(())) => Ok(ForwardBody::Replayed {
-            frames,
+        Ok(Ok(())) => Ok(ForwardBody {
+            replay: frames,
             rest: (!ended).then_some(body),
+            unread: None,
         }),
         Ok(Err(_)) => Err(Refusal::NotDurable(
             "no sink could make the intent record durable".to_owned(),

@@ -438,28 +438,36 @@ async fn upstream_down_gives_502_and_an_upstream_event() {
         event["scim"]["error"].is_null(),
         "scimtap's own 502 body is not the service's error"
     );
-    // A write whose body never left scimtap says so instead of guessing from an empty body.
+    // A write the upstream never read is still classified from its body: scimtap reads what
+    // the upstream did not (for the event only), so a deactivation refused with 502 is
+    // recorded as a deactivation, not as an unknown update.
+    let deactivation = r#"{"Operations":[{"op":"replace","path":"active","value":false}]}"#;
     let resp = http1_client()
         .request(
             Request::patch(proxy.url("/scim/v2/Users/u1"))
                 .header("x-request-id", "down-2")
                 .header("content-type", "application/scim+json")
-                .body(full(
-                    r#"{"Operations":[{"op":"replace","path":"active","value":false}]}"#,
-                ))
+                .body(full(deactivation))
                 .unwrap(),
         )
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let event = proxy.event_for("down-2").await;
-    assert!(
-        event["scim"]["parse_error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("not received"),
+    assert_eq!(
+        event["scim"]["actions"],
+        serde_json::json!(["user.deactivate"]),
         "{event}"
     );
+    assert_eq!(event["scim"]["target"]["id"], "u1", "{event}");
+    assert!(event["scim"]["parse_error"].is_null(), "{event}");
+    assert_eq!(
+        event["http"]["request_bytes"],
+        deactivation.len(),
+        "{event}"
+    );
+    assert_eq!(event["outcome"], "failure");
+    assert_eq!(event["failure"]["kind"], "connect_refused");
     assert_eq!(
         proxy
             .metric("scimtap_upstream_errors_total{kind=\"connect_refused\"}")

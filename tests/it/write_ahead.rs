@@ -134,6 +134,61 @@ async fn a_write_is_forwarded_only_after_its_intent_record_and_reads_need_none()
     assert_eq!(event["http"]["status"], 201);
 }
 
+/// With the upstream down, the intent and the outcome event of the same write agree: both
+/// say what the request asked (a deactivation), the event adding that it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intent_and_the_event_of_a_write_the_upstream_never_saw_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let proxy = Proxy::start(
+        ProxyConfig::new(format!("http://127.0.0.1:{}", closed_port()))
+            .top("[audit]\nmode = \"write_ahead\"\nwrite_ahead_timeout_ms = 1000\n")
+            .sinks(&format!(
+                "[[sinks]]\ntype = \"file\"\npath = \"{}\"\n",
+                audit.display()
+            )),
+    );
+    // Entra ID's deactivation: a path-less value object with the string "False".
+    let req = Request::patch(proxy.url("/scim/v2/Users/u7"))
+        .header("x-request-id", "wa-down")
+        .header("content-type", "application/scim+json")
+        .body(full(
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","value":{"active":"False"}}]}"#,
+        ))
+        .unwrap();
+    let resp = roundtrip(&http1_client(), req).await;
+    assert_eq!(resp.status(), 502);
+    let deadline = Instant::now() + WAIT;
+    let (intent, event) = loop {
+        let all = lines(&audit);
+        let find = |intent: bool| {
+            all.iter()
+                .find(|l| l["request_id"] == "wa-down" && (l["record"] == "audit.intent") == intent)
+                .cloned()
+        };
+        if let (Some(intent), Some(event)) = (find(true), find(false)) {
+            break (intent, event);
+        }
+        assert!(Instant::now() < deadline, "lines: {all:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        intent["operations"][0]["actions"],
+        serde_json::json!(["user.deactivate"])
+    );
+    assert_eq!(
+        event["scim"]["actions"], intent["operations"][0]["actions"],
+        "{event}"
+    );
+    assert_eq!(
+        event["scim"]["changes"], intent["operations"][0]["changes"],
+        "{event}"
+    );
+    assert!(event["scim"]["parse_error"].is_null(), "{event}");
+    assert_eq!(event["outcome"], "failure");
+    assert_eq!(event["failure"]["kind"], "connect_refused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_unwritable_audit_file_writes_get_503_and_never_reach_the_upstream() {
     let (upstream, seen) = recording_upstream().await;
