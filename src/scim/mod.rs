@@ -392,17 +392,21 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
     let response = parts.response.json();
     let single_resource =
         |v: &&Json<'_>| get_ci(v, "Resources").is_none() && get_ci(v, "Operations").is_none();
-    let response_resource = response
-        .filter(single_resource)
-        .filter(|_| parts.status.is_some_and(|s| s < 300));
+    // Only a 2xx answer describes the resource: an error body, or the `Location` some services
+    // send with one (scim2-server: the collection `…/v2/Users` on a 409), says nothing of it.
+    let answered_2xx = parts.status.is_some_and(|s| (200..300).contains(&s));
+    let response_resource = response.filter(single_resource).filter(|_| answered_2xx);
     let request_resource =
         request.filter(|_| matches!(info.operation, Some(Operation::Create | Operation::Replace)));
-    if info.target.id.is_none() && info.operation == Some(Operation::Create) {
+    if info.target.id.is_none() && info.operation == Some(Operation::Create) && answered_2xx {
         info.target.id = response_resource
             .and_then(|r| get_ci(r, "id"))
             .and_then(Json::as_str)
             .map(str::to_owned)
-            .or_else(|| parts.location.and_then(location_id));
+            .or_else(|| {
+                let rt = resource_type.as_deref()?;
+                location_id(parts.location?, rt, &ctx.custom_types)
+            });
     }
     if resource_type.is_some()
         && !matches!(
@@ -716,11 +720,24 @@ fn bulk_status(v: &Json<'_>) -> Option<u16> {
     }
 }
 
-/// The last path segment of a Location URL: the new resource's id.
-fn location_id(location: &str) -> Option<String> {
-    let path = location.split(['?', '#']).next()?;
-    let last = path.trim_end_matches('/').rsplit('/').next()?;
-    (!last.is_empty()).then(|| endpoint::percent_decode(last))
+/// The new resource's id from a `Location` URL, when it names a resource of `resource_type`
+/// (`…/Users/{id}`). Anything else (the collection `…/Users`, another type, a page that is not
+/// a SCIM resource) gives none: taking the last segment blindly made `"Users"` an id.
+fn location_id(location: &str, resource_type: &str, custom: &CustomTypes) -> Option<String> {
+    let without_fragment = location.split(['?', '#']).next()?;
+    // Absolute (`https://host/scim/v2/Users/id`) or a path; the authority is not a segment.
+    let path = match without_fragment.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => without_fragment,
+    };
+    match endpoint::locate(path, None, custom) {
+        Endpoint::Resource {
+            resource_type: found,
+            id: Some(id),
+            search: false,
+        } if found == resource_type && !id.is_empty() => Some(id),
+        _ => None,
+    }
 }
 
 /// The decoded value of `name` in a query string.

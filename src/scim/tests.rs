@@ -184,3 +184,82 @@ fn a_repeated_key_counts_once_with_its_last_value() {
     let info = one("POST", "/Groups", Body::Json(body), 201, Body::Absent);
     assert_eq!(info.changes.members_added, vec!["m2"]);
 }
+
+fn with_location(
+    method: &str,
+    path: &str,
+    request: Value,
+    status: u16,
+    response: Option<Value>,
+    location: Option<&str>,
+) -> ScimInfo {
+    let request = Body::Json(Json::from(&request));
+    let response = match &response {
+        Some(v) => Body::Json(Json::from(v)),
+        None => Body::Absent,
+    };
+    let parts = Parts {
+        method,
+        path,
+        query: None,
+        request: &request,
+        status: Some(status),
+        response: &response,
+        location,
+    };
+    classify(&parts, &ScimContext::default()).remove(0)
+}
+
+#[test]
+fn a_create_takes_its_id_only_from_a_2xx_answer_naming_a_resource() {
+    // scim2-server answers a refused create with `Location: …/v2/Users`, the collection.
+    let error = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                       "status": "409", "scimType": "uniqueness", "detail": "exists", "id": "e1"});
+    let cases: [(u16, Option<&str>, Option<Value>, Option<&str>); 9] = [
+        (
+            409,
+            Some("http://127.0.0.1:9/v2/Users"),
+            Some(error.clone()),
+            None,
+        ),
+        (400, Some("http://127.0.0.1:9/v2/Users"), None, None),
+        (
+            409,
+            Some("http://127.0.0.1:9/v2/Users/u-1"),
+            Some(error),
+            None,
+        ),
+        (201, Some("http://127.0.0.1:9/v2/Users"), None, None),
+        (201, Some("/v2/Users/"), None, None),
+        (
+            201,
+            Some("https://x.example/scim/v2/Groups/g-1"),
+            None,
+            None,
+        ),
+        (
+            201,
+            Some("https://x.example/scim/v2/Users/u%2F1?a=1#f"),
+            None,
+            Some("u/1"),
+        ),
+        (201, Some("/Users/u-2/"), None, Some("u-2")),
+        (201, None, Some(json!({"id": "u-3"})), Some("u-3")),
+    ];
+    for (status, location, response, expected) in cases {
+        let info = with_location(
+            "POST",
+            "/v2/Users",
+            json!({"userName": "a"}),
+            status,
+            response,
+            location,
+        );
+        assert_eq!(
+            info.target.id.as_deref(),
+            expected,
+            "{status} Location {location:?}"
+        );
+        assert_eq!(info.actions, ["user.create"]);
+    }
+}
