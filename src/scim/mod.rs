@@ -159,6 +159,19 @@ pub struct Changes {
     /// The full new member list of a replace; `[]` for an emptied group; null when the
     /// request did not replace the members.
     pub members_replaced: Option<Vec<String>>,
+    /// What the request asked the identifying attributes to become, accepted or not.
+    pub requested: Requested,
+}
+
+/// The identifying values a create, replace or patch sets, as requested. Kept apart from
+/// [`Target`] because a request can be refused: `target` names the identity as it is known
+/// after the exchange, `requested` what the IdP asked for (a rename the service rejected with
+/// 409 shows here, never as the target's name).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Requested {
+    pub external_id: Option<String>,
+    pub user_name: Option<String>,
+    pub display_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -417,7 +430,7 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
         let patched = (info.operation == Some(Operation::Patch))
             .then(|| request.map(patch::patched_values))
             .flatten();
-        let pick = |key: &str| {
+        let requested = |key: &str| {
             request_resource
                 .and_then(|r| get_ci(r, key))
                 .or_else(|| {
@@ -425,16 +438,45 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
                         .as_ref()
                         .and_then(|m| m.get(&key.to_ascii_lowercase()).copied())
                 })
-                .or_else(|| response_resource.and_then(|r| get_ci(r, key)))
                 .and_then(Json::as_str)
                 .map(str::to_owned)
         };
-        info.target.external_id = pick("externalId");
-        info.target.user_name = pick("userName");
-        info.target.display_name = pick("displayName");
+        let answered = |key: &str| {
+            response_resource
+                .and_then(|r| get_ci(r, key))
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+        };
+        info.changes.requested = Requested {
+            external_id: requested("externalId"),
+            user_name: requested("userName"),
+            display_name: requested("displayName"),
+        };
+        // What a replace or patch asked the names to become is the identity's name only once
+        // the service accepted it: a rejected rename (409, 400, a 502 from scimtap) must not
+        // put the refused name on the target as if it were the person's. It stays visible in
+        // `changes.requested`. A create's request is the only name its identity has, refused
+        // or not (a 409 `uniqueness` names the account that already holds it).
+        let accepted = answered_2xx || info.operation == Some(Operation::Create);
+        let name = |requested: &Option<String>, key: &str| {
+            requested
+                .clone()
+                .filter(|_| accepted)
+                .or_else(|| answered(key))
+        };
+        let r = &info.changes.requested;
+        info.target.external_id = name(&r.external_id, "externalId");
+        info.target.user_name = name(&r.user_name, "userName");
+        info.target.display_name = name(&r.display_name, "displayName");
         if let Some(p) = &ctx.pseudonymizer {
-            info.target.user_name = info.target.user_name.map(|v| p.hash(&v));
-            info.target.display_name = info.target.display_name.map(|v| p.hash(&v));
+            for v in [
+                &mut info.target.user_name,
+                &mut info.target.display_name,
+                &mut info.changes.requested.user_name,
+                &mut info.changes.requested.display_name,
+            ] {
+                *v = v.as_deref().map(|v| p.hash(v));
+            }
         }
     }
 

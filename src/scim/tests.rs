@@ -263,3 +263,77 @@ fn a_create_takes_its_id_only_from_a_2xx_answer_naming_a_resource() {
         assert_eq!(info.actions, ["user.create"]);
     }
 }
+
+#[test]
+fn a_rejected_rename_never_becomes_the_targets_name() {
+    let rename = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Replace", "path": "userName", "value": "new@example.com"}]});
+    let group_put = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "New name", "externalId": "x-new"});
+    let conflict = json!({"status": "409", "scimType": "uniqueness"});
+    for status in [409, 400, 412, 500, 502] {
+        let info = with_location(
+            "PATCH",
+            "/Users/u1",
+            rename.clone(),
+            status,
+            Some(conflict.clone()),
+            None,
+        );
+        assert_eq!(info.target.id.as_deref(), Some("u1"));
+        assert_eq!(info.target.user_name, None, "PATCH answered {status}");
+        assert_eq!(
+            info.changes.requested.user_name.as_deref(),
+            Some("new@example.com"),
+            "PATCH answered {status}"
+        );
+        let info = with_location(
+            "PUT",
+            "/Groups/g1",
+            group_put.clone(),
+            status,
+            Some(conflict.clone()),
+            None,
+        );
+        assert_eq!(info.target.display_name, None, "PUT answered {status}");
+        assert_eq!(info.target.external_id, None, "PUT answered {status}");
+        assert_eq!(
+            info.changes.requested,
+            Requested {
+                external_id: Some("x-new".into()),
+                user_name: None,
+                display_name: Some("New name".into()),
+            }
+        );
+    }
+    // A successful rename: the new name is the name.
+    let info = with_location("PATCH", "/Users/u1", rename, 200, None, None);
+    assert_eq!(info.target.user_name.as_deref(), Some("new@example.com"));
+    assert_eq!(
+        info.changes.requested.user_name.as_deref(),
+        Some("new@example.com")
+    );
+    let info = with_location("PUT", "/Groups/g1", group_put, 200, None, None);
+    assert_eq!(info.target.display_name.as_deref(), Some("New name"));
+    // A refused rename with a pseudonymiser: both hidden, still the same pseudonym.
+    let p = Pseudonymizer::new(b"0123456789abcdef".to_vec());
+    let ctx = ScimContext::new(None, CustomTypes::new(), &[], Some(p.clone()));
+    let request =
+        json!({"Operations": [{"op": "replace", "path": "userName", "value": "new@example.com"}]});
+    let request = Body::Json(Json::from(&request));
+    let parts = Parts {
+        method: "PATCH",
+        path: "/Users/u1",
+        query: None,
+        request: &request,
+        status: Some(409),
+        response: &Body::Absent,
+        location: None,
+    };
+    let info = classify(&parts, &ctx).remove(0);
+    assert_eq!(info.target.user_name, None);
+    assert_eq!(
+        info.changes.requested.user_name,
+        Some(p.hash("new@example.com"))
+    );
+}
