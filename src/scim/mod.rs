@@ -174,12 +174,24 @@ pub struct Requested {
     pub display_name: Option<String>,
 }
 
+/// One PATCH operation as the event shows it. `op` and `value` are normalised so rules can
+/// match them; `raw_op` and `raw_value` keep what the client sent when normalising changed it,
+/// because the form of a request (Entra's `"Replace"`, a boolean sent as `"False"`) is evidence
+/// of who sent it. Both are left out when nothing was changed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PatchOpInfo {
+    /// The op lower-cased (`add`, `remove`, `replace`); `""` when missing.
     pub op: String,
+    /// The op as sent, only when it differs from `op`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_op: Option<String>,
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
+    /// The value as sent, only when `value` converted it (`active: "False"` → `false`); for a
+    /// path-less operation, the converted members only. Never for a sensitive attribute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_value: Option<Value>,
 }
 
 /// Where an event sits in a Bulk request.

@@ -337,3 +337,38 @@ fn a_rejected_rename_never_becomes_the_targets_name() {
         Some(p.hash("new@example.com"))
     );
 }
+
+#[test]
+fn patch_ops_keep_the_op_and_value_as_sent_next_to_the_normalised_ones() {
+    let body = json!({"Operations": [
+        {"op": "Replace", "path": "active", "value": "False"},
+        {"op": "replace", "path": "active", "value": false},
+        {"op": "Add", "value": {"active": "True", "nickName": "Babs"}},
+        {"op": "REPLACE", "path": "password", "value": "False"},
+        {"op": "replace", "path": "nickName", "value": "False"},
+    ]});
+    let info = with_location("PATCH", "/Users/u1", body, 200, None, None);
+    let ops = serde_json::to_value(&info.changes.patch_ops).unwrap();
+    assert_eq!(ops[0]["op"], "replace");
+    assert_eq!(ops[0]["raw_op"], "Replace");
+    assert_eq!(ops[0]["value"], false);
+    assert_eq!(ops[0]["raw_value"], "False");
+    // Already normal: nothing extra.
+    assert!(ops[1].get("raw_op").is_none(), "{}", ops[1]);
+    assert!(ops[1].get("raw_value").is_none(), "{}", ops[1]);
+    // Path-less: the members that were converted, as sent.
+    assert_eq!(ops[2]["raw_op"], "Add");
+    assert_eq!(ops[2]["value"], json!({"active": true, "nickName": "Babs"}));
+    assert_eq!(ops[2]["raw_value"], json!({"active": "True"}));
+    // A secret is never shown, raw or not.
+    assert_eq!(ops[3]["raw_op"], "REPLACE");
+    assert_eq!(ops[3]["value"], "[REDACTED]");
+    assert!(ops[3].get("raw_value").is_none(), "{}", ops[3]);
+    // Only `active` is converted: other strings are shown as sent.
+    assert_eq!(ops[4]["value"], "False");
+    assert!(ops[4].get("raw_value").is_none(), "{}", ops[4]);
+    assert_eq!(
+        info.actions,
+        ["user.deactivate", "user.reactivate", "user.update"]
+    );
+}
