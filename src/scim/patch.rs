@@ -266,11 +266,10 @@ pub(super) fn patched_values<'v, 'a>(body: &'v Json<'a>) -> HashMap<String, &'v 
         return out;
     };
     for op in ops {
-        let sent_op = get_ci(op, "op").and_then(Json::as_str);
-        let name = sent_op.unwrap_or("").to_ascii_lowercase();
-        // The op as sent, when normalising changed it (Entra's and Okta's `Replace`): which
-        // client wrote a request is evidence too.
-        let raw_op = sent_op.filter(|o| *o != name).map(str::to_owned);
+        let name = get_ci(op, "op")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if name == "remove" {
             continue;
         }
