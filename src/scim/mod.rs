@@ -136,6 +136,26 @@ pub struct ScimInfo {
     pub parse_error: Option<String>,
     /// Caveats about the classification (e.g. a rename scimtap cannot verify without state).
     pub note: Option<String>,
+    /// Why an answer that looks like a failure is not one for the provisioning intent (a
+    /// DELETE of what is already gone, a lookup that finds nothing). Decided here, per
+    /// operation (a Bulk operation has its own), but written as the event's top-level
+    /// `outcome_reason` beside the `outcome` it qualifies, so not part of `scim`; the event
+    /// drops it when the exchange itself failed.
+    #[serde(skip)]
+    pub outcome_reason: Option<OutcomeReason>,
+}
+
+/// Why `outcome` is `success` although the service answered "not found".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeReason {
+    /// A DELETE answered 404 with a SCIM error: the resource is gone, as asked (an IdP
+    /// retrying a delete, or cleaning up after a manual removal).
+    AlreadyAbsent,
+    /// A GET by id answered 404 with a SCIM error, or a filtered list or search answered 2xx
+    /// with `totalResults: 0`: the IdP asked whether the identity exists (Entra ID checks
+    /// before every create, and probes with a user that does not exist), and was told.
+    NotFoundLookup,
 }
 
 /// Who the operation was done to.
@@ -507,7 +527,43 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
     ) {
         info.parse_error.get_or_insert_with(|| why.clone());
     }
+    info.outcome_reason = outcome_reason(&info, endpoint, parts);
     info
+}
+
+/// Whether a "not found" answer fulfils the request's intent. A 404 counts only with a SCIM
+/// error body: a web server's or gateway's own 404 (a wrong base path, a missing route) says
+/// nothing about the resource, and a delete that reached nothing must stay a failure.
+fn outcome_reason(
+    info: &ScimInfo,
+    endpoint: &Endpoint,
+    parts: &Parts<'_>,
+) -> Option<OutcomeReason> {
+    let status = parts.status?;
+    let by_id = matches!(endpoint, Endpoint::Resource { id: Some(_), .. });
+    let scim_not_found = status == 404
+        && info
+            .error
+            .as_ref()
+            .is_some_and(|e| e.status.as_deref().is_none_or(|s| s.trim() == "404"));
+    match info.operation? {
+        Operation::Delete if by_id && scim_not_found => Some(OutcomeReason::AlreadyAbsent),
+        Operation::Read if by_id && scim_not_found => Some(OutcomeReason::NotFoundLookup),
+        // Only a filtered query is a lookup: an empty import page is not.
+        Operation::List | Operation::Search
+            if (200..300).contains(&status)
+                && info.filter.is_some()
+                && parts
+                    .response
+                    .json()
+                    .and_then(|r| get_ci(r, "totalResults"))
+                    .and_then(Json::as_u64)
+                    == Some(0) =>
+        {
+            Some(OutcomeReason::NotFoundLookup)
+        }
+        _ => None,
+    }
 }
 
 fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {

@@ -215,7 +215,9 @@ fn a_create_takes_its_id_only_from_a_2xx_answer_naming_a_resource() {
     // scim2-server answers a refused create with `Location: …/v2/Users`, the collection.
     let error = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
                        "status": "409", "scimType": "uniqueness", "detail": "exists", "id": "e1"});
-    let cases: [(u16, Option<&str>, Option<Value>, Option<&str>); 9] = [
+    /// Status, Location, response body, and the id expected.
+    type Case<'c> = (u16, Option<&'c str>, Option<Value>, Option<&'c str>);
+    let cases: [Case<'_>; 9] = [
         (
             409,
             Some("http://127.0.0.1:9/v2/Users"),
