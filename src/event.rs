@@ -21,10 +21,10 @@ use crate::config::{ClientConfig, Config, IncludeBodies};
 use crate::exchange::{
     BodyCapture, BodyEnd, Exchange, Failure, FailureKind, FailureSide, ResponseRecord,
 };
-use crate::scim::{self, Body, Parts, Pseudonymizer, ScimContext, ScimInfo};
+use crate::scim::{self, Body, OutcomeReason, Parts, Pseudonymizer, ScimContext, ScimInfo};
 
 /// Version of the event layout. Readers should branch on the major part.
-pub const SCHEMA_VERSION: &str = "1.2";
+pub const SCHEMA_VERSION: &str = "1.3";
 
 /// Query parameters whose values never appear in `http.query`.
 const SECRET_QUERY_PARAMS: &[&str] = &[
@@ -97,7 +97,10 @@ impl EventContext {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One event. Serialized by hand (below) only to write `outcome_reason`, which classification
+/// keeps per operation in [`ScimInfo::outcome_reason`], at the top level right after the
+/// `outcome` it qualifies; every other field is written as declared, in order.
+#[derive(Debug)]
 pub struct AuditEvent<'a> {
     pub schema_version: &'static str,
     /// UUIDv7: unique, and sorts by creation time.
@@ -112,6 +115,25 @@ pub struct AuditEvent<'a> {
     pub http: HttpInfo<'a>,
     pub scim: ScimInfo,
     pub failure: Option<FailureInfo>,
+}
+
+impl Serialize for AuditEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut event = serializer.serialize_struct("AuditEvent", 11)?;
+        event.serialize_field("schema_version", self.schema_version)?;
+        event.serialize_field("event_id", &self.event_id)?;
+        event.serialize_field("timestamp", &self.timestamp)?;
+        event.serialize_field("duration_ms", &self.duration_ms)?;
+        event.serialize_field("request_id", self.request_id)?;
+        event.serialize_field("outcome", &self.outcome)?;
+        event.serialize_field("outcome_reason", &self.outcome_reason())?;
+        event.serialize_field("client", &self.client)?;
+        event.serialize_field("http", &self.http)?;
+        event.serialize_field("scim", &self.scim)?;
+        event.serialize_field("failure", &self.failure)?;
+        event.end()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -223,6 +245,7 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
                 ex.request.method.as_str(),
                 path,
                 r.status.as_u16(),
+                r.body.total_bytes,
                 &ctx.scim,
             )
     });
@@ -309,11 +332,15 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
         .into_iter()
         .map(|scim| {
             // A Bulk operation succeeded when the exchange did and its own entry says so.
-            let ok = match scim.bulk.as_ref().and_then(|b| b.status) {
+            let answered_ok = match scim.bulk.as_ref().and_then(|b| b.status) {
                 Some(op_status) => envelope_ok && op_status < 400,
                 None if scim.bulk.is_some() => false,
                 None => envelope_ok,
             };
+            // "Not found" that fulfils the intent (docs/events.md, Outcome rule), unless the
+            // exchange itself failed.
+            let reasoned = failure.is_none() && status.is_some() && scim.outcome_reason.is_some();
+            let ok = answered_ok || reasoned;
             AuditEvent {
                 schema_version: SCHEMA_VERSION,
                 event_id: new_uuid_v7().to_string(),
@@ -335,6 +362,12 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
 }
 
 impl AuditEvent<'_> {
+    /// Why `outcome` is `success` although the service said "not found"; `None` normally, and
+    /// always when the exchange itself failed (`failure` set).
+    pub fn outcome_reason(&self) -> Option<OutcomeReason> {
+        self.scim.outcome_reason.filter(|_| self.failure.is_none())
+    }
+
     /// The event as one JSON line, newline included.
     ///
     /// # Errors
@@ -360,11 +393,38 @@ fn parse_body<'b>(bytes: &'b [u8], capture: &BodyCapture, side: &str) -> Body<'b
     Body::parse(bytes, capture.total_bytes, capture.truncated, side)
 }
 
+/// The largest list or search response parsed to tell a lookup that found nothing
+/// (`totalResults: 0`). An empty ListResponse is about 130 bytes (Entra's, with paging
+/// fields); anything much bigger holds resources, and parsing it would cost the audit worker
+/// for nothing.
+const EMPTY_LIST_MAX_BYTES: u64 = 1024;
+
 /// Whether classification needs the response body: errors, writes (the created id, the
-/// resource's names), reads of one resource, Bulk and ResourceTypes; not lists and searches,
-/// which can be large and name no single target.
-fn wants_response_body(method: &str, path: &str, status: u16, ctx: &ScimContext) -> bool {
-    if status >= 400 || !method.eq_ignore_ascii_case("GET") {
+/// resource's names), reads of one resource, Bulk and ResourceTypes, and a list or search
+/// answer small enough to be empty; not other lists and searches, which can be large and
+/// name no single target.
+fn wants_response_body(
+    method: &str,
+    path: &str,
+    status: u16,
+    size: u64,
+    ctx: &ScimContext,
+) -> bool {
+    let is_get = method.eq_ignore_ascii_case("GET");
+    if (200..300).contains(&status) && size <= EMPTY_LIST_MAX_BYTES {
+        let endpoint = scim::endpoint::locate(path, ctx.base_path.as_deref(), &ctx.custom_types);
+        let query = match endpoint {
+            scim::Endpoint::Resource {
+                id: None, search, ..
+            } => search != is_get,
+            scim::Endpoint::RootSearch => !is_get,
+            _ => false,
+        };
+        if query {
+            return true;
+        }
+    }
+    if status >= 400 || !is_get {
         return !path.ends_with(".search");
     }
     matches!(
@@ -462,6 +522,7 @@ mod tests {
     use crate::exchange::{BodyCapture, BodyEnd, ConnInfo, RequestHead, ResponseRecord};
     use http::header::AUTHORIZATION;
     use http::{HeaderValue, Method, StatusCode, Version};
+    use serde_json::json;
     use sha2::{Digest, Sha256};
 
     fn exchange(status: Option<u16>) -> Exchange {
@@ -621,5 +682,272 @@ mod tests {
         assert_eq!(v["outcome"], "failure");
         assert_eq!(v["failure"]["side"], "upstream");
         assert_eq!(v["failure"]["kind"], "response_body_error");
+    }
+
+    /// An exchange with bodies: `request` as captured, `response` as sent (`generated` when
+    /// scimtap answered itself).
+    fn with_bodies(
+        method: Method,
+        path: &str,
+        request: &str,
+        response: Option<(u16, &str, bool)>,
+    ) -> Exchange {
+        let mut ex = exchange(None);
+        ex.request.method = method;
+        ex.request.path_and_query = path.into();
+        if !request.is_empty() {
+            ex.request.headers.insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(request.len()),
+            );
+            let mut c = BodyCapture::empty(BodyEnd::Complete);
+            c.record(&bytes::Bytes::copy_from_slice(request.as_bytes()), 1 << 20);
+            ex.request_body = c;
+        }
+        ex.response = response.map(|(status, body, generated)| {
+            let mut c = BodyCapture::empty(BodyEnd::Complete);
+            c.record(&bytes::Bytes::copy_from_slice(body.as_bytes()), 1 << 20);
+            ResponseRecord {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: HeaderMap::new(),
+                body: c,
+                generated,
+            }
+        });
+        ex
+    }
+
+    const NOT_FOUND: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"404","detail":"Resource 5171a35d not found"}"#;
+    const NO_RESULTS: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0,"Resources":[],"startIndex":1,"itemsPerPage":20}"#;
+
+    #[test]
+    fn deleting_what_is_already_gone_and_lookups_that_find_nothing_are_marked() {
+        /// Request, answer, and the outcome and reason expected.
+        type Case<'c> = (Method, &'c str, u16, &'c str, &'c str, Option<&'c str>);
+        let cases: &[Case<'_>] = &[
+            (
+                Method::DELETE,
+                "/scim/Users/5171a35d",
+                404,
+                NOT_FOUND,
+                "success",
+                Some("already_absent"),
+            ),
+            (
+                Method::DELETE,
+                "/scim/Groups/g1",
+                404,
+                NOT_FOUND,
+                "success",
+                Some("already_absent"),
+            ),
+            // Not a SCIM error: a gateway's page or a wrong base path, not a missing resource.
+            (
+                Method::DELETE,
+                "/scim/Users/5171a35d",
+                404,
+                "<html>Not Found</html>",
+                "failure",
+                None,
+            ),
+            (
+                Method::DELETE,
+                "/scim/Users/5171a35d",
+                404,
+                "",
+                "failure",
+                None,
+            ),
+            (
+                Method::DELETE,
+                "/scim/Users/5171a35d",
+                500,
+                NOT_FOUND,
+                "failure",
+                None,
+            ),
+            (
+                Method::DELETE,
+                "/scim/Users/5171a35d",
+                204,
+                "",
+                "success",
+                None,
+            ),
+            (
+                Method::GET,
+                "/scim/Users/5171a35d",
+                404,
+                NOT_FOUND,
+                "success",
+                Some("not_found_lookup"),
+            ),
+            (
+                Method::GET,
+                "/scim/Users?filter=userName+eq+%22non-existent%20user%22",
+                200,
+                NO_RESULTS,
+                "success",
+                Some("not_found_lookup"),
+            ),
+            (
+                Method::GET,
+                "/scim/Groups?excludedAttributes=members&filter=displayName+eq+%22g%22",
+                200,
+                NO_RESULTS,
+                "success",
+                Some("not_found_lookup"),
+            ),
+            // An import page that is empty is not a lookup; a lookup that finds one is not empty.
+            (
+                Method::GET,
+                "/scim/Users?startIndex=1&count=100",
+                200,
+                NO_RESULTS,
+                "success",
+                None,
+            ),
+            (
+                Method::GET,
+                "/scim/Users?filter=userName+eq+%22a%22",
+                200,
+                r#"{"totalResults":1,"Resources":[{"id":"u1"}]}"#,
+                "success",
+                None,
+            ),
+            (
+                Method::PATCH,
+                "/scim/Users/5171a35d",
+                404,
+                NOT_FOUND,
+                "failure",
+                None,
+            ),
+            (
+                Method::PUT,
+                "/scim/Users/5171a35d",
+                404,
+                NOT_FOUND,
+                "failure",
+                None,
+            ),
+        ];
+        for (method, path, status, body, outcome, reason) in cases {
+            let request = if matches!(*method, Method::PATCH | Method::PUT) {
+                r#"{"userName":"a"}"#
+            } else {
+                ""
+            };
+            let ex = with_bodies(method.clone(), path, request, Some((*status, body, false)));
+            let v = json(&ex);
+            let what = format!("{method} {path} {status} {body}");
+            assert_eq!(v["outcome"], *outcome, "{what}: {v}");
+            assert_eq!(v["outcome_reason"], json!(reason), "{what}: {v}");
+        }
+        // A failure of the exchange itself outweighs any reason.
+        let mut ex = with_bodies(
+            Method::DELETE,
+            "/scim/Users/5171a35d",
+            "",
+            Some((404, NOT_FOUND, false)),
+        );
+        if let Some(r) = ex.response.as_mut() {
+            r.body.end = BodyEnd::Cancelled;
+        }
+        let v = json(&ex);
+        assert_eq!(v["outcome"], "failure");
+        assert!(v["outcome_reason"].is_null(), "{v}");
+        // The reason sits right after `outcome`.
+        let line = String::from_utf8(
+            events_for(
+                &with_bodies(
+                    Method::DELETE,
+                    "/scim/Users/x",
+                    "",
+                    Some((404, NOT_FOUND, false)),
+                ),
+                &EventContext::default(),
+            )[0]
+            .to_json_line()
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            line.contains(r#""outcome":"success","outcome_reason":"already_absent","client":"#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_deactivation_the_upstream_never_answered_is_still_a_deactivation() {
+        let bodies = [
+            // Okta: path-less value object.
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"active":false}}]}"#,
+            // Entra default: capitalised op, string "False".
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}"#,
+            // Entra, path-less value object with the string.
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","value":{"active":"False"}}]}"#,
+        ];
+        let put = r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"u1","userName":"a@example.com","active":false}"#;
+        let failures = [
+            (502, FailureKind::ConnectRefused, "connection refused"),
+            (504, FailureKind::ResponseTimeout, "no response head"),
+            (
+                502,
+                FailureKind::UpstreamClosed,
+                "closed before message completed",
+            ),
+        ];
+        let generated = |status: u16, detail: &str| {
+            format!(
+                r#"{{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"{status}","detail":"scimtap: {detail}"}}"#
+            )
+        };
+        for (status, kind, detail) in failures {
+            let body = generated(status, detail);
+            let requests = bodies
+                .iter()
+                .map(|b| (Method::PATCH, *b))
+                .chain([(Method::PUT, put)]);
+            for (method, request) in requests {
+                let mut ex = with_bodies(
+                    method.clone(),
+                    "/scim/v2/Users/u1",
+                    request,
+                    Some((status, &body, true)),
+                );
+                ex.recorded_failure = Some(Failure::new(kind, detail.to_owned()));
+                let v = json(&ex);
+                let what = format!("{method} {request} answered {status} by scimtap");
+                assert_eq!(v["http"]["response_generated"], true, "{what}");
+                assert_eq!(v["failure"]["side"], "upstream", "{what}");
+                assert_eq!(v["outcome"], "failure", "{what}");
+                assert_eq!(
+                    v["scim"]["actions"],
+                    json!(["user.deactivate"]),
+                    "{what}: {v}"
+                );
+                assert_eq!(
+                    v["scim"]["changes"]["attributes"]
+                        .as_array()
+                        .map(|a| a.iter().any(|x| x == "active")),
+                    Some(true),
+                    "{what}: {v}"
+                );
+                if method == Method::PATCH {
+                    assert_eq!(
+                        v["scim"]["changes"]["patch_ops"][0]["op"], "replace",
+                        "{what}: {v}"
+                    );
+                    let shown = &v["scim"]["changes"]["patch_ops"][0]["value"];
+                    assert!(
+                        shown == &json!(false) || shown == &json!({"active": false}),
+                        "{what}: {v}"
+                    );
+                }
+                assert!(v["scim"]["parse_error"].is_null(), "{what}: {v}");
+                assert!(v["scim"]["error"].is_null(), "{what}: {v}");
+            }
+        }
     }
 }

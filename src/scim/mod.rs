@@ -136,6 +136,26 @@ pub struct ScimInfo {
     pub parse_error: Option<String>,
     /// Caveats about the classification (e.g. a rename scimtap cannot verify without state).
     pub note: Option<String>,
+    /// Why an answer that looks like a failure is not one for the provisioning intent (a
+    /// DELETE of what is already gone, a lookup that finds nothing). Decided here, per
+    /// operation (a Bulk operation has its own), but written as the event's top-level
+    /// `outcome_reason` beside the `outcome` it qualifies, so not part of `scim`; the event
+    /// drops it when the exchange itself failed.
+    #[serde(skip)]
+    pub outcome_reason: Option<OutcomeReason>,
+}
+
+/// Why `outcome` is `success` although the service answered "not found".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeReason {
+    /// A DELETE answered 404 with a SCIM error: the resource is gone, as asked (an IdP
+    /// retrying a delete, or cleaning up after a manual removal).
+    AlreadyAbsent,
+    /// A GET by id answered 404 with a SCIM error, or a filtered list or search answered 2xx
+    /// with `totalResults: 0`: the IdP asked whether the identity exists (Entra ID checks
+    /// before every create, and probes with a user that does not exist), and was told.
+    NotFoundLookup,
 }
 
 /// Who the operation was done to.
@@ -159,14 +179,39 @@ pub struct Changes {
     /// The full new member list of a replace; `[]` for an emptied group; null when the
     /// request did not replace the members.
     pub members_replaced: Option<Vec<String>>,
+    /// What the request asked the identifying attributes to become, accepted or not.
+    pub requested: Requested,
 }
 
+/// The identifying values a create, replace or patch sets, as requested. Kept apart from
+/// [`Target`] because a request can be refused: `target` names the identity as it is known
+/// after the exchange, `requested` what the IdP asked for (a rename the service rejected with
+/// 409 shows here, never as the target's name).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Requested {
+    pub external_id: Option<String>,
+    pub user_name: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// One PATCH operation as the event shows it. `op` and `value` are normalised so rules can
+/// match them; `raw_op` and `raw_value` keep what the client sent when normalising changed it,
+/// because the form of a request (Entra's `"Replace"`, a boolean sent as `"False"`) is evidence
+/// of who sent it. Both are left out when nothing was changed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PatchOpInfo {
+    /// The op lower-cased (`add`, `remove`, `replace`); `""` when missing.
     pub op: String,
+    /// The op as sent, only when it differs from `op`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_op: Option<String>,
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
+    /// The value as sent, only when `value` converted it (`active: "False"` → `false`); for a
+    /// path-less operation, the converted members only. Never for a sensitive attribute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_value: Option<Value>,
 }
 
 /// Where an event sits in a Bulk request.
@@ -392,17 +437,21 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
     let response = parts.response.json();
     let single_resource =
         |v: &&Json<'_>| get_ci(v, "Resources").is_none() && get_ci(v, "Operations").is_none();
-    let response_resource = response
-        .filter(single_resource)
-        .filter(|_| parts.status.is_some_and(|s| s < 300));
+    // Only a 2xx answer describes the resource: an error body, or the `Location` some services
+    // send with one (scim2-server: the collection `…/v2/Users` on a 409), says nothing of it.
+    let answered_2xx = parts.status.is_some_and(|s| (200..300).contains(&s));
+    let response_resource = response.filter(single_resource).filter(|_| answered_2xx);
     let request_resource =
         request.filter(|_| matches!(info.operation, Some(Operation::Create | Operation::Replace)));
-    if info.target.id.is_none() && info.operation == Some(Operation::Create) {
+    if info.target.id.is_none() && info.operation == Some(Operation::Create) && answered_2xx {
         info.target.id = response_resource
             .and_then(|r| get_ci(r, "id"))
             .and_then(Json::as_str)
             .map(str::to_owned)
-            .or_else(|| parts.location.and_then(location_id));
+            .or_else(|| {
+                let rt = resource_type.as_deref()?;
+                location_id(parts.location?, rt, &ctx.custom_types)
+            });
     }
     if resource_type.is_some()
         && !matches!(
@@ -413,7 +462,7 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
         let patched = (info.operation == Some(Operation::Patch))
             .then(|| request.map(patch::patched_values))
             .flatten();
-        let pick = |key: &str| {
+        let requested = |key: &str| {
             request_resource
                 .and_then(|r| get_ci(r, key))
                 .or_else(|| {
@@ -421,16 +470,45 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
                         .as_ref()
                         .and_then(|m| m.get(&key.to_ascii_lowercase()).copied())
                 })
-                .or_else(|| response_resource.and_then(|r| get_ci(r, key)))
                 .and_then(Json::as_str)
                 .map(str::to_owned)
         };
-        info.target.external_id = pick("externalId");
-        info.target.user_name = pick("userName");
-        info.target.display_name = pick("displayName");
+        let answered = |key: &str| {
+            response_resource
+                .and_then(|r| get_ci(r, key))
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+        };
+        info.changes.requested = Requested {
+            external_id: requested("externalId"),
+            user_name: requested("userName"),
+            display_name: requested("displayName"),
+        };
+        // What a replace or patch asked the names to become is the identity's name only once
+        // the service accepted it: a rejected rename (409, 400, a 502 from scimtap) must not
+        // put the refused name on the target as if it were the person's. It stays visible in
+        // `changes.requested`. A create's request is the only name its identity has, refused
+        // or not (a 409 `uniqueness` names the account that already holds it).
+        let accepted = answered_2xx || info.operation == Some(Operation::Create);
+        let name = |requested: &Option<String>, key: &str| {
+            requested
+                .clone()
+                .filter(|_| accepted)
+                .or_else(|| answered(key))
+        };
+        let r = &info.changes.requested;
+        info.target.external_id = name(&r.external_id, "externalId");
+        info.target.user_name = name(&r.user_name, "userName");
+        info.target.display_name = name(&r.display_name, "displayName");
         if let Some(p) = &ctx.pseudonymizer {
-            info.target.user_name = info.target.user_name.map(|v| p.hash(&v));
-            info.target.display_name = info.target.display_name.map(|v| p.hash(&v));
+            for v in [
+                &mut info.target.user_name,
+                &mut info.target.display_name,
+                &mut info.changes.requested.user_name,
+                &mut info.changes.requested.display_name,
+            ] {
+                *v = v.as_deref().map(|v| p.hash(v));
+            }
         }
     }
 
@@ -449,7 +527,43 @@ fn classify_one(parts: &Parts<'_>, endpoint: &Endpoint, ctx: &ScimContext) -> Sc
     ) {
         info.parse_error.get_or_insert_with(|| why.clone());
     }
+    info.outcome_reason = outcome_reason(&info, endpoint, parts);
     info
+}
+
+/// Whether a "not found" answer fulfils the request's intent. A 404 counts only with a SCIM
+/// error body: a web server's or gateway's own 404 (a wrong base path, a missing route) says
+/// nothing about the resource, and a delete that reached nothing must stay a failure.
+fn outcome_reason(
+    info: &ScimInfo,
+    endpoint: &Endpoint,
+    parts: &Parts<'_>,
+) -> Option<OutcomeReason> {
+    let status = parts.status?;
+    let by_id = matches!(endpoint, Endpoint::Resource { id: Some(_), .. });
+    let scim_not_found = status == 404
+        && info
+            .error
+            .as_ref()
+            .is_some_and(|e| e.status.as_deref().is_none_or(|s| s.trim() == "404"));
+    match info.operation? {
+        Operation::Delete if by_id && scim_not_found => Some(OutcomeReason::AlreadyAbsent),
+        Operation::Read if by_id && scim_not_found => Some(OutcomeReason::NotFoundLookup),
+        // Only a filtered query is a lookup: an empty import page is not.
+        Operation::List | Operation::Search
+            if (200..300).contains(&status)
+                && info.filter.is_some()
+                && parts
+                    .response
+                    .json()
+                    .and_then(|r| get_ci(r, "totalResults"))
+                    .and_then(Json::as_u64)
+                    == Some(0) =>
+        {
+            Some(OutcomeReason::NotFoundLookup)
+        }
+        _ => None,
+    }
 }
 
 fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
@@ -716,11 +830,24 @@ fn bulk_status(v: &Json<'_>) -> Option<u16> {
     }
 }
 
-/// The last path segment of a Location URL: the new resource's id.
-fn location_id(location: &str) -> Option<String> {
-    let path = location.split(['?', '#']).next()?;
-    let last = path.trim_end_matches('/').rsplit('/').next()?;
-    (!last.is_empty()).then(|| endpoint::percent_decode(last))
+/// The new resource's id from a `Location` URL, when it names a resource of `resource_type`
+/// (`…/Users/{id}`). Anything else (the collection `…/Users`, another type, a page that is not
+/// a SCIM resource) gives none: taking the last segment blindly made `"Users"` an id.
+fn location_id(location: &str, resource_type: &str, custom: &CustomTypes) -> Option<String> {
+    let without_fragment = location.split(['?', '#']).next()?;
+    // Absolute (`https://host/scim/v2/Users/id`) or a path; the authority is not a segment.
+    let path = match without_fragment.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => without_fragment,
+    };
+    match endpoint::locate(path, None, custom) {
+        Endpoint::Resource {
+            resource_type: found,
+            id: Some(id),
+            search: false,
+        } if found == resource_type && !id.is_empty() => Some(id),
+        _ => None,
+    }
 }
 
 /// The decoded value of `name` in a query string.

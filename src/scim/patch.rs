@@ -51,10 +51,11 @@ pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -
     };
     let mut renamed_by_value_object = false;
     for op in ops {
-        let name = get_ci(op, "op")
-            .and_then(Json::as_str)
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let sent_op = get_ci(op, "op").and_then(Json::as_str);
+        let name = sent_op.unwrap_or("").to_ascii_lowercase();
+        // The op as sent, when normalising changed it (Entra's and Okta's `Replace`): which
+        // client wrote a request is evidence too.
+        let raw_op = sent_op.filter(|o| *o != name).map(str::to_owned);
         let path = get_ci(op, "path").and_then(Json::as_str);
         let value = get_ci(op, "value");
         let at = OpAt {
@@ -67,10 +68,13 @@ pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -
                 out.touch(path);
                 let attribute = base_attribute(path);
                 apply(&mut out, &at, &attribute, Some(path), value);
+                let shown = value.and_then(|v| shown_value(&attribute, v, ctx));
                 out.changes.patch_ops.push(PatchOpInfo {
                     op: name.clone(),
+                    raw_op,
                     path: Some(path.to_owned()),
-                    value: value.and_then(|v| shown_value(&attribute, v, ctx)),
+                    value: shown.as_ref().map(|s| s.value.clone()),
+                    raw_value: shown.and_then(|s| s.raw),
                 });
             }
             None => {
@@ -82,8 +86,10 @@ pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -
                     }
                     out.changes.patch_ops.push(PatchOpInfo {
                         op: name.clone(),
+                        raw_op,
                         path: None,
                         value: None,
+                        raw_value: None,
                     });
                     continue;
                 };
@@ -98,10 +104,13 @@ pub(super) fn analyze(body: &Json<'_>, resource_type: &str, ctx: &ScimContext) -
                     }
                     apply(&mut out, &at, &attribute, None, Some(v));
                 }
+                let (value, raw_value) = shown_object(object, ctx);
                 out.changes.patch_ops.push(PatchOpInfo {
                     op: name.clone(),
+                    raw_op,
                     path: None,
-                    value: shown_object(object, ctx),
+                    value,
+                    raw_value,
                 });
             }
         }
@@ -283,21 +292,36 @@ pub(super) fn patched_values<'v, 'a>(body: &'v Json<'a>) -> HashMap<String, &'v 
     out
 }
 
+/// A PATCH value as the event shows it, and what was sent when the two differ.
+struct Shown {
+    value: Value,
+    /// The value as sent, only when `value` is a conversion of it (`"False"` → `false`).
+    raw: Option<Value>,
+}
+
 /// A PATCH value as the event may show it: scalars of attributes that are not sensitive
 /// (pseudonymised where configured); members and complex values are summarised elsewhere.
-fn shown_value(attribute: &str, value: &Json<'_>, ctx: &ScimContext) -> Option<Value> {
+/// `active` is shown as the boolean it means; the string sent is kept beside it, because
+/// which client sends booleans as strings (Entra's `"False"`) is evidence a reader may want.
+/// A sensitive value is never converted, so its raw form never exists to leak.
+fn shown_value(attribute: &str, value: &Json<'_>, ctx: &ScimContext) -> Option<Shown> {
+    let plain = |value: Value| Some(Shown { value, raw: None });
     if ctx.is_sensitive(attribute) {
-        return Some(Value::String(REDACTED.to_owned()));
+        return plain(Value::String(REDACTED.to_owned()));
     }
     match value {
-        Json::Bool(_) | Json::Number(_) | Json::Null => Some(Value::from(value)),
+        Json::Bool(_) | Json::Number(_) | Json::Null => plain(Value::from(value)),
         Json::Str(s) => {
             if attribute == "active" {
-                return as_bool(value)
-                    .map(Value::Bool)
-                    .or_else(|| Some(Value::from(value)));
+                return match as_bool(value) {
+                    Some(b) => Some(Shown {
+                        value: Value::Bool(b),
+                        raw: Some(Value::from(value)),
+                    }),
+                    None => plain(Value::from(value)),
+                };
             }
-            Some(Value::String(match &ctx.pseudonymizer {
+            plain(Value::String(match &ctx.pseudonymizer {
                 Some(p) if is_pii(attribute) => p.hash(s),
                 _ => s.to_string(),
             }))
@@ -306,18 +330,25 @@ fn shown_value(attribute: &str, value: &Json<'_>, ctx: &ScimContext) -> Option<V
     }
 }
 
-fn shown_object(object: &ObjectAsVec<'_>, ctx: &ScimContext) -> Option<Value> {
+/// A path-less value object as shown (its scalar members), and the members that were
+/// converted, as sent.
+fn shown_object(object: &ObjectAsVec<'_>, ctx: &ScimContext) -> (Option<Value>, Option<Value>) {
     let mut shown = Map::new();
+    let mut raw = Map::new();
     for (k, v) in members(object) {
         let attribute = base_attribute(k);
         if matches!(attribute.as_str(), "schemas" | "meta") {
             continue;
         }
-        if let Some(v) = shown_value(&attribute, v, ctx) {
-            shown.insert(k.to_owned(), v);
+        if let Some(s) = shown_value(&attribute, v, ctx) {
+            shown.insert(k.to_owned(), s.value);
+            if let Some(r) = s.raw {
+                raw.insert(k.to_owned(), r);
+            }
         }
     }
-    (!shown.is_empty()).then_some(Value::Object(shown))
+    let object = |m: Map<String, Value>| (!m.is_empty()).then_some(Value::Object(m));
+    (object(shown), object(raw))
 }
 
 /// What sensitive values become wherever scimtap shows a structure that held one.

@@ -184,3 +184,193 @@ fn a_repeated_key_counts_once_with_its_last_value() {
     let info = one("POST", "/Groups", Body::Json(body), 201, Body::Absent);
     assert_eq!(info.changes.members_added, vec!["m2"]);
 }
+
+fn with_location(
+    method: &str,
+    path: &str,
+    request: Value,
+    status: u16,
+    response: Option<Value>,
+    location: Option<&str>,
+) -> ScimInfo {
+    let request = Body::Json(Json::from(&request));
+    let response = match &response {
+        Some(v) => Body::Json(Json::from(v)),
+        None => Body::Absent,
+    };
+    let parts = Parts {
+        method,
+        path,
+        query: None,
+        request: &request,
+        status: Some(status),
+        response: &response,
+        location,
+    };
+    classify(&parts, &ScimContext::default()).remove(0)
+}
+
+#[test]
+fn a_create_takes_its_id_only_from_a_2xx_answer_naming_a_resource() {
+    // scim2-server answers a refused create with `Location: …/v2/Users`, the collection.
+    let error = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                       "status": "409", "scimType": "uniqueness", "detail": "exists", "id": "e1"});
+    /// Status, Location, response body, and the id expected.
+    type Case<'c> = (u16, Option<&'c str>, Option<Value>, Option<&'c str>);
+    let cases: [Case<'_>; 9] = [
+        (
+            409,
+            Some("http://127.0.0.1:9/v2/Users"),
+            Some(error.clone()),
+            None,
+        ),
+        (400, Some("http://127.0.0.1:9/v2/Users"), None, None),
+        (
+            409,
+            Some("http://127.0.0.1:9/v2/Users/u-1"),
+            Some(error),
+            None,
+        ),
+        (201, Some("http://127.0.0.1:9/v2/Users"), None, None),
+        (201, Some("/v2/Users/"), None, None),
+        (
+            201,
+            Some("https://x.example/scim/v2/Groups/g-1"),
+            None,
+            None,
+        ),
+        (
+            201,
+            Some("https://x.example/scim/v2/Users/u%2F1?a=1#f"),
+            None,
+            Some("u/1"),
+        ),
+        (201, Some("/Users/u-2/"), None, Some("u-2")),
+        (201, None, Some(json!({"id": "u-3"})), Some("u-3")),
+    ];
+    for (status, location, response, expected) in cases {
+        let info = with_location(
+            "POST",
+            "/v2/Users",
+            json!({"userName": "a"}),
+            status,
+            response,
+            location,
+        );
+        assert_eq!(
+            info.target.id.as_deref(),
+            expected,
+            "{status} Location {location:?}"
+        );
+        assert_eq!(info.actions, ["user.create"]);
+    }
+}
+
+#[test]
+fn a_rejected_rename_never_becomes_the_targets_name() {
+    let rename = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Replace", "path": "userName", "value": "new@example.com"}]});
+    let group_put = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "New name", "externalId": "x-new"});
+    let conflict = json!({"status": "409", "scimType": "uniqueness"});
+    for status in [409, 400, 412, 500, 502] {
+        let info = with_location(
+            "PATCH",
+            "/Users/u1",
+            rename.clone(),
+            status,
+            Some(conflict.clone()),
+            None,
+        );
+        assert_eq!(info.target.id.as_deref(), Some("u1"));
+        assert_eq!(info.target.user_name, None, "PATCH answered {status}");
+        assert_eq!(
+            info.changes.requested.user_name.as_deref(),
+            Some("new@example.com"),
+            "PATCH answered {status}"
+        );
+        let info = with_location(
+            "PUT",
+            "/Groups/g1",
+            group_put.clone(),
+            status,
+            Some(conflict.clone()),
+            None,
+        );
+        assert_eq!(info.target.display_name, None, "PUT answered {status}");
+        assert_eq!(info.target.external_id, None, "PUT answered {status}");
+        assert_eq!(
+            info.changes.requested,
+            Requested {
+                external_id: Some("x-new".into()),
+                user_name: None,
+                display_name: Some("New name".into()),
+            }
+        );
+    }
+    // A successful rename: the new name is the name.
+    let info = with_location("PATCH", "/Users/u1", rename, 200, None, None);
+    assert_eq!(info.target.user_name.as_deref(), Some("new@example.com"));
+    assert_eq!(
+        info.changes.requested.user_name.as_deref(),
+        Some("new@example.com")
+    );
+    let info = with_location("PUT", "/Groups/g1", group_put, 200, None, None);
+    assert_eq!(info.target.display_name.as_deref(), Some("New name"));
+    // A refused rename with a pseudonymiser: both hidden, still the same pseudonym.
+    let p = Pseudonymizer::new(b"0123456789abcdef".to_vec());
+    let ctx = ScimContext::new(None, CustomTypes::new(), &[], Some(p.clone()));
+    let request =
+        json!({"Operations": [{"op": "replace", "path": "userName", "value": "new@example.com"}]});
+    let request = Body::Json(Json::from(&request));
+    let parts = Parts {
+        method: "PATCH",
+        path: "/Users/u1",
+        query: None,
+        request: &request,
+        status: Some(409),
+        response: &Body::Absent,
+        location: None,
+    };
+    let info = classify(&parts, &ctx).remove(0);
+    assert_eq!(info.target.user_name, None);
+    assert_eq!(
+        info.changes.requested.user_name,
+        Some(p.hash("new@example.com"))
+    );
+}
+
+#[test]
+fn patch_ops_keep_the_op_and_value_as_sent_next_to_the_normalised_ones() {
+    let body = json!({"Operations": [
+        {"op": "Replace", "path": "active", "value": "False"},
+        {"op": "replace", "path": "active", "value": false},
+        {"op": "Add", "value": {"active": "True", "nickName": "Babs"}},
+        {"op": "REPLACE", "path": "password", "value": "False"},
+        {"op": "replace", "path": "nickName", "value": "False"},
+    ]});
+    let info = with_location("PATCH", "/Users/u1", body, 200, None, None);
+    let ops = serde_json::to_value(&info.changes.patch_ops).unwrap();
+    assert_eq!(ops[0]["op"], "replace");
+    assert_eq!(ops[0]["raw_op"], "Replace");
+    assert_eq!(ops[0]["value"], false);
+    assert_eq!(ops[0]["raw_value"], "False");
+    // Already normal: nothing extra.
+    assert!(ops[1].get("raw_op").is_none(), "{}", ops[1]);
+    assert!(ops[1].get("raw_value").is_none(), "{}", ops[1]);
+    // Path-less: the members that were converted, as sent.
+    assert_eq!(ops[2]["raw_op"], "Add");
+    assert_eq!(ops[2]["value"], json!({"active": true, "nickName": "Babs"}));
+    assert_eq!(ops[2]["raw_value"], json!({"active": "True"}));
+    // A secret is never shown, raw or not.
+    assert_eq!(ops[3]["raw_op"], "REPLACE");
+    assert_eq!(ops[3]["value"], "[REDACTED]");
+    assert!(ops[3].get("raw_value").is_none(), "{}", ops[3]);
+    // Only `active` is converted: other strings are shown as sent.
+    assert_eq!(ops[4]["value"], "False");
+    assert!(ops[4].get("raw_value").is_none(), "{}", ops[4]);
+    assert_eq!(
+        info.actions,
+        ["user.deactivate", "user.reactivate", "user.update"]
+    );
+}

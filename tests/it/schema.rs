@@ -900,6 +900,10 @@ fn every_event_matches_the_documented_schema() {
         "\"response_body\":",
         "\"value\":",
         "hmac-sha256:",
+        "\"raw_op\":",
+        "\"raw_value\":",
+        "\"outcome_reason\":\"already_absent\"",
+        "\"outcome_reason\":\"not_found_lookup\"",
     ] {
         assert!(
             lines.iter().any(|l| l.json.contains(needle)),
@@ -974,6 +978,8 @@ fn the_validator_rejects_events_that_break_the_contract() {
     let deactivated = find("okta O3 deactivate", "default");
     let bulk = find("RFC 7644 3.7.3 bulk", "default");
     let refused = find("upstream connect_refused", "default");
+    let already_absent = find("entra E9 delete of a user already gone", "default");
+    let renamed = find("entra E4 replace userName refused", "configured");
 
     type Mutation = (&'static str, Value, Box<dyn Fn(&mut Value)>);
     let mutations: Vec<Mutation> = vec![
@@ -1084,6 +1090,68 @@ fn the_validator_rejects_events_that_break_the_contract() {
             created.clone(),
             Box::new(|e| {
                 set(e, "/outcome", json!("failure"));
+            }),
+        ),
+        (
+            "a reason on a failure",
+            already_absent.clone(),
+            Box::new(|e| {
+                set(e, "/outcome", json!("failure"));
+            }),
+        ),
+        (
+            "a reason with a failure object",
+            already_absent.clone(),
+            Box::new(|e| {
+                set(
+                    e,
+                    "/failure",
+                    json!({"side": "downstream", "kind": "client_disconnected", "detail": "x"}),
+                );
+            }),
+        ),
+        (
+            "an unknown outcome reason",
+            already_absent.clone(),
+            Box::new(|e| {
+                set(e, "/outcome_reason", json!("gone"));
+            }),
+        ),
+        (
+            "already_absent on something other than a delete",
+            already_absent.clone(),
+            Box::new(|e| {
+                set(e, "/scim/operation", json!("patch"));
+            }),
+        ),
+        (
+            "success on a 404 without a reason",
+            already_absent.clone(),
+            Box::new(|e| {
+                set(e, "/outcome_reason", Value::Null);
+            }),
+        ),
+        (
+            "a missing outcome_reason",
+            created.clone(),
+            Box::new(|e| remove(e, "/outcome_reason")),
+        ),
+        (
+            "an extra field in changes.requested",
+            renamed.clone(),
+            Box::new(|e| {
+                e.pointer_mut("/scim/changes/requested")
+                    .unwrap()
+                    .as_object_mut()
+                    .unwrap()
+                    .insert("email".into(), json!("a@b"));
+            }),
+        ),
+        (
+            "a raw_op that is not a string",
+            renamed.clone(),
+            Box::new(|e| {
+                set(e, "/scim/changes/patch_ops/0/raw_op", json!(1));
             }),
         ),
         (
@@ -1252,6 +1320,7 @@ fn the_documented_examples_match_the_schema_and_the_field_order() {
         "/scim",
         "/scim/target",
         "/scim/changes",
+        "/scim/changes/requested",
         "/scim/bulk",
         "/scim/error",
         "/failure",

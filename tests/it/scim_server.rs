@@ -135,7 +135,27 @@ async fn real_scim_server_behind_scimtap_yields_one_event_per_request() {
         .as_str()
         .expect("created user has an id")
         .to_owned();
+    // The same user again: refused with 409 (and a Location of the collection).
+    send(
+        &proxy,
+        &mut sent,
+        "POST",
+        "/Users",
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "bjensen@example.com"
+        })),
+    )
+    .await;
     send(&proxy, &mut sent, "GET", &format!("/Users/{user_id}"), None).await;
+    send(
+        &proxy,
+        &mut sent,
+        "GET",
+        "/Users?filter=userName%20eq%20%22nobody%40example.com%22",
+        None,
+    )
+    .await;
     send(
         &proxy,
         &mut sent,
@@ -187,15 +207,39 @@ async fn real_scim_server_behind_scimtap_yields_one_event_per_request() {
         None,
     )
     .await;
+    send(
+        &proxy,
+        &mut sent,
+        "DELETE",
+        &format!("/Users/{user_id}"),
+        None,
+    )
+    .await;
     send(&proxy, &mut sent, "GET", &format!("/Users/{user_id}"), None).await;
     send(&proxy, &mut sent, "GET", "/ServiceProviderConfig", None).await;
 
     let statuses: Vec<u16> = sent.iter().map(|s| s.status).collect();
     assert_eq!(
         statuses,
-        [201, 200, 200, 204, 201, 204, 204, 404, 200],
+        [201, 409, 200, 200, 200, 204, 201, 204, 204, 404, 404, 200],
         "what the real server answered"
     );
+    // What the "not found" answers mean for the provisioning intent (docs/events.md, Outcome
+    // rule): the lookup that finds nobody, the second DELETE and the GET of the deleted user.
+    let reasons: [(&str, Option<&str>); 12] = [
+        ("scim-0", None),
+        ("scim-1", None),
+        ("scim-2", None),
+        ("scim-3", Some("not_found_lookup")),
+        ("scim-4", None),
+        ("scim-5", None),
+        ("scim-6", None),
+        ("scim-7", None),
+        ("scim-8", None),
+        ("scim-9", Some("already_absent")),
+        ("scim-10", Some("not_found_lookup")),
+        ("scim-11", None),
+    ];
 
     let events = proxy.wait_for_events(sent.len()).await;
     assert_eq!(events.len(), sent.len(), "exactly one event per request");
@@ -209,13 +253,38 @@ async fn real_scim_server_behind_scimtap_yields_one_event_per_request() {
         assert_eq!(e["http"]["method"], s.method, "{e}");
         assert_eq!(e["http"]["path"], s.path.as_str(), "{e}");
         assert_eq!(e["http"]["status"], s.status, "{e}");
+        let reason = reasons
+            .iter()
+            .find(|(id, _)| *id == s.id)
+            .and_then(|(_, r)| *r);
+        assert_eq!(e["outcome_reason"], json!(reason), "{e}");
         assert_eq!(
             e["outcome"],
-            if s.status < 400 { "success" } else { "failure" }
+            if s.status < 400 || reason.is_some() {
+                "success"
+            } else {
+                "failure"
+            },
+            "{e}"
         );
         assert_eq!(e["client"]["auth_scheme"], "bearer");
         assert!(e["failure"].is_null(), "{e}");
     }
+    // The refused create: not the collection's name as an id, the name only as requested.
+    let refused = events
+        .iter()
+        .find(|e| e["request_id"] == "scim-1")
+        .expect("an event for the refused create");
+    assert_eq!(refused["outcome"], "failure", "{refused}");
+    assert!(refused["scim"]["target"]["id"].is_null(), "{refused}");
+    assert_eq!(
+        refused["scim"]["error"]["scim_type"], "uniqueness",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["scim"]["changes"]["requested"]["user_name"],
+        "bjensen@example.com"
+    );
     assert!(!std::fs::read_to_string(&proxy.audit)
         .unwrap()
         .contains("idp-token-1"));

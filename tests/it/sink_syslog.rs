@@ -202,7 +202,7 @@ async fn severity_follows_the_outcome(format: &str) {
     let upstream = Upstream::start(|req: Request<Incoming>| async move {
         if req.uri().path().ends_with("/missing") {
             Response::builder()
-                .status(404)
+                .status(500)
                 .header("content-type", "application/scim+json")
                 .body(full(
                     r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"404","detail":"no such user"}"#,
