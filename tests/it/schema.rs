@@ -277,16 +277,15 @@ fn variants(first: usize) -> Vec<(String, Exchange)> {
         n
     };
 
-    // The upstream refused the connection: scimtap answered 502 without reading the body
-    // (as observed on a real run: request_bytes 0).
+    // The upstream refused the connection: scimtap answered 502 and read the body the
+    // upstream never did for the event (as observed on a real run).
     let refused = Failure {
         side: FailureSide::Upstream,
         kind: scimtap::exchange::FailureKind::ConnectRefused,
         detail: "client error (Connect): tcp connect error: Connection refused (os error 111)"
             .to_owned(),
     };
-    let mut r = req(Idp::Okta, "PATCH", &user_path, Value::Null);
-    r.body.clear();
+    let r = req(Idp::Okta, "PATCH", &user_path, deactivate.clone());
     let mut ex = exchange(next(), r, Some(generated(502, &refused)));
     header(
         &mut ex.request.headers,
