@@ -7,6 +7,8 @@
 //! `scim.<operation>` / `http.request` when the request asked nothing of an identity.
 
 mod ocsf;
+#[cfg(test)]
+mod testing;
 
 use std::fmt::Write;
 
