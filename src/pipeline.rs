@@ -25,10 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
 use crate::config::EventFormat;
-use crate::event::{events_for, AuditEvent, EventContext, Outcome};
+use crate::event::{events_for, AuditEvent, EventContext};
 use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
-use crate::sinks::{DurableAck, Record, RecordMeta, SinkHandle};
+use crate::sinks::{DurableAck, Record, RecordMeta, Severity, SinkHandle};
 use crate::telemetry::{Metrics, ProxyMetrics};
 
 /// How long the audit worker, having emptied the queue, lets exchanges gather before it asks
@@ -250,7 +250,7 @@ fn record_meta(event: &AuditEvent<'_>) -> Arc<RecordMeta> {
             .clone()
             .unwrap_or_else(|| event.request_id.to_owned()),
         time_millis: event.timestamp.unix_millis(),
-        failed: event.outcome == Outcome::Failure,
+        severity: crate::formats::severity(event),
     })
 }
 
@@ -268,7 +268,7 @@ fn emit_record(
         event_id,
         key: integrity.chain.instance().to_owned(),
         time_millis: Timestamp::now().unix_millis(),
-        failed: false,
+        severity: Severity::Info,
     });
     let line = Bytes::from(line);
     for sink in sinks.iter().filter(|s| s.is_trail()) {
@@ -323,7 +323,7 @@ fn emit_intent(
         event_id,
         key: first.request_id.to_owned(),
         time_millis: first.timestamp.unix_millis(),
-        failed: false,
+        severity: Severity::Info,
     });
     // Trail sinks keep the chain whole; durable ones make the record safe (one is enough).
     for sink in sinks.iter().filter(|s| s.is_trail() || s.is_durable()) {

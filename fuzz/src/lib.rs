@@ -422,7 +422,7 @@ fn check_cef(line: &str, event: &AuditEvent<'_>) {
         panic!("CEF: fewer than 7 header fields: {line}");
     };
     assert!(
-        fields[6] == "3" || fields[6] == "6",
+        matches!(fields[6].as_str(), "3" | "6" | "8"),
         "CEF: severity {:?}: {line}",
         fields[6]
     );

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::event::{AuditEvent, Outcome};
 use crate::scim::{Operation, ScimInfo};
+use crate::sinks::Severity;
 
 /// OCSF schema version the events follow (`metadata.version`).
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -170,12 +171,14 @@ fn operation_name(scim: &ScimInfo, action: Option<&str>) -> String {
 }
 
 /// `severity_id` and its caption. A failed identity change matters more than a failed read:
-/// a deprovisioning that did not happen leaves access in place.
-fn severity(outcome: Outcome, class: Class) -> (u32, &'static str) {
-    match (outcome, class) {
-        (Outcome::Success, _) => (1, "Informational"),
-        (Outcome::Failure, Class::ApiActivity) => (2, "Low"),
-        (Outcome::Failure, _) => (3, "Medium"),
+/// a deprovisioning that did not happen leaves access in place; a write refused for its
+/// credentials (a revoked or unknown token trying to change identities) matters most.
+fn severity(event: &AuditEvent<'_>, class: Class) -> (u32, &'static str) {
+    match (crate::formats::severity(event), class) {
+        (Severity::Error, _) => (4, "High"),
+        (Severity::Info, _) => (1, "Informational"),
+        (Severity::Warning, Class::ApiActivity) => (2, "Low"),
+        (Severity::Warning, _) => (3, "Medium"),
     }
 }
 
@@ -277,7 +280,7 @@ fn ocsf_value(event: &AuditEvent<'_>) -> Value {
     let class = activity.class;
     let (category_uid, category_name) = class.category();
     let (type_uid, type_name) = activity.type_uid();
-    let (severity_id, severity_name) = severity(event.outcome, class);
+    let (severity_id, severity_name) = severity(event, class);
     let operation = operation_name(scim, action);
     // A Bulk operation's own status is its result; the envelope's is in `http_response`.
     let status_code = scim

@@ -63,6 +63,14 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
         ),
         ("GET", "/scim/v2/Users/missing", None),
         ("GET", "/healthz", None),
+        (
+            "PATCH",
+            "/scim/v2/Groups/g1",
+            Some(json!({"Operations": [
+                {"op": "add", "path": "members", "value": [{"value": "u7"}, {"value": "u8"}]},
+                {"op": "remove", "path": "members[value eq \"u9\"]"},
+            ]})),
+        ),
     ];
     for (i, (method, path, body)) in requests.iter().enumerate() {
         let req = Request::builder()
@@ -70,6 +78,7 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
             .uri(proxy.url(path))
             .header("x-request-id", format!("cef-{i}"))
             .header("user-agent", "Okta SCIM Client 1.0.0")
+            .header("authorization", "Bearer cef-token")
             .body(body.as_ref().map_or_else(empty, |b| full(b.to_string())))
             .unwrap();
         roundtrip(&client, req).await;
@@ -136,6 +145,22 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
             get("requestClientApplication"),
             text(&event["client"]["user_agent"])
         );
+        // A label always comes with its value (pycef folds each pair into one key).
+        let labels: Vec<&String> = cef.keys().filter(|k| k.ends_with("Label")).collect();
+        assert!(
+            labels.is_empty(),
+            "labels without values: {labels:?} in {cef:?}"
+        );
+        assert_eq!(get("suid"), text(&event["client"]["token_fingerprint"]));
+        let members = |key: &str| {
+            let ids: Vec<&str> = event["scim"]["changes"][key]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            (!ids.is_empty()).then(|| ids.join(","))
+        };
+        assert_eq!(get("membersAdded"), members("members_added"), "{cef:?}");
+        assert_eq!(get("membersRemoved"), members("members_removed"), "{cef:?}");
         match event["scim"]["actions"].as_array().and_then(|a| a.first()) {
             Some(action) => assert_eq!(get("act"), text(action)),
             None => assert!(get("act").is_some()),
@@ -150,6 +175,8 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
     assert_eq!(unescape(&by_id("cef-1")["act"]), "user.deactivate");
     assert!(unescape(&by_id("cef-2")["scimError"]).contains("no such user | really = gone"));
     assert_eq!(by_id("cef-3")["DeviceEventClassID"], "http.request");
+    assert_eq!(unescape(&by_id("cef-4")["membersAdded"]), "u7,u8");
+    assert_eq!(unescape(&by_id("cef-4")["membersRemoved"]), "u9");
 }
 
 // === Fixtures shared by the ECS and OCSF tests ===
