@@ -18,19 +18,36 @@ use crate::exchange::FailureKind;
 use crate::scim::Operation;
 use crate::sinks::Severity;
 
-pub use ocsf::{ocsf_line, OCSF_VERSION};
+pub use ocsf::{ocsf_lines, OCSF_VERSION};
 
-/// The event in `format`, one line, newline included.
+/// The event in `format`: its lines, each newline included and each one sink record. One line,
+/// except in OCSF, which gives one record per SCIM action and per member added or removed
+/// (docs/formats-ocsf.md); those records are told apart by [`record_id`].
 ///
 /// # Errors
 /// When the native event cannot be serialised (not expected: every field is plain data).
-pub fn encode(format: EventFormat, event: &AuditEvent<'_>) -> Result<Vec<u8>, serde_json::Error> {
+pub fn encode(
+    format: EventFormat,
+    event: &AuditEvent<'_>,
+) -> Result<Vec<Vec<u8>>, serde_json::Error> {
     Ok(match format {
-        EventFormat::Native => event.to_json_line()?,
-        EventFormat::Cef => cef_line(event),
-        EventFormat::Ecs => ecs_line(event),
-        EventFormat::Ocsf => ocsf_line(event),
+        EventFormat::Native => vec![event.to_json_line()?],
+        EventFormat::Cef => vec![cef_line(event)],
+        EventFormat::Ecs => vec![ecs_line(event)],
+        EventFormat::Ocsf => ocsf_lines(event),
     })
+}
+
+/// The id of line `index` (0-based) of the `count` lines an event gives: the event id when it
+/// gives one, else `<event_id>/<n>` with `n` counting from 1. OCSF's `metadata.uid`, and the
+/// record's id in sinks (Elasticsearch `_id`), so two records of one event never overwrite
+/// each other.
+pub fn record_id(event_id: &str, index: usize, count: usize) -> String {
+    if count <= 1 {
+        event_id.to_owned()
+    } else {
+        format!("{event_id}/{}", index + 1)
+    }
 }
 
 /// How urgent `event` is, the same in every format (docs/formats.md, "Severity"): a SCIM write
@@ -401,10 +418,15 @@ mod tests {
 
     /// The lines `encode` gives for `event` in `format`.
     fn records(format: EventFormat, e: &AuditEvent<'_>) -> Vec<String> {
-        let bytes = encode(format, e).unwrap();
-        let text = String::from_utf8(bytes).unwrap();
-        assert!(text.ends_with('\n'));
-        text.lines().map(str::to_owned).collect()
+        encode(format, e)
+            .unwrap()
+            .into_iter()
+            .map(|line| {
+                let text = String::from_utf8(line).unwrap();
+                assert!(text.ends_with('\n') && !text.trim_end().contains('\n'));
+                text.trim_end().to_owned()
+            })
+            .collect()
     }
 
     fn docs(format: EventFormat, e: &AuditEvent<'_>) -> Vec<Value> {

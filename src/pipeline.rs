@@ -254,6 +254,31 @@ fn record_meta(event: &AuditEvent<'_>) -> Arc<RecordMeta> {
     })
 }
 
+/// One record per line of an encoded event. The lines of an event that gives several each get
+/// their own id ([`crate::formats::record_id`], which OCSF also writes as `metadata.uid`), so a
+/// sink that keys on it (Elasticsearch `_id`) keeps them all.
+fn records_of(lines: Vec<Vec<u8>>, meta: &Arc<RecordMeta>) -> Vec<Record> {
+    let count = lines.len();
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| Record {
+            line: Bytes::from(line),
+            meta: if count == 1 {
+                meta.clone()
+            } else {
+                Arc::new(RecordMeta {
+                    ack: None,
+                    event_id: crate::formats::record_id(&meta.event_id, index, count),
+                    key: meta.key.clone(),
+                    time_millis: meta.time_millis,
+                    severity: meta.severity,
+                })
+            },
+        })
+        .collect()
+}
+
 /// Sends an integrity record to the trail sinks (native-format file and stdout: the chain is
 /// verified there); network sinks get events only.
 fn emit_record(
@@ -410,17 +435,23 @@ fn run_worker(
             };
             metrics.events_encoded.inc();
             let meta = record_meta(&event);
-            // Other formats are made once per event, and only when a sink wants them.
-            let mut encoded: Vec<(EventFormat, Bytes)> = vec![(EventFormat::Native, line)];
+            // Other formats are made once per event, and only when a sink wants them. A format
+            // may give several lines (OCSF: one per action); each is one record.
+            let native = Record {
+                line,
+                meta: meta.clone(),
+            };
+            let mut encoded: Vec<(EventFormat, Vec<Record>)> =
+                vec![(EventFormat::Native, vec![native])];
             for sink in &sinks {
                 let format = sink.format();
-                let line = match encoded.iter().find(|(f, _)| *f == format) {
-                    Some((_, line)) => line.clone(),
+                let records = match encoded.iter().find(|(f, _)| *f == format) {
+                    Some((_, records)) => records.clone(),
                     None => match crate::formats::encode(format, &event) {
-                        Ok(line) => {
-                            let line = Bytes::from(line);
-                            encoded.push((format, line.clone()));
-                            line
+                        Ok(lines) => {
+                            let records = records_of(lines, &meta);
+                            encoded.push((format, records.clone()));
+                            records
                         }
                         Err(error) => {
                             tracing::error!(%error, sink = sink.name(), "Cannot encode audit event.");
@@ -429,10 +460,9 @@ fn run_worker(
                         }
                     },
                 };
-                sink.enqueue_blocking(Record {
-                    line,
-                    meta: meta.clone(),
-                });
+                for record in records {
+                    sink.enqueue_blocking(record);
+                }
             }
         }
     }

@@ -471,10 +471,12 @@ fn live_requests() -> Vec<(&'static str, &'static str, Option<Value>)> {
 const LIVE_EVENTS: usize = 9;
 
 /// Sends [`live_requests`] through a proxy with a native file sink and a file sink in
-/// `format`: the native events, the sink's file and its lines as JSON.
+/// `format` that writes `lines` lines for them: the native events, the sink's file and its
+/// lines as JSON.
 async fn live_sink_run(
     dir: &std::path::Path,
     format: &str,
+    lines: usize,
 ) -> (Vec<Value>, std::path::PathBuf, Vec<Value>) {
     let upstream = Upstream::start(|req: Request<Incoming>| async move {
         let (status, body) = match (req.method().as_str(), req.uri().path()) {
@@ -521,11 +523,11 @@ async fn live_sink_run(
         roundtrip(&client, req).await;
     }
     let native = proxy.wait_for_events(LIVE_EVENTS).await;
-    let docs = wait::json_lines(&path, LIVE_EVENTS, format).await;
+    let docs = wait::json_lines(&path, lines, format).await;
     assert_eq!(
         (native.len(), docs.len()),
-        (LIVE_EVENTS, LIVE_EVENTS),
-        "one {format} line per native event"
+        (LIVE_EVENTS, lines),
+        "{lines} {format} lines for {LIVE_EVENTS} native events"
     );
     (native, path, docs)
 }
@@ -985,7 +987,7 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
     );
 
     // === through the proxy, with an ECS file sink ===
-    let (native, _, sink) = live_sink_run(dir.path(), "ecs").await;
+    let (native, _, sink) = live_sink_run(dir.path(), "ecs", LIVE_EVENTS).await;
     for doc in &sink {
         let violations = reference.violations(doc);
         assert!(
@@ -1266,12 +1268,20 @@ async fn ocsf_events_for_every_fixture_validate_against_the_ocsf_schema() {
     let mut lines: Vec<String> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
     for_each_fixture_event(dir.path(), |label, event| {
-        let line = String::from_utf8(scimtap::formats::ocsf_line(event)).unwrap();
-        assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["metadata"]["uid"], event.event_id.as_str(), "{label}");
-        lines.push(line.trim_end().to_owned());
-        labels.push(label);
+        let records = scimtap::formats::ocsf_lines(event);
+        let count = records.len();
+        for (index, line) in records.into_iter().enumerate() {
+            let line = String::from_utf8(line).unwrap();
+            assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(
+                v["metadata"]["uid"],
+                scimtap::formats::record_id(&event.event_id, index, count),
+                "{label}"
+            );
+            lines.push(line.trim_end().to_owned());
+            labels.push(label.clone());
+        }
     });
     let fixtures_file = dir.path().join("fixtures.ocsf.jsonl");
     write_jsonl(&fixtures_file, &lines);
@@ -1323,6 +1333,34 @@ async fn ocsf_events_for_every_fixture_validate_against_the_ocsf_schema() {
     let v = by_label("okta O3 deactivate: PATCH without path, value object (configured)");
     assert_eq!(v["type_uid"], 300105);
     assert_eq!(v["actor"]["user"]["name"], "okta-prod");
+    assert_eq!(
+        v["actor"]["user"]["type_id"], 4,
+        "the IdP is a service account"
+    );
+    assert!(
+        v["actor"]["user"]["uid"].is_string(),
+        "the token fingerprint"
+    );
+    let observed = |v: &Value, name: &str| -> Vec<Value> {
+        v["observables"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|o| o["name"] == name)
+                    .map(|o| o["value"].clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        observed(v, "actor.user.uid"),
+        [v["actor"]["user"]["uid"].clone()]
+    );
+    assert_eq!(observed(v, "user.uid"), [v["user"]["uid"].clone()]);
+    assert_eq!(
+        observed(v, "src_endpoint.ip"),
+        [v["src_endpoint"]["ip"].clone()]
+    );
     assert_eq!(v["actor"]["idp"]["name"], "okta");
     assert_eq!(v["user"]["uid"], "23a35c27-23d3-4c03-b4c5-6443c09e7173");
     let v = by_label("entra E12 add member with $ref null (default)");
@@ -1346,20 +1384,29 @@ async fn ocsf_events_for_every_fixture_validate_against_the_ocsf_schema() {
     );
 
     // === through the proxy, with an OCSF file sink ===
-    let (native, ocsf_path, sink) = live_sink_run(dir.path(), "ocsf").await;
+    // One more record than events: the group created with a member (live-3) is a Create and
+    // an Add User record.
+    let (native, ocsf_path, sink) = live_sink_run(dir.path(), "ocsf", LIVE_EVENTS + 1).await;
     let (code, output) = validate_ocsf(&[&ocsf_path]);
     assert_eq!(
         code,
         Some(0),
         "OCSF sink output does not validate:\n{output}"
     );
-    assert_eq!(sink.len(), native.len());
     for e in &native {
-        let o = sink
+        let id = e["event_id"].as_str().unwrap_or_default();
+        let records: Vec<&Value> = sink
             .iter()
-            .find(|o| o["metadata"]["uid"] == e["event_id"])
-            .expect("one OCSF event per native event");
-        assert_eq!(o["metadata"]["correlation_uid"], e["request_id"]);
+            .filter(|o| {
+                o["metadata"]["uid"].as_str().is_some_and(|uid| {
+                    uid == id || uid.strip_prefix(id).is_some_and(|n| n.starts_with('/'))
+                })
+            })
+            .collect();
+        assert!(!records.is_empty(), "no OCSF record for {e}");
+        for o in records {
+            assert_eq!(o["metadata"]["correlation_uid"], e["request_id"]);
+        }
     }
     let by_request = |id: &str| -> Vec<&Value> {
         sink.iter()
@@ -1369,7 +1416,18 @@ async fn ocsf_events_for_every_fixture_validate_against_the_ocsf_schema() {
     assert_eq!(by_request("live-0")[0]["type_uid"], 300101);
     assert_eq!(by_request("live-1")[0]["type_uid"], 300105);
     assert_eq!(by_request("live-2")[0]["type_uid"], 300106);
-    assert_eq!(by_request("live-3")[0]["type_uid"], 300606);
+    let created: Vec<(&Value, &Value)> = by_request("live-3")
+        .iter()
+        .map(|o| (&o["type_uid"], &o["user"]["uid"]))
+        .collect();
+    assert_eq!(
+        created,
+        [
+            (&json!(300606), &Value::Null),
+            (&json!(300603), &json!("u1"))
+        ],
+        "a group created with a member: Create, then Add User"
+    );
     assert_eq!(by_request("live-4")[0]["type_uid"], 300604);
     assert_eq!(by_request("live-4")[0]["user"]["uid"], "u1");
     assert_eq!(by_request("live-5")[0]["class_uid"], 6003);
