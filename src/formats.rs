@@ -134,6 +134,7 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
     ext.field("src", Some(event.client.address.clone()));
     ext.field("spt", Some(event.client.port.to_string()));
     ext.field("suser", event.client.name.clone());
+    ext.field("suid", event.client.token_fingerprint.clone());
     ext.field("requestClientApplication", event.client.user_agent.clone());
     ext.field("requestMethod", Some(event.http.method.to_owned()));
     ext.field("request", Some(event.http.path.to_owned()));
@@ -146,20 +147,37 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
             .clone()
             .or_else(|| scim.target.display_name.clone()),
     );
-    ext.field("cn1Label", Some("httpStatus".to_owned()));
-    ext.field("cn1", event.http.status.map(|s| s.to_string()));
-    ext.field("cs1Label", Some("resourceType".to_owned()));
-    ext.field("cs1", scim.resource_type.clone());
-    ext.field("cs2Label", Some("actions".to_owned()));
-    ext.field(
+    ext.labelled(
+        "cn1",
+        "httpStatus",
+        event.http.status.map(|s| s.to_string()),
+    );
+    ext.labelled("cs1", "resourceType", scim.resource_type.clone());
+    ext.labelled(
         "cs2",
+        "actions",
         (!scim.actions.is_empty()).then(|| scim.actions.join(",")),
     );
-    ext.field("cs3Label", Some("eventId".to_owned()));
-    ext.field("cs3", Some(event.event_id.clone()));
-    ext.field("cs4Label", Some("scimError".to_owned()));
-    ext.field(
+    ext.labelled("cs3", "eventId", Some(event.event_id.clone()));
+    let ids = |ids: &[String]| (!ids.is_empty()).then(|| ids.join(","));
+    ext.labelled(
+        "flexString1",
+        "membersAdded",
+        ids(&scim.changes.members_added),
+    );
+    ext.labelled(
+        "flexString2",
+        "membersRemoved",
+        ids(&scim.changes.members_removed),
+    );
+    ext.labelled(
+        "cs6",
+        "membersReplaced",
+        scim.changes.members_replaced.as_deref().and_then(ids),
+    );
+    ext.labelled(
         "cs4",
+        "scimError",
         scim.error.as_ref().map(|e| {
             [
                 e.status.as_deref(),
@@ -172,9 +190,9 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
             .join(" ")
         }),
     );
-    ext.field("cs5Label", Some("failureSide".to_owned()));
-    ext.field(
+    ext.labelled(
         "cs5",
+        "failureSide",
         event
             .failure
             .as_ref()
@@ -213,6 +231,15 @@ fn header(value: &str) -> String {
 struct Extension(String);
 
 impl Extension {
+    /// A custom key (`cs1`, `cn1`, `flexString1`, ...) and its `<key>Label`: both when there
+    /// is a value, neither when there is none (a label alone names nothing).
+    fn labelled(&mut self, key: &str, label: &str, value: Option<String>) {
+        if value.is_some() {
+            self.field(&format!("{key}Label"), Some(label.to_owned()));
+            self.field(key, value);
+        }
+    }
+
     fn field(&mut self, key: &str, value: Option<String>) {
         let Some(value) = value else { return };
         if !self.0.is_empty() {
@@ -345,6 +372,31 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
             if let Some(name) = &scim.target.user_name {
                 user.insert("changes".into(), json!({"name": name}));
             }
+        }
+    }
+    if is_group {
+        // A membership change targets its members: `user.target.id` (one id, or every id of
+        // the adds, removes and replacement, in that order) in `user.target.group` (the group).
+        let changes = &scim.changes;
+        let mut members: Vec<&String> = Vec::new();
+        for id in changes
+            .members_added
+            .iter()
+            .chain(&changes.members_removed)
+            .chain(changes.members_replaced.iter().flatten())
+        {
+            if !members.contains(&id) {
+                members.push(id);
+            }
+        }
+        if let Some(only) = members.first().filter(|_| members.len() == 1) {
+            user.insert("target".into(), json!({"id": only}));
+        } else if !members.is_empty() {
+            user.insert("target".into(), json!({"id": members}));
+        }
+        let group = present(&[("id", &scim.target.id), ("name", &scim.target.display_name)]);
+        if !members.is_empty() && !group.is_empty() {
+            user["target"]["group"] = Value::Object(group);
         }
     }
     if !user.is_empty() {

@@ -951,7 +951,15 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
     let d = by_label("entra E12 add member with $ref null (default)");
     assert_eq!(d["event"]["type"], json!(["group", "change"]));
     assert_eq!(d["group"]["id"], "a99962b9f99d4c4fac67");
-    assert!(d["user"].get("target").is_none(), "{d}");
+    // The member added is the target user, in the group.
+    assert_eq!(
+        Some(&d["user"]["target"]["id"]),
+        d["scimtap"]["scim"]["changes"]["members_added"]
+            .as_array()
+            .and_then(|a| a.first()),
+        "{d}"
+    );
+    assert_eq!(d["user"]["target"]["group"]["id"], "a99962b9f99d4c4fac67");
     let d = by_label("okta 404 with numeric status in the error body (default)");
     assert_eq!(d["event"]["outcome"], "failure");
     assert_eq!(d["error"]["code"], "404");
@@ -1021,6 +1029,8 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
     assert_eq!(one("live-2")["event"]["type"], json!(["user", "deletion"]));
     assert_eq!(one("live-3")["group"]["name"], "Eng");
     assert_eq!(one("live-4")["event"]["type"], json!(["group", "change"]));
+    assert_eq!(one("live-4")["user"]["target"]["id"], "u1");
+    assert_eq!(one("live-4")["user"]["target"]["group"]["id"], "g1");
     assert_eq!(
         one("live-4")["scimtap"]["scim"]["changes"]["members_removed"],
         json!(["u1"])
