@@ -211,6 +211,7 @@ fn classify_and_encode_format(bencher: divan::Bencher, format: EventFormat) {
         events_for(black_box(&exchange), &ctx)
             .iter()
             .filter_map(|e| scimtap::formats::encode(format, e).ok())
+            .flatten()
             .map(|l| l.len())
             .sum::<usize>()
     });

@@ -7,25 +7,92 @@
 //! `scim.<operation>` / `http.request` when the request asked nothing of an identity.
 
 mod ocsf;
+#[cfg(test)]
+mod testing;
 
 use std::fmt::Write;
 
 use crate::config::EventFormat;
 use crate::event::{AuditEvent, Outcome};
+use crate::exchange::FailureKind;
+use crate::scim::Operation;
+use crate::sinks::Severity;
 
-pub use ocsf::{ocsf_line, OCSF_VERSION};
+pub use ocsf::{ocsf_lines, OCSF_VERSION};
 
-/// The event in `format`, one line, newline included.
+/// The event in `format`: its lines, each newline included and each one sink record. One line,
+/// except in OCSF, which gives one record per SCIM action and per member added or removed
+/// (docs/formats-ocsf.md); those records are told apart by [`record_id`].
 ///
 /// # Errors
 /// When the native event cannot be serialised (not expected: every field is plain data).
-pub fn encode(format: EventFormat, event: &AuditEvent<'_>) -> Result<Vec<u8>, serde_json::Error> {
+pub fn encode(
+    format: EventFormat,
+    event: &AuditEvent<'_>,
+) -> Result<Vec<Vec<u8>>, serde_json::Error> {
     Ok(match format {
-        EventFormat::Native => event.to_json_line()?,
-        EventFormat::Cef => cef_line(event),
-        EventFormat::Ecs => ecs_line(event),
-        EventFormat::Ocsf => ocsf_line(event),
+        EventFormat::Native => vec![event.to_json_line()?],
+        EventFormat::Cef => vec![cef_line(event)],
+        EventFormat::Ecs => vec![ecs_line(event)],
+        EventFormat::Ocsf => ocsf_lines(event),
     })
+}
+
+/// The id of line `index` (0-based) of the `count` lines an event gives: the event id when it
+/// gives one, else `<event_id>/<n>` with `n` counting from 1. OCSF's `metadata.uid`, and the
+/// record's id in sinks (Elasticsearch `_id`), so two records of one event never overwrite
+/// each other.
+pub fn record_id(event_id: &str, index: usize, count: usize) -> String {
+    if count <= 1 {
+        event_id.to_owned()
+    } else {
+        format!("{event_id}/{}", index + 1)
+    }
+}
+
+/// How urgent `event` is, the same in every format (docs/formats.md, "Severity"): a SCIM write
+/// refused for its credentials is [`Severity::Error`], any other failure
+/// [`Severity::Warning`], a success [`Severity::Info`].
+pub fn severity(event: &AuditEvent<'_>) -> Severity {
+    if is_refused_write(event) {
+        Severity::Error
+    } else if event.outcome == Outcome::Failure {
+        Severity::Warning
+    } else {
+        Severity::Info
+    }
+}
+
+/// A SCIM write (create, replace, patch, delete, Bulk; not a read or a `.search`, which are
+/// POSTs too) answered 401 or 403, by the service or by scimtap refusing an unknown client: an
+/// unauthenticated or revoked credential trying to change identities.
+fn is_refused_write(event: &AuditEvent<'_>) -> bool {
+    let write = matches!(
+        event.scim.operation,
+        Some(
+            Operation::Create
+                | Operation::Replace
+                | Operation::Patch
+                | Operation::Delete
+                | Operation::Bulk
+        )
+    );
+    let refused = matches!(event.http.status, Some(401 | 403))
+        || event
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.kind == FailureKind::ClientNotAllowed);
+    write && refused
+}
+
+/// The CEF header severity (0-10) and ECS `event.severity` of a [`Severity`]: 3 (Low), 6
+/// (Medium), 8 (High) on CEF's scale.
+fn numeric_severity(severity: Severity) -> u8 {
+    match severity {
+        Severity::Info => 3,
+        Severity::Warning => 6,
+        Severity::Error => 8,
+    }
 }
 
 /// The event as one CEF line, newline included.
@@ -45,10 +112,7 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
         (Some(rt), Some(_)) => format!("{} {rt}", class_id),
         _ => format!("{} {} {}", class_id, event.http.method, event.http.path),
     };
-    let severity = match event.outcome {
-        Outcome::Success => 3,
-        Outcome::Failure => 6,
-    };
+    let severity = numeric_severity(severity(event));
     let mut line = String::with_capacity(512);
     line.push_str("CEF:0|scimtap|scimtap|");
     line.push_str(&header(env!("CARGO_PKG_VERSION")));
@@ -70,6 +134,7 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
     ext.field("src", Some(event.client.address.clone()));
     ext.field("spt", Some(event.client.port.to_string()));
     ext.field("suser", event.client.name.clone());
+    ext.field("suid", event.client.token_fingerprint.clone());
     ext.field("requestClientApplication", event.client.user_agent.clone());
     ext.field("requestMethod", Some(event.http.method.to_owned()));
     ext.field("request", Some(event.http.path.to_owned()));
@@ -82,20 +147,37 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
             .clone()
             .or_else(|| scim.target.display_name.clone()),
     );
-    ext.field("cn1Label", Some("httpStatus".to_owned()));
-    ext.field("cn1", event.http.status.map(|s| s.to_string()));
-    ext.field("cs1Label", Some("resourceType".to_owned()));
-    ext.field("cs1", scim.resource_type.clone());
-    ext.field("cs2Label", Some("actions".to_owned()));
-    ext.field(
+    ext.labelled(
+        "cn1",
+        "httpStatus",
+        event.http.status.map(|s| s.to_string()),
+    );
+    ext.labelled("cs1", "resourceType", scim.resource_type.clone());
+    ext.labelled(
         "cs2",
+        "actions",
         (!scim.actions.is_empty()).then(|| scim.actions.join(",")),
     );
-    ext.field("cs3Label", Some("eventId".to_owned()));
-    ext.field("cs3", Some(event.event_id.clone()));
-    ext.field("cs4Label", Some("scimError".to_owned()));
-    ext.field(
+    ext.labelled("cs3", "eventId", Some(event.event_id.clone()));
+    let ids = |ids: &[String]| (!ids.is_empty()).then(|| ids.join(","));
+    ext.labelled(
+        "flexString1",
+        "membersAdded",
+        ids(&scim.changes.members_added),
+    );
+    ext.labelled(
+        "flexString2",
+        "membersRemoved",
+        ids(&scim.changes.members_removed),
+    );
+    ext.labelled(
+        "cs6",
+        "membersReplaced",
+        scim.changes.members_replaced.as_deref().and_then(ids),
+    );
+    ext.labelled(
         "cs4",
+        "scimError",
         scim.error.as_ref().map(|e| {
             [
                 e.status.as_deref(),
@@ -108,9 +190,9 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
             .join(" ")
         }),
     );
-    ext.field("cs5Label", Some("failureSide".to_owned()));
-    ext.field(
+    ext.labelled(
         "cs5",
+        "failureSide",
         event
             .failure
             .as_ref()
@@ -149,6 +231,15 @@ fn header(value: &str) -> String {
 struct Extension(String);
 
 impl Extension {
+    /// A custom key (`cs1`, `cn1`, `flexString1`, ...) and its `<key>Label`: both when there
+    /// is a value, neither when there is none (a label alone names nothing).
+    fn labelled(&mut self, key: &str, label: &str, value: Option<String>) {
+        if value.is_some() {
+            self.field(&format!("{key}Label"), Some(label.to_owned()));
+            self.field(key, value);
+        }
+    }
+
     fn field(&mut self, key: &str, value: Option<String>) {
         let Some(value) = value else { return };
         if !self.0.is_empty() {
@@ -233,6 +324,7 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
         "type": kind_type,
         "action": event_action,
         "outcome": match event.outcome { Outcome::Success => "success", Outcome::Failure => "failure" },
+        "severity": numeric_severity(severity(event)),
         "id": event.event_id,
         "duration": (event.duration_ms * 1_000_000.0).round() as u64,
         "dataset": "scimtap.audit",
@@ -280,6 +372,31 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
             if let Some(name) = &scim.target.user_name {
                 user.insert("changes".into(), json!({"name": name}));
             }
+        }
+    }
+    if is_group {
+        // A membership change targets its members: `user.target.id` (one id, or every id of
+        // the adds, removes and replacement, in that order) in `user.target.group` (the group).
+        let changes = &scim.changes;
+        let mut members: Vec<&String> = Vec::new();
+        for id in changes
+            .members_added
+            .iter()
+            .chain(&changes.members_removed)
+            .chain(changes.members_replaced.iter().flatten())
+        {
+            if !members.contains(&id) {
+                members.push(id);
+            }
+        }
+        if let Some(only) = members.first().filter(|_| members.len() == 1) {
+            user.insert("target".into(), json!({"id": only}));
+        } else if !members.is_empty() {
+            user.insert("target".into(), json!({"id": members}));
+        }
+        let group = present(&[("id", &scim.target.id), ("name", &scim.target.display_name)]);
+        if !members.is_empty() && !group.is_empty() {
+            user["target"]["group"] = Value::Object(group);
         }
     }
     if !user.is_empty() {
@@ -345,6 +462,215 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::FailureInfo;
+    use crate::exchange::{FailureKind, FailureSide};
+    use crate::formats::testing::{event, scim};
+    use crate::scim::Operation;
+    use serde_json::{json, Value};
+
+    /// The lines `encode` gives for `event` in `format`.
+    fn records(format: EventFormat, e: &AuditEvent<'_>) -> Vec<String> {
+        encode(format, e)
+            .unwrap()
+            .into_iter()
+            .map(|line| {
+                let text = String::from_utf8(line).unwrap();
+                assert!(text.ends_with('\n') && !text.trim_end().contains('\n'));
+                text.trim_end().to_owned()
+            })
+            .collect()
+    }
+
+    fn docs(format: EventFormat, e: &AuditEvent<'_>) -> Vec<Value> {
+        records(format, e)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A PATCH of group `u1` that adds `added` and removes `removed`.
+    fn membership_patch(added: &[&str], removed: &[&str]) -> AuditEvent<'static> {
+        let mut actions = Vec::new();
+        if !added.is_empty() {
+            actions.push("group.members.add");
+        }
+        if !removed.is_empty() {
+            actions.push("group.members.remove");
+        }
+        let mut s = scim("Group", Operation::Patch, &actions);
+        s.changes.members_added = added.iter().map(|m| (*m).to_owned()).collect();
+        s.changes.members_removed = removed.iter().map(|m| (*m).to_owned()).collect();
+        event("PATCH", s, Some(204))
+    }
+
+    #[test]
+    fn ocsf_keeps_every_membership_action_of_a_patch() {
+        let recs = docs(EventFormat::Ocsf, &membership_patch(&["m1"], &["m2"]));
+        let got: Vec<(u64, &str)> = recs
+            .iter()
+            .map(|r| {
+                (
+                    r["type_uid"].as_u64().unwrap_or(0),
+                    r["user"]["uid"].as_str().unwrap_or("-"),
+                )
+            })
+            .collect();
+        assert_eq!(got, [(300603, "m1"), (300604, "m2")], "{recs:?}");
+        for r in &recs {
+            assert_eq!(r["group"]["uid"], "u1");
+            assert_eq!(r["metadata"]["correlation_uid"], "req-1");
+        }
+        assert_ne!(recs[0]["metadata"]["uid"], recs[1]["metadata"]["uid"]);
+    }
+
+    #[test]
+    fn ocsf_gives_each_added_member_its_own_add_user_record() {
+        let recs = docs(EventFormat::Ocsf, &membership_patch(&["m1", "m2"], &[]));
+        let users: Vec<&Value> = recs.iter().map(|r| &r["user"]["uid"]).collect();
+        assert_eq!(users, [&json!("m1"), &json!("m2")], "{recs:?}");
+        assert!(recs.iter().all(|r| r["activity_id"] == 3));
+    }
+
+    #[test]
+    fn ocsf_keeps_an_attribute_update_beside_a_disable() {
+        let e = event(
+            "PATCH",
+            scim(
+                "User",
+                Operation::Patch,
+                &["user.update", "user.deactivate"],
+            ),
+            Some(200),
+        );
+        let recs = docs(EventFormat::Ocsf, &e);
+        let got: Vec<u64> = recs.iter().filter_map(|r| r["type_uid"].as_u64()).collect();
+        assert_eq!(got, [300105, 300199], "the most significant first");
+    }
+
+    #[test]
+    fn ocsf_actor_is_the_idp_service_account_with_the_token_as_uid() {
+        let e = membership_patch(&["m1"], &[]);
+        let r = &docs(EventFormat::Ocsf, &e)[0];
+        assert_eq!(
+            r["actor"]["user"],
+            json!({"name": "okta-prod", "uid": "0123456789abcdef", "type_id": 4, "type": "Service"})
+        );
+        let observables: Vec<(String, u64, String)> = r["observables"]
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .map(|o| {
+                (
+                    o["name"].as_str().unwrap_or("").to_owned(),
+                    o["type_id"].as_u64().unwrap_or(0),
+                    o["value"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        for expected in [
+            ("src_endpoint.ip", 2, "10.0.0.7"),
+            ("actor.user.uid", 19, "0123456789abcdef"),
+            ("group.uid", 33, "u1"),
+            ("user.uid", 31, "m1"),
+        ] {
+            let expected = (expected.0.to_owned(), expected.1, expected.2.to_owned());
+            assert!(
+                observables.contains(&expected),
+                "{expected:?} in {observables:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ecs_names_the_member_of_a_membership_change_as_the_target_user() {
+        let d = &docs(EventFormat::Ecs, &membership_patch(&["m1"], &[]))[0];
+        assert_eq!(d["user"]["target"]["id"], "m1", "{d}");
+        assert_eq!(d["user"]["target"]["group"]["id"], "u1", "{d}");
+        let d = &docs(EventFormat::Ecs, &membership_patch(&["m1"], &["m2", "m3"]))[0];
+        assert_eq!(d["user"]["target"]["id"], json!(["m1", "m2", "m3"]), "{d}");
+    }
+
+    #[test]
+    fn cef_names_members_and_token_and_never_a_label_without_its_value() {
+        let line = &records(EventFormat::Cef, &membership_patch(&["m1", "m2"], &["m3"]))[0];
+        assert!(line.contains(" suid=0123456789abcdef"), "{line}");
+        assert!(
+            line.contains(" flexString1Label=membersAdded flexString1=m1,m2"),
+            "{line}"
+        );
+        assert!(
+            line.contains(" flexString2Label=membersRemoved flexString2=m3"),
+            "{line}"
+        );
+        // A success without a SCIM error or a failure: no scimError, no failureSide.
+        let ext = line.splitn(8, '|').nth(7).unwrap_or_default();
+        let keys: Vec<&str> = ext
+            .split(' ')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+            .collect();
+        for key in &keys {
+            if let Some(field) = key.strip_suffix("Label") {
+                assert!(keys.contains(&field), "{key} without {field}: {line}");
+            }
+        }
+        let e = event("GET", scim("User", Operation::Read, &[]), None);
+        let line = &records(EventFormat::Cef, &e)[0];
+        assert!(!line.contains("cn1Label"), "no status, no label: {line}");
+    }
+
+    /// Severity by format: (OCSF `severity_id`, CEF severity, ECS `event.severity`).
+    fn severities(e: &AuditEvent<'_>) -> (u64, String, u64) {
+        let ocsf = docs(EventFormat::Ocsf, e)[0]["severity_id"]
+            .as_u64()
+            .unwrap_or(0);
+        let cef = records(EventFormat::Cef, e)[0]
+            .split('|')
+            .nth(6)
+            .unwrap_or_default()
+            .to_owned();
+        let ecs = docs(EventFormat::Ecs, e)[0]["event"]["severity"]
+            .as_u64()
+            .unwrap_or(0);
+        (ocsf, cef, ecs)
+    }
+
+    #[test]
+    fn an_unauthenticated_write_is_more_severe_than_a_failed_deprovisioning() {
+        let delete = |status| {
+            event(
+                "DELETE",
+                scim("User", Operation::Delete, &["user.delete"]),
+                Some(status),
+            )
+        };
+        assert_eq!(severities(&delete(204)), (1, "3".to_owned(), 3));
+        assert_eq!(severities(&delete(500)), (3, "6".to_owned(), 6));
+        assert_eq!(severities(&delete(401)), (4, "8".to_owned(), 8));
+        let patch = event(
+            "PATCH",
+            scim("User", Operation::Patch, &["user.deactivate"]),
+            Some(403),
+        );
+        assert_eq!(severities(&patch), (4, "8".to_owned(), 8));
+        // scimtap's own refusal of an unknown client.
+        let mut refused = event(
+            "POST",
+            scim("User", Operation::Create, &["user.create"]),
+            Some(401),
+        );
+        refused.http.response_generated = true;
+        refused.failure = Some(FailureInfo {
+            side: FailureSide::Downstream,
+            kind: FailureKind::ClientNotAllowed,
+            detail: "no configured client".into(),
+        });
+        assert_eq!(severities(&refused), (4, "8".to_owned(), 8));
+        // Reads and searches refused are ordinary failures.
+        let read = event("GET", scim("User", Operation::Read, &[]), Some(401));
+        assert_eq!(severities(&read), (2, "6".to_owned(), 6));
+        let search = event("POST", scim("User", Operation::Search, &[]), Some(403));
+        assert_eq!(severities(&search), (2, "6".to_owned(), 6));
+    }
 
     #[test]
     fn header_and_extension_escaping_follow_the_standard() {

@@ -25,10 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
 use crate::config::EventFormat;
-use crate::event::{events_for, AuditEvent, EventContext, Outcome};
+use crate::event::{events_for, AuditEvent, EventContext};
 use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
-use crate::sinks::{DurableAck, Record, RecordMeta, SinkHandle};
+use crate::sinks::{DurableAck, Record, RecordMeta, Severity, SinkHandle};
 use crate::telemetry::{Metrics, ProxyMetrics};
 
 /// How long the audit worker, having emptied the queue, lets exchanges gather before it asks
@@ -250,8 +250,33 @@ fn record_meta(event: &AuditEvent<'_>) -> Arc<RecordMeta> {
             .clone()
             .unwrap_or_else(|| event.request_id.to_owned()),
         time_millis: event.timestamp.unix_millis(),
-        failed: event.outcome == Outcome::Failure,
+        severity: crate::formats::severity(event),
     })
+}
+
+/// One record per line of an encoded event. The lines of an event that gives several each get
+/// their own id ([`crate::formats::record_id`], which OCSF also writes as `metadata.uid`), so a
+/// sink that keys on it (Elasticsearch `_id`) keeps them all.
+fn records_of(lines: Vec<Vec<u8>>, meta: &Arc<RecordMeta>) -> Vec<Record> {
+    let count = lines.len();
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| Record {
+            line: Bytes::from(line),
+            meta: if count == 1 {
+                meta.clone()
+            } else {
+                Arc::new(RecordMeta {
+                    ack: None,
+                    event_id: crate::formats::record_id(&meta.event_id, index, count),
+                    key: meta.key.clone(),
+                    time_millis: meta.time_millis,
+                    severity: meta.severity,
+                })
+            },
+        })
+        .collect()
 }
 
 /// Sends an integrity record to the trail sinks (native-format file and stdout: the chain is
@@ -268,7 +293,7 @@ fn emit_record(
         event_id,
         key: integrity.chain.instance().to_owned(),
         time_millis: Timestamp::now().unix_millis(),
-        failed: false,
+        severity: Severity::Info,
     });
     let line = Bytes::from(line);
     for sink in sinks.iter().filter(|s| s.is_trail()) {
@@ -323,7 +348,7 @@ fn emit_intent(
         event_id,
         key: first.request_id.to_owned(),
         time_millis: first.timestamp.unix_millis(),
-        failed: false,
+        severity: Severity::Info,
     });
     // Trail sinks keep the chain whole; durable ones make the record safe (one is enough).
     for sink in sinks.iter().filter(|s| s.is_trail() || s.is_durable()) {
@@ -410,17 +435,23 @@ fn run_worker(
             };
             metrics.events_encoded.inc();
             let meta = record_meta(&event);
-            // Other formats are made once per event, and only when a sink wants them.
-            let mut encoded: Vec<(EventFormat, Bytes)> = vec![(EventFormat::Native, line)];
+            // Other formats are made once per event, and only when a sink wants them. A format
+            // may give several lines (OCSF: one per action); each is one record.
+            let native = Record {
+                line,
+                meta: meta.clone(),
+            };
+            let mut encoded: Vec<(EventFormat, Vec<Record>)> =
+                vec![(EventFormat::Native, vec![native])];
             for sink in &sinks {
                 let format = sink.format();
-                let line = match encoded.iter().find(|(f, _)| *f == format) {
-                    Some((_, line)) => line.clone(),
+                let records = match encoded.iter().find(|(f, _)| *f == format) {
+                    Some((_, records)) => records.clone(),
                     None => match crate::formats::encode(format, &event) {
-                        Ok(line) => {
-                            let line = Bytes::from(line);
-                            encoded.push((format, line.clone()));
-                            line
+                        Ok(lines) => {
+                            let records = records_of(lines, &meta);
+                            encoded.push((format, records.clone()));
+                            records
                         }
                         Err(error) => {
                             tracing::error!(%error, sink = sink.name(), "Cannot encode audit event.");
@@ -429,10 +460,9 @@ fn run_worker(
                         }
                     },
                 };
-                sink.enqueue_blocking(Record {
-                    line,
-                    meta: meta.clone(),
-                });
+                for record in records {
+                    sink.enqueue_blocking(record);
+                }
             }
         }
     }

@@ -356,38 +356,46 @@ fn sha256_hex(s: &str) -> String {
 
 // === invariants on encoded events ===
 
-/// Encodes `event` in every format and checks each line: exactly one line ending in `\n`;
+/// Encodes `event` in every format and checks each line (OCSF may give several, one record
+/// each; they come back joined, one entry per format): each exactly one line ending in `\n`;
 /// native, OCSF and ECS are JSON objects; CEF starts `CEF:0|`, has the seven header fields,
 /// and its extension gives back the event's method, path and request id.
 pub fn check_encodings(event: &AuditEvent<'_>) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(FORMATS.len());
     for format in FORMATS {
-        let line = match scimtap::formats::encode(format, event) {
-            Ok(line) => line,
+        let lines = match scimtap::formats::encode(format, event) {
+            Ok(lines) => lines,
             Err(e) => panic!("{format:?}: the event does not encode: {e}"),
         };
-        assert_eq!(line.last(), Some(&b'\n'), "{format:?}: no final newline");
-        let body = &line[..line.len() - 1];
-        assert!(
-            !body.contains(&b'\n') && !body.contains(&b'\r'),
-            "{format:?}: a raw line break inside the line: {}",
-            String::from_utf8_lossy(&line)
-        );
-        let text = match std::str::from_utf8(body) {
-            Ok(t) => t,
-            Err(e) => panic!("{format:?}: not UTF-8: {e}"),
-        };
-        match format {
-            EventFormat::Cef => check_cef(text, event),
-            _ => match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(_)) => {}
-                Ok(other) => panic!("{format:?}: not a JSON object: {other}"),
-                Err(e) => panic!("{format:?}: not JSON ({e}): {text}"),
-            },
+        assert!(!lines.is_empty(), "{format:?}: no line");
+        for line in &lines {
+            check_line(format, line, event);
         }
-        out.push(line);
+        out.push(lines.concat());
     }
     out
+}
+
+fn check_line(format: EventFormat, line: &[u8], event: &AuditEvent<'_>) {
+    assert_eq!(line.last(), Some(&b'\n'), "{format:?}: no final newline");
+    let body = &line[..line.len() - 1];
+    assert!(
+        !body.contains(&b'\n') && !body.contains(&b'\r'),
+        "{format:?}: a raw line break inside the line: {}",
+        String::from_utf8_lossy(line)
+    );
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => panic!("{format:?}: not UTF-8: {e}"),
+    };
+    match format {
+        EventFormat::Cef => check_cef(text, event),
+        _ => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(_)) => {}
+            Ok(other) => panic!("{format:?}: not a JSON object: {other}"),
+            Err(e) => panic!("{format:?}: not JSON ({e}): {text}"),
+        },
+    }
 }
 
 fn check_cef(line: &str, event: &AuditEvent<'_>) {
@@ -422,7 +430,7 @@ fn check_cef(line: &str, event: &AuditEvent<'_>) {
         panic!("CEF: fewer than 7 header fields: {line}");
     };
     assert!(
-        fields[6] == "3" || fields[6] == "6",
+        matches!(fields[6].as_str(), "3" | "6" | "8"),
         "CEF: severity {:?}: {line}",
         fields[6]
     );

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::sinks::{Record, RecordMeta};
+use crate::sinks::{Record, RecordMeta, Severity};
 
 /// A segment is closed and a new one started past this size (or an eighth of `max_bytes`,
 /// whichever is smaller: space is freed a whole segment at a time).
@@ -525,7 +525,9 @@ fn write_position(dir: &Path, position: Position) -> Result<(), BufferError> {
 }
 
 /// `[len][crc32][payload]`, payload =
-/// `[version][id len: u16][id][key len: u16][key][time: i64][failed: u8][line]`.
+/// `[version][id len: u16][id][key len: u16][key][time: i64][severity: u8][line]`; the
+/// severity byte is [`Severity::level`] (version 2 frames of older builds hold 0/1 there, the
+/// `failed` flag, which reads back as info/warning).
 fn encode_frame(record: &Record) -> Vec<u8> {
     let meta = &record.meta;
     let id = &meta.event_id.as_bytes()[..meta.event_id.len().min(u16::MAX as usize)];
@@ -539,7 +541,7 @@ fn encode_frame(record: &Record) -> Vec<u8> {
     frame.extend_from_slice(&(key.len() as u16).to_le_bytes());
     frame.extend_from_slice(key);
     frame.extend_from_slice(&meta.time_millis.to_le_bytes());
-    frame.push(u8::from(meta.failed));
+    frame.push(meta.severity.level());
     frame.extend_from_slice(&record.line);
     let payload = &frame[FRAME_HEADER as usize..];
     let len = (payload.len() as u32).to_le_bytes();
@@ -571,7 +573,11 @@ fn decode_payload(payload: Vec<u8>) -> Option<Record> {
     let key_len = len16(take(&mut at, 2)?)?;
     let key = String::from_utf8(payload.get(take(&mut at, key_len)?)?.to_vec()).ok()?;
     let time = i64::from_le_bytes(payload.get(take(&mut at, 8)?)?.try_into().ok()?);
-    let failed = version >= 2 && *payload.get(take(&mut at, 1)?.start)? != 0;
+    let severity = if version >= 2 {
+        Severity::from_level(*payload.get(take(&mut at, 1)?.start)?)
+    } else {
+        Severity::Info
+    };
     let line = Bytes::from(payload).slice(at..);
     Some(Record {
         line,
@@ -580,7 +586,7 @@ fn decode_payload(payload: Vec<u8>) -> Option<Record> {
             event_id: id,
             key,
             time_millis: time,
-            failed,
+            severity,
         }),
     })
 }
@@ -597,7 +603,7 @@ mod tests {
                 event_id: format!("id-{n}"),
                 key: format!("user-{}", n % 3),
                 time_millis: 1_700_000_000_000 + n as i64,
-                failed: n % 2 == 1,
+                severity: Severity::from_level((n % 3) as u8),
             }),
         }
     }
@@ -632,7 +638,7 @@ mod tests {
         let r = decode_payload(payload).expect("a version-1 frame decodes");
         assert_eq!(r.meta.event_id, "e1");
         assert_eq!(r.meta.time_millis, 7);
-        assert!(!r.meta.failed);
+        assert_eq!(r.meta.severity, Severity::Info);
         assert_eq!(&r.line[..], b"{\"outcome\":\"failure\"}\n");
         assert!(
             decode_payload(vec![3u8, 0, 0]).is_none(),
@@ -651,7 +657,7 @@ mod tests {
             assert_eq!(r.meta.event_id, format!("id-{n}"));
             assert_eq!(r.meta.key, format!("user-{}", n % 3));
             assert_eq!(r.meta.time_millis, 1_700_000_000_000 + n as i64);
-            assert_eq!(r.meta.failed, n % 2 == 1);
+            assert_eq!(r.meta.severity, Severity::from_level((n % 3) as u8));
         }
         assert_eq!(buffer.queued(), 10);
         reader.ack(read[9].1, 10).unwrap();

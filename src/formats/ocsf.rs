@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::event::{AuditEvent, Outcome};
 use crate::scim::{Operation, ScimInfo};
+use crate::sinks::Severity;
 
 /// OCSF schema version the events follow (`metadata.version`).
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -131,30 +132,76 @@ fn api_activity_for_request(scim: &ScimInfo, method: &str) -> Activity {
     }
 }
 
-/// The activity of `event`, and the action that chose it (if one did).
-fn activity<'e>(event: &'e AuditEvent<'_>) -> (Activity, Option<&'e str>) {
+/// One OCSF record of an event: its activity, the SCIM action it stands for (if one does) and,
+/// for Add User / Remove User, the one member it is about.
+#[derive(Debug, Clone, Copy)]
+struct Part<'e> {
+    activity: Activity,
+    action: Option<&'e str>,
+    member: Option<&'e str>,
+}
+
+/// Every OCSF record of `event`, most significant first (the order of [`IDENTITY_ACTIONS`],
+/// then the other actions as written): one per SCIM action, so no action is lost, and one per
+/// member of a member add or remove, since OCSF 1.8's Group Management names a single `user`.
+/// A request that asked nothing of an identity is one API Activity record.
+fn parts<'e>(event: &'e AuditEvent<'_>) -> Vec<Part<'e>> {
     let scim = &event.scim;
-    let identity = IDENTITY_ACTIONS
-        .iter()
-        .find(|(name, _)| scim.actions.iter().any(|a| a == name));
-    if let Some((action, activity)) = identity {
+    let mut parts = Vec::new();
+    for (action, activity) in IDENTITY_ACTIONS {
+        if !scim.actions.iter().any(|a| a == action) {
+            continue;
+        }
         // Both IAM classes require their target (`user`, `group`) to carry a name or an id;
-        // without one the event is only an API call.
+        // without one the action is only an API call.
         let nameable = scim.target.id.is_some()
             || match activity.class {
                 Class::AccountChange => scim.target.user_name.is_some(),
                 _ => scim.target.display_name.is_some(),
             };
-        return if nameable {
-            (*activity, Some(action))
+        let activity = if nameable {
+            *activity
         } else {
-            (api_activity_for_action(action), Some(action))
+            api_activity_for_action(action)
         };
+        let members: &[String] = match (activity.class, activity.id) {
+            (Class::GroupManagement, 3) => &scim.changes.members_added,
+            (Class::GroupManagement, 4) => &scim.changes.members_removed,
+            _ => &[],
+        };
+        if members.is_empty() {
+            parts.push(Part {
+                activity,
+                action: Some(action),
+                member: None,
+            });
+        }
+        for member in members {
+            parts.push(Part {
+                activity,
+                action: Some(action),
+                member: Some(member),
+            });
+        }
     }
-    match scim.actions.first() {
-        Some(action) => (api_activity_for_action(action), Some(action)),
-        None => (api_activity_for_request(scim, event.http.method), None),
+    // Actions with no identity class (custom resource types): API Activity each.
+    for action in &scim.actions {
+        if !IDENTITY_ACTIONS.iter().any(|(name, _)| name == action) {
+            parts.push(Part {
+                activity: api_activity_for_action(action),
+                action: Some(action),
+                member: None,
+            });
+        }
     }
+    if parts.is_empty() {
+        parts.push(Part {
+            activity: api_activity_for_request(scim, event.http.method),
+            action: None,
+            member: None,
+        });
+    }
+    parts
 }
 
 /// What the event is called in `api.operation` and `metadata.event_code`: the same class id as
@@ -170,12 +217,14 @@ fn operation_name(scim: &ScimInfo, action: Option<&str>) -> String {
 }
 
 /// `severity_id` and its caption. A failed identity change matters more than a failed read:
-/// a deprovisioning that did not happen leaves access in place.
-fn severity(outcome: Outcome, class: Class) -> (u32, &'static str) {
-    match (outcome, class) {
-        (Outcome::Success, _) => (1, "Informational"),
-        (Outcome::Failure, Class::ApiActivity) => (2, "Low"),
-        (Outcome::Failure, _) => (3, "Medium"),
+/// a deprovisioning that did not happen leaves access in place; a write refused for its
+/// credentials (a revoked or unknown token trying to change identities) matters most.
+fn severity(event: &AuditEvent<'_>, class: Class) -> (u32, &'static str) {
+    match (crate::formats::severity(event), class) {
+        (Severity::Error, _) => (4, "High"),
+        (Severity::Info, _) => (1, "Informational"),
+        (Severity::Warning, Class::ApiActivity) => (2, "Low"),
+        (Severity::Warning, _) => (3, "Medium"),
     }
 }
 
@@ -200,14 +249,28 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>)
     }
 }
 
-/// The IdP client: configured name (else the mTLS subject), its identity provider, and its
-/// software (User-Agent). OCSF's Actor needs one of these; `app_name` is `"unknown"` when none
-/// is known.
+/// The IdP client, as the service account it is: `user` with the configured name (else the mTLS
+/// subject), the token fingerprint as `uid` and `type_id` 4 (Service); its identity provider;
+/// and its software (User-Agent). OCSF's Actor needs one of these; `app_name` is `"unknown"`
+/// when none is known.
 fn actor(event: &AuditEvent<'_>) -> Value {
     let client = &event.client;
     let mut actor = Map::new();
-    if let Some(name) = client.name.as_ref().or(client.certificate_subject.as_ref()) {
-        actor.insert("user".into(), json!({ "name": name }));
+    let mut user = Map::new();
+    put(
+        &mut user,
+        "name",
+        client
+            .name
+            .as_ref()
+            .or(client.certificate_subject.as_ref())
+            .cloned(),
+    );
+    put(&mut user, "uid", client.token_fingerprint.clone());
+    if !user.is_empty() {
+        user.insert("type_id".into(), json!(USER_TYPE_SERVICE));
+        user.insert("type".into(), json!("Service"));
+        actor.insert("user".into(), Value::Object(user));
     }
     if let Some(idp) = &client.idp {
         actor.insert("idp".into(), json!({ "name": idp }));
@@ -217,6 +280,56 @@ fn actor(event: &AuditEvent<'_>) -> Value {
         actor.insert("app_name".into(), json!("unknown"));
     }
     Value::Object(actor)
+}
+
+/// OCSF User `type_id` 4: a service account (the IdP's provisioning integration).
+const USER_TYPE_SERVICE: u32 = 4;
+
+/// `observables`: the values an analyst pivots on, each named by where it sits in the record,
+/// with its OCSF observable type (`type_id` and its caption `type`).
+fn observables(event: &AuditEvent<'_>, part: &Part<'_>) -> Value {
+    let mut out = Vec::new();
+    let mut add = |name: &str, type_id: u32, caption: &str, value: Option<&String>| {
+        if let Some(value) = value {
+            out.push(json!({"name": name, "type_id": type_id, "type": caption, "value": value}));
+        }
+    };
+    let t = &event.scim.target;
+    add(
+        "src_endpoint.ip",
+        2,
+        "IP Address",
+        Some(&event.client.address),
+    );
+    add(
+        "actor.user.uid",
+        19,
+        "User Credential ID",
+        event.client.token_fingerprint.as_ref(),
+    );
+    match part.activity.class {
+        Class::AccountChange => {
+            add("user.uid", 31, "User Object: uid", t.id.as_ref());
+            add("user.name", 4, "User Name", t.user_name.as_ref());
+        }
+        Class::GroupManagement => {
+            add("group.uid", 33, "Group Object: uid", t.id.as_ref());
+            add(
+                "group.name",
+                32,
+                "Group Object: name",
+                t.display_name.as_ref(),
+            );
+            let member = part.member.map(str::to_owned);
+            add("user.uid", 31, "User Object: uid", member.as_ref());
+        }
+        Class::ApiActivity => {
+            add("resources.uid", 10, "Resource UID", t.id.as_ref());
+            let name = t.user_name.as_ref().or(t.display_name.as_ref());
+            add("resources.name", 38, "Resource Details Object: name", name);
+        }
+    }
+    Value::Array(out)
 }
 
 /// The SCIM target as an OCSF User (Account Change) or Group (Group Management).
@@ -235,20 +348,6 @@ fn target(scim: &ScimInfo, class: Class) -> Value {
     Value::Object(out)
 }
 
-/// The member a membership change names, when it names exactly one (OCSF 1.8's Group
-/// Management has a single `user`; a longer list stays in `unmapped.scim.changes`).
-fn member(scim: &ScimInfo, activity: Activity) -> Option<Value> {
-    let ids = match activity.id {
-        3 => &scim.changes.members_added,
-        4 => &scim.changes.members_removed,
-        _ => return None,
-    };
-    match ids.as_slice() {
-        [only] => Some(json!({ "uid": only })),
-        _ => None,
-    }
-}
-
 /// API Activity's `resources`: the SCIM resource acted on, when it can be named.
 fn resources(scim: &ScimInfo) -> Option<Value> {
     let t = &scim.target;
@@ -264,20 +363,30 @@ fn resources(scim: &ScimInfo) -> Option<Value> {
     Some(json!([r]))
 }
 
-/// The event as one OCSF JSON object, newline included.
-pub fn ocsf_line(event: &AuditEvent<'_>) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&ocsf_value(event)).unwrap_or_default();
-    line.push(b'\n');
-    line
+/// The event as OCSF JSON objects, one line each, newline included: one per SCIM action and,
+/// for member adds and removes, per member (see [`parts`]); one for anything else.
+pub fn ocsf_lines(event: &AuditEvent<'_>) -> Vec<Vec<u8>> {
+    let parts = parts(event);
+    let count = parts.len();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| {
+            let mut line =
+                serde_json::to_vec(&ocsf_value(event, part, index, count)).unwrap_or_default();
+            line.push(b'\n');
+            line
+        })
+        .collect()
 }
 
-fn ocsf_value(event: &AuditEvent<'_>) -> Value {
+fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usize) -> Value {
     let scim = &event.scim;
-    let (activity, action) = activity(event);
+    let (activity, action) = (part.activity, part.action);
     let class = activity.class;
     let (category_uid, category_name) = class.category();
     let (type_uid, type_name) = activity.type_uid();
-    let (severity_id, severity_name) = severity(event.outcome, class);
+    let (severity_id, severity_name) = severity(event, class);
     let operation = operation_name(scim, action);
     // A Bulk operation's own status is its result; the envelope's is in `http_response`.
     let status_code = scim
@@ -329,13 +438,14 @@ fn ocsf_value(event: &AuditEvent<'_>) -> Value {
                 "vendor_name": "scimtap",
                 "version": env!("CARGO_PKG_VERSION"),
             },
-            "uid": event.event_id,
+            "uid": crate::formats::record_id(&event.event_id, index, count),
             "correlation_uid": event.request_id,
             "event_code": operation,
             "original_time": event.timestamp,
         }),
     );
     doc.insert("actor".into(), actor(event));
+    doc.insert("observables".into(), observables(event, part));
     doc.insert(
         "src_endpoint".into(),
         json!({"ip": event.client.address, "port": event.client.port}),
@@ -381,7 +491,9 @@ fn ocsf_value(event: &AuditEvent<'_>) -> Value {
         }
         Class::GroupManagement => {
             doc.insert("group".into(), target(scim, class));
-            put(&mut doc, "user", member(scim, activity));
+            if let Some(member) = part.member {
+                doc.insert("user".into(), json!({ "uid": member }));
+            }
         }
         Class::ApiActivity => {
             let mut api = Map::new();
@@ -446,78 +558,17 @@ fn ocsf_value(event: &AuditEvent<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ClientInfo, FailureInfo, HttpInfo, SCHEMA_VERSION};
+    use crate::event::FailureInfo;
     use crate::exchange::FailureSide;
+    use crate::formats::testing::{event, scim};
     use crate::scim::{BulkRef, ScimError, Target};
 
-    fn event(method: &'static str, scim: ScimInfo, status: Option<u16>) -> AuditEvent<'static> {
-        AuditEvent {
-            schema_version: SCHEMA_VERSION,
-            event_id: "0190-event".into(),
-            timestamp: crate::clock::Timestamp::from_unix_millis(1_700_000_000_123),
-            duration_ms: 1.6,
-            request_id: "req-1",
-            outcome: if status.is_some_and(|s| s < 400) {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            },
-            client: ClientInfo {
-                address: "10.0.0.7".into(),
-                port: 5555,
-                tls: true,
-                certificate_subject: None,
-                user_agent: Some("Okta SCIM Client 1.0.0".into()),
-                auth_scheme: Some("bearer".into()),
-                token_fingerprint: Some("0123456789abcdef".into()),
-                name: Some("okta-prod".into()),
-                idp: Some("okta".into()),
-            },
-            http: HttpInfo {
-                version: "HTTP/1.1",
-                method,
-                path: "/scim/v2/Users/u1",
-                query: None,
-                status,
-                request_bytes: 10,
-                response_bytes: 20,
-                request_content_type: None,
-                response_content_type: Some("application/scim+json".into()),
-                request_body_truncated: false,
-                response_body_truncated: false,
-                response_generated: false,
-                request_body: None,
-                response_body: None,
-            },
-            scim,
-            failure: None,
-        }
-    }
-
-    fn scim(resource_type: &str, operation: Operation, actions: &[&str]) -> ScimInfo {
-        ScimInfo {
-            endpoint: Some(if resource_type == "Group" {
-                "Groups"
-            } else {
-                "Users"
-            }),
-            operation: Some(operation),
-            resource_type: Some(resource_type.into()),
-            target: Target {
-                id: Some("u1".into()),
-                user_name: Some("bjensen".into()),
-                display_name: Some("Babs".into()),
-                ..Target::default()
-            },
-            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
-            ..ScimInfo::default()
-        }
-    }
-
+    /// The first (most significant) record of `e`.
     fn value(e: &AuditEvent<'_>) -> Value {
-        let line = ocsf_line(e);
+        let lines = ocsf_lines(e);
+        let line = lines.first().expect("at least one record");
         assert_eq!(line.last(), Some(&b'\n'));
-        serde_json::from_slice(&line).unwrap()
+        serde_json::from_slice(line).unwrap()
     }
 
     #[test]
@@ -624,21 +675,57 @@ mod tests {
     }
 
     #[test]
-    fn a_single_member_is_the_user_of_a_membership_change() {
+    fn each_member_is_the_user_of_its_own_membership_record() {
         let mut s = scim("Group", Operation::Patch, &["group.members.add"]);
         s.changes.members_added = vec!["m1".into()];
-        let v = value(&event("PATCH", s.clone(), Some(204)));
+        let e = event("PATCH", s.clone(), Some(204));
+        assert_eq!(ocsf_lines(&e).len(), 1);
+        let v = value(&e);
         assert_eq!(v["activity_id"], 3);
         assert_eq!(v["user"]["uid"], "m1");
         assert_eq!(v["group"]["uid"], "u1");
+        assert_eq!(
+            v["metadata"]["uid"], "0190-event",
+            "one record keeps the event id"
+        );
 
         s.changes.members_added.push("m2".into());
-        let v = value(&event("PATCH", s, Some(204)));
+        let e = event("PATCH", s, Some(204));
+        let records: Vec<Value> = ocsf_lines(&e)
+            .iter()
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2);
+        for (n, (r, member)) in records.iter().zip(["m1", "m2"]).enumerate() {
+            assert_eq!(r["user"]["uid"], member);
+            assert_eq!(r["metadata"]["uid"], format!("0190-event/{}", n + 1));
+            assert_eq!(
+                r["unmapped"]["scim"]["changes"]["members_added"],
+                json!(["m1", "m2"])
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_change_that_names_no_member_is_still_one_record() {
+        let s = scim("Group", Operation::Patch, &["group.members.remove"]);
+        let e = event("PATCH", s, Some(204));
+        assert_eq!(ocsf_lines(&e).len(), 1);
+        let v = value(&e);
+        assert_eq!(v["activity_id"], 4);
         assert!(v.get("user").is_none());
+    }
+
+    #[test]
+    fn a_token_alone_makes_the_actor_a_service_account() {
+        let mut e = event("GET", ScimInfo::default(), Some(200));
+        e.client.name = None;
         assert_eq!(
-            v["unmapped"]["scim"]["changes"]["members_added"],
-            json!(["m1", "m2"])
+            value(&e)["actor"]["user"],
+            json!({"uid": "0123456789abcdef", "type_id": 4, "type": "Service"})
         );
+        e.client.token_fingerprint = None;
+        assert!(value(&e)["actor"].get("user").is_none());
     }
 
     #[test]
@@ -705,6 +792,7 @@ mod tests {
         e.client.name = None;
         e.client.idp = None;
         e.client.user_agent = None;
+        e.client.token_fingerprint = None;
         assert_eq!(value(&e)["actor"], json!({"app_name": "unknown"}));
     }
 }

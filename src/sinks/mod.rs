@@ -34,7 +34,7 @@ pub use file::FileWriter;
 pub use handle::{SinkHandle, SinkThread};
 pub use http::HttpWriter;
 pub use kafka::KafkaWriter;
-pub use record::{DurableAck, Record, RecordMeta};
+pub use record::{DurableAck, Record, RecordMeta, Severity};
 pub use stdout::StdoutWriter;
 pub use syslog::SyslogWriter;
 pub use worker::{start, ReopenSignal};

@@ -27,10 +27,48 @@ pub struct RecordMeta {
     pub key: String,
     /// When the request arrived, milliseconds since the Unix epoch (HEC `time`).
     pub time_millis: i64,
-    /// The event's outcome is `failure` (syslog sends it at warning severity). Set by the
-    /// audit worker from the event itself, so no sink has to look for it in a line whose
-    /// format (JSON, CEF, OCSF, ECS) it does not know. False for integrity records.
-    pub failed: bool,
+    /// How urgent the event is (syslog's PRI severity). Set by the audit worker from the event
+    /// itself ([`crate::formats::severity`]), so no sink has to look for it in a line whose
+    /// format (JSON, CEF, OCSF, ECS) it does not know. [`Severity::Info`] for integrity records.
+    pub severity: Severity,
+}
+
+/// How urgent an event is, in the three levels every format distinguishes (docs/formats.md,
+/// "Severity"). Ordered: a higher level is more urgent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// A successful exchange, and scimtap's own integrity records.
+    #[default]
+    Info,
+    /// A failed exchange.
+    Warning,
+    /// A SCIM write (POST, PUT, PATCH, DELETE; not a `.search`) refused for its credentials:
+    /// answered 401 or 403 by the service, or refused by scimtap as `client_not_allowed`. A
+    /// revoked or stolen token trying to change identities.
+    Error,
+}
+
+impl Severity {
+    /// The level the disk buffer stores in one byte: 0, 1 or 2. Frames of payload version 2
+    /// written before there were three levels hold the old `failed` flag there, 0 or 1, which
+    /// reads back as `Info` or `Warning`.
+    pub fn level(self) -> u8 {
+        match self {
+            Severity::Info => 0,
+            Severity::Warning => 1,
+            Severity::Error => 2,
+        }
+    }
+
+    /// The severity of a stored level; a level above 2 (not written by this version) is the
+    /// most urgent one known, so it is never played down.
+    pub fn from_level(level: u8) -> Severity {
+        match level {
+            0 => Severity::Info,
+            1 => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
 }
 
 /// "This record is durable": fired by the first sink that makes it so; a record dropped

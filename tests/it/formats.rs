@@ -63,6 +63,14 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
         ),
         ("GET", "/scim/v2/Users/missing", None),
         ("GET", "/healthz", None),
+        (
+            "PATCH",
+            "/scim/v2/Groups/g1",
+            Some(json!({"Operations": [
+                {"op": "add", "path": "members", "value": [{"value": "u7"}, {"value": "u8"}]},
+                {"op": "remove", "path": "members[value eq \"u9\"]"},
+            ]})),
+        ),
     ];
     for (i, (method, path, body)) in requests.iter().enumerate() {
         let req = Request::builder()
@@ -70,6 +78,7 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
             .uri(proxy.url(path))
             .header("x-request-id", format!("cef-{i}"))
             .header("user-agent", "Okta SCIM Client 1.0.0")
+            .header("authorization", "Bearer cef-token")
             .body(body.as_ref().map_or_else(empty, |b| full(b.to_string())))
             .unwrap();
         roundtrip(&client, req).await;
@@ -136,6 +145,22 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
             get("requestClientApplication"),
             text(&event["client"]["user_agent"])
         );
+        // A label always comes with its value (pycef folds each pair into one key).
+        let labels: Vec<&String> = cef.keys().filter(|k| k.ends_with("Label")).collect();
+        assert!(
+            labels.is_empty(),
+            "labels without values: {labels:?} in {cef:?}"
+        );
+        assert_eq!(get("suid"), text(&event["client"]["token_fingerprint"]));
+        let members = |key: &str| {
+            let ids: Vec<&str> = event["scim"]["changes"][key]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            (!ids.is_empty()).then(|| ids.join(","))
+        };
+        assert_eq!(get("membersAdded"), members("members_added"), "{cef:?}");
+        assert_eq!(get("membersRemoved"), members("members_removed"), "{cef:?}");
         match event["scim"]["actions"].as_array().and_then(|a| a.first()) {
             Some(action) => assert_eq!(get("act"), text(action)),
             None => assert!(get("act").is_some()),
@@ -150,6 +175,8 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
     assert_eq!(unescape(&by_id("cef-1")["act"]), "user.deactivate");
     assert!(unescape(&by_id("cef-2")["scimError"]).contains("no such user | really = gone"));
     assert_eq!(by_id("cef-3")["DeviceEventClassID"], "http.request");
+    assert_eq!(unescape(&by_id("cef-4")["membersAdded"]), "u7,u8");
+    assert_eq!(unescape(&by_id("cef-4")["membersRemoved"]), "u9");
 }
 
 // === Fixtures shared by the ECS and OCSF tests ===
@@ -444,10 +471,12 @@ fn live_requests() -> Vec<(&'static str, &'static str, Option<Value>)> {
 const LIVE_EVENTS: usize = 9;
 
 /// Sends [`live_requests`] through a proxy with a native file sink and a file sink in
-/// `format`: the native events, the sink's file and its lines as JSON.
+/// `format` that writes `lines` lines for them: the native events, the sink's file and its
+/// lines as JSON.
 async fn live_sink_run(
     dir: &std::path::Path,
     format: &str,
+    lines: usize,
 ) -> (Vec<Value>, std::path::PathBuf, Vec<Value>) {
     let upstream = Upstream::start(|req: Request<Incoming>| async move {
         let (status, body) = match (req.method().as_str(), req.uri().path()) {
@@ -494,11 +523,11 @@ async fn live_sink_run(
         roundtrip(&client, req).await;
     }
     let native = proxy.wait_for_events(LIVE_EVENTS).await;
-    let docs = wait::json_lines(&path, LIVE_EVENTS, format).await;
+    let docs = wait::json_lines(&path, lines, format).await;
     assert_eq!(
         (native.len(), docs.len()),
-        (LIVE_EVENTS, LIVE_EVENTS),
-        "one {format} line per native event"
+        (LIVE_EVENTS, lines),
+        "{lines} {format} lines for {LIVE_EVENTS} native events"
     );
     (native, path, docs)
 }
@@ -922,7 +951,15 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
     let d = by_label("entra E12 add member with $ref null (default)");
     assert_eq!(d["event"]["type"], json!(["group", "change"]));
     assert_eq!(d["group"]["id"], "a99962b9f99d4c4fac67");
-    assert!(d["user"].get("target").is_none(), "{d}");
+    // The member added is the target user, in the group.
+    assert_eq!(
+        Some(&d["user"]["target"]["id"]),
+        d["scimtap"]["scim"]["changes"]["members_added"]
+            .as_array()
+            .and_then(|a| a.first()),
+        "{d}"
+    );
+    assert_eq!(d["user"]["target"]["group"]["id"], "a99962b9f99d4c4fac67");
     let d = by_label("okta 404 with numeric status in the error body (default)");
     assert_eq!(d["event"]["outcome"], "success"); // a lookup that found nothing (1.3)
     assert_eq!(d["error"]["code"], "404");
@@ -958,7 +995,7 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
     );
 
     // === through the proxy, with an ECS file sink ===
-    let (native, _, sink) = live_sink_run(dir.path(), "ecs").await;
+    let (native, _, sink) = live_sink_run(dir.path(), "ecs", LIVE_EVENTS).await;
     for doc in &sink {
         let violations = reference.violations(doc);
         assert!(
@@ -992,6 +1029,8 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
     assert_eq!(one("live-2")["event"]["type"], json!(["user", "deletion"]));
     assert_eq!(one("live-3")["group"]["name"], "Eng");
     assert_eq!(one("live-4")["event"]["type"], json!(["group", "change"]));
+    assert_eq!(one("live-4")["user"]["target"]["id"], "u1");
+    assert_eq!(one("live-4")["user"]["target"]["group"]["id"], "g1");
     assert_eq!(
         one("live-4")["scimtap"]["scim"]["changes"]["members_removed"],
         json!(["u1"])
@@ -1239,12 +1278,20 @@ async fn ocsf_events_for_every_fixture_validate_against_the_ocsf_schema() {
     let mut lines: Vec<String> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
     for_each_fixture_event(dir.path(), |label, event| {
-        let line = String::from_utf8(scimtap::formats::ocsf_line(event)).unwrap();
-        assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["metadata"]["uid"], event.event_id.as_str(), "{label}");
-        lines.push(line.trim_end().to_owned());
-        labels.push(label);
+        let records = scimtap::formats::ocsf_lines(event);
+        let count = records.len();
+        for (index, line) in records.into_iter().enumerate() {
+            let line = String::from_utf8(line).unwrap();
+            assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(
+                v["metadata"]["uid"],
+                scimtap::formats::record_id(&event.event_id, index, count),
+                "{label}"
+            );
+            lines.push(line.trim_end().to_owned());
+            labels.push(label.clone());
+        }
     });
     let fixtures_file = dir.path().join("fixtures.ocsf.jsonl");
     write_jsonl(&fixtures_file, &lines);
@@ -1296,6 +1343,34 @@ async fn ocsf_events_for_every_fixture_validate_against_the_ocsf_schema() {
     let v = by_label("okta O3 deactivate: PATCH without path, value object (configured)");
     assert_eq!(v["type_uid"], 300105);
     assert_eq!(v["actor"]["user"]["name"], "okta-prod");
+    assert_eq!(
+        v["actor"]["user"]["type_id"], 4,
+        "the IdP is a service account"
+    );
+    assert!(
+        v["actor"]["user"]["uid"].is_string(),
+        "the token fingerprint"
+    );
+    let observed = |v: &Value, name: &str| -> Vec<Value> {
+        v["observables"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|o| o["name"] == name)
+                    .map(|o| o["value"].clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        observed(v, "actor.user.uid"),
+        [v["actor"]["user"]["uid"].clone()]
+    );
+    assert_eq!(observed(v, "user.uid"), [v["user"]["uid"].clone()]);
+    assert_eq!(
+        observed(v, "src_endpoint.ip"),
+        [v["src_endpoint"]["ip"].clone()]
+    );
     assert_eq!(v["actor"]["idp"]["name"], "okta");
     assert_eq!(v["user"]["uid"], "23a35c27-23d3-4c03-b4c5-6443c09e7173");
     let v = by_label("entra E12 add member with $ref null (default)");
@@ -1319,20 +1394,29 @@ async fn ocsf_events_for_every_fixture_validate_against_the_ocsf_schema() {
     );
 
     // === through the proxy, with an OCSF file sink ===
-    let (native, ocsf_path, sink) = live_sink_run(dir.path(), "ocsf").await;
+    // One more record than events: the group created with a member (live-3) is a Create and
+    // an Add User record.
+    let (native, ocsf_path, sink) = live_sink_run(dir.path(), "ocsf", LIVE_EVENTS + 1).await;
     let (code, output) = validate_ocsf(&[&ocsf_path]);
     assert_eq!(
         code,
         Some(0),
         "OCSF sink output does not validate:\n{output}"
     );
-    assert_eq!(sink.len(), native.len());
     for e in &native {
-        let o = sink
+        let id = e["event_id"].as_str().unwrap_or_default();
+        let records: Vec<&Value> = sink
             .iter()
-            .find(|o| o["metadata"]["uid"] == e["event_id"])
-            .expect("one OCSF event per native event");
-        assert_eq!(o["metadata"]["correlation_uid"], e["request_id"]);
+            .filter(|o| {
+                o["metadata"]["uid"].as_str().is_some_and(|uid| {
+                    uid == id || uid.strip_prefix(id).is_some_and(|n| n.starts_with('/'))
+                })
+            })
+            .collect();
+        assert!(!records.is_empty(), "no OCSF record for {e}");
+        for o in records {
+            assert_eq!(o["metadata"]["correlation_uid"], e["request_id"]);
+        }
     }
     let by_request = |id: &str| -> Vec<&Value> {
         sink.iter()
@@ -1342,7 +1426,18 @@ async fn ocsf_events_for_every_fixture_validate_against_the_ocsf_schema() {
     assert_eq!(by_request("live-0")[0]["type_uid"], 300101);
     assert_eq!(by_request("live-1")[0]["type_uid"], 300105);
     assert_eq!(by_request("live-2")[0]["type_uid"], 300106);
-    assert_eq!(by_request("live-3")[0]["type_uid"], 300606);
+    let created: Vec<(&Value, &Value)> = by_request("live-3")
+        .iter()
+        .map(|o| (&o["type_uid"], &o["user"]["uid"]))
+        .collect();
+    assert_eq!(
+        created,
+        [
+            (&json!(300606), &Value::Null),
+            (&json!(300603), &json!("u1"))
+        ],
+        "a group created with a member: Create, then Add User"
+    );
     assert_eq!(by_request("live-4")[0]["type_uid"], 300604);
     assert_eq!(by_request("live-4")[0]["user"]["uid"], "u1");
     assert_eq!(by_request("live-5")[0]["class_uid"], 6003);

@@ -1,7 +1,8 @@
 //! The syslog sink against a real rsyslog on 127.0.0.1: UDP, TCP (octet counting) and TLS
 //! (RFC 5425) at once. rsyslog writes the APP-NAME, severity and MSG of every message it
 //! receives to a file; each transport must deliver exactly the events the file sink wrote, and
-//! in every format a failed exchange arrives at warning severity.
+//! in every format a failed exchange arrives at warning severity and a write refused for its
+//! credentials (401/403) at error severity.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -171,36 +172,45 @@ async fn rsyslog_receives_every_event_over_udp_tcp_and_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn native_failures_reach_syslog_at_warning_severity() {
+async fn native_failures_are_warnings_and_refused_writes_errors_in_syslog() {
     severity_follows_the_outcome("native").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cef_failures_reach_syslog_at_warning_severity() {
+async fn cef_failures_are_warnings_and_refused_writes_errors_in_syslog() {
     severity_follows_the_outcome("cef").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ecs_failures_reach_syslog_at_warning_severity() {
+async fn ecs_failures_are_warnings_and_refused_writes_errors_in_syslog() {
     severity_follows_the_outcome("ecs").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ocsf_failures_reach_syslog_at_warning_severity() {
+async fn ocsf_failures_are_warnings_and_refused_writes_errors_in_syslog() {
     severity_follows_the_outcome("ocsf").await;
 }
 
-/// The syslog severity comes from the event's outcome, whatever the format: a failed exchange
-/// is a warning and a successful one informational, whether the line is scimtap's JSON, CEF,
-/// ECS or OCSF (none of the last three contains `"outcome":"failure"`). A second sink in
-/// another format rides along, so records of two formats share the audit worker's pass.
+/// The syslog severity comes from the event, whatever the format: a failed exchange is a
+/// warning, a SCIM write the service refused for its credentials (a revoked token: 401) an
+/// error, and a successful one informational, whether the line is scimtap's JSON, CEF, ECS or
+/// OCSF (none of the last three contains `"outcome":"failure"`). A second sink in another
+/// format rides along, so records of two formats share the audit worker's pass.
 async fn severity_follows_the_outcome(format: &str) {
     let other = if format == "native" { "cef" } else { "native" };
     let formats = [format, other];
     let pki = TestPki::new();
     let rsyslog = Rsyslog::start(&pki);
     let upstream = Upstream::start(|req: Request<Incoming>| async move {
-        if req.uri().path().ends_with("/missing") {
+        if req.uri().path().ends_with("/revoked") {
+            Response::builder()
+                .status(401)
+                .header("content-type", "application/scim+json")
+                .body(full(
+                    r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"401","detail":"token revoked"}"#,
+                ))
+                .unwrap()
+        } else if req.uri().path().ends_with("/missing") {
             Response::builder()
                 .status(500)
                 .header("content-type", "application/scim+json")
@@ -225,14 +235,21 @@ async fn severity_follows_the_outcome(format: &str) {
     }
     let proxy = Proxy::start(ProxyConfig::new(upstream.url()).sinks(&sinks));
     let client = http1_client();
-    for (id, path) in [("sev-ok", "ok"), ("sev-fail", "missing")] {
-        let req = Request::get(proxy.url(&format!("/scim/v2/Users/{path}")))
+    let requests = [
+        ("sev-ok", "GET", "ok"),
+        ("sev-fail", "GET", "missing"),
+        ("sev-unauth", "DELETE", "revoked"),
+    ];
+    for (id, method, path) in requests {
+        let req = Request::builder()
+            .method(method)
+            .uri(proxy.url(&format!("/scim/v2/Users/{path}")))
             .header("x-request-id", id)
             .body(empty())
             .unwrap();
         roundtrip(&client, req).await;
     }
-    let written = proxy.wait_for_events(2).await;
+    let written = proxy.wait_for_events(requests.len()).await;
     let outcome = |id: &str| {
         written
             .iter()
@@ -241,9 +258,10 @@ async fn severity_follows_the_outcome(format: &str) {
     };
     assert_eq!(outcome("sev-ok"), Some(Value::from("success")));
     assert_eq!(outcome("sev-fail"), Some(Value::from("failure")));
+    assert_eq!(outcome("sev-unauth"), Some(Value::from("failure")));
 
     let deadline = Instant::now() + WAIT;
-    while rsyslog.received_raw().len() < 2 * formats.len() {
+    while rsyslog.received_raw().len() < requests.len() * formats.len() {
         assert!(
             Instant::now() < deadline,
             "rsyslog got {:?}; scimtap log:\n{}",
@@ -255,7 +273,11 @@ async fn severity_follows_the_outcome(format: &str) {
     let received = rsyslog.received_raw();
     for format in formats {
         let app = format!("scimtap-{format}");
-        for (id, severity) in [("sev-fail", "warning"), ("sev-ok", "info")] {
+        for (id, severity) in [
+            ("sev-fail", "warning"),
+            ("sev-ok", "info"),
+            ("sev-unauth", "err"),
+        ] {
             let got: Vec<&str> = received
                 .iter()
                 .filter(|(a, _, msg)| *a == app && msg.contains(id))

@@ -26,7 +26,7 @@ fn record(line: &str, id: &str) -> Record {
             event_id: id.into(),
             key: "k".into(),
             time_millis: 1_700_000_000_123,
-            failed: false,
+            severity: crate::sinks::Severity::Info,
         }),
     }
 }

@@ -43,7 +43,7 @@ fn record(key: &str, line: &str) -> Record {
             event_id: "ev-1".to_owned(),
             key: key.to_owned(),
             time_millis: 1_700_000_000_123,
-            failed: false,
+            severity: crate::sinks::Severity::Info,
         }),
     }
 }

@@ -18,10 +18,12 @@ use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 
 use self::config::{SyslogProtocol, SyslogSinkConfig};
-use crate::sinks::{BatchError, Record, SinkError, SinkWriter};
+use crate::sinks::{BatchError, Record, Severity, SinkError, SinkWriter};
 
 /// Severity of events whose outcome is a failure (warning) and of the others (informational).
-const SEVERITY_FAILURE: u8 = 4;
+/// RFC 5424 severities (§6.2.1) for the record's [`Severity`].
+const SEVERITY_ERROR: u8 = 3;
+const SEVERITY_WARNING: u8 = 4;
 const SEVERITY_INFO: u8 = 6;
 /// How long one write may block before the connection is treated as broken.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -125,11 +127,11 @@ impl SyslogWriter {
     }
 
     /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG` (RFC 5424 §6), MSG = the event.
-    fn message(&self, event: &[u8], failed: bool, out: &mut Vec<u8>) {
-        let severity = if failed {
-            SEVERITY_FAILURE
-        } else {
-            SEVERITY_INFO
+    fn message(&self, event: &[u8], severity: Severity, out: &mut Vec<u8>) {
+        let severity = match severity {
+            Severity::Info => SEVERITY_INFO,
+            Severity::Warning => SEVERITY_WARNING,
+            Severity::Error => SEVERITY_ERROR,
         };
         let pri = u16::from(self.config.facility) * 8 + u16::from(severity);
         let timestamp = humantime::format_rfc3339_micros(std::time::SystemTime::now());
@@ -160,7 +162,7 @@ impl SinkWriter for SyslogWriter {
         for line in lines {
             let event = line.strip_suffix(b"\n").unwrap_or(line);
             message.clear();
-            self.message(event, line.meta.failed, &mut message);
+            self.message(event, line.meta.severity, &mut message);
             if message.len() > self.config.max_message_bytes {
                 self.too_large.inc();
                 tracing::warn!(

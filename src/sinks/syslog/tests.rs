@@ -18,7 +18,7 @@ fn config(protocol: SyslogProtocol, max: usize) -> SyslogSinkConfig {
 fn messages_are_rfc5424_with_the_event_as_msg() {
     let w = SyslogWriter::new(&config(SyslogProtocol::Udp, 8192), Counter::default()).unwrap();
     let mut out = Vec::new();
-    w.message(br#"{"outcome":"success"}"#, false, &mut out);
+    w.message(br#"{"outcome":"success"}"#, Severity::Info, &mut out);
     let text = String::from_utf8(out).unwrap();
     // auth (4) * 8 + informational (6) = 38.
     assert!(text.starts_with("<38>1 "), "{text}");
@@ -32,12 +32,20 @@ fn messages_are_rfc5424_with_the_event_as_msg() {
     let mut out = Vec::new();
     w.message(
         b"CEF:0|scimtap|scimtap|0.1.0|user.deactivate|...",
-        true,
+        Severity::Warning,
         &mut out,
     );
     assert!(out.starts_with(b"<36>1 "), "failures are warnings");
     let mut out = Vec::new();
-    w.message(br#"{"outcome":"failure"}"#, false, &mut out);
+    w.message(
+        b"CEF:0|scimtap|scimtap|0.1.0|user.delete|...",
+        Severity::Error,
+        &mut out,
+    );
+    // auth (4) * 8 + error (3) = 35.
+    assert!(out.starts_with(b"<35>1 "), "refused writes are errors");
+    let mut out = Vec::new();
+    w.message(br#"{"outcome":"failure"}"#, Severity::Info, &mut out);
     assert!(out.starts_with(b"<38>1 "), "the line is not searched");
 }
 
