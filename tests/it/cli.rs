@@ -160,3 +160,67 @@ token_file = "${SCIMTAP_TEST_DIR}/hec.token"
         "{stderr}"
     );
 }
+
+/// The `file:line:` of each problem line `check-config` printed, in order (`None`: no line).
+fn problem_lines(stderr: &str, path: &str) -> Vec<Option<usize>> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix(path))
+        .filter_map(|rest| {
+            let rest = rest.strip_prefix(':')?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some(digits.parse().ok())
+        })
+        .collect()
+}
+
+#[test]
+fn a_misspelt_sink_type_is_named_with_its_line_and_problems_come_in_line_order() {
+    let (_dir, path) = write_config(
+        "[listen]\n\
+         port = 8080\n\
+         \n\
+         [upstream]\n\
+         url = \"http://127.0.0.1:9000\"\n\
+         connect_timeout_secs = \"soon\"\n\
+         \n\
+         [[sinks]]\n\
+         typ = \"stdout\"\n",
+    );
+    let out = scimtap(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(64), "{}", report(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{path}:9: sinks[0].typ: unknown field `typ`")),
+        "the misspelt key is named at its line: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{path}:8: sinks[0].type: missing")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("no [[sinks]] configured"),
+        "a sink table is there, only its type is misspelt: {stderr}"
+    );
+    // Every problem is kept: listen.port, listen.address, the timeout, typ, type.
+    assert!(stderr.contains("5 problems"), "{stderr}");
+    let lines = problem_lines(&stderr, &path);
+    assert_eq!(lines.len(), 5, "{stderr}");
+    let mut sorted = lines.clone();
+    sorted.sort_by_key(|l| (l.is_none(), *l));
+    assert_eq!(lines, sorted, "problems sorted by line: {stderr}");
+}
+
+#[test]
+fn problems_without_a_line_come_last() {
+    let (_dir, path) = write_config(
+        "[upstream]\nurl = \"http://127.0.0.1:9000\"\nconnect_timeout_secs = \"soon\"\n",
+    );
+    let out = scimtap(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(64), "{}", report(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = problem_lines(&stderr, &path);
+    assert!(lines.len() >= 3, "{stderr}");
+    assert_eq!(lines[0], Some(3), "{stderr}");
+    assert!(lines[1..].iter().all(Option::is_none), "{stderr}");
+}
