@@ -29,7 +29,8 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 pub const RECORD_SCHEMA_VERSION: &str = crate::event::SCHEMA_VERSION;
 const HASH_FIELD: &[u8] = b"\"hash\":\"";
 
-/// The kinds of records besides events: the chain's own, and write-ahead intents.
+/// The kinds of records besides events: the chain's own (start, checkpoint, reload, stop),
+/// and write-ahead intents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordKind {
     #[serde(rename = "integrity.start")]
@@ -41,6 +42,10 @@ pub enum RecordKind {
     /// A write-ahead intent record (written by the audit worker, sealed like the others).
     #[serde(rename = "audit.intent")]
     Intent,
+    /// A configuration reload (SIGHUP) the audit worker applied: which event settings changed
+    /// and which changes wait for a restart. Sealed where the new settings start to apply.
+    #[serde(rename = "integrity.reload")]
+    Reload,
 }
 
 /// Where a chain stands: the last record's sequence number and hash.
