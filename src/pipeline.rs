@@ -414,6 +414,7 @@ fn run_worker(
             }
         };
         proxy_metrics.handoff_queue_depth.dec();
+        metrics.exchanges_described.inc();
         events.learn(&exchange);
         for event in events_for(&exchange, &events) {
             let line = match event.to_json_line() {
@@ -430,6 +431,12 @@ fn run_worker(
                 }
             };
             metrics.events_encoded.inc();
+            metrics.count_actions(
+                &event.scim.actions,
+                event.outcome == Outcome::Failure,
+                event.client.name.as_deref(),
+                event.client.idp.as_deref(),
+            );
             let meta = record_meta(&event);
             // Other formats are made once per event, and only when a sink wants them.
             let mut encoded: Vec<(EventFormat, Bytes)> = vec![(EventFormat::Native, line)];
