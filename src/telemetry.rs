@@ -328,3 +328,31 @@ impl ProxyMetrics {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_labels_stay_bounded() {
+        let metrics = Metrics::new();
+        let actions = ["device.create".to_owned(), "user.delete".to_owned()];
+        metrics.count_actions(&actions, true, None, Some("made-up-idp"));
+        metrics.count_actions(&[], false, Some("okta-prod"), Some("okta"));
+        metrics.count_actions(&[], false, None, Some("okta"));
+        let text = metrics.encode();
+        for series in [
+            "scimtap_scim_actions_total{action=\"other\",outcome=\"failure\",client=\"unknown\"} 1",
+            "scimtap_scim_actions_total{action=\"user.delete\",outcome=\"failure\",client=\"unknown\"} 1",
+            "scimtap_scim_actions_total{action=\"none\",outcome=\"success\",client=\"okta-prod\"} 1",
+            "scimtap_scim_actions_total{action=\"none\",outcome=\"success\",client=\"unknown/okta\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} in:\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "scimtap_build_info{{version=\"{}\",schema_version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            crate::event::SCHEMA_VERSION
+        )));
+    }
+}
