@@ -29,7 +29,8 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 pub const RECORD_SCHEMA_VERSION: &str = crate::event::SCHEMA_VERSION;
 const HASH_FIELD: &[u8] = b"\"hash\":\"";
 
-/// The kinds of records besides events: the chain's own, and write-ahead intents.
+/// The kinds of records besides events: the chain's own (start, checkpoint, reload, stop),
+/// and write-ahead intents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordKind {
     #[serde(rename = "integrity.start")]
@@ -41,6 +42,10 @@ pub enum RecordKind {
     /// A write-ahead intent record (written by the audit worker, sealed like the others).
     #[serde(rename = "audit.intent")]
     Intent,
+    /// A configuration reload (SIGHUP) the audit worker applied: which event settings changed
+    /// and which changes wait for a restart. Sealed where the new settings start to apply.
+    #[serde(rename = "integrity.reload")]
+    Reload,
 }
 
 /// Where a chain stands: the last record's sequence number and hash.
@@ -179,10 +184,17 @@ fn digest(key: Option<&[u8]>, bytes: &[u8]) -> String {
 /// The chain fields of one line, as read back.
 #[derive(Debug, Deserialize)]
 struct Sealed {
-    #[serde(default)]
+    /// A record kind this version does not know (written by a newer scimtap) reads as `None`,
+    /// like an event: its bytes are still checked against its hash.
+    #[serde(default, deserialize_with = "known_kind")]
     record: Option<RecordKind>,
     instance: Option<String>,
     integrity: Option<SealedIntegrity>,
+}
+
+fn known_kind<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<RecordKind>, D::Error> {
+    let name = Option::<String>::deserialize(de)?;
+    Ok(name.and_then(|n| serde_json::from_value(serde_json::Value::String(n)).ok()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -439,6 +451,34 @@ pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     // Newest rotation (0 = the current file) last.
     files.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     Ok(files.into_iter().map(|(_, _, p)| p).collect())
+}
+
+/// Whether `path` belongs to the hash-chained trail: one of its lines carries the chain's
+/// fields (`instance` and `integrity` with `seq`, `prev_hash`, `hash`), or it is empty (a
+/// trail file just rotated). The files of OCSF, ECS and CEF sinks never carry them, so `verify
+/// DIR` can tell the trail from other sinks' output sharing the directory. A trail file whose
+/// every line was rewritten without the chain fields is skipped too; what it held is then
+/// missing from the chain, which `verify` reports (deleted or truncated).
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn is_trail_file(path: &Path) -> std::io::Result<bool> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut buf = Vec::new();
+    let mut empty = true;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(empty);
+        }
+        empty = false;
+        let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if serde_json::from_slice::<Sealed>(content)
+            .is_ok_and(|s| s.instance.is_some() && s.integrity.is_some())
+        {
+            return Ok(true);
+        }
+    }
 }
 
 /// Verifies the chain through `files`, in order.
@@ -703,6 +743,39 @@ mod tests {
         torn.extend_from_slice(b"{\"half");
         std::fs::write(&path, torn).unwrap();
         assert_eq!(head_of_file(&path).unwrap().unwrap().seq, 5);
+    }
+
+    #[test]
+    fn trail_files_are_told_from_other_formats_by_their_chain_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let trail = write(dir.path(), &chain_lines(None, 2));
+        assert!(is_trail_file(&trail).unwrap());
+        let ocsf = dir.path().join("ocsf.jsonl");
+        std::fs::write(&ocsf, "{\"class_uid\":3001,\"metadata\":{}}\n").unwrap();
+        assert!(!is_trail_file(&ocsf).unwrap());
+        let cef = dir.path().join("cef.log");
+        std::fs::write(&cef, "CEF:0|scimtap|scimtap|0.1|user.create|x|3|\n").unwrap();
+        assert!(!is_trail_file(&cef).unwrap());
+        // Just rotated: empty, still the trail's (it holds nothing to check).
+        let empty = dir.path().join("empty.jsonl");
+        std::fs::write(&empty, "").unwrap();
+        assert!(is_trail_file(&empty).unwrap());
+    }
+
+    #[test]
+    fn a_record_kind_from_a_newer_version_is_checked_like_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = chain_lines(None, 1);
+        // Replace the stop: seal a future kind, then a new stop.
+        lines.pop();
+        let head = parse_head(lines.last().unwrap().strip_suffix(b"\n").unwrap()).unwrap();
+        let mut chain = Chain::resume(None, Some(&head));
+        lines.push(chain.seal(b"{\"record\":\"integrity.future\",\"details\":{}}\n".to_vec()));
+        lines.push(chain.record(RecordKind::Stop, serde_json::json!({})).1);
+        let path = write(dir.path(), &lines);
+        let ok = verify(&[path], None, &VerifyOptions::default()).unwrap();
+        assert_eq!(ok.records, 4);
+        assert!(ok.closed);
     }
 
     #[test]

@@ -308,16 +308,18 @@ impl Running {
                 return false;
             }
         };
-        let restart_needed = {
+        let (restart_needed, change) = {
             let old = self
                 .config
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            changed_sections_needing_restart(&old, &new)
+            let restart_needed = changed_sections_needing_restart(&old, &new);
+            let change = settings_change(&old, &new, path, &restart_needed);
+            (restart_needed, change)
         };
         if !self
             .pipeline
-            .reconfigure(event::EventContext::from_config(&new))
+            .reconfigure(event::EventContext::from_config(&new), change)
             .await
         {
             count("failure");
@@ -384,6 +386,63 @@ impl Running {
     }
 }
 
+/// The event settings a reload swaps in that differ between `old` and `new`, by their
+/// configuration names, in alphabetical order. Key material is compared, never shown.
+fn changed_event_settings(old: &Config, new: &Config) -> Vec<&'static str> {
+    let debug = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    let (o, n) = (&old.scim, &new.scim);
+    let key = |s: &config::ScimConfig| s.hash_key.as_ref().map(|k| k.0.clone());
+    [
+        (
+            "capture.include_bodies",
+            old.capture.include_bodies != new.capture.include_bodies,
+        ),
+        // Names, tokens' SHA-256, subjects, idps: compared, not shown.
+        ("clients", debug(&o.clients) != debug(&n.clients)),
+        (
+            "privacy.hash_key_file",
+            o.hash_key_file != n.hash_key_file || key(o) != key(n),
+        ),
+        (
+            "redact.attributes",
+            o.redact_attributes != n.redact_attributes,
+        ),
+        (
+            "redact.query_params",
+            o.redact_query_params != n.redact_query_params,
+        ),
+        ("scim.base_path", o.base_path != n.base_path),
+        ("scim.resource_types", o.resource_types != n.resource_types),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name)
+    .collect()
+}
+
+/// What the `integrity.reload` record says: the file, the event settings that changed, the
+/// sections waiting for a restart, and, when the pseudonymisation key changed, the path of its
+/// file (never its content).
+fn settings_change(
+    old: &Config,
+    new: &Config,
+    path: &std::path::Path,
+    restart_needed: &[&'static str],
+) -> pipeline::SettingsChange {
+    let changed = changed_event_settings(old, new);
+    let mut details = serde_json::json!({
+        "config_file": path.display().to_string(),
+        "changed": changed,
+        "restart_required": restart_needed,
+    });
+    if changed.contains(&"privacy.hash_key_file") {
+        details["key_files"] = serde_json::json!({
+            "privacy.hash_key_file": new.scim.hash_key_file.as_ref().map(|p| p.display().to_string()),
+        });
+    }
+    pipeline::SettingsChange { changed, details }
+}
+
 /// The sections of `new` that differ from `old` and are only read at startup. Compared by
 /// their Debug form, which never shows key material (so a changed key file's content is not
 /// seen; its path is).
@@ -425,6 +484,31 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 #[cfg(test)]
 mod tests {
+    fn config(extra: &str) -> crate::config::Config {
+        let text = format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[[sinks]]\ntype = \"stdout\"\n{extra}"
+        );
+        crate::config::Config::from_toml_str(&text, std::path::Path::new("proxy.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_reload_names_the_event_settings_that_changed_and_no_secret() {
+        let old = config("");
+        assert!(super::changed_event_settings(&old, &config("")).is_empty());
+        let new = config(
+            "[capture]\ninclude_bodies = \"redacted\"\n[redact]\nattributes = [\"ssn\"]\n\
+             [[clients]]\nname = \"okta\"\ntoken_sha256 = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n",
+        );
+        assert_eq!(
+            super::changed_event_settings(&old, &new),
+            ["capture.include_bodies", "clients", "redact.attributes"]
+        );
+        let change = super::settings_change(&old, &new, std::path::Path::new("proxy.toml"), &[]);
+        let details = change.details.to_string();
+        assert!(!details.contains("aaaa"), "{details}");
+        assert_eq!(change.details["config_file"], "proxy.toml");
+    }
+
     /// The request path's modules: what forwards bytes and records the exchange.
     const REQUEST_PATH: &[&str] = &[
         "src/listener.rs",

@@ -23,15 +23,10 @@ const EXIT_CONFIG: u8 = 64;
 #[derive(Parser)]
 #[command(version, about = "Transparent auditing reverse proxy for SCIM 2.0")]
 struct Cli {
-    /// Configuration file.
-    #[arg(
-        long,
-        short,
-        env = "SCIMTAP_CONFIG",
-        default_value = "proxy.toml",
-        global = true
-    )]
-    config: PathBuf,
+    /// Configuration file [default: proxy.toml]. `verify` reads it only when given (here or
+    /// in `SCIMTAP_CONFIG`), for the chain's key.
+    #[arg(long, short, env = "SCIMTAP_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -65,6 +60,10 @@ struct VerifyArgs {
     /// Start at whatever record comes first, trusting it; checks only the rest.
     #[arg(long)]
     start_anywhere: bool,
+    /// The chain's HMAC key (the file `integrity.key_file` names). Without it, and without
+    /// `--config`, the chain is checked as plain SHA-256 (no `integrity.key_file`).
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -81,13 +80,23 @@ struct HealthcheckArgs {
     timeout_secs: f64,
 }
 
+/// Used when neither `--config` nor `SCIMTAP_CONFIG` names the file.
+const DEFAULT_CONFIG: &str = "proxy.toml";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck(args)) = &cli.command {
-        return healthcheck(&cli.config, args);
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    match &cli.command {
+        Some(Command::Healthcheck(args)) => return healthcheck(&config_path, args),
+        // Needs only the key: no configuration unless one was named.
+        Some(Command::Verify(args)) => return verify(cli.config.as_deref(), args),
+        _ => {}
     }
     scimtap::telemetry::init_logging();
-    let config = match Config::load(&cli.config) {
+    let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("scimtap: {error}");
@@ -95,11 +104,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Verify(args) => verify(&config, &args),
         Command::CheckConfig => {
             println!(
                 "{}: OK (listen {}, upstream {}://{}{}, {} sink{})",
-                cli.config.display(),
+                config_path.display(),
                 config.listen.address,
                 config.upstream.scheme,
                 config.upstream.authority,
@@ -109,9 +117,10 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        // Handled above, before the configuration is loaded; kept for completeness.
-        Command::Healthcheck(args) => healthcheck(&cli.config, &args),
-        Command::Run => match run(config, &cli.config) {
+        // Both handled above, before the configuration is loaded; kept for completeness.
+        Command::Healthcheck(args) => healthcheck(&config_path, &args),
+        Command::Verify(args) => verify(cli.config.as_deref(), &args),
+        Command::Run => match run(config, &config_path) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("scimtap: {error:#}");
@@ -122,21 +131,53 @@ fn main() -> ExitCode {
 }
 
 /// `scimtap verify`: exit 0 for an intact chain, 10-14 for what broke (see
-/// [`scimtap::integrity::Breakage::exit_code`]), 66 for a file that cannot be read.
-fn verify(config: &Config, args: &VerifyArgs) -> ExitCode {
-    use scimtap::integrity::{files_in, StartAt, VerifyOptions};
+/// [`scimtap::integrity::Breakage::exit_code`]), 66 for a file that cannot be read, 64 for a
+/// key or configuration that cannot be read. The key comes from `--key-file`, else from the
+/// configuration when one was named; with neither the chain is checked as plain SHA-256.
+fn verify(config: Option<&std::path::Path>, args: &VerifyArgs) -> ExitCode {
+    use scimtap::integrity::{files_in, is_trail_file, StartAt, VerifyOptions};
+    let key = match (&args.key_file, config) {
+        (Some(path), _) => match scimtap::config::read_key_file(path) {
+            Ok(key) => Some(key),
+            Err(message) => {
+                eprintln!("scimtap: --key-file: {message}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, Some(path)) => match Config::load(path) {
+            Ok(config) => config.integrity.key,
+            Err(error) => {
+                eprintln!("scimtap: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, None) => None,
+    };
+    // Files named are checked as given; a directory's files only when they carry the chain
+    // (the output of OCSF, ECS or CEF sinks beside the trail is listed as skipped).
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     for path in &args.files {
-        if path.is_dir() {
-            match files_in(path) {
-                Ok(found) => files.extend(found),
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let found = match files_in(path) {
+            Ok(found) => found,
+            Err(error) => {
+                eprintln!("scimtap: cannot list {}: {error}", path.display());
+                return ExitCode::from(66);
+            }
+        };
+        for file in found {
+            match is_trail_file(&file) {
+                Ok(true) => files.push(file),
+                Ok(false) => skipped.push(file),
                 Err(error) => {
-                    eprintln!("scimtap: cannot list {}: {error}", path.display());
+                    eprintln!("scimtap: cannot read {}: {error}", file.display());
                     return ExitCode::from(66);
                 }
             }
-        } else {
-            files.push(path.clone());
         }
     }
     let options = VerifyOptions {
@@ -147,8 +188,16 @@ fn verify(config: &Config, args: &VerifyArgs) -> ExitCode {
         },
         allow_open: args.allow_open,
     };
-    let key = config.integrity.key.as_ref().map(|k| k.0.as_slice());
-    match scimtap::integrity::verify(&files, key, &options) {
+    let print_skipped = || {
+        for file in &skipped {
+            println!(
+                "skipped {}: no hash-chain fields (another format's output, not the trail)",
+                file.display()
+            );
+        }
+    };
+    let result = scimtap::integrity::verify(&files, key.as_ref().map(|k| k.0.as_slice()), &options);
+    match result {
         Ok(ok) => {
             println!(
                 "OK: {} records (seq {}..{}) in {} file{}, instance {}{}{}",
@@ -173,10 +222,17 @@ fn verify(config: &Config, args: &VerifyArgs) -> ExitCode {
                     String::new()
                 }
             );
+            print_skipped();
             ExitCode::SUCCESS
         }
         Err(Ok(broken)) => {
             println!("{broken}");
+            print_skipped();
+            if key.is_none() && broken.kind == scimtap::integrity::Breakage::Edited {
+                eprintln!(
+                    "scimtap: checked without a key; if the trail is keyed (integrity.key_file), pass --key-file PATH or --config FILE"
+                );
+            }
             ExitCode::from(broken.kind.exit_code())
         }
         Err(Err(error)) => {

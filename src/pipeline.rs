@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
 use crate::config::EventFormat;
-use crate::event::{events_for, AuditEvent, EventContext};
+use crate::event::{events_for, AuditEvent, EventContext, Outcome};
 use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, Severity, SinkHandle};
@@ -44,8 +44,8 @@ enum Message {
     Intent(Box<Exchange>, Arc<DurableAck>),
     /// Time for an `integrity.checkpoint` record.
     Checkpoint,
-    /// A reloaded configuration's event settings (SIGHUP).
-    Reconfigure(Box<EventContext>),
+    /// A reloaded configuration's event settings (SIGHUP), and what changed.
+    Reconfigure(Box<EventContext>, Box<SettingsChange>),
     Close,
 }
 
@@ -201,13 +201,15 @@ impl Pipeline {
     }
 
     /// Hands new event settings (clients, redaction, privacy, SCIM paths) to the audit worker;
-    /// exchanges queued before it are described with the old ones. Waits (bounded) for room.
-    pub async fn reconfigure(&self, context: EventContext) -> bool {
+    /// exchanges queued before it are described with the old ones. The worker writes an
+    /// `integrity.reload` record with `change.details` into the trail where it swaps them, and
+    /// logs which settings changed. Waits (bounded) for room.
+    pub async fn reconfigure(&self, context: EventContext, change: SettingsChange) -> bool {
         let send = self
             .queue
             .shared
             .tx
-            .send(Message::Reconfigure(Box::new(context)));
+            .send(Message::Reconfigure(Box::new(context), Box::new(change)));
         let sent = matches!(
             tokio::time::timeout(Duration::from_secs(5), send).await,
             Ok(Ok(()))
@@ -228,6 +230,15 @@ impl Pipeline {
             tracing::error!("Audit worker ended without finishing its queue.");
         }
     }
+}
+
+/// What a reload changed, for the `integrity.reload` record and the log.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    /// The event settings that differ, by their configuration name (`capture.include_bodies`).
+    pub changed: Vec<&'static str>,
+    /// The record's `details`: setting names and key file paths, never a key or a token hash.
+    pub details: serde_json::Value,
 }
 
 /// The hash chain the audit worker seals native lines into, and how it began.
@@ -396,9 +407,19 @@ fn run_worker(
     while let Some(message) = next_message(&mut rx, &mut busy) {
         let exchange = match message {
             Message::Exchange(exchange) => exchange,
-            Message::Reconfigure(context) => {
+            Message::Reconfigure(context, change) => {
                 events = *context;
-                tracing::info!("Event settings reloaded.");
+                // Sealed where the swap happens: events above it were described with the old
+                // settings, events below with the new.
+                emit_record(&sinks, &mut integrity, RecordKind::Reload, change.details);
+                if change.changed.is_empty() {
+                    tracing::info!("Event settings reloaded; none changed.");
+                } else {
+                    tracing::info!(
+                        changed = %change.changed.join(", "),
+                        "Event settings reloaded."
+                    );
+                }
                 continue;
             }
             Message::Intent(snapshot, ack) => {
@@ -418,6 +439,7 @@ fn run_worker(
             }
         };
         proxy_metrics.handoff_queue_depth.dec();
+        metrics.exchanges_described.inc();
         events.learn(&exchange);
         for event in events_for(&exchange, &events) {
             let line = match event.to_json_line() {
@@ -434,6 +456,12 @@ fn run_worker(
                 }
             };
             metrics.events_encoded.inc();
+            metrics.count_actions(
+                &event.scim.actions,
+                event.outcome == Outcome::Failure,
+                event.client.name.as_deref(),
+                event.client.idp.as_deref(),
+            );
             let meta = record_meta(&event);
             // Other formats are made once per event, and only when a sink wants them. A format
             // may give several lines (OCSF: one per action); each is one record.

@@ -64,6 +64,47 @@ pub struct SinkReasonLabels {
     pub reason: DropReason,
 }
 
+/// `scimtap_scim_actions_total`: one SCIM action of an event. Every label is bounded: `action`
+/// by [`KNOWN_ACTIONS`], `outcome` by two values, `client` by the configured `[[clients]]`
+/// names and [`KNOWN_IDPS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+    pub outcome: &'static str,
+    pub client: String,
+}
+
+/// `scimtap_build_info`: what is running.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildInfoLabels {
+    pub version: &'static str,
+    /// `schema_version` of the events it writes.
+    pub schema_version: &'static str,
+}
+
+/// The actions `scimtap_scim_actions_total` names (docs/events.md#actions). Anything else (a
+/// custom resource type's `device.create`) is counted as `other`; an event without actions
+/// (a read, a list, a search, discovery, an unknown path) as `none`.
+pub const KNOWN_ACTIONS: &[&str] = &[
+    "user.create",
+    "user.update",
+    "user.deactivate",
+    "user.reactivate",
+    "user.delete",
+    "group.create",
+    "group.update",
+    "group.rename",
+    "group.members.add",
+    "group.members.remove",
+    "group.members.replace",
+    "group.members.update",
+    "group.delete",
+];
+
+/// Identity providers recognised from the User-Agent (the values `client.idp` takes for a
+/// client no `[[clients]]` entry names): an unnamed client is counted as `unknown/<idp>`.
+pub const KNOWN_IDPS: &[&str] = &["okta", "entra", "onelogin", "jumpcloud", "google"];
+
 /// Why an event did not reach its destination.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -128,6 +169,9 @@ metrics! {
     handoff_dropped: Family<ReasonLabels, Counter> = "audit_handoff_dropped", "Finished exchanges whose event was dropped before the audit pipeline, by reason";
     handoff_queue_depth: Gauge<i64, AtomicI64Compat> = "audit_handoff_queue_depth", "Finished exchanges waiting for the audit worker";
     events_encoded: Counter = "audit_events_encoded", "Audit events built and serialized by the audit worker";
+    exchanges_described: Counter = "audit_exchanges_described", "Finished exchanges the audit worker turned into events (one or more each: a Bulk request gives one per operation)";
+    scim_actions: Family<ActionLabels, Counter> = "scim_actions", "SCIM actions in the events the audit worker encoded, by action (none: the event has none; other: not a built-in action), outcome and client ([[clients]] name, unknown/<idp>, or unknown)";
+    build_info: Family<BuildInfoLabels, Gauge> = "build_info", "Always 1; the labels say which scimtap version runs and which event schema it writes", build_info();
     capture_budget_exhausted: Counter = "capture_budget_exhausted", "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)";
     audit_refused: Counter = "audit_refused_requests", "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")";
     config_reloads: Family<ResultLabels, Counter> = "config_reloads", "Configuration reloads on SIGHUP, by result (success, failure: the old configuration stays)";
@@ -151,6 +195,17 @@ fn send_duration_histogram() -> Histogram {
     ])
 }
 
+fn build_info() -> Family<BuildInfoLabels, Gauge> {
+    let family: Family<BuildInfoLabels, Gauge> = Family::default();
+    family
+        .get_or_create(&BuildInfoLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            schema_version: crate::event::SCHEMA_VERSION,
+        })
+        .set(1);
+    family
+}
+
 /// The gauge's default atomic; named so the field type reads plainly.
 pub type AtomicI64Compat = std::sync::atomic::AtomicI64;
 
@@ -161,6 +216,49 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts the actions of one encoded event in `scimtap_scim_actions_total`: once per
+    /// action it carries, or once as `none` when it carries none. `client_name` is the
+    /// configured `[[clients]]` name, `idp` the `client.idp` of an unnamed client.
+    pub fn count_actions(
+        &self,
+        actions: &[String],
+        failed: bool,
+        client_name: Option<&str>,
+        idp: Option<&str>,
+    ) {
+        let client = match (client_name, idp) {
+            (Some(name), _) => name.to_owned(),
+            (None, Some(idp)) => match KNOWN_IDPS.iter().find(|known| **known == idp) {
+                Some(known) => format!("unknown/{known}"),
+                None => "unknown".to_owned(),
+            },
+            (None, None) => "unknown".to_owned(),
+        };
+        let outcome = if failed { "failure" } else { "success" };
+        let bounded = |action: &str| {
+            KNOWN_ACTIONS
+                .iter()
+                .find(|known| **known == action)
+                .copied()
+                .unwrap_or("other")
+        };
+        let count = |action: &'static str| {
+            self.scim_actions
+                .get_or_create(&ActionLabels {
+                    action,
+                    outcome,
+                    client: client.clone(),
+                })
+                .inc();
+        };
+        if actions.is_empty() {
+            count("none");
+        }
+        for action in actions {
+            count(bounded(action));
+        }
     }
 
     /// Counters the request path uses, resolved now so it never looks up a label set.
@@ -228,5 +326,33 @@ impl ProxyMetrics {
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_labels_stay_bounded() {
+        let metrics = Metrics::new();
+        let actions = ["device.create".to_owned(), "user.delete".to_owned()];
+        metrics.count_actions(&actions, true, None, Some("made-up-idp"));
+        metrics.count_actions(&[], false, Some("okta-prod"), Some("okta"));
+        metrics.count_actions(&[], false, None, Some("okta"));
+        let text = metrics.encode();
+        for series in [
+            "scimtap_scim_actions_total{action=\"other\",outcome=\"failure\",client=\"unknown\"} 1",
+            "scimtap_scim_actions_total{action=\"user.delete\",outcome=\"failure\",client=\"unknown\"} 1",
+            "scimtap_scim_actions_total{action=\"none\",outcome=\"success\",client=\"okta-prod\"} 1",
+            "scimtap_scim_actions_total{action=\"none\",outcome=\"success\",client=\"unknown/okta\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} in:\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "scimtap_build_info{{version=\"{}\",schema_version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            crate::event::SCHEMA_VERSION
+        )));
     }
 }

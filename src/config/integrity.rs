@@ -1,7 +1,7 @@
 //! `[integrity]`: the hash chain every native event carries (its key, checkpoints and where
 //! its head is kept between runs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -74,24 +74,26 @@ pub(super) fn validate_integrity(
     }
     out.state_file = raw.state_file.as_ref().map(|f| f.get_ref().clone());
     if let Some(file) = &raw.key_file {
-        match std::fs::read(file.get_ref()) {
-            Ok(key) if key.trim_ascii().len() >= 16 => {
-                out.key = Some(SecretKey(key.trim_ascii().to_vec()));
-            }
-            Ok(_) => c.at(
-                file.span(),
-                "integrity.key_file",
-                format!(
-                    "{} holds fewer than 16 bytes: use a long random key (e.g. openssl rand -hex 32)",
-                    file.get_ref().display()
-                ),
-            ),
-            Err(e) => c.at(
-                file.span(),
-                "integrity.key_file",
-                format!("cannot read {}: {e}", file.get_ref().display()),
-            ),
+        match read_key_file(file.get_ref()) {
+            Ok(key) => out.key = Some(key),
+            Err(message) => c.at(file.span(), "integrity.key_file", message),
         }
     }
     out
+}
+
+/// The chain's HMAC key from `path`, as `integrity.key_file` reads it (surrounding whitespace
+/// trimmed, at least 16 bytes). Also used by `scimtap verify --key-file`.
+///
+/// # Errors
+/// A message naming the file (never its content) when it cannot be read or is too short.
+pub fn read_key_file(path: &Path) -> Result<SecretKey, String> {
+    match std::fs::read(path) {
+        Ok(key) if key.trim_ascii().len() >= 16 => Ok(SecretKey(key.trim_ascii().to_vec())),
+        Ok(_) => Err(format!(
+            "{} holds fewer than 16 bytes: use a long random key (e.g. openssl rand -hex 32)",
+            path.display()
+        )),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
 }

@@ -82,6 +82,16 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] with every problem found.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        Config::from_toml_str_unsorted(text, origin).map_err(|error| match error {
+            ConfigError::Invalid { file, problems } => ConfigError::Invalid {
+                file,
+                problems: sorted_by_line(problems),
+            },
+            other => other,
+        })
+    }
+
+    fn from_toml_str_unsorted(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let (expanded, unset) = expand_env(text, |name| std::env::var(name).ok());
         if !unset.is_empty() {
             return Err(ConfigError::Invalid {
@@ -103,7 +113,15 @@ impl Config {
                     {
                         // One problem per key: a key already reported (an unknown sink
                         // type, then that sink's missing type) is not reported again.
+                        // A sink table refused above was blanked out for the later passes:
+                        // "no [[sinks]] configured" would then be wrong.
+                        let sink_refused = problems
+                            .iter()
+                            .any(|q: &Problem| q.key.starts_with("sinks["));
                         for p in more {
+                            if sink_refused && p.key == "sinks" {
+                                continue;
+                            }
                             if !problems.iter().any(|q: &Problem| q.key == p.key) {
                                 problems.push(p);
                             }
@@ -137,6 +155,19 @@ impl Config {
             problems,
         })
     }
+}
+
+/// Problems in the order of their lines, those without a line last; equal lines keep the
+/// order they were found in. Exact repeats are reported once; every other problem is kept.
+fn sorted_by_line(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|p| (p.line.is_none(), p.line));
+    let mut kept: Vec<Problem> = Vec::with_capacity(problems.len());
+    for p in problems {
+        if !kept.contains(&p) {
+            kept.push(p);
+        }
+    }
+    kept
 }
 
 enum PassError {

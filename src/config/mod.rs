@@ -56,7 +56,7 @@ pub(crate) mod validate;
 
 pub use self::audit::{AuditConfig, AuditMode, OnAuditFailure};
 pub use self::capture::{CaptureConfig, IncludeBodies};
-pub use self::integrity::IntegrityConfig;
+pub use self::integrity::{read_key_file, IntegrityConfig};
 pub use self::listen::{AdminConfig, ListenConfig, ServerTls, TlsMinVersion};
 pub use self::load::{ConfigError, Problem};
 pub use self::scim::{normalize_subject, ClientConfig, ScimConfig};

@@ -85,6 +85,8 @@ pub struct ScimConfig {
     pub redact_query_params: Vec<String>,
     /// The HMAC key for pseudonymisation. Never printed.
     pub hash_key: Option<SecretKey>,
+    /// Where `hash_key` was read from (`privacy.hash_key_file`): what a reload record names.
+    pub hash_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +183,7 @@ pub(super) fn validate_scim(c: &mut Checker<'_>, raw: &RawConfig) -> ScimConfig 
         .as_ref()
         .and_then(|p| p.get_ref().hash_key_file.as_ref())
     {
+        out.hash_key_file = Some(file.get_ref().clone());
         match std::fs::read(file.get_ref()) {
             Ok(key) if key.iter().filter(|b| !b.is_ascii_whitespace()).count() >= 16 => {
                 let trimmed: Vec<u8> = key.trim_ascii().to_vec();

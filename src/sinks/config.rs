@@ -346,11 +346,47 @@ pub(crate) fn deserialize_sink(value: toml::Value) -> Result<RawSink, (String, S
             "type".to_owned(),
             format!("`type` must be a string: {SINK_TYPES}"),
         )),
-        None => Err((
-            "type".to_owned(),
-            format!("missing: a sink needs a `type`: {SINK_TYPES}"),
-        )),
+        None => match unknown_to_every_type(&rest) {
+            // A key no sink type knows, in a sink without `type`: most likely `type` misspelt.
+            // Named first (with its own line); `type` is reported missing on the next pass.
+            Some(key) => Err((
+                key.clone(),
+                format!(
+                    "unknown field `{key}`: no sink type has it, and this sink has no `type` (a misspelling?)"
+                ),
+            )),
+            None => Err((
+                "type".to_owned(),
+                format!("missing: a sink needs a `type`: {SINK_TYPES}"),
+            )),
+        },
     }
+}
+
+/// The first key of a sink table (by name) that every sink type refuses as unknown.
+fn unknown_to_every_type(rest: &toml::Value) -> Option<String> {
+    let toml::Value::Table(table) = rest else {
+        return None;
+    };
+    fn refuses<T: serde::de::DeserializeOwned>(single: &toml::Value, key: &str) -> bool {
+        // Only this key: serde reports an unknown field before any missing one.
+        T::deserialize(single.clone())
+            .is_err_and(|e| e.message().starts_with(&format!("unknown field `{key}`")))
+    }
+    table
+        .iter()
+        .map(|(key, _)| key)
+        .find(|key| {
+            let mut single = toml::Table::new();
+            single.insert((*key).clone(), toml::Value::Boolean(false));
+            let single = toml::Value::Table(single);
+            refuses::<RawFileSink>(&single, key)
+                && refuses::<RawStdoutSink>(&single, key)
+                && refuses::<RawSyslogSink>(&single, key)
+                && refuses::<RawHttpSink>(&single, key)
+                && refuses::<RawKafkaSink>(&single, key)
+        })
+        .cloned()
 }
 
 // === validation ===

@@ -1,6 +1,7 @@
 //! The command line: check-config, refusals of bad configuration with file, line and key,
 //! --version, and a clear error when the port is taken.
 
+use std::path::Path;
 use std::process::Output;
 
 use crate::support::{report, run};
@@ -159,4 +160,109 @@ token_file = "${SCIMTAP_TEST_DIR}/hec.token"
         ),
         "{stderr}"
     );
+}
+
+/// The `file:line:` of each problem line `check-config` printed, in order (`None`: no line).
+fn problem_lines(stderr: &str, path: &str) -> Vec<Option<usize>> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix(path))
+        .filter_map(|rest| {
+            let rest = rest.strip_prefix(':')?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some(digits.parse().ok())
+        })
+        .collect()
+}
+
+#[test]
+fn a_misspelt_sink_type_is_named_with_its_line_and_problems_come_in_line_order() {
+    let (_dir, path) = write_config(
+        "[listen]\n\
+         port = 8080\n\
+         \n\
+         [upstream]\n\
+         url = \"http://127.0.0.1:9000\"\n\
+         connect_timeout_secs = \"soon\"\n\
+         \n\
+         [[sinks]]\n\
+         typ = \"stdout\"\n",
+    );
+    let out = scimtap(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(64), "{}", report(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{path}:9: sinks[0].typ: unknown field `typ`")),
+        "the misspelt key is named at its line: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{path}:8: sinks[0].type: missing")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("no [[sinks]] configured"),
+        "a sink table is there, only its type is misspelt: {stderr}"
+    );
+    // Every problem is kept: listen.port, listen.address, the timeout, typ, type.
+    assert!(stderr.contains("5 problems"), "{stderr}");
+    let lines = problem_lines(&stderr, &path);
+    assert_eq!(lines.len(), 5, "{stderr}");
+    let mut sorted = lines.clone();
+    sorted.sort_by_key(|l| (l.is_none(), *l));
+    assert_eq!(lines, sorted, "problems sorted by line: {stderr}");
+}
+
+#[test]
+fn problems_without_a_line_come_last() {
+    let (_dir, path) = write_config(
+        "[upstream]\nurl = \"http://127.0.0.1:9000\"\nconnect_timeout_secs = \"soon\"\n",
+    );
+    let out = scimtap(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(64), "{}", report(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = problem_lines(&stderr, &path);
+    assert!(lines.len() >= 3, "{stderr}");
+    assert_eq!(lines[0], Some(3), "{stderr}");
+    assert!(lines[1..].iter().all(Option::is_none), "{stderr}");
+}
+/// An unkeyed chain: `verify` needs no configuration at all; a keyed one takes `--key-file`.
+#[test]
+fn verify_needs_no_configuration_for_an_unkeyed_chain_and_takes_a_key_file() {
+    use scimtap::integrity::{Chain, RecordKind};
+    let dir = tempfile::tempdir().unwrap();
+    let write_chain = |key: Option<&[u8]>, name: &str| {
+        let mut chain = Chain::resume(key.map(<[u8]>::to_vec), None);
+        let mut text = chain
+            .record(RecordKind::Start, serde_json::json!({"genesis": true}))
+            .1;
+        text.extend(chain.seal(b"{\"event_id\":\"e1\"}\n".to_vec()));
+        text.extend(chain.record(RecordKind::Stop, serde_json::json!({})).1);
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let unkeyed = write_chain(None, "plain.jsonl");
+    let key = b"a-long-random-key-for-verify-cli";
+    let keyed = write_chain(Some(key), "keyed.jsonl");
+    let key_file = dir.path().join("chain.key");
+    std::fs::write(&key_file, format!("{}\n", String::from_utf8_lossy(key))).unwrap();
+    // Run where no proxy.toml exists.
+    let verify = |args: &[&str], file: &Path| {
+        run(crate::support::scimtap(&["verify"])
+            .args(args)
+            .arg(file)
+            .current_dir(dir.path()))
+    };
+    let out = verify(&[], &unkeyed);
+    assert_eq!(out.status.code(), Some(0), "{}", report(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK: 3 records"));
+    let out = verify(&["--key-file", &key_file.display().to_string()], &keyed);
+    assert_eq!(out.status.code(), Some(0), "{}", report(&out));
+    // The keyed chain without its key: edited at seq 1, with a hint.
+    let out = verify(&[], &keyed);
+    assert_eq!(out.status.code(), Some(10), "{}", report(&out));
+    assert!(report(&out).contains("--key-file"), "{}", report(&out));
+    // A key file that cannot be read is a usage problem, not a broken chain.
+    let out = verify(&["--key-file", "/nonexistent/chain.key"], &keyed);
+    assert_eq!(out.status.code(), Some(64), "{}", report(&out));
 }

@@ -352,3 +352,89 @@ async fn a_running_proxy_writes_a_chain_that_verifies_across_a_restart() {
     assert_eq!(code, 10, "{out}");
     assert!(out.contains("edited"), "{out}");
 }
+
+/// OCSF, ECS and CEF file sinks writing beside the native trail: `verify DIR` checks the chain
+/// in the native files, lists the others as skipped, and needs only the key file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_dir_skips_the_files_of_other_formats_beside_the_trail() {
+    let upstream = Upstream::start(|_req: http::Request<hyper::body::Incoming>| async {
+        http::Response::builder()
+            .status(201)
+            .body(full(r#"{"id":"u1","userName":"a@example.com"}"#))
+            .unwrap()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let key = dir.path().join("chain.key");
+    std::fs::write(&key, "a-long-random-integrity-key-for-tests").unwrap();
+    let audit = logs.join("audit.jsonl");
+    let mut sinks = format!(
+        "[[sinks]]\ntype = \"file\"\npath = \"{}\"\nmax_file_bytes = 4096\nkeep_files = 50\n",
+        audit.display()
+    );
+    for (name, format, file) in [
+        ("ocsf", "ocsf", "ocsf.jsonl"),
+        ("ecs", "ecs", "ecs.jsonl"),
+        ("cef", "cef", "cef.log"),
+    ] {
+        sinks.push_str(&format!(
+            "[[sinks]]\nname = \"{name}\"\ntype = \"file\"\nformat = \"{format}\"\npath = \"{}\"\n",
+            logs.join(file).display()
+        ));
+    }
+    let top = format!("[integrity]\nkey_file = \"{}\"\n", key.display());
+    let config = ProxyConfig::new(upstream.url()).top(&top).sinks(&sinks);
+    let mut proxy = Proxy::start(config.clone());
+    for n in 0..12 {
+        let req = http::Request::post(proxy.url("/scim/v2/Users"))
+            .header("content-type", "application/scim+json")
+            .body(full(format!(r#"{{"userName":"u{n}@example.com"}}"#)))
+            .unwrap();
+        http1_client().request(req).await.unwrap();
+    }
+    assert_eq!(proxy.stop(), 0);
+    let key_arg = key.display().to_string();
+    let out = run(scimtap(&["verify", "--key-file", &key_arg])
+        .arg(&logs)
+        .current_dir(dir.path()));
+    let all = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("OK: 14 records"), "{all}");
+    assert!(stdout.contains("closed cleanly"), "{all}");
+    for skipped in ["ocsf.jsonl", "ecs.jsonl", "cef.log"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("skipped") && l.contains(skipped)),
+            "{skipped} is listed as skipped: {all}"
+        );
+    }
+    // With the configuration, the same.
+    let config_path = dir.path().join("verify.toml");
+    std::fs::write(&config_path, config.render(&audit)).unwrap();
+    let (code, out) = scimtap_verify(&config_path, &[&logs], &[]);
+    assert_eq!(code, 0, "{out}");
+
+    // Tampering in the trail is still caught with the other files there.
+    let trail = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("audit.jsonl")
+                && std::fs::read_to_string(p).unwrap().contains("u3@")
+        })
+        .unwrap();
+    let text = std::fs::read_to_string(&trail).unwrap();
+    std::fs::write(&trail, text.replacen("u3@", "U3@", 1)).unwrap();
+    let out = run(scimtap(&["verify", "--key-file", &key_arg]).arg(&logs));
+    assert_eq!(out.status.code(), Some(10), "{}", report(&out));
+    // A file named explicitly is checked as given, even without chain fields.
+    let out = run(scimtap(&["verify", "--key-file", &key_arg]).arg(logs.join("ocsf.jsonl")));
+    assert_eq!(out.status.code(), Some(10), "{}", report(&out));
+}

@@ -304,3 +304,102 @@ async fn a_stuck_exchange_is_closed_at_the_drain_deadline_and_still_recorded() {
     assert_eq!(event["failure"]["side"], "proxy", "{event}");
     assert_eq!(event["failure"]["kind"], "shutdown");
 }
+
+/// Per SCIM action metrics with bounded labels, the build info gauge, and the accounting
+/// identities per operation: a Bulk request is one request, one exchange and one event per
+/// operation in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_are_counted_per_event_and_bulk_keeps_the_accounting_exact() {
+    const TOKEN: &str = "metrics-test-token-91c2";
+    let upstream = Upstream::start(|req: Request<Incoming>| async move {
+        let bulk = req.uri().path().ends_with("/Bulk");
+        let body = if bulk {
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],"Operations":[{"method":"POST","bulkId":"a","status":"201","location":"/Users/a"},{"method":"POST","bulkId":"b","status":"201","location":"/Users/b"},{"method":"DELETE","status":"204"}]}"#
+        } else {
+            r#"{"id":"u1","userName":"m@example.com"}"#
+        };
+        Response::builder()
+            .status(if bulk { 200 } else { 201 })
+            .body(full(body))
+            .unwrap()
+    })
+    .await;
+    let clients = format!(
+        "[[clients]]\nname = \"okta-prod\"\nidp = \"okta\"\ntoken_sha256 = \"{}\"\n",
+        sha256_hex(TOKEN.as_bytes())
+    );
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).top(&clients));
+    let client = http1_client();
+    let send = |req: Request<_>| {
+        let client = client.clone();
+        async move {
+            let resp = client.request(req).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+        }
+    };
+    // A create from the configured client.
+    send(
+        Request::post(proxy.url("/scim/v2/Users"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/scim+json")
+            .body(full(r#"{"userName":"m@example.com"}"#))
+            .unwrap(),
+    )
+    .await;
+    // A Bulk of three operations from an unconfigured Okta.
+    send(
+        Request::post(proxy.url("/scim/v2/Bulk"))
+            .header("user-agent", "Okta SCIM Client 1.0.0")
+            .header("content-type", "application/scim+json")
+            .body(full(
+                r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":[{"method":"POST","bulkId":"a","path":"/Users","data":{"userName":"a@example.com"}},{"method":"POST","bulkId":"b","path":"/Users","data":{"userName":"b@example.com"}},{"method":"DELETE","path":"/Users/x"}]}"#,
+            ))
+            .unwrap(),
+    )
+    .await;
+    // A read from nobody known.
+    send(
+        Request::get(proxy.url("/scim/v2/Users/u1"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    proxy.wait_for_events(5).await;
+
+    let (_, text) = proxy.admin_get("/metrics").await;
+    let value = |series: &str| metric_value(&text, series);
+    let action = |action: &str, client: &str| {
+        value(&format!(
+            "scimtap_scim_actions_total{{action=\"{action}\",outcome=\"success\",client=\"{client}\"}}"
+        ))
+    };
+    assert_eq!(action("user.create", "okta-prod"), 1.0, "{text}");
+    assert_eq!(action("user.create", "unknown/okta"), 2.0, "{text}");
+    assert_eq!(action("user.delete", "unknown/okta"), 1.0, "{text}");
+    assert_eq!(action("none", "unknown"), 1.0, "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!(
+            "scimtap_build_info{{version=\"{}\"",
+            env!("CARGO_PKG_VERSION")
+        )) && l.ends_with(" 1")),
+        "{text}"
+    );
+
+    // What equals what: 3 requests, 3 exchanges described, 5 events (the Bulk made 3).
+    let requests = value("scimtap_requests_total{status_class=\"2xx\"}");
+    let described = value("scimtap_audit_exchanges_described_total");
+    let encoded = value("scimtap_audit_events_encoded_total");
+    let dropped = value("scimtap_audit_handoff_dropped_total{reason=\"queue_full\"}")
+        + value("scimtap_audit_handoff_dropped_total{reason=\"shutdown\"}");
+    let waiting = value("scimtap_audit_handoff_queue_depth");
+    assert_eq!(requests, 3.0, "{text}");
+    assert_eq!(requests, dropped + waiting + described, "{text}");
+    assert_eq!(encoded, 5.0, "{text}");
+    let actions: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("scimtap_scim_actions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // No event here carries two actions, so the counts add up to the events.
+    assert_eq!(actions, encoded, "{text}");
+}
