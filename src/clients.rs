@@ -86,6 +86,31 @@ pub fn credentials(headers: &HeaderMap) -> Credentials {
     }
 }
 
+/// Identity providers recognised by their User-Agent, as (substring, `client.idp`). Okta's
+/// is documented (`Okta SCIM Client 1.0.0`); the others are best effort.
+const USER_AGENT_IDPS: [(&str, &str); 6] = [
+    ("okta", "okta"),
+    ("azure", "entra"),
+    ("microsoft", "entra"),
+    ("onelogin", "onelogin"),
+    ("jumpcloud", "jumpcloud"),
+    ("google", "google"),
+];
+
+/// The identity provider a User-Agent names, if it is one scimtap recognises.
+pub fn idp_from_user_agent(user_agent: &str) -> Option<&'static str> {
+    let ua = user_agent.to_ascii_lowercase();
+    USER_AGENT_IDPS
+        .into_iter()
+        .find(|(needle, _)| ua.contains(needle))
+        .map(|(_, idp)| idp)
+}
+
+/// Whether `idp` is one [`idp_from_user_agent`] gives (a bounded set, for metric labels).
+pub fn is_recognised_idp(idp: &str) -> bool {
+    USER_AGENT_IDPS.iter().any(|(_, known)| *known == idp)
+}
+
 /// The configured client these credentials or this certificate subject belong to: a token
 /// match first, else the certificate subject (compared in normalised form).
 pub fn matching<'c>(

@@ -281,7 +281,7 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
         idp: client_entry.and_then(|c| c.idp.clone()).or_else(|| {
             user_agent
                 .as_deref()
-                .and_then(idp_from_user_agent)
+                .and_then(clients::idp_from_user_agent)
                 .map(str::to_owned)
         }),
         user_agent,
@@ -479,23 +479,6 @@ fn declares_body(headers: &HeaderMap) -> bool {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|n| n > 0)
         || headers.contains_key(http::header::TRANSFER_ENCODING)
-}
-
-/// Identity providers recognised by their User-Agent. Okta's is documented
-/// (`Okta SCIM Client 1.0.0`); the others are best effort.
-fn idp_from_user_agent(user_agent: &str) -> Option<&'static str> {
-    let ua = user_agent.to_ascii_lowercase();
-    [
-        ("okta", "okta"),
-        ("azure", "entra"),
-        ("microsoft", "entra"),
-        ("onelogin", "onelogin"),
-        ("jumpcloud", "jumpcloud"),
-        ("google", "google"),
-    ]
-    .into_iter()
-    .find(|(needle, _)| ua.contains(needle))
-    .map(|(_, idp)| idp)
 }
 
 fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> Option<String> {

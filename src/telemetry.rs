@@ -66,7 +66,7 @@ pub struct SinkReasonLabels {
 
 /// `scimtap_scim_actions_total`: one SCIM action of an event. Every label is bounded: `action`
 /// by [`KNOWN_ACTIONS`], `outcome` by two values, `client` by the configured `[[clients]]`
-/// names and [`KNOWN_IDPS`].
+/// names and the identity providers [`crate::clients::idp_from_user_agent`] recognises.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: &'static str,
@@ -100,10 +100,6 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "group.members.update",
     "group.delete",
 ];
-
-/// Identity providers recognised from the User-Agent (the values `client.idp` takes for a
-/// client no `[[clients]]` entry names): an unnamed client is counted as `unknown/<idp>`.
-pub const KNOWN_IDPS: &[&str] = &["okta", "entra", "onelogin", "jumpcloud", "google"];
 
 /// Why an event did not reach its destination.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -230,11 +226,9 @@ impl Metrics {
     ) {
         let client = match (client_name, idp) {
             (Some(name), _) => name.to_owned(),
-            (None, Some(idp)) => match KNOWN_IDPS.iter().find(|known| **known == idp) {
-                Some(known) => format!("unknown/{known}"),
-                None => "unknown".to_owned(),
-            },
-            (None, None) => "unknown".to_owned(),
+            // An unnamed client is counted as `unknown/<idp>` when its User-Agent names one.
+            (None, Some(idp)) if crate::clients::is_recognised_idp(idp) => format!("unknown/{idp}"),
+            (None, _) => "unknown".to_owned(),
         };
         let outcome = if failed { "failure" } else { "success" };
         let bounded = |action: &str| {
