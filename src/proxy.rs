@@ -202,9 +202,13 @@ impl Proxy {
             }
             _ => ForwardBody::streaming(body),
         };
-        // What the upstream did not read, should it fail first: the event still needs it.
-        let unread = Unread::default();
-        let body = body.keep_unread(unread.clone());
+        // What the upstream did not read of a SCIM write, should it fail first: the event
+        // still classifies it. Reads need no slot (one allocation saved per request).
+        let unread = is_write.then(Unread::default);
+        let body = match &unread {
+            Some(unread) => body.keep_unread(unread.clone()),
+            None => body,
+        };
         // The HTTP version is per connection: the upstream always gets HTTP/1.1, and the
         // client gets its own version back whatever the upstream spoke (wsgiref answers 1.0).
         let client_version = parts.version;
@@ -228,7 +232,8 @@ impl Proxy {
                 ),
             ),
         };
-        self.upstream_failed(&pending, failure, &unread).await
+        self.upstream_failed(&pending, failure, unread.as_ref())
+            .await
     }
 
     /// Phase 1, request filter: what must never be forwarded (CONNECT, absolute-form and
@@ -381,7 +386,7 @@ impl Proxy {
         &self,
         pending: &Arc<PendingExchange>,
         failure: Failure,
-        unread: &Unread,
+        unread: Option<&Unread>,
     ) -> Response<ProxyBody> {
         match pending.request_body_end() {
             Some(BodyEnd::IdleTimeout) => {
@@ -401,7 +406,7 @@ impl Proxy {
             }
             _ => {}
         }
-        if let Some(left) = unread.take() {
+        if let Some(left) = unread.and_then(Unread::take) {
             let (chunks, ended) =
                 read_unread(left, self.capture.max_body_bytes, UNREAD_BODY_WAIT).await;
             pending.amend_request_body(&chunks, ended, self.capture.max_body_bytes);
