@@ -449,13 +449,15 @@ fn settings_change(
 fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 6] = [
+    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 7] = [
         ("listen", &old.listen, &new.listen),
         ("upstream", &old.upstream, &new.upstream),
         ("admin", &old.admin, &new.admin),
         ("sinks", &old.sinks, &new.sinks),
         ("audit", &old.audit, &new.audit),
         ("integrity", &old.integrity, &new.integrity),
+        // The audit worker opens the store once; a reload keeps the one it has.
+        ("state", &old.state, &new.state),
     ];
     let mut changed: Vec<&'static str> = sections
         .into_iter()
