@@ -49,6 +49,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod scim;
 pub mod sinks;
+pub mod state;
 pub mod tee;
 pub mod telemetry;
 pub mod tls;
