@@ -24,7 +24,7 @@ use crate::exchange::{
 use crate::scim::{self, Body, OutcomeReason, Parts, Pseudonymizer, ScimContext, ScimInfo};
 
 /// Version of the event layout. Readers should branch on the major part.
-pub const SCHEMA_VERSION: &str = "1.3";
+pub const SCHEMA_VERSION: &str = "1.4";
 
 /// Query parameters whose values never appear in `http.query`.
 const SECRET_QUERY_PARAMS: &[&str] = &[

@@ -94,6 +94,8 @@ pub enum StartError {
     Tls(#[from] listener::TlsSetupError),
     #[error("upstream client: {0}")]
     Upstream(#[from] proxy::ProxyBuildError),
+    #[error("[state]: {0}")]
+    State(#[from] state::StateError),
 }
 
 /// A running scimtap: its bound addresses and the handles to stop it.
@@ -166,11 +168,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|tls| listener::tls_acceptor(tls, config.listen.tls_min_version))
         .transpose()?;
     let events = event::EventContext::from_config(&config);
+    // Opened here, once, so a bad state file fails startup like a bad sink path; from then on
+    // only the audit worker's thread touches it.
+    let state = config
+        .state
+        .as_ref()
+        .map(|s| state::Store::open(&s.path, config.upstream.authority.as_str()))
+        .transpose()?;
     let (audit_queue, pipeline) = Pipeline::start(
         config.audit.queue_max_events,
         events,
         sink_handles,
         chain_setup,
+        state,
         &metrics,
     )
     .map_err(|source| StartError::Thread {
@@ -524,7 +534,14 @@ mod tests {
     ];
 
     /// The audit side, which the request path reaches only through `exchange::Auditor`.
-    const AUDIT_SIDE: &[&str] = &["pipeline", "event", "formats", "integrity", "sinks"];
+    const AUDIT_SIDE: &[&str] = &[
+        "pipeline",
+        "event",
+        "formats",
+        "integrity",
+        "sinks",
+        "state",
+    ];
 
     /// docs/architecture.md gives the same check as a command:
     /// `grep -nE 'crate::(\{[^}]*)?(pipeline|event|formats|integrity|sinks)\b' src/{listener,proxy,tee,exchange,write_ahead}.rs src/{proxy,tee}/*.rs`
