@@ -250,6 +250,7 @@ fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
             start: serde_json::json!({}),
             state_file: None,
         },
+        None,
         &metrics,
     )
     .expect("pipeline");

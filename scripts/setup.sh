@@ -7,7 +7,7 @@
 #                                  tests/peer/.venv with scim2-server only (the upstream).
 #   scripts/setup.sh --test-peers  the above, plus what the tests need (scripts/test.sh):
 #                                  openssl, rsyslog, rsyslog-gnutls, systemd (systemd-analyze),
-#                                  procps; every pinned peer of tests/peer/requirements.txt; and
+#                                  procps, jq; every pinned peer of tests/peer/requirements.txt; and
 #                                  the Kafka broker tansu (cargo install, ~17 minutes the first time).
 #   scripts/setup.sh --bench       the apt packages and toolchain for running, plus the load
 #                                  benchmark's tools (benches/load/run.sh); no peer venv.
@@ -66,7 +66,9 @@ if [ "$MODE" = "--test-peers" ]; then
   # The unit's ExecReload runs kill(1), which verify wants to find (the shell's builtin is not it).
   have systemd-analyze || missing+=(systemd)
   [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
-  present="$present, openssl, rsyslog, rsyslog-gnutls, systemd, procps"
+  # docs/answers.md's jq expressions are run by tests/it/state.rs as written.
+  have jq || missing+=(jq)
+  present="$present, openssl, rsyslog, rsyslog-gnutls, systemd, procps, jq"
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"

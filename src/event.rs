@@ -24,7 +24,7 @@ use crate::exchange::{
 use crate::scim::{self, Body, OutcomeReason, Parts, Pseudonymizer, ScimContext, ScimInfo};
 
 /// Version of the event layout. Readers should branch on the major part.
-pub const SCHEMA_VERSION: &str = "1.3";
+pub const SCHEMA_VERSION: &str = "1.4";
 
 /// Query parameters whose values never appear in `http.query`.
 const SECRET_QUERY_PARAMS: &[&str] = &[
@@ -359,6 +359,26 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
             }
         })
         .collect()
+}
+
+/// The exchange's request and response bodies as JSON, redacted and pseudonymised by the same
+/// rules as `http.request_body` / `http.response_body` (whatever `include_bodies` says): what
+/// the shadow state may keep. `None` for a body that is absent, truncated or not JSON, and for
+/// scimtap's own error bodies.
+pub fn redacted_bodies(ex: &Exchange, ctx: &EventContext) -> (Option<Value>, Option<Value>) {
+    let request_bytes = ex.request_body.to_bytes();
+    let request = match parse_body(&request_bytes, &ex.request_body, "request") {
+        Body::Json(v) => Some(scim::redact_json(&v, &ctx.scim)),
+        _ => None,
+    };
+    let response = ex.response.as_ref().filter(|r| !r.generated).and_then(|r| {
+        let bytes = r.body.to_bytes();
+        match parse_body(&bytes, &r.body, "response") {
+            Body::Json(v) => Some(scim::redact_json(&v, &ctx.scim)),
+            _ => None,
+        }
+    });
+    (request, response)
 }
 
 impl AuditEvent<'_> {

@@ -49,6 +49,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod scim;
 pub mod sinks;
+pub mod state;
 pub mod tee;
 pub mod telemetry;
 pub mod tls;
@@ -93,6 +94,8 @@ pub enum StartError {
     Tls(#[from] listener::TlsSetupError),
     #[error("upstream client: {0}")]
     Upstream(#[from] proxy::ProxyBuildError),
+    #[error("[state]: {0}")]
+    State(#[from] state::StateError),
 }
 
 /// A running scimtap: its bound addresses and the handles to stop it.
@@ -165,11 +168,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|tls| listener::tls_acceptor(tls, config.listen.tls_min_version))
         .transpose()?;
     let events = event::EventContext::from_config(&config);
+    // Opened here, once, so a bad state file fails startup like a bad sink path; from then on
+    // only the audit worker's thread touches it.
+    let state = config
+        .state
+        .as_ref()
+        .map(|s| state::Store::open(&s.path, config.upstream.authority.as_str()))
+        .transpose()?;
     let (audit_queue, pipeline) = Pipeline::start(
         config.audit.queue_max_events,
         events,
         sink_handles,
         chain_setup,
+        state,
         &metrics,
     )
     .map_err(|source| StartError::Thread {
@@ -449,13 +460,15 @@ fn settings_change(
 fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 6] = [
+    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 7] = [
         ("listen", &old.listen, &new.listen),
         ("upstream", &old.upstream, &new.upstream),
         ("admin", &old.admin, &new.admin),
         ("sinks", &old.sinks, &new.sinks),
         ("audit", &old.audit, &new.audit),
         ("integrity", &old.integrity, &new.integrity),
+        // The audit worker opens the store once; a reload keeps the one it has.
+        ("state", &old.state, &new.state),
     ];
     let mut changed: Vec<&'static str> = sections
         .into_iter()
@@ -521,7 +534,14 @@ mod tests {
     ];
 
     /// The audit side, which the request path reaches only through `exchange::Auditor`.
-    const AUDIT_SIDE: &[&str] = &["pipeline", "event", "formats", "integrity", "sinks"];
+    const AUDIT_SIDE: &[&str] = &[
+        "pipeline",
+        "event",
+        "formats",
+        "integrity",
+        "sinks",
+        "state",
+    ];
 
     /// docs/architecture.md gives the same check as a command:
     /// `grep -nE 'crate::(\{[^}]*)?(pipeline|event|formats|integrity|sinks)\b' src/{listener,proxy,tee,exchange,write_ahead}.rs src/{proxy,tee}/*.rs`

@@ -42,6 +42,30 @@ enum Command {
     /// Check the hash chain of audit files: OK with the count, or the first broken seq and
     /// what broke (exit 10 edited, 11 deleted, 12 inserted, 13 reordered, 14 truncated).
     Verify(VerifyArgs),
+    /// The shadow state (`[state]`).
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Rebuild the state file from native audit files (integrity records skipped; events
+    /// replayed in timestamp order). Attribute values come back only from events written with
+    /// `include_bodies = "redacted"`; otherwise ids, names, `active` and memberships.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(clap::Args)]
+struct RebuildArgs {
+    /// Native audit files (`*.jsonl`), rotated ones included, in any order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The state file to write instead of the configuration's `[state] path`.
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
+    /// Replace the state file when it exists (it is removed first, with its -wal/-shm files).
+    #[arg(long)]
+    replace: bool,
 }
 
 #[derive(clap::Args)]
@@ -120,6 +144,7 @@ fn main() -> ExitCode {
         // Both handled above, before the configuration is loaded; kept for completeness.
         Command::Healthcheck(args) => healthcheck(&config_path, &args),
         Command::Verify(args) => verify(cli.config.as_deref(), &args),
+        Command::State(StateCommand::Rebuild(args)) => rebuild_state(&config, &args),
         Command::Run => match run(config, &config_path) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -127,6 +152,55 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `scimtap state rebuild`: 0 with the counts, 64 without a state file to write (no
+/// `[state]`, no `--state-file`) or when it exists without `--replace`, 1 when a file cannot
+/// be read or the store fails.
+fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
+    let Some(path) = args
+        .state_file
+        .clone()
+        .or_else(|| config.state.as_ref().map(|s| s.path.clone()))
+    else {
+        eprintln!("scimtap: no state file: add a [state] section or pass --state-file");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if path.exists() {
+        if !args.replace {
+            eprintln!(
+                "scimtap: {} exists; pass --replace to rebuild it from the audit files",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    let result = scimtap::state::Store::open(&path, config.upstream.authority.as_str())
+        .map_err(scimtap::state::rebuild::RebuildError::from)
+        .and_then(|mut store| {
+            let files: Vec<&std::path::Path> = args.files.iter().map(PathBuf::as_path).collect();
+            scimtap::state::rebuild::rebuild(&mut store, &files)
+        });
+    match result {
+        Ok(report) => {
+            println!(
+                "{}: rebuilt from {} events ({} lines skipped)",
+                path.display(),
+                report.events,
+                report.skipped
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("scimtap: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

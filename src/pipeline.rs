@@ -29,6 +29,7 @@ use crate::event::{events_for, AuditEvent, EventContext, Outcome};
 use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, Severity, SinkHandle};
+use crate::state::Store;
 use crate::telemetry::{Metrics, ProxyMetrics};
 
 /// How long the audit worker, having emptied the queue, lets exchanges gather before it asks
@@ -165,7 +166,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the audit worker thread feeding `sinks`. Returns the queue the request path
-    /// hands exchanges to.
+    /// hands exchanges to. `state` (`[state]` on) moves to the worker thread, which alone
+    /// touches it.
     ///
     /// # Errors
     /// When the operating system refuses a new thread.
@@ -174,6 +176,7 @@ impl Pipeline {
         events: EventContext,
         sinks: Vec<SinkHandle>,
         integrity: ChainSetup,
+        state: Option<Store>,
         metrics: &Arc<Metrics>,
     ) -> std::io::Result<(AuditQueue, Pipeline)> {
         let (tx, rx) = mpsc::channel(queue_max_events.max(1));
@@ -193,7 +196,15 @@ impl Pipeline {
         let worker = std::thread::Builder::new()
             .name("audit-worker".to_owned())
             .spawn(move || {
-                run_worker(rx, events, sinks, integrity, &proxy_metrics, &metrics);
+                run_worker(
+                    rx,
+                    events,
+                    sinks,
+                    integrity,
+                    state,
+                    &proxy_metrics,
+                    &metrics,
+                );
                 let _ = done_tx.send(());
             })?;
         let _ = queue.shared.worker.set(worker.thread().clone());
@@ -392,11 +403,46 @@ fn next_message(rx: &mut mpsc::Receiver<Message>, busy: &mut bool) -> Option<Mes
     }
 }
 
+/// Looks up and updates the shadow state for each event of one exchange, before the events
+/// are encoded (so they carry what state adds). Runs on the audit worker's thread: the store
+/// is SQLite, and a slow disk holds back the audit worker, never the request path. A store
+/// error is logged and counted; the event is written all the same, without what state would
+/// have added.
+fn remember(
+    store: &mut Store,
+    exchange: &Exchange,
+    events: &EventContext,
+    built: &mut [AuditEvent<'_>],
+    metrics: &Metrics,
+) {
+    // Only what events may show is remembered: the bodies redacted by the event's rules.
+    let (request, response) = crate::event::redacted_bodies(exchange, events);
+    let at = built
+        .first()
+        .map(|e| e.timestamp.to_string())
+        .unwrap_or_default();
+    for event in built.iter_mut() {
+        // A Bulk operation's event carries the envelope, not its own body.
+        let whole = event.scim.bulk.is_none();
+        let seen = crate::state::Seen {
+            success: event.outcome == Outcome::Success,
+            request: request.as_ref().filter(|_| whole),
+            response: response.as_ref().filter(|_| whole),
+            at: &at,
+        };
+        if let Err(error) = crate::state::observe(store, &mut event.scim, &seen) {
+            metrics.state_errors.inc();
+            tracing::error!(%error, request_id = %exchange.request_id, "Shadow state store failed; the event is written without it.");
+        }
+    }
+}
+
 fn run_worker(
     mut rx: mpsc::Receiver<Message>,
     mut events: EventContext,
     sinks: Vec<SinkHandle>,
     mut integrity: ChainSetup,
+    mut state: Option<Store>,
     proxy_metrics: &ProxyMetrics,
     metrics: &Metrics,
 ) {
@@ -441,7 +487,11 @@ fn run_worker(
         proxy_metrics.handoff_queue_depth.dec();
         metrics.exchanges_described.inc();
         events.learn(&exchange);
-        for event in events_for(&exchange, &events) {
+        let mut built = events_for(&exchange, &events);
+        if let Some(store) = state.as_mut() {
+            remember(store, &exchange, &events, &mut built, metrics);
+        }
+        for event in built {
             let line = match event.to_json_line() {
                 Ok(line) => {
                     since_checkpoint += 1;

@@ -168,6 +168,7 @@ metrics! {
     exchanges_described: Counter = "audit_exchanges_described", "Finished exchanges the audit worker turned into events (one or more each: a Bulk request gives one per operation)";
     scim_actions: Family<ActionLabels, Counter> = "scim_actions", "SCIM actions in the events the audit worker encoded, by action (none: the event has none; other: not a built-in action), outcome and client ([[clients]] name, unknown/<idp>, or unknown)";
     build_info: Family<BuildInfoLabels, Gauge> = "build_info", "Always 1; the labels say which scimtap version runs and which event schema it writes", build_info();
+    state_errors: Counter = "state_errors", "Shadow state ([state]) lookups or updates that failed; the event was written without what state would have added";
     capture_budget_exhausted: Counter = "capture_budget_exhausted", "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)";
     audit_refused: Counter = "audit_refused_requests", "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")";
     config_reloads: Family<ResultLabels, Counter> = "config_reloads", "Configuration reloads on SIGHUP, by result (success, failure: the old configuration stays)";

@@ -13,7 +13,7 @@
 //! Layout: this file holds the resolved [`Config`] and the file's top level; `load.rs` the
 //! passes that parse the text and list its problems with their lines; `validate.rs` the
 //! `Checker` that collects problems while resolving values; one file per section (`listen`,
-//! `upstream`, `capture`, `audit`, `scim`, `integrity`) its raw struct, defaults, resolved
+//! `upstream`, `capture`, `audit`, `scim`, `integrity`, `state`) its raw struct, defaults, resolved
 //! struct and checks.
 //! Each sink's options live next to the sink (`crate::sinks::<type>::config`), the options
 //! every sink shares in `crate::sinks::config`, and the buffer's in `crate::buffer::config`;
@@ -51,6 +51,7 @@ mod integrity;
 mod listen;
 pub(crate) mod load;
 mod scim;
+mod state;
 mod upstream;
 pub(crate) mod validate;
 
@@ -60,6 +61,7 @@ pub use self::integrity::{read_key_file, IntegrityConfig};
 pub use self::listen::{AdminConfig, ListenConfig, ServerTls, TlsMinVersion};
 pub use self::load::{ConfigError, Problem};
 pub use self::scim::{normalize_subject, ClientConfig, ScimConfig};
+pub use self::state::StateConfig;
 pub use self::upstream::UpstreamConfig;
 pub use crate::buffer::config::DiskBufferConfig;
 pub use crate::sinks::config::{
@@ -99,6 +101,7 @@ struct RawConfig {
     redact: Option<Spanned<scim::RawRedact>>,
     privacy: Option<Spanned<scim::RawPrivacy>>,
     integrity: Option<Spanned<integrity::RawIntegrity>>,
+    state: Option<Spanned<state::RawState>>,
 }
 
 defaults! {
@@ -123,6 +126,8 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     pub scim: ScimConfig,
     pub integrity: IntegrityConfig,
+    /// `[state]`: the shadow state store; `None` when the section is absent (state off).
+    pub state: Option<StateConfig>,
 }
 
 /// Key material read from a `*_file` option. Debug shows only its length.

@@ -11,7 +11,7 @@ use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
 use super::load::line_of;
-use super::{audit, capture, integrity, listen, scim, upstream};
+use super::{audit, capture, integrity, listen, scim, state, upstream};
 use super::{Config, ConfigError, Problem, RawConfig, SecretKey};
 use crate::sinks::config::{validate_sinks, RawSink};
 
@@ -180,6 +180,7 @@ impl RawConfig {
         let sinks = validate_sinks(&mut c, sinks);
         let scim = scim::validate_scim(&mut c, &self);
         let integrity = integrity::validate_integrity(&mut c, self.integrity.as_ref());
+        let state = state::validate_state(&mut c, self.state.as_ref());
         audit::check_write_ahead(&mut c, &audit, &sinks);
         listen::check_admin_address(&mut c, listen.as_ref(), admin.as_ref());
 
@@ -195,6 +196,7 @@ impl RawConfig {
                 sinks,
                 scim,
                 integrity,
+                state,
             }),
             _ => Err(ConfigError::Invalid {
                 file: origin.to_owned(),

@@ -143,6 +143,50 @@ pub struct ScimInfo {
     /// drops it when the exchange itself failed.
     #[serde(skip)]
     pub outcome_reason: Option<OutcomeReason>,
+    /// What the shadow state adds (`[state]` on); left out of the event when state is off,
+    /// so events without `[state]` are as before. Filled by `crate::state`, never by
+    /// classification, which stays stateless.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateInfo>,
+}
+
+/// `scim.state`: what scimtap's memory of earlier traffic adds to an event. Everything here
+/// comes from state, not from this exchange, so a reader can tell inference from evidence.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StateInfo {
+    /// The state knew the target before this exchange.
+    pub known: bool,
+    /// The `scim.target` fields (`user_name`, `display_name`, `external_id`) filled from
+    /// state because the exchange did not carry them (a PATCH, DELETE or GET by id).
+    pub target_filled: Vec<&'static str>,
+    /// The stateless action this event's action replaced: `"user.update"` when a PUT with
+    /// `active: true` reactivated a user the state knew inactive (`user.reactivate`).
+    pub reclassified_from: Option<String>,
+    /// What a successful PUT or PATCH changed, attribute by attribute (leaf paths,
+    /// multi-valued attributes whole); sensitive attributes never appear.
+    pub diff: Vec<DiffEntry>,
+    /// A successful PUT or PATCH of a known resource that changed nothing known: no attribute
+    /// and no membership.
+    pub noop: bool,
+    /// `scim.changes.members_added`, `members_removed`, `members_replaced` with their names.
+    pub members_added: Vec<MemberRef>,
+    pub members_removed: Vec<MemberRef>,
+    pub members_replaced: Option<Vec<MemberRef>>,
+}
+
+/// One changed attribute: its value before and after (null when absent).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DiffEntry {
+    pub attribute: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// A member id and, when the state knows it, the member's userName (a group's displayName).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemberRef {
+    pub id: String,
+    pub name: Option<String>,
 }
 
 /// Why `outcome` is `success` although the service answered "not found".

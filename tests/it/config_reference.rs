@@ -28,7 +28,7 @@ const SINK_TYPES: [&str; 5] = ["file", "stdout", "syslog", "http", "kafka"];
 /// Sub-tables of every sink, documented once each (`sinks.batch`, ...).
 const SINK_SUB_TABLES: [&str; 3] = ["batch", "retry", "buffer"];
 /// Tables with a table of their own in the reference (besides `top`, the sinks and sub-tables).
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "listen",
     "upstream",
     "admin",
@@ -39,6 +39,7 @@ const TABLES: [&str; 10] = [
     "privacy",
     "integrity",
     "audit",
+    "state",
 ];
 
 fn root() -> PathBuf {
@@ -131,7 +132,15 @@ fn config_with(id: &str, extra: &Entries) -> String {
         );
         text += &format!("[scim]\nresource_types = [{}]\n", inline(&entry));
     }
-    for table in ["capture", "scim", "redact", "privacy", "integrity", "audit"] {
+    for table in [
+        "capture",
+        "scim",
+        "redact",
+        "privacy",
+        "integrity",
+        "audit",
+        "state",
+    ] {
         if id == table {
             text += &format!("[{table}]\n{}", lines(extra));
         }

@@ -26,5 +26,6 @@ mod secrets;
 mod sink_http;
 mod sink_kafka;
 mod sink_syslog;
+mod state;
 mod transparency;
 mod write_ahead;

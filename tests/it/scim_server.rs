@@ -13,13 +13,13 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 /// scim2-server on 127.0.0.1 at a port chosen at run time.
-struct ScimServer {
+pub(crate) struct ScimServer {
     process: Process,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl ScimServer {
-    async fn start() -> ScimServer {
+    pub(crate) async fn start() -> ScimServer {
         let server = peers::venv_bin("scim2-server");
         // The server takes a port number, not a listener: pick a free one, and retry if
         // another program grabs it in between.

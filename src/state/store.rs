@@ -1,0 +1,278 @@
+//! The SQLite store behind the shadow state: one row per (upstream, resource type, id), one
+//! per group membership. Only the audit worker (a dedicated thread) and `scimtap state
+//! rebuild` open it; nothing here is called from the async runtime.
+//!
+//! Schema changes are ordered migrations, each applied once in a transaction and recorded in
+//! SQLite's `user_version`, so a file written by an older scimtap is brought forward on open
+//! and one written by a newer scimtap is refused rather than misread.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+use super::StateError;
+
+/// Ordered migrations: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`. Never
+/// edit one that has shipped; add another.
+const MIGRATIONS: &[&str] = &[
+    // 1: resources and memberships.
+    "CREATE TABLE resources (
+        upstream      TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        id            TEXT NOT NULL,
+        user_name     TEXT,
+        external_id   TEXT,
+        display_name  TEXT,
+        active        INTEGER,
+        attributes    TEXT NOT NULL DEFAULT '{}',
+        updated_at    TEXT NOT NULL,
+        PRIMARY KEY (upstream, resource_type, id)
+    );
+    CREATE TABLE memberships (
+        upstream  TEXT NOT NULL,
+        group_id  TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        PRIMARY KEY (upstream, group_id, member_id)
+    );
+    CREATE INDEX memberships_by_member ON memberships (upstream, member_id);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// What the state knows of one resource.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resource {
+    pub resource_type: String,
+    pub id: String,
+    pub user_name: Option<String>,
+    pub external_id: Option<String>,
+    pub display_name: Option<String>,
+    pub active: Option<bool>,
+    /// Attribute values as last seen, flattened to leaf paths (`name.givenName`,
+    /// `urn:…:User:employeeNumber`; multi-valued attributes whole), redacted and pseudonymised
+    /// like events; never a sensitive attribute.
+    pub attributes: Map<String, Value>,
+    /// A group's member ids; `None` when not known (a group read without its members).
+    pub members: Option<Vec<String>>,
+}
+
+/// The shadow state of one upstream.
+pub struct Store {
+    conn: Connection,
+    upstream: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the state file in WAL mode and brings its schema up to
+    /// date. `upstream` (the configured upstream's authority) keys every row, so one file can
+    /// hold several upstreams' state.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be opened, is not SQLite, or was written by a newer
+    /// scimtap.
+    pub fn open(path: &Path, upstream: &str) -> Result<Store, StateError> {
+        let conn = Connection::open(path).map_err(|source| StateError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        // WAL: readers (a `scimtap state` command, sqlite3 by hand) never block the worker.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Store::with_connection(conn, upstream)
+    }
+
+    /// A store in memory, for tests.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn in_memory(upstream: &str) -> Result<Store, StateError> {
+        Store::with_connection(Connection::open_in_memory()?, upstream)
+    }
+
+    fn with_connection(mut conn: Connection, upstream: &str) -> Result<Store, StateError> {
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn,
+            upstream: upstream.to_owned(),
+        })
+    }
+
+    /// The schema version of the open file.
+    ///
+    /// # Errors
+    /// When SQLite cannot answer.
+    pub fn schema_version(&self) -> Result<i64, StateError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+
+    /// What the state knows of `id`, with a group's members.
+    ///
+    /// # Errors
+    /// When SQLite fails or a stored row is not valid JSON.
+    pub fn get(&self, resource_type: &str, id: &str) -> Result<Option<Resource>, StateError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT user_name, external_id, display_name, active, attributes
+                 FROM resources WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3",
+                params![self.upstream, resource_type, id],
+                |row| {
+                    Ok((
+                        row.get::<_, Option<String>>(0)?,
+                        row.get::<_, Option<String>>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, Option<bool>>(3)?,
+                        row.get::<_, String>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((user_name, external_id, display_name, active, attributes)) = row else {
+            return Ok(None);
+        };
+        let attributes = match serde_json::from_str::<Value>(&attributes)? {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let members = if resource_type == "Group" {
+            Some(self.members(id)?)
+        } else {
+            None
+        };
+        Ok(Some(Resource {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            user_name,
+            external_id,
+            display_name,
+            active,
+            attributes,
+            members,
+        }))
+    }
+
+    fn members(&self, group_id: &str) -> Result<Vec<String>, StateError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT member_id FROM memberships WHERE upstream = ?1 AND group_id = ?2
+             ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map(params![self.upstream, group_id], |row| row.get(0))?;
+        Ok(rows.collect::<Result<Vec<String>, _>>()?)
+    }
+
+    /// The name to show for a member id: a user's userName, else a group's displayName.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn member_name(&self, id: &str) -> Result<Option<String>, StateError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT COALESCE(user_name, display_name) FROM resources
+                 WHERE upstream = ?1 AND id = ?2 AND resource_type IN ('User', 'Group')
+                 ORDER BY resource_type = 'User' DESC LIMIT 1",
+                params![self.upstream, id],
+                |row| row.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Writes `resource` (and, when known, a group's whole member list) in one transaction.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn put(&mut self, resource: &Resource, updated_at: &str) -> Result<(), StateError> {
+        let attributes = serde_json::to_string(&resource.attributes)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO resources (upstream, resource_type, id, user_name, external_id,
+                                    display_name, active, attributes, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (upstream, resource_type, id) DO UPDATE SET
+                user_name = excluded.user_name, external_id = excluded.external_id,
+                display_name = excluded.display_name, active = excluded.active,
+                attributes = excluded.attributes, updated_at = excluded.updated_at",
+            params![
+                self.upstream,
+                resource.resource_type,
+                resource.id,
+                resource.user_name,
+                resource.external_id,
+                resource.display_name,
+                resource.active,
+                attributes,
+                updated_at,
+            ],
+        )?;
+        if let Some(members) = &resource.members {
+            tx.execute(
+                "DELETE FROM memberships WHERE upstream = ?1 AND group_id = ?2",
+                params![self.upstream, resource.id],
+            )?;
+            for member in members {
+                tx.execute(
+                    "INSERT OR IGNORE INTO memberships (upstream, group_id, member_id)
+                     VALUES (?1, ?2, ?3)",
+                    params![self.upstream, resource.id, member],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a deleted resource, and its memberships on either side.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn remove(&mut self, resource_type: &str, id: &str) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM resources WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3",
+            params![self.upstream, resource_type, id],
+        )?;
+        let side = if resource_type == "Group" {
+            "group_id"
+        } else {
+            "member_id"
+        };
+        tx.execute(
+            &format!("DELETE FROM memberships WHERE upstream = ?1 AND {side} = ?2"),
+            params![self.upstream, id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Applies every migration the file has not seen, each in its own transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! The shadow state (`[state]`) end to end: the Okta and Entra ID lifecycles
+//! (tests/peer/fixtures) replayed through scimtap against the real scim2-server, and the
+//! questions docs/answers.md answers checked on the events they produce.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::scim_server::ScimServer;
+use crate::support::process::run;
+use crate::support::*;
+
+/// Replays `fixture` through scimtap with `[state]` on; returns the steps sent (replay.py's
+/// `--out` lines with a status) zipped with their events, and the proxy.
+/// The state file's directory is returned too, so it lives as long as the proxy.
+async fn replay_with_state(
+    fixture: &str,
+) -> (Vec<(Value, Value)>, Proxy, ScimServer, tempfile::TempDir) {
+    let server = ScimServer::start().await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("state.db");
+    let proxy = Proxy::start(
+        ProxyConfig::new(format!("http://127.0.0.1:{}", server.port))
+            .top(&format!("[state]\npath = \"{}\"", state.display())),
+    );
+    let peer = peers::peer_dir().display().to_string();
+    let out = proxy.dir.path().join("replay.jsonl");
+    let result = run(Command::new(peers::venv_python())
+        .arg(format!("{peer}/replay.py"))
+        .arg(format!("http://{}/v2", proxy.addr))
+        .arg(format!("{peer}/fixtures/{fixture}.jsonl"))
+        // Judged against what scim2-server answers without a proxy (it deviates from the
+        // IdPs' expectations in places; that is not what this test is about).
+        .arg("--baseline")
+        .arg(format!(
+            "{peer}/fixtures/baseline/{fixture}.scim2-server.json"
+        ))
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet"));
+    assert!(
+        result.status.success(),
+        "replay failed:\n{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let steps: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|s: &Value| !s["status"].is_null())
+        .collect();
+    let events = proxy.wait_for_events(steps.len()).await;
+    assert!(
+        state.exists(),
+        "[state] path was not created; log:\n{}",
+        proxy.log_tail()
+    );
+    // Sequential replay: events are in the order the requests were sent.
+    let pairs = steps.into_iter().zip(events).collect();
+    (pairs, proxy, server, state_dir)
+}
+
+/// The event of the step named `name` (the first one starting with it).
+fn event<'a>(pairs: &'a [(Value, Value)], name: &str) -> &'a Value {
+    pairs
+        .iter()
+        .find(|(step, _)| step["name"].as_str().is_some_and(|n| n.starts_with(name)))
+        .map(|(_, event)| event)
+        .unwrap_or_else(|| panic!("no step {name:?} in the replay"))
+}
+
+fn member_names(event: &Value, list: &str) -> Vec<Value> {
+    event["scim"]["state"][list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no scim.state.{list}: {event}"))
+        .iter()
+        .map(|m| m["name"].clone())
+        .collect()
+}
+
+fn diff_of<'a>(event: &'a Value, attribute: &str) -> Option<&'a Value> {
+    event["scim"]["state"]["diff"]
+        .as_array()?
+        .iter()
+        .find(|d| d["attribute"] == attribute)
+}
+
+/// The `jq` expression docs/answers.md gives under `<!-- answer: NAME -->`, run on `file`.
+fn answer(name: &str, args: &[(&str, &str)], file: &Path) -> Vec<Value> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/answers.md"))
+            .unwrap();
+    let marker = format!("<!-- answer: {name} -->");
+    let block = doc
+        .split_once(&marker)
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(block, _)| block)
+        .unwrap_or_else(|| panic!("docs/answers.md has no answer {name}"));
+    // The expression is the single-quoted argument of `jq`.
+    let expression = block
+        .split_once(" '")
+        .and_then(|(_, rest)| rest.rsplit_once("' "))
+        .map(|(e, _)| e)
+        .unwrap_or_else(|| panic!("no jq expression in {block}"));
+    let mut jq = Command::new("jq");
+    jq.arg("-c");
+    for (k, v) in args {
+        jq.args(["--arg", k, v]);
+    }
+    let out = run(jq.arg(expression).arg(file));
+    assert!(
+        out.status.success(),
+        "jq failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn have_jq() -> bool {
+    let found = Command::new("jq").arg("--version").output().is_ok();
+    if !found && std::env::var_os("SCIMTAP_REQUIRE_PEERS").is_some() {
+        panic!("jq is not installed (scripts/setup.sh --test-peers installs it)");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn okta_lifecycle_events_name_targets_diff_puts_and_name_members() {
+    let (pairs, proxy, server, _state) = replay_with_state("okta_lifecycle").await;
+    let created = event(&pairs, "okta: create user1");
+    let user1 = created["scim"]["target"]["user_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user2 = event(&pairs, "okta: create user2")["scim"]["target"]["user_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(created["scim"]["state"]["known"], false, "{created}");
+
+    // The deactivation PATCH carries only the id; state names the user.
+    let deactivated = event(&pairs, "okta: deactivate user1 (PATCH");
+    assert_eq!(deactivated["scim"]["actions"][0], "user.deactivate");
+    assert_eq!(
+        deactivated["scim"]["target"]["user_name"],
+        user1.as_str(),
+        "{deactivated}"
+    );
+    assert!(deactivated["scim"]["state"]["target_filled"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("user_name")));
+
+    // Okta's profile update is a full PUT: diffed against what was known.
+    let put = event(&pairs, "okta: update user1 profile (PUT");
+    let given = diff_of(put, "name.givenName").unwrap_or_else(|| panic!("{put}"));
+    assert_eq!(
+        (&given["before"], &given["after"]),
+        (&Value::from("Test"), &Value::from("Another"))
+    );
+    let middle = diff_of(put, "name.middleName").unwrap_or_else(|| panic!("{put}"));
+    assert_eq!(
+        (&middle["before"], &middle["after"]),
+        (&Value::Null, &Value::from("Excited"))
+    );
+    assert_eq!(put["scim"]["state"]["noop"], false);
+
+    // AIW: deactivate and reactivate by PUT; the reactivation is known from state.
+    let reactivated = event(&pairs, "okta: reactivate user1 (PUT");
+    assert_eq!(
+        reactivated["scim"]["actions"][0], "user.reactivate",
+        "{reactivated}"
+    );
+    assert_eq!(
+        reactivated["scim"]["state"]["reclassified_from"],
+        "user.update"
+    );
+    let active = diff_of(reactivated, "active").unwrap_or_else(|| panic!("{reactivated}"));
+    assert_eq!(
+        (&active["before"], &active["after"]),
+        (&Value::from(false), &Value::from(true))
+    );
+
+    // Group memberships name their members.
+    let added = event(&pairs, "okta: add user1 to group1");
+    assert_eq!(
+        member_names(added, "members_added"),
+        vec![Value::from(user1.as_str())]
+    );
+    let moved = event(&pairs, "okta: membership update");
+    assert_eq!(
+        member_names(moved, "members_removed"),
+        vec![Value::from(user1.as_str())]
+    );
+    assert_eq!(
+        member_names(moved, "members_added"),
+        vec![Value::from(user2.as_str())]
+    );
+
+    // The password sync never reaches a diff.
+    let password = event(&pairs, "okta: sync password");
+    assert!(diff_of(password, "password").is_none(), "{password}");
+
+    // docs/answers.md: who deprovisioned user1, and when.
+    if have_jq() {
+        let rows = answer("who-deprovisioned", &[("user", &user1)], &proxy.audit);
+        let whens: Vec<&Value> = rows.iter().map(|r| &r["when"]).collect();
+        assert_eq!(
+            whens,
+            vec![
+                &deactivated["timestamp"],
+                &event(&pairs, "okta: deactivate user1 (PUT")["timestamp"]
+            ],
+            "{rows:?}"
+        );
+        assert!(
+            rows.iter()
+                .all(|r| r["who"] == "okta" && r["confirmed"] == true),
+            "{rows:?}"
+        );
+    }
+
+    // The state can be rebuilt from the audit file alone (events without bodies: names,
+    // activation, memberships).
+    let rebuilt = proxy.dir.path().join("rebuilt.db");
+    let out = run(Command::new(scimtap_bin())
+        .arg("--config")
+        .arg(proxy.dir.path().join("proxy.toml"))
+        .args(["state", "rebuild", "--state-file"])
+        .arg(&rebuilt)
+        .arg(&proxy.audit));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store =
+        scimtap::state::Store::open(&rebuilt, &format!("127.0.0.1:{}", server.port)).unwrap();
+    let id = |step: &str| {
+        event(&pairs, step)["scim"]["target"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let known1 = store
+        .get("User", &id("okta: create user1"))
+        .unwrap()
+        .expect("user1");
+    assert_eq!(known1.user_name.as_deref(), Some(user1.as_str()));
+    assert_eq!(known1.active, Some(true), "reactivated last");
+    let known2 = store
+        .get("User", &id("okta: create user2"))
+        .unwrap()
+        .expect("user2");
+    assert_eq!(known2.active, Some(false), "deactivated last");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entra_lifecycle_events_name_id_only_targets_and_members() {
+    let (pairs, proxy, _server, _state) = replay_with_state("entra_lifecycle").await;
+    // The name user1 has after Entra's rename, as the service reports it.
+    let read = event(&pairs, "entra: get user1 after string-boolean disable");
+    let user1 = read["scim"]["target"]["user_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let disabled = event(&pairs, "entra: disable user1 (no flag");
+    assert_eq!(disabled["scim"]["actions"][0], "user.deactivate");
+    assert_eq!(
+        disabled["scim"]["target"]["user_name"],
+        user1.as_str(),
+        "{disabled}"
+    );
+    let active = diff_of(disabled, "active").unwrap_or_else(|| panic!("{disabled}"));
+    assert_eq!(
+        (&active["before"], &active["after"]),
+        (&Value::from(true), &Value::from(false))
+    );
+
+    let renamed = event(&pairs, "entra: update user1 single-valued");
+    assert!(diff_of(renamed, "userName").is_some(), "{renamed}");
+
+    let added = event(&pairs, "entra: add user1 to group1");
+    assert_eq!(
+        member_names(added, "members_added"),
+        vec![Value::from(user1.as_str())]
+    );
+    let removed = event(&pairs, "entra: remove user1 from group1");
+    assert_eq!(
+        member_names(removed, "members_removed"),
+        vec![Value::from(user1.as_str())]
+    );
+
+    let deleted = event(&pairs, "entra: delete user1");
+    assert_eq!(
+        deleted["scim"]["target"]["user_name"],
+        user1.as_str(),
+        "{deleted}"
+    );
+
+    if have_jq() {
+        let rows = answer("who-deprovisioned", &[("user", &user1)], &proxy.audit);
+        let actions: Vec<&str> = rows.iter().filter_map(|r| r["action"].as_str()).collect();
+        assert_eq!(
+            actions,
+            vec!["user.deactivate", "user.deactivate", "user.delete"],
+            "{rows:?}"
+        );
+    }
+}
