@@ -185,7 +185,13 @@ fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
         .map_err(scimtap::state::rebuild::RebuildError::from)
         .and_then(|mut store| {
             let files: Vec<&std::path::Path> = args.files.iter().map(PathBuf::as_path).collect();
-            scimtap::state::rebuild::rebuild(&mut store, &files)
+            let confirm_within = config
+                .state
+                .as_ref()
+                .map_or(scimtap::config::DEFAULT_CONFIRM_WITHIN, |s| {
+                    s.confirm_within
+                });
+            scimtap::state::rebuild::rebuild(&mut store, &files, confirm_within)
         });
     match result {
         Ok(report) => {

@@ -15,6 +15,7 @@
 mod diff;
 pub mod rebuild;
 mod store;
+pub mod tracker;
 
 use std::path::PathBuf;
 
@@ -23,7 +24,7 @@ use serde_json::Value;
 use crate::scim::{MemberRef, Operation, OutcomeReason, ScimInfo, StateInfo};
 
 pub use diff::{apply_patch, diff, flatten};
-pub use store::{Resource, Store, SCHEMA_VERSION};
+pub use store::{OpenDeprovision, Resource, Store, SCHEMA_VERSION};
 
 /// Why the state store failed. The audit worker logs and counts these and writes the event
 /// anyway: state is an aid to reading events, never a condition for having them.

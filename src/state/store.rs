@@ -36,6 +36,31 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (upstream, group_id, member_id)
     );
     CREATE INDEX memberships_by_member ON memberships (upstream, member_id);",
+    // 2: the deprovisioning tracker, and failed writes a retry links to (`retry_of`).
+    "CREATE TABLE deprovisions (
+        upstream           TEXT NOT NULL,
+        resource_type      TEXT NOT NULL,
+        id                 TEXT NOT NULL,
+        requested_action   TEXT NOT NULL,
+        requested_event_id TEXT NOT NULL,
+        requested_at       TEXT NOT NULL,
+        due_ms             INTEGER NOT NULL,
+        attempts           INTEGER NOT NULL,
+        last_event_id      TEXT NOT NULL,
+        last_status        INTEGER,
+        last_failure       TEXT,
+        context            TEXT NOT NULL,
+        gap_event_id       TEXT,
+        PRIMARY KEY (upstream, resource_type, id)
+    );
+    CREATE INDEX deprovisions_due ON deprovisions (upstream, due_ms);
+    CREATE TABLE failed_writes (
+        upstream    TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        event_id    TEXT NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        PRIMARY KEY (upstream, fingerprint)
+    );",
 ];
 
 /// The schema version this build writes.
@@ -56,6 +81,62 @@ pub struct Resource {
     pub attributes: Map<String, Value>,
     /// A group's member ids; `None` when not known (a group read without its members).
     pub members: Option<Vec<String>>,
+}
+
+/// A deactivation or deletion the app has not confirmed yet: refused, or never answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenDeprovision {
+    pub resource_type: String,
+    pub id: String,
+    /// `user.deactivate` or `user.delete`.
+    pub requested_action: String,
+    /// The first attempt: its event and when it was asked.
+    pub requested_event_id: String,
+    pub requested_at: String,
+    /// When it becomes a gap if still open (Unix milliseconds).
+    pub due_ms: i64,
+    pub attempts: i64,
+    pub last_event_id: String,
+    /// What the app answered the last attempt (none: it never answered).
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed (`failure.kind`, else the SCIM error's detail).
+    pub last_failure: Option<String>,
+    /// What a gap or closed event repeats of the last attempt: target, client, method, path,
+    /// request id (JSON).
+    pub context: Value,
+    /// The `deprovision.gap` event reported for it, once reported.
+    pub gap_event_id: Option<String>,
+}
+
+const DEPROVISION_COLUMNS: &str = "resource_type, id, requested_action, requested_event_id,
+    requested_at, due_ms, attempts, last_event_id, last_status, last_failure, context,
+    gap_event_id";
+
+fn deprovision_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(OpenDeprovision, String)> {
+    Ok((
+        OpenDeprovision {
+            resource_type: row.get(0)?,
+            id: row.get(1)?,
+            requested_action: row.get(2)?,
+            requested_event_id: row.get(3)?,
+            requested_at: row.get(4)?,
+            due_ms: row.get(5)?,
+            attempts: row.get(6)?,
+            last_event_id: row.get(7)?,
+            last_status: row.get(8)?,
+            last_failure: row.get(9)?,
+            context: Value::Null,
+            gap_event_id: row.get(11)?,
+        },
+        row.get(10)?,
+    ))
+}
+
+fn with_context(
+    (mut open, context): (OpenDeprovision, String),
+) -> Result<OpenDeprovision, StateError> {
+    open.context = serde_json::from_str(&context)?;
+    Ok(open)
 }
 
 /// The shadow state of one upstream.
@@ -256,6 +337,211 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// The open deprovisioning of `id`, if any.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn open_deprovision(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<OpenDeprovision>, StateError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {DEPROVISION_COLUMNS} FROM deprovisions
+                     WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3"
+                ),
+                params![self.upstream, resource_type, id],
+                deprovision_row,
+            )
+            .optional()?
+            .map(with_context)
+            .transpose()
+    }
+
+    /// Records (or updates) an open deprovisioning.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn save_deprovision(&mut self, open: &OpenDeprovision) -> Result<(), StateError> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO deprovisions (upstream, {DEPROVISION_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (upstream, resource_type, id) DO UPDATE SET
+                    attempts = excluded.attempts, last_event_id = excluded.last_event_id,
+                    last_status = excluded.last_status, last_failure = excluded.last_failure,
+                    context = excluded.context"
+            ),
+            params![
+                self.upstream,
+                open.resource_type,
+                open.id,
+                open.requested_action,
+                open.requested_event_id,
+                open.requested_at,
+                open.due_ms,
+                open.attempts,
+                open.last_event_id,
+                open.last_status,
+                open.last_failure,
+                serde_json::to_string(&open.context)?,
+                open.gap_event_id,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes and returns the open deprovisioning of `id`: whoever gets it reports its
+    /// closing, once, however many instances share the store.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn close_deprovision(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<OpenDeprovision>, StateError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "DELETE FROM deprovisions
+                     WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3
+                     RETURNING {DEPROVISION_COLUMNS}"
+                ),
+                params![self.upstream, resource_type, id],
+                deprovision_row,
+            )
+            .optional()?
+            .map(with_context)
+            .transpose()
+    }
+
+    /// Claims every open deprovisioning due by `now_ms` and not yet reported, giving each the
+    /// id of the gap event that will report it. A row another instance claimed first is
+    /// skipped, so each gap is reported once.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn claim_gaps(
+        &mut self,
+        now_ms: i64,
+        mut new_event_id: impl FnMut() -> String,
+    ) -> Result<Vec<OpenDeprovision>, StateError> {
+        let due = {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {DEPROVISION_COLUMNS} FROM deprovisions
+                 WHERE upstream = ?1 AND gap_event_id IS NULL AND due_ms <= ?2
+                 ORDER BY due_ms"
+            ))?;
+            let rows = stmt.query_map(params![self.upstream, now_ms], deprovision_row)?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let mut claimed = Vec::new();
+        for row in due {
+            let mut open = with_context(row)?;
+            let event_id = new_event_id();
+            let changed = self.conn.execute(
+                "UPDATE deprovisions SET gap_event_id = ?4
+                 WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3
+                   AND gap_event_id IS NULL",
+                params![self.upstream, open.resource_type, open.id, event_id],
+            )?;
+            if changed == 1 {
+                open.gap_event_id = Some(event_id);
+                claimed.push(open);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// The event of the last failed write with this fingerprint (same change to the same
+    /// target), if it has not succeeded since.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn failed_write(&self, fingerprint: &str) -> Result<Option<String>, StateError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT event_id FROM failed_writes WHERE upstream = ?1 AND fingerprint = ?2",
+                params![self.upstream, fingerprint],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Remembers the last failed write of this fingerprint (`event_id`), or forgets it
+    /// (`None`: the change finally succeeded).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn set_failed_write(
+        &mut self,
+        fingerprint: &str,
+        event_id: Option<(&str, i64)>,
+    ) -> Result<(), StateError> {
+        match event_id {
+            Some((event_id, at_ms)) => self.conn.execute(
+                "INSERT INTO failed_writes (upstream, fingerprint, event_id, at_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (upstream, fingerprint) DO UPDATE SET
+                    event_id = excluded.event_id, at_ms = excluded.at_ms",
+                params![self.upstream, fingerprint, event_id, at_ms],
+            )?,
+            None => self.conn.execute(
+                "DELETE FROM failed_writes WHERE upstream = ?1 AND fingerprint = ?2",
+                params![self.upstream, fingerprint],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Marks the open deprovisioning of `id` as reported by the gap event `event_id` (a
+    /// rebuild meeting a gap event in the files).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn mark_gap_reported(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        event_id: &str,
+    ) -> Result<(), StateError> {
+        self.conn.execute(
+            "UPDATE deprovisions SET gap_event_id = ?4
+             WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3",
+            params![self.upstream, resource_type, id, event_id],
+        )?;
+        Ok(())
+    }
+
+    /// How many deprovisionings are open.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn open_deprovisions(&self) -> Result<i64, StateError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM deprovisions WHERE upstream = ?1",
+            params![self.upstream],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Forgets failed writes older than `before_ms`: a retry that late is a new attempt.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn forget_failed_writes(&mut self, before_ms: i64) -> Result<usize, StateError> {
+        Ok(self.conn.execute(
+            "DELETE FROM failed_writes WHERE upstream = ?1 AND at_ms < ?2",
+            params![self.upstream, before_ms],
+        )?)
     }
 }
 
