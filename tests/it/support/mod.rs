@@ -34,6 +34,7 @@ pub mod collector;
 pub mod peers;
 pub mod process;
 pub mod proxy;
+pub mod relay;
 pub mod tansu;
 pub mod upstream;
 pub mod wait;
