@@ -716,7 +716,10 @@ mod tests {
         assert_eq!(ocsf["unmapped"]["deprovision"]["attempts"], 2, "{ocsf}");
         let ecs = &docs(EventFormat::Ecs, &gap)[0];
         assert_eq!(ecs["event"]["action"], "deprovision-gap", "{ecs}");
-        assert_eq!(ecs["scimtap"]["deprovision"]["requested_event_id"], "e1", "{ecs}");
+        assert_eq!(
+            ecs["scimtap"]["deprovision"]["requested_event_id"], "e1",
+            "{ecs}"
+        );
         let cef = &records(EventFormat::Cef, &gap)[0];
         assert!(cef.contains("|deprovision.gap|"), "{cef}");
         assert!(cef.contains(" reason=connect_refused"), "{cef}");

@@ -24,6 +24,7 @@ fn replay_part(
     from: Option<&str>,
     until: Option<&str>,
     judged: bool,
+    extra: &[&str],
 ) -> (Output, Vec<Value>) {
     let peer = peers::peer_dir().display().to_string();
     let out = proxy.dir.path().join("part.jsonl");
@@ -47,6 +48,7 @@ fn replay_part(
     if let Some(until) = until {
         cmd.args(["--until", until]);
     }
+    cmd.args(extra);
     let output = run(&mut cmd);
     let steps = std::fs::read_to_string(&out)
         .unwrap()
@@ -113,7 +115,7 @@ async fn okta_with_the_upstream_killed_midway_answers_every_question_from_events
     let deactivate_user2 = "okta: deactivate user2";
 
     // Everything up to user2's deactivation reaches the app.
-    let (out, sent) = replay_part(&proxy, fixture, None, Some(deactivate_user2), true);
+    let (out, sent) = replay_part(&proxy, fixture, None, Some(deactivate_user2), true, &[]);
     assert!(out.status.success(), "{}", report(&out));
     let events = proxy.wait_for_events(sent.len()).await;
     let user1 = user_name_of(&events, "user.create", 0);
@@ -121,7 +123,7 @@ async fn okta_with_the_upstream_killed_midway_answers_every_question_from_events
 
     // The upstream dies; the IdP sends the rest (all refused by scimtap with 502).
     relay.kill().await;
-    let (out, rest) = replay_part(&proxy, fixture, Some(deactivate_user2), None, false);
+    let (out, rest) = replay_part(&proxy, fixture, Some(deactivate_user2), None, false, &[]);
     assert!(
         rest.iter().all(|s| s["status"] == 502),
         "{}\n{rest:?}",
@@ -180,6 +182,7 @@ async fn okta_with_the_upstream_killed_midway_answers_every_question_from_events
         Some(deactivate_user2),
         Some("okta: unlink pushed group"),
         false,
+        &[],
     );
     assert!(out.status.success(), "{}\n{retried:?}", report(&out));
     let closed = wait_for_action(&proxy, "deprovision.closed", &user2).await;
@@ -254,7 +257,7 @@ async fn entra_lifecycle_answers_why_patches_failed_and_what_changed() {
     let server = ScimServer::start().await;
     let state = tempfile::tempdir().unwrap();
     let proxy = proxy_with_state(server.port, &state);
-    let (out, sent) = replay_part(&proxy, "entra_lifecycle", None, None, true);
+    let (out, sent) = replay_part(&proxy, "entra_lifecycle", None, None, true, &[]);
     assert!(out.status.success(), "{}", report(&out));
     let sent = sent.iter().filter(|s| !s["status"].is_null()).count();
     let events = proxy.wait_for_events(sent).await;
@@ -317,6 +320,70 @@ async fn entra_lifecycle_answers_why_patches_failed_and_what_changed() {
             ]
         ),
         "{groups:?}"
+    );
+}
+
+/// With `[privacy]`, the state keeps what events show: pseudonyms, never a userName in clear
+/// or a password; events name id-only targets by the same pseudonym, so the answers work with
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_privacy_the_state_holds_pseudonyms_only_and_the_answers_still_work() {
+    if !have_jq() {
+        return;
+    }
+    let server = ScimServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("pii.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef").unwrap();
+    let db = dir.path().join("state.db");
+    let proxy = Proxy::start(
+        ProxyConfig::new(format!("http://127.0.0.1:{}", server.port)).top(&format!(
+            "[state]\npath = \"{}\"\n[privacy]\nhash_key_file = \"{}\"\n[capture]\ninclude_bodies = \"redacted\"",
+            db.display(),
+            key.display()
+        )),
+    );
+    let run_id = "c0ffee42";
+    let (out, sent) = replay_part(
+        &proxy,
+        "okta_lifecycle",
+        None,
+        None,
+        true,
+        &["--run-id", run_id],
+    );
+    assert!(out.status.success(), "{}", report(&out));
+    let events = proxy
+        .wait_for_events(sent.iter().filter(|s| !s["status"].is_null()).count())
+        .await;
+
+    let user1 = format!("test.user.{run_id}@okta.local");
+    let pseudonym = events
+        .iter()
+        .find(|e| e["scim"]["actions"][0] == "user.create" && e["outcome"] == "success")
+        .and_then(|e| e["scim"]["target"]["user_name"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(pseudonym.starts_with("hmac-sha256:"), "{pseudonym}");
+    // The id-only deactivation is named by the same pseudonym, from state.
+    let rows = answer("who-deprovisioned", &[("user", &pseudonym)], &proxy.audit);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+
+    // Nothing in clear in the store (its WAL included): no userName, no password.
+    let mut stored = Vec::new();
+    for suffix in ["", "-wal"] {
+        let mut path = db.clone().into_os_string();
+        path.push(suffix);
+        stored.extend(std::fs::read(&path).unwrap_or_default());
+    }
+    assert!(!stored.is_empty());
+    let text = String::from_utf8_lossy(&stored);
+    for secret in [user1.as_str(), "okta.local", "t1meMa$heen"] {
+        assert!(!text.contains(secret), "the state file holds {secret:?}");
+    }
+    assert!(
+        text.contains(&pseudonym),
+        "the state should hold the pseudonym"
     );
 }
 
