@@ -81,10 +81,40 @@ fn member_names(event: &Value, list: &str) -> Vec<Value> {
 }
 
 fn diff_of<'a>(event: &'a Value, attribute: &str) -> Option<&'a Value> {
-    event["scim"]["state"]["diff"]
-        .as_array()?
+    diff_in(&event["scim"]["state"]["diff"], attribute)
+}
+
+/// The `{attribute, before, after}` of `attribute` in a diff list (an event's
+/// `scim.state.diff`, a trace entry's `diff`).
+fn diff_in<'a>(diff: &'a Value, attribute: &str) -> Option<&'a Value> {
+    diff.as_array()?
         .iter()
         .find(|d| d["attribute"] == attribute)
+}
+
+/// `scimtap trace --user USER [extra] FILE`: its stdout, after checking it succeeded.
+fn trace(user: &str, extra: &[&str], file: &Path) -> String {
+    let out = run(crate::support::scimtap(&["trace", "--user", user])
+        .args(extra)
+        .arg(file));
+    assert!(out.status.success(), "{}", report(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The same with `--json`: its entries.
+fn trace_entries(user: &str, file: &Path) -> Vec<Value> {
+    trace(user, &["--json"], file)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The trace entry made from `event`.
+fn entry_for<'a>(entries: &'a [Value], event: &Value) -> &'a Value {
+    entries
+        .iter()
+        .find(|e| e["event_id"] == event["event_id"])
+        .unwrap_or_else(|| panic!("no trace entry for {event}: {entries:?}"))
 }
 
 /// The `jq` expression docs/answers.md gives under `<!-- answer: NAME -->`, run on `file`.
@@ -305,6 +335,23 @@ async fn entra_lifecycle_events_name_id_only_targets_and_members() {
         "{deleted}"
     );
 
+    // `scimtap trace` by the name user1 was created with follows her id through Entra's
+    // rename to her deletion.
+    let created = event(&pairs, "entra: create user1");
+    let old_name = created["scim"]["target"]["user_name"].as_str().unwrap();
+    assert_ne!(old_name, user1, "the fixture renames user1");
+    let entries = trace_entries(old_name, &proxy.audit);
+    let kinds: Vec<&str> = entries.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"created"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"deleted"), "{kinds:?}");
+    let rename = entry_for(&entries, renamed);
+    let user_name = diff_in(&rename["diff"], "userName").unwrap_or_else(|| panic!("{rename}"));
+    assert_eq!(
+        (&user_name["before"], &user_name["after"]),
+        (&Value::from(old_name), &Value::from(user1.as_str()))
+    );
+    assert_eq!(entries.last().unwrap()["user"]["user_name"], user1.as_str());
+
     if have_jq() {
         let rows = answer("who-deprovisioned", &[("user", &user1)], &proxy.audit);
         let actions: Vec<&str> = rows.iter().filter_map(|r| r["action"].as_str()).collect();
@@ -329,19 +376,8 @@ async fn okta_lifecycle_traced_by_scimtap_trace() {
         .unwrap()
         .to_owned();
     let config = proxy.dir.path().join("proxy.toml");
-    let trace = |extra: &[&str]| {
-        let out = run(crate::support::scimtap(&["trace", "--user", user1])
-            .args(extra)
-            .arg(&proxy.audit));
-        assert!(out.status.success(), "{}", report(&out));
-        String::from_utf8(out.stdout).unwrap()
-    };
-
     // For scripts: one JSON object per line, oldest first.
-    let entries: Vec<Value> = trace(&["--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let entries = trace_entries(user1, &proxy.audit);
     let of = |kind: &str| -> Vec<&Value> { entries.iter().filter(|e| e["kind"] == kind).collect() };
     let story: Vec<(&str, &str)> = entries
         .iter()
@@ -376,18 +412,9 @@ async fn okta_lifecycle_traced_by_scimtap_trace() {
         .all(|e| e["user"]["user_name"] == user1 && e["outcome"] == "success"));
     // The profile PUT, before → after from scim.state.
     let put = event(&pairs, "okta: update user1 profile (PUT");
-    let updated = entries
-        .iter()
-        .find(|e| e["event_id"] == put["event_id"])
-        .unwrap_or_else(|| panic!("no entry for the profile PUT: {story:?}"));
-    assert!(
-        updated["diff"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["attribute"] == "name.givenName" && d["after"] == "Another"),
-        "{updated}"
-    );
+    let given = diff_in(&entry_for(&entries, put)["diff"], "name.givenName")
+        .unwrap_or_else(|| panic!("{story:?}"));
+    assert_eq!(given["after"], "Another");
     // Groups: gained by the add, lost by the filtered remove, gained again in the pushed
     // list, lost with the group's deletion; each named.
     let groups: Vec<(&str, &str)> = entries
@@ -411,7 +438,7 @@ async fn okta_lifecycle_traced_by_scimtap_trace() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
     // For people: one aligned line per entry, under a line naming the user.
-    let text = trace(&[]);
+    let text = trace(user1, &[], &proxy.audit);
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[0].starts_with(&format!("{user1}: user {id1}")),
@@ -453,7 +480,7 @@ async fn okta_lifecycle_traced_by_scimtap_trace() {
     );
 
     // With the configuration, the state file adds what it holds now.
-    let with_state = trace(&["--config", config.to_str().unwrap()]);
+    let with_state = trace(user1, &["--config", config.to_str().unwrap()], &proxy.audit);
     let last = with_state.lines().last().unwrap();
     assert!(
         last.contains("state now") && last.contains("active"),
