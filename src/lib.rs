@@ -26,6 +26,8 @@
 //!
 //! Shared by several stages: [`clients`] (who is calling: credentials reduced to a digest, the
 //! matching `[[clients]]` entry), [`clock`] (timestamps and UUIDv7 ids), [`tls`] (outbound TLS).
+//! Commands over audit files already written, outside the proxy's data flow: [`trail`] reads
+//! native audit files back (for `state rebuild` and `trace`), [`trace`] tells one user's story.
 //! The request path (listener, proxy, write-ahead, tee, exchange) imports nothing from the audit
 //! side: it reaches it only through [`exchange::Auditor`].
 //!
@@ -53,6 +55,8 @@ pub mod state;
 pub mod tee;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
+pub mod trail;
 pub mod write_ahead;
 
 use std::net::SocketAddr;

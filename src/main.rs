@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 clean stop (every event written), 1 runtime failure or events left unwritten
 //! at the shutdown deadline, 2 command-line usage error (clap), 64 bad configuration;
-//! `verify`: 10-14 for a broken chain, 66 for unreadable files.
+//! `verify`: 10-14 for a broken chain, 66 for unreadable files; `trace`: 1 when nothing names
+//! the user (as grep: 0 found, 1 not found), 66 for an unreadable audit or state file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,11 @@ enum Command {
     /// The shadow state (`[state]`).
     #[command(subcommand)]
     State(StateCommand),
+    /// Everything that happened to one user, oldest first: created, changed before → after,
+    /// groups gained and lost, deactivated, deprovisioning confirmed; failed attempts and
+    /// retries included. From native audit files, and the state file when one is at hand.
+    /// Exit 0 when an event names the user, 1 when none does.
+    Trace(TraceArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,7 +63,8 @@ enum StateCommand {
 
 #[derive(clap::Args)]
 struct RebuildArgs {
-    /// Native audit files (`*.jsonl`), rotated ones included, in any order.
+    /// Native audit files (`*.jsonl`), rotated ones included, or directories of them, in any
+    /// order.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// The state file to write instead of the configuration's `[state] path`.
@@ -66,6 +73,24 @@ struct RebuildArgs {
     /// Replace the state file when it exists (it is removed first, with its -wal/-shm files).
     #[arg(long)]
     replace: bool,
+}
+
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// The user: an id, a userName (any case; its pseudonym too when the configuration has
+    /// `[privacy] hash_key_file`) or an externalId.
+    #[arg(long, value_name = "USER")]
+    user: String,
+    /// One JSON object per entry and line, for scripts (fields: docs/answers.md).
+    #[arg(long)]
+    json: bool,
+    /// A state file to find the user and name groups in, instead of the configuration's
+    /// `[state] path`. Opened read-only: a running scimtap may be writing it.
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
+    /// Native audit files (rotated ones too: audit.jsonl*), or directories of them, in any
+    /// order. May be left out with a state file: the trace is then what the state holds.
+    files: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +142,8 @@ fn main() -> ExitCode {
         Some(Command::Healthcheck(args)) => return healthcheck(&config_path, args),
         // Needs only the key: no configuration unless one was named.
         Some(Command::Verify(args)) => return verify(cli.config.as_deref(), args),
+        // The same: a configuration only when named, for the state file and privacy key.
+        Some(Command::Trace(args)) => return trace(cli.config.as_deref(), args),
         _ => {}
     }
     scimtap::telemetry::init_logging();
@@ -144,6 +171,7 @@ fn main() -> ExitCode {
         // Both handled above, before the configuration is loaded; kept for completeness.
         Command::Healthcheck(args) => healthcheck(&config_path, &args),
         Command::Verify(args) => verify(cli.config.as_deref(), &args),
+        Command::Trace(args) => trace(cli.config.as_deref(), &args),
         Command::State(StateCommand::Rebuild(args)) => rebuild_state(&config, &args),
         Command::Run => match run(config, &config_path) {
             Ok(()) => ExitCode::SUCCESS,
@@ -184,7 +212,8 @@ fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
     let result = scimtap::state::Store::open(&path, config.upstream.authority.as_str())
         .map_err(scimtap::state::rebuild::RebuildError::from)
         .and_then(|mut store| {
-            let files: Vec<&std::path::Path> = args.files.iter().map(PathBuf::as_path).collect();
+            let files = scimtap::trail::expand(&args.files)?;
+            let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
             let confirm_within = config
                 .state
                 .as_ref()
@@ -206,6 +235,114 @@ fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
         Err(error) => {
             eprintln!("scimtap: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit code for an audit or state file that cannot be read (EX_NOINPUT, as `verify`).
+const EXIT_NO_INPUT: u8 = 66;
+
+/// `scimtap trace`: 0 when an event (or the state) names the user, 1 when none does, 2 for
+/// nothing to read or stdout failing, 64 for a configuration that cannot be read, 66 for an audit or state
+/// file that cannot be read. The configuration is read only when named (`--config`,
+/// `SCIMTAP_CONFIG`): for `[state] path`, the upstream whose state to read and the
+/// `[privacy]` key.
+fn trace(config: Option<&std::path::Path>, args: &TraceArgs) -> ExitCode {
+    use scimtap::trace::{Lookup, TraceError};
+    let config = match config.map(Config::load).transpose() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("scimtap: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // A state file named on the command line must open; the configuration's is used when
+    // it is there (the trace may run on another machine than the proxy).
+    let state_path = match (
+        &args.state_file,
+        config.as_ref().and_then(|c| c.state.as_ref()),
+    ) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(state)) if state.path.exists() => Some(state.path.clone()),
+        (None, Some(state)) => {
+            eprintln!(
+                "scimtap: note: the state file {} does not exist; tracing from the audit files alone",
+                state.path.display()
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    if args.files.is_empty() && state_path.is_none() {
+        eprintln!("scimtap: trace needs audit files (or a state file) to read");
+        return ExitCode::from(2);
+    }
+    let upstream = config.as_ref().map(|c| c.upstream.authority.to_string());
+    let store = match state_path
+        .as_deref()
+        .map(|path| scimtap::state::Store::open_read_only(path, upstream.as_deref()))
+        .transpose()
+    {
+        Ok(store) => store,
+        Err(error @ scimtap::state::StateError::SeveralUpstreams { .. }) => {
+            eprintln!("scimtap: {error}; name the upstream's configuration with --config");
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            eprintln!("scimtap: {error}");
+            return ExitCode::from(EXIT_NO_INPUT);
+        }
+    };
+    let pseudonymizer = config
+        .as_ref()
+        .and_then(|c| c.scim.hash_key.as_ref())
+        .map(|key| scimtap::scim::Pseudonymizer::new(key.0.clone()));
+    let lookup = Lookup {
+        user: &args.user,
+        pseudonymizer: pseudonymizer.as_ref(),
+        state: store.as_ref(),
+    };
+    let traced = scimtap::trail::expand(&args.files)
+        .map_err(TraceError::from)
+        .and_then(|files| {
+            let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+            scimtap::trace::trace(&files, &lookup)
+        });
+    let trace = match traced {
+        Ok(trace) => trace,
+        Err(error) => {
+            eprintln!("scimtap: {error}");
+            return ExitCode::from(EXIT_NO_INPUT);
+        }
+    };
+    if !trace.found() {
+        eprintln!(
+            "scimtap: no event names {:?} (as id, userName or externalId) in {} event{} read",
+            args.user,
+            trace.events_read,
+            if trace.events_read == 1 { "" } else { "s" }
+        );
+        if trace.pseudonyms_unmatched {
+            eprintln!(
+                "scimtap: the files hold pseudonymised userNames: pass --config with the [privacy] hash_key_file they were written with, or look for the id or externalId"
+            );
+        }
+        return ExitCode::FAILURE;
+    }
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        scimtap::trace::write_json(&trace, &mut out)
+    } else {
+        scimtap::trace::write_text(&trace, &args.user, &mut out)
+    };
+    match written.and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `scimtap trace ... | head`: the reader had enough.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        // Not 1: that says "not found".
+        Err(error) => {
+            eprintln!("scimtap: cannot write the trace: {error}");
+            ExitCode::from(2)
         }
     }
 }

@@ -38,6 +38,13 @@ pub enum StateError {
     },
     #[error("the state file has schema version {found}; this scimtap knows up to {supported} (written by a newer scimtap?)")]
     NewerSchema { found: i64, supported: i64 },
+    #[error("{} is not a scimtap state file (no schema version)", path.display())]
+    NotAStateFile { path: PathBuf },
+    #[error("{} holds the state of several upstreams: {}", path.display(), upstreams.join(", "))]
+    SeveralUpstreams {
+        path: PathBuf,
+        upstreams: Vec<String>,
+    },
     #[error("state store: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state store: stored attributes are not valid JSON: {0}")]

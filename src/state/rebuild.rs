@@ -5,10 +5,10 @@
 //! "redacted"` they hold the (redacted) bodies, so attribute values come back too. Without,
 //! only what the event itself says: ids, userName/displayName/externalId, `active` (from
 //! actions and PATCH values), group memberships, and the scalar PATCH values events show.
-//! Integrity records (`"record": ...`) and lines that are not events are skipped. Events are
-//! replayed in `timestamp` order, since files are in order of completion.
+//! Files are read by [`crate::trail`]: integrity records and lines that are not events are
+//! skipped, an event read twice counts once, and events are replayed in `timestamp` order,
+//! since files are in order of completion.
 
-use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,19 +23,16 @@ use crate::scim::{Changes, Operation, PatchOpInfo, ScimInfo, Target};
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RebuildReport {
     pub events: u64,
-    /// Lines skipped: integrity records, blank lines, lines that are not JSON events.
+    /// Lines skipped: integrity records, blank lines, lines that are not JSON events, repeats
+    /// of an event already read.
     pub skipped: u64,
 }
 
 /// Why a rebuild stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] crate::trail::ReadError),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -51,30 +48,8 @@ pub fn rebuild(
 ) -> Result<RebuildReport, RebuildError> {
     let mut report = RebuildReport::default();
     let mut events: Vec<Value> = Vec::new();
-    for path in files {
-        let read_error = |source| RebuildError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_error)?;
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line.map_err(read_error)?;
-            match serde_json::from_str::<Value>(&line) {
-                Ok(v) if v.get("record").is_none() && v.get("scim").is_some() => events.push(v),
-                _ => report.skipped += 1,
-            }
-        }
-    }
-    // RFC 3339 UTC timestamps of one width sort as text.
-    events.sort_by(|a, b| {
-        let t = |v: &Value| {
-            v.get("timestamp")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned()
-        };
-        t(a).cmp(&t(b))
-    });
+    report.skipped = crate::trail::for_each_event(files, |event| events.push(event))?;
+    report.skipped += crate::trail::in_order(&mut events);
     for event in &events {
         fn text(v: Option<&Value>) -> &str {
             v.and_then(Value::as_str).unwrap_or_default()

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::StateError;
@@ -181,6 +181,61 @@ impl Store {
         Store::with_connection(Connection::open_in_memory()?, upstream)
     }
 
+    /// Opens an existing state file read-only, for commands that only look things up
+    /// (`scimtap trace`), possibly while a running scimtap writes it: nothing is created or
+    /// migrated, and WAL mode lets it read beside the audit worker. `upstream` picks whose
+    /// state to read; `None` takes the only upstream the file holds.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file is missing or not a state file, was written by a newer
+    /// scimtap, or holds several upstreams and none was named.
+    pub fn open_read_only(path: &Path, upstream: Option<&str>) -> Result<Store, StateError> {
+        let open = |source| StateError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The first read is where a file that is not SQLite shows.
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(open)?;
+        if found > SCHEMA_VERSION {
+            return Err(StateError::NewerSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < 1 {
+            return Err(StateError::NotAStateFile {
+                path: path.to_owned(),
+            });
+        }
+        let upstream = match upstream {
+            Some(upstream) => upstream.to_owned(),
+            None => {
+                let mut stmt =
+                    conn.prepare("SELECT DISTINCT upstream FROM resources ORDER BY upstream")?;
+                let all = stmt
+                    .query_map([], |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                drop(stmt);
+                match <[String; 1]>::try_from(all) {
+                    Ok([one]) => one,
+                    Err(all) if all.is_empty() => String::new(),
+                    Err(upstreams) => {
+                        return Err(StateError::SeveralUpstreams {
+                            path: path.to_owned(),
+                            upstreams,
+                        })
+                    }
+                }
+            }
+        };
+        Ok(Store { conn, upstream })
+    }
+
     fn with_connection(mut conn: Connection, upstream: &str) -> Result<Store, StateError> {
         migrate(&mut conn)?;
         Ok(Store {
@@ -270,6 +325,54 @@ impl Store {
             )
             .optional()?
             .flatten())
+    }
+
+    /// The ids of the resources of `resource_type` that `key` names: its id, its userName
+    /// (without regard to ASCII case, as SCIM compares userNames) or its externalId.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn find(&self, resource_type: &str, key: &str) -> Result<Vec<String>, StateError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM resources WHERE upstream = ?1 AND resource_type = ?2
+               AND (id = ?3 OR user_name = ?3 COLLATE NOCASE OR external_id = ?3)
+             ORDER BY updated_at, id",
+        )?;
+        let rows = stmt.query_map(params![self.upstream, resource_type, key], |row| row.get(0))?;
+        Ok(rows.collect::<Result<Vec<String>, _>>()?)
+    }
+
+    /// The groups `member_id` belongs to as far as the state knows: (group id, displayName).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn groups_of(&self, member_id: &str) -> Result<Vec<(String, Option<String>)>, StateError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.group_id, r.display_name FROM memberships m
+             LEFT JOIN resources r ON r.upstream = m.upstream AND r.resource_type = 'Group'
+                                  AND r.id = m.group_id
+             WHERE m.upstream = ?1 AND m.member_id = ?2 ORDER BY m.rowid",
+        )?;
+        let rows = stmt.query_map(params![self.upstream, member_id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// When the state last learned something about `id` (RFC 3339, the event's timestamp).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn updated_at(&self, resource_type: &str, id: &str) -> Result<Option<String>, StateError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT updated_at FROM resources
+                 WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3",
+                params![self.upstream, resource_type, id],
+                |row| row.get(0),
+            )
+            .optional()?)
     }
 
     /// Writes `resource` (and, when known, a group's whole member list) in one transaction.

@@ -253,3 +253,76 @@ fn a_list_response_teaches_ids_for_later_requests() {
     observe(&mut store, &mut read, &seen(None, None)).expect("delete");
     assert_eq!(read.target.user_name.as_deref(), Some("eve"));
 }
+
+#[test]
+fn a_read_only_store_finds_users_by_id_name_or_external_id_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    {
+        let mut store = Store::open(&path, "app:443").expect("open");
+        created(
+            &mut store,
+            "u1",
+            &json!({"id": "u1", "userName": "Ann@Example.com", "externalId": "00u1"}),
+        );
+        let group = Resource {
+            resource_type: "Group".to_owned(),
+            id: "g1".to_owned(),
+            display_name: Some("Finance".to_owned()),
+            members: Some(vec!["u1".to_owned()]),
+            ..Resource::default()
+        };
+        store.put(&group, "2026-11-22T09:00:01.000Z").expect("put");
+    }
+    // The only upstream in the file is taken when none is named.
+    let store = Store::open_read_only(&path, None).expect("open read-only");
+    for key in ["u1", "ann@example.com", "00u1"] {
+        assert_eq!(store.find("User", key).expect("find"), ["u1"], "{key}");
+    }
+    assert!(
+        store.find("User", "00U1").expect("find").is_empty(),
+        "externalId is exact"
+    );
+    assert_eq!(
+        store.groups_of("u1").expect("groups"),
+        [("g1".to_owned(), Some("Finance".to_owned()))]
+    );
+    assert_eq!(
+        store
+            .updated_at("User", "u1")
+            .expect("updated_at")
+            .as_deref(),
+        Some("2026-11-22T09:00:00.000Z")
+    );
+    let mut store = store;
+    assert!(
+        store.remove("User", "u1").is_err(),
+        "a read-only store refuses writes"
+    );
+    // Another upstream's rows make the choice ambiguous.
+    drop(store);
+    let mut other = Store::open(&path, "other:443").expect("open");
+    created(&mut other, "u2", &json!({"id": "u2", "userName": "bob"}));
+    drop(other);
+    let error = Store::open_read_only(&path, None).expect_err("two upstreams");
+    assert!(error.to_string().contains("app:443, other:443"), "{error}");
+    let named = Store::open_read_only(&path, Some("other:443")).expect("named");
+    assert_eq!(named.find("User", "bob").expect("find"), ["u2"]);
+}
+
+#[test]
+fn read_only_open_refuses_a_missing_file_and_one_that_is_not_a_state_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.db");
+    assert!(Store::open_read_only(&missing, None).is_err());
+    assert!(!missing.exists(), "nothing is created");
+    let empty = dir.path().join("empty.db");
+    rusqlite::Connection::open(&empty)
+        .and_then(|c| c.execute_batch("CREATE TABLE t (x)"))
+        .expect("sqlite");
+    let error = Store::open_read_only(&empty, None).expect_err("not a state file");
+    assert!(matches!(error, StateError::NotAStateFile { .. }), "{error}");
+    let text = dir.path().join("audit.jsonl");
+    std::fs::write(&text, "{\"not\": \"sqlite\"}\n".repeat(100)).expect("write");
+    assert!(Store::open_read_only(&text, None).is_err());
+}

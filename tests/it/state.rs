@@ -81,10 +81,40 @@ fn member_names(event: &Value, list: &str) -> Vec<Value> {
 }
 
 fn diff_of<'a>(event: &'a Value, attribute: &str) -> Option<&'a Value> {
-    event["scim"]["state"]["diff"]
-        .as_array()?
+    diff_in(&event["scim"]["state"]["diff"], attribute)
+}
+
+/// The `{attribute, before, after}` of `attribute` in a diff list (an event's
+/// `scim.state.diff`, a trace entry's `diff`).
+fn diff_in<'a>(diff: &'a Value, attribute: &str) -> Option<&'a Value> {
+    diff.as_array()?
         .iter()
         .find(|d| d["attribute"] == attribute)
+}
+
+/// `scimtap trace --user USER [extra] FILE`: its stdout, after checking it succeeded.
+fn trace(user: &str, extra: &[&str], file: &Path) -> String {
+    let out = run(crate::support::scimtap(&["trace", "--user", user])
+        .args(extra)
+        .arg(file));
+    assert!(out.status.success(), "{}", report(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The same with `--json`: its entries.
+pub(crate) fn trace_entries(user: &str, file: &Path) -> Vec<Value> {
+    trace(user, &["--json"], file)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The trace entry made from `event`.
+fn entry_for<'a>(entries: &'a [Value], event: &Value) -> &'a Value {
+    entries
+        .iter()
+        .find(|e| e["event_id"] == event["event_id"])
+        .unwrap_or_else(|| panic!("no trace entry for {event}: {entries:?}"))
 }
 
 /// The `jq` expression docs/answers.md gives under `<!-- answer: NAME -->`, run on `file`.
@@ -309,6 +339,23 @@ async fn entra_lifecycle_events_name_id_only_targets_and_members() {
         "{deleted}"
     );
 
+    // `scimtap trace` by the name user1 was created with follows her id through Entra's
+    // rename to her deletion.
+    let created = event(&pairs, "entra: create user1");
+    let old_name = created["scim"]["target"]["user_name"].as_str().unwrap();
+    assert_ne!(old_name, user1, "the fixture renames user1");
+    let entries = trace_entries(old_name, &proxy.audit);
+    let kinds: Vec<&str> = entries.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"created"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"deleted"), "{kinds:?}");
+    let rename = entry_for(&entries, renamed);
+    let user_name = diff_in(&rename["diff"], "userName").unwrap_or_else(|| panic!("{rename}"));
+    assert_eq!(
+        (&user_name["before"], &user_name["after"]),
+        (&Value::from(old_name), &Value::from(user1.as_str()))
+    );
+    assert_eq!(entries.last().unwrap()["user"]["user_name"], user1.as_str());
+
     if have_jq() {
         let rows = answer("who-deprovisioned", &[("user", &user1)], &proxy.audit);
         let actions: Vec<&str> = rows.iter().filter_map(|r| r["action"].as_str()).collect();
@@ -361,4 +408,147 @@ async fn a_failing_store_is_counted_and_events_are_written_without_state() {
         "{}",
         proxy.log_tail()
     );
+}
+
+/// `scimtap trace` on the audit file of the Okta lifecycle: user1's story, for people and for
+/// scripts, from the file alone and with the state file.
+#[tokio::test(flavor = "multi_thread")]
+async fn okta_lifecycle_traced_by_scimtap_trace() {
+    let (pairs, proxy, _server, _state) = replay_with_state("okta_lifecycle").await;
+    let created = event(&pairs, "okta: create user1");
+    let user1 = created["scim"]["target"]["user_name"].as_str().unwrap();
+    let id1 = created["scim"]["target"]["id"].as_str().unwrap();
+    let group_name = event(&pairs, "okta: push group (create)")["scim"]["target"]["display_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config = proxy.dir.path().join("proxy.toml");
+    // For scripts: one JSON object per line, oldest first.
+    let entries = trace_entries(user1, &proxy.audit);
+    let of = |kind: &str| -> Vec<&Value> { entries.iter().filter(|e| e["kind"] == kind).collect() };
+    let story: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    let created_entries = of("created");
+    assert_eq!(
+        created_entries.len(),
+        2,
+        "the create and the refused second one: {story:?}"
+    );
+    assert_eq!(created_entries[0]["outcome"], "success");
+    assert_eq!(created_entries[0]["user"]["id"], id1);
+    assert_eq!(created_entries[0]["event_id"], created["event_id"]);
+    assert_eq!(created_entries[1]["outcome"], "failure");
+    assert_eq!(created_entries[1]["status"], 409);
+    // Deactivated twice (Okta's PATCH, then the AIW PUT), and named although the PATCH
+    // carried only the id.
+    let deactivated = of("deactivated");
+    assert_eq!(deactivated.len(), 2, "{story:?}");
+    assert_eq!(
+        deactivated[0]["event_id"],
+        event(&pairs, "okta: deactivate user1 (PATCH")["event_id"]
+    );
+    assert!(deactivated
+        .iter()
+        .all(|e| e["user"]["user_name"] == user1 && e["outcome"] == "success"));
+    // The profile PUT, before → after from scim.state.
+    let put = event(&pairs, "okta: update user1 profile (PUT");
+    let given = diff_in(&entry_for(&entries, put)["diff"], "name.givenName")
+        .unwrap_or_else(|| panic!("{story:?}"));
+    assert_eq!(given["after"], "Another");
+    // Groups: gained by the add, lost by the filtered remove, gained again in the pushed
+    // list, lost with the group's deletion; each named.
+    let groups: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| !e["group"].is_null())
+        .map(|e| (e["kind"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("group_gained", "group.members.add"),
+            ("group_lost", "group.members.remove"),
+            ("group_gained", "group.members.replace"),
+            ("group_lost", "group.delete"),
+        ],
+        "{story:?}"
+    );
+    assert_eq!(of("group_gained")[0]["group"]["name"], group_name.as_str());
+    // Oldest first.
+    let times: Vec<&str> = entries.iter().filter_map(|e| e["at"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // For people: one aligned line per entry, under a line naming the user.
+    let text = trace(user1, &[], &proxy.audit);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("{user1}: user {id1}")),
+        "{text}"
+    );
+    assert_eq!(lines.len(), entries.len() + 1, "{text}");
+    let line_of = |id: &Value| {
+        let at = entries.iter().find(|e| e["event_id"] == *id).unwrap()["at"]
+            .as_str()
+            .unwrap();
+        *lines
+            .iter()
+            .find(|l| l.starts_with(at))
+            .unwrap_or_else(|| panic!("{at}: {text}"))
+    };
+    assert!(
+        line_of(&created["event_id"]).contains("created")
+            && line_of(&created["event_id"]).contains("ok 201"),
+        "{text}"
+    );
+    let refused = line_of(&created_entries[1]["event_id"]);
+    assert!(
+        refused.contains("FAILED 409") && refused.contains("uniqueness"),
+        "{text}"
+    );
+    assert!(
+        line_of(&deactivated[0]["event_id"]).contains("deactivated"),
+        "{text}"
+    );
+    let gained = line_of(&of("group_gained")[0]["event_id"]);
+    assert!(
+        gained.contains("group gained")
+            && gained.contains(&format!("\"{group_name}\" by group.members.add")),
+        "{text}"
+    );
+    assert!(
+        line_of(&put["event_id"]).contains("name.givenName: \"Test\" → \"Another\""),
+        "{text}"
+    );
+
+    // With the configuration, the state file adds what it holds now.
+    let with_state = trace(user1, &["--config", config.to_str().unwrap()], &proxy.audit);
+    let last = with_state.lines().last().unwrap();
+    assert!(
+        last.contains("state now") && last.contains("active"),
+        "{with_state}"
+    );
+
+    // Nobody by that name: exit 1, and a message.
+    let out =
+        run(crate::support::scimtap(&["trace", "--user", "nobody@example.com"]).arg(&proxy.audit));
+    assert_eq!(out.status.code(), Some(1), "{}", report(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no event names \"nobody@example.com\""),
+        "{}",
+        report(&out)
+    );
+    // A file that is not there: 66, as verify.
+    let out = run(&mut crate::support::scimtap(&[
+        "trace",
+        "--user",
+        user1,
+        "/nonexistent/audit.jsonl",
+    ]));
+    assert_eq!(out.status.code(), Some(66), "{}", report(&out));
 }
