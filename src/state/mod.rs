@@ -13,6 +13,7 @@
 //! nothing the service holds.
 
 mod diff;
+mod postgres;
 pub mod rebuild;
 mod store;
 
@@ -23,6 +24,7 @@ use serde_json::Value;
 use crate::scim::{MemberRef, Operation, OutcomeReason, ScimInfo, StateInfo};
 
 pub use diff::{apply_patch, diff, flatten};
+pub use postgres::PG_SCHEMA_VERSION;
 pub use store::{Resource, Store, SCHEMA_VERSION};
 
 /// Why the state store failed. The audit worker logs and counts these and writes the event
@@ -35,10 +37,21 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("the state file has schema version {found}; this scimtap knows up to {supported} (written by a newer scimtap?)")]
+    #[error("cannot connect to the state database {target}: {source}")]
+    Connect {
+        /// The URL without its password.
+        target: String,
+        #[source]
+        source: ::postgres::Error,
+    },
+    #[error("the state database {target} is unreachable; next attempt in {retry_in_ms} ms")]
+    Unavailable { target: String, retry_in_ms: u128 },
+    #[error("the state store has schema version {found}; this scimtap knows up to {supported} (written by a newer scimtap?)")]
     NewerSchema { found: i64, supported: i64 },
     #[error("state store: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("state database: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("state store: stored attributes are not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -88,7 +101,7 @@ pub fn observe(store: &mut Store, scim: &mut ScimInfo, seen: &Seen<'_>) -> Resul
         fill_target(scim, before, &mut info);
         reclassify(scim, before, seen, &mut info);
     }
-    let name = |id: &String| -> Result<MemberRef, StateError> {
+    let mut name = |id: &String| -> Result<MemberRef, StateError> {
         Ok(MemberRef {
             id: id.clone(),
             name: store.member_name(id)?,
@@ -98,17 +111,17 @@ pub fn observe(store: &mut Store, scim: &mut ScimInfo, seen: &Seen<'_>) -> Resul
     info.members_added = changes
         .members_added
         .iter()
-        .map(name)
+        .map(&mut name)
         .collect::<Result<_, _>>()?;
     info.members_removed = changes
         .members_removed
         .iter()
-        .map(name)
+        .map(&mut name)
         .collect::<Result<_, _>>()?;
     info.members_replaced = changes
         .members_replaced
         .as_ref()
-        .map(|ids| ids.iter().map(name).collect::<Result<_, _>>())
+        .map(|ids| ids.iter().map(&mut name).collect::<Result<_, _>>())
         .transpose()?;
 
     let gone = matches!(scim.operation, Some(Operation::Delete))

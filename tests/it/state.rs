@@ -241,7 +241,7 @@ async fn okta_lifecycle_events_name_targets_diff_puts_and_name_members() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let store =
+    let mut store =
         scimtap::state::Store::open(&rebuilt, &format!("127.0.0.1:{}", server.port)).unwrap();
     let id = |step: &str| {
         event(&pairs, step)["scim"]["target"]["id"]
