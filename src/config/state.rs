@@ -230,8 +230,8 @@ mod tests {
 
     #[test]
     fn a_url_password_is_hidden_from_display_and_debug() {
-        let target = PostgresTarget::from_url("postgres://app:s3cret@db:5432/scimtap", None)
-            .expect("valid");
+        let target =
+            PostgresTarget::from_url("postgres://app:s3cret@db:5432/scimtap", None).expect("valid");
         assert_eq!(target.to_string(), "postgres://app:***@db:5432/scimtap");
         let debug = format!("{target:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
@@ -255,7 +255,10 @@ mod tests {
             ("mysql://app@db/x", "postgres:// URL"),
             ("postgres://db/x", "names no user"),
             ("postgres://app@db/x?sslmode=require", "without TLS"),
-            ("postgres://app@db:notaport/x", "not a PostgreSQL connection URL"),
+            (
+                "postgres://app@db:notaport/x",
+                "not a PostgreSQL connection URL",
+            ),
         ] {
             let error = PostgresTarget::from_url(url, None).expect_err(url);
             assert!(error.contains(why), "{url}: {error}");

@@ -312,7 +312,10 @@ fn migrate(client: &mut Client) -> Result<(), StateError> {
         )",
     )?;
     let found: i64 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM scimtap_schema", &[])?
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM scimtap_schema",
+            &[],
+        )?
         .get(0);
     if found > PG_SCHEMA_VERSION {
         return Err(StateError::NewerSchema {

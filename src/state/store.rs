@@ -259,7 +259,13 @@ impl Store {
         };
         let row = conn
             .query_row(sql::GET, params![upstream, resource_type, id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
             })
             .optional()?;
         let Some(row) = row else {
