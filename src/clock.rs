@@ -29,6 +29,11 @@ impl Timestamp {
         Timestamp(UNIX_EPOCH + Duration::from_millis(millis))
     }
 
+    /// The instant an RFC 3339 UTC text (as events write it) names.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        humantime::parse_rfc3339(text).ok().map(Timestamp)
+    }
+
     pub fn system_time(self) -> SystemTime {
         self.0
     }

@@ -21,7 +21,9 @@ use crate::config::{ClientConfig, Config, IncludeBodies};
 use crate::exchange::{
     BodyCapture, BodyEnd, Exchange, Failure, FailureKind, FailureSide, ResponseRecord,
 };
-use crate::scim::{self, Body, OutcomeReason, Parts, Pseudonymizer, ScimContext, ScimInfo};
+use crate::scim::{
+    self, Body, DeprovisionInfo, OutcomeReason, Parts, Pseudonymizer, ScimContext, ScimInfo,
+};
 
 /// Version of the event layout. Readers should branch on the major part.
 pub const SCHEMA_VERSION: &str = "1.4";
@@ -115,6 +117,10 @@ pub struct AuditEvent<'a> {
     pub http: HttpInfo<'a>,
     pub scim: ScimInfo,
     pub failure: Option<FailureInfo>,
+    /// With `[state]`: the earlier failed attempt at the same change this event retries.
+    pub retry_of: Option<String>,
+    /// On `deprovision.gap` / `deprovision.closed` events only.
+    pub deprovision: Option<DeprovisionInfo>,
 }
 
 impl Serialize for AuditEvent<'_> {
@@ -132,6 +138,13 @@ impl Serialize for AuditEvent<'_> {
         event.serialize_field("http", &self.http)?;
         event.serialize_field("scim", &self.scim)?;
         event.serialize_field("failure", &self.failure)?;
+        // Present only when there is one, so events without `[state]` are as before.
+        if let Some(retry_of) = &self.retry_of {
+            event.serialize_field("retry_of", retry_of)?;
+        }
+        if let Some(deprovision) = &self.deprovision {
+            event.serialize_field("deprovision", deprovision)?;
+        }
         event.end()
     }
 }
@@ -143,7 +156,7 @@ pub enum Outcome {
     Failure,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ClientInfo {
     /// The peer IP of the connection.
     pub address: String,
@@ -356,6 +369,8 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
                 http: http.clone(),
                 scim,
                 failure: failure.clone(),
+                retry_of: None,
+                deprovision: None,
             }
         })
         .collect()

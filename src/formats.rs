@@ -54,7 +54,12 @@ pub fn record_id(event_id: &str, index: usize, count: usize) -> String {
 /// refused for its credentials is [`Severity::Error`], any other failure
 /// [`Severity::Warning`], a success [`Severity::Info`].
 pub fn severity(event: &AuditEvent<'_>) -> Severity {
-    if is_refused_write(event) {
+    // A user the IdP removed who may still have access is the most severe thing scimtap sees.
+    let gap = event
+        .deprovision
+        .as_ref()
+        .is_some_and(|d| d.status == "gap");
+    if is_refused_write(event) || gap {
         Severity::Error
     } else if event.outcome == Outcome::Failure {
         Severity::Warning

@@ -69,6 +69,10 @@ use crate::pipeline::Pipeline;
 use crate::sinks::{ReopenSignal, SinkThread};
 use crate::telemetry::Metrics;
 
+/// How often the audit worker looks for deprovisionings that became gaps: a gap is reported at
+/// most this long after `confirm_within_secs` ran out.
+const STATE_TICK: Duration = Duration::from_secs(1);
+
 /// Why scimtap could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -108,6 +112,8 @@ pub struct Running {
     admin: Option<JoinHandle<()>>,
     /// Asks for an `integrity.checkpoint` record every `checkpoint_interval_secs`.
     checkpoints: Option<JoinHandle<()>>,
+    /// Asks the audit worker for due deprovisioning gaps every [`STATE_TICK`].
+    state_ticks: Option<JoinHandle<()>>,
     pipeline: Pipeline,
     /// The request path's end of the hand-off (exchanges still in flight at shutdown).
     handoff: exchange::Handoff,
@@ -183,7 +189,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 name: "state-open",
                 source: std::io::Error::other("the thread opening the state store panicked"),
             })?;
-            Some(opened?)
+            Some(pipeline::StateStage {
+                store: opened?,
+                confirm_within: s.confirm_within,
+            })
         }
         None => None,
     };
@@ -261,6 +270,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The drain gets the shutdown deadline minus a reserve for writing the events out.
     let flush_reserve = (config.shutdown_timeout / 3).min(Duration::from_secs(5));
     let drain = config.shutdown_timeout.saturating_sub(flush_reserve);
+    // The deprovisioning tracker reports gaps when they fall due, traffic or not.
+    let state_ticks = config.state.is_some().then(|| {
+        let queue = audit_queue.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STATE_TICK);
+            loop {
+                tick.tick().await;
+                queue.tick();
+            }
+        })
+    });
     let checkpoints = (!config.integrity.checkpoint_interval.is_zero()).then(|| {
         let queue = audit_queue;
         let every = config.integrity.checkpoint_interval;
@@ -288,6 +308,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         serve,
         admin,
         checkpoints,
+        state_ticks,
         pipeline,
         handoff,
         sink_threads,
@@ -372,6 +393,9 @@ impl Running {
         let deadline = Instant::now() + self.shutdown_timeout;
         let remaining = || deadline.saturating_duration_since(Instant::now());
         let _ = self.shutdown.send(true);
+        if let Some(ticks) = &self.state_ticks {
+            ticks.abort();
+        }
         if let Some(checkpoints) = &self.checkpoints {
             checkpoints.abort();
         }

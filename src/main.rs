@@ -217,7 +217,13 @@ fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
         }
     }
     let files: Vec<&std::path::Path> = args.files.iter().map(PathBuf::as_path).collect();
-    match scimtap::state::rebuild::rebuild(&mut store, &files) {
+    let confirm_within = config
+        .state
+        .as_ref()
+        .map_or(scimtap::config::DEFAULT_CONFIRM_WITHIN, |s| {
+            s.confirm_within
+        });
+    match scimtap::state::rebuild::rebuild(&mut store, &files, confirm_within) {
         Ok(report) => {
             println!(
                 "{shown}: rebuilt from {} events ({} lines skipped)",

@@ -29,6 +29,7 @@ use crate::event::{events_for, AuditEvent, EventContext, Outcome};
 use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, Severity, SinkHandle};
+use crate::state::tracker::{self, Attempt};
 use crate::state::Store;
 use crate::telemetry::{Metrics, ProxyMetrics};
 
@@ -45,6 +46,8 @@ enum Message {
     Intent(Box<Exchange>, Arc<DurableAck>),
     /// Time for an `integrity.checkpoint` record.
     Checkpoint,
+    /// Time to look for deprovisionings that became gaps (`[state]` on).
+    Tick,
     /// A reloaded configuration's event settings (SIGHUP), and what changed.
     Reconfigure(Box<EventContext>, Box<SettingsChange>),
     Close,
@@ -147,6 +150,12 @@ impl AuditQueue {
     pub fn checkpoint(&self) {
         let _ = self.shared.tx.try_send(Message::Checkpoint);
     }
+
+    /// Asks the audit worker to report the deprovisioning gaps now due (skipped when the
+    /// queue is full: the next tick asks again).
+    pub fn tick(&self) {
+        let _ = self.shared.tx.try_send(Message::Tick);
+    }
 }
 
 impl QueueShared {
@@ -176,7 +185,7 @@ impl Pipeline {
         events: EventContext,
         sinks: Vec<SinkHandle>,
         integrity: ChainSetup,
-        state: Option<Store>,
+        state: Option<StateStage>,
         metrics: &Arc<Metrics>,
     ) -> std::io::Result<(AuditQueue, Pipeline)> {
         let (tx, rx) = mpsc::channel(queue_max_events.max(1));
@@ -403,18 +412,28 @@ fn next_message(rx: &mut mpsc::Receiver<Message>, busy: &mut bool) -> Option<Mes
     }
 }
 
+/// The shadow state as the audit worker uses it: the store, and the deprovisioning tracker's
+/// setting.
+pub struct StateStage {
+    pub store: Store,
+    /// `[state] confirm_within_secs`.
+    pub confirm_within: Duration,
+}
+
 /// Looks up and updates the shadow state for each event of one exchange, before the events
 /// are encoded (so they carry what state adds). Runs on the audit worker's thread: the store
 /// is SQLite, and a slow disk holds back the audit worker, never the request path. A store
 /// error is logged and counted; the event is written all the same, without what state would
 /// have added.
 fn remember(
-    store: &mut Store,
+    state: &mut StateStage,
     exchange: &Exchange,
     events: &EventContext,
     built: &mut [AuditEvent<'_>],
     metrics: &Metrics,
-) {
+) -> Vec<tracker::Notice> {
+    let store = &mut state.store;
+    let mut notices = Vec::new();
     // Only what events may show is remembered: the bodies redacted by the event's rules.
     let (request, response) = crate::event::redacted_bodies(exchange, events);
     let at = built
@@ -430,11 +449,74 @@ fn remember(
             response: response.as_ref().filter(|_| whole),
             at: &at,
         };
-        if let Err(error) = crate::state::observe(store, &mut event.scim, &seen) {
-            metrics.state_errors.inc();
-            tracing::error!(%error, request_id = %exchange.request_id, "Shadow state store failed; the event is written without it.");
+        let result = crate::state::observe(store, &mut event.scim, &seen).and_then(|()| {
+            let context = || {
+                serde_json::json!({
+                    "request_id": event.request_id,
+                    "method": event.http.method,
+                    "path": event.http.path,
+                    "client": event.client,
+                    "target": event.scim.target,
+                })
+            };
+            let attempt = Attempt {
+                event_id: &event.event_id,
+                at: event.timestamp,
+                success: seen.success,
+                status: event.http.status,
+                failure_kind: event.failure.as_ref().map(|f| f.kind.as_str()),
+                scim: &event.scim,
+                context: &context,
+            };
+            tracker::track(store, &attempt, state.confirm_within)
+        });
+        match result {
+            Ok(tracked) => {
+                event.retry_of = tracked.retry_of;
+                notices.extend(tracked.closed);
+            }
+            Err(error) => {
+                metrics.state_errors.inc();
+                tracing::error!(%error, request_id = %exchange.request_id, "Shadow state store failed; the event is written without it.");
+            }
         }
     }
+    notices
+}
+
+/// Reports the deprovisionings that became gaps, and how many are open.
+fn due_gaps(state: &mut StateStage, metrics: &Metrics) -> Vec<tracker::Notice> {
+    let store = &mut state.store;
+    let result = tracker::due_gaps(store, Timestamp::now())
+        .and_then(|gaps| Ok((gaps, store.open_deprovisions()?)));
+    match result {
+        Ok((gaps, open)) => {
+            metrics.deprovision_open.set(open);
+            gaps
+        }
+        Err(error) => {
+            metrics.state_errors.inc();
+            tracing::error!(%error, "Shadow state store failed; deprovisioning gaps are reported on a later tick.");
+            Vec::new()
+        }
+    }
+}
+
+/// Writes a tracker notice as its event, and counts it.
+fn emit_notice(
+    notice: &tracker::Notice,
+    sinks: &[SinkHandle],
+    integrity: &mut ChainSetup,
+    metrics: &Metrics,
+    since_checkpoint: &mut u64,
+) {
+    if notice.info.status == "gap" {
+        metrics.deprovision_gaps.inc();
+        tracing::warn!(id = ?notice.target.id, requested_event_id = %notice.info.requested_event_id, "Deprovisioning still unconfirmed: deprovision.gap.");
+    } else {
+        metrics.deprovision_closed.inc();
+    }
+    emit_event(&notice.event(), sinks, integrity, metrics, since_checkpoint);
 }
 
 fn run_worker(
@@ -442,7 +524,7 @@ fn run_worker(
     mut events: EventContext,
     sinks: Vec<SinkHandle>,
     mut integrity: ChainSetup,
-    mut state: Option<Store>,
+    mut state: Option<StateStage>,
     proxy_metrics: &ProxyMetrics,
     metrics: &Metrics,
 ) {
@@ -478,6 +560,20 @@ fn run_worker(
                 since_checkpoint = 0;
                 continue;
             }
+            Message::Tick => {
+                if let Some(state) = state.as_mut() {
+                    for notice in due_gaps(state, metrics) {
+                        emit_notice(
+                            &notice,
+                            &sinks,
+                            &mut integrity,
+                            metrics,
+                            &mut since_checkpoint,
+                        );
+                    }
+                }
+                continue;
+            }
             Message::Close => {
                 // Refuse new exchanges; what is already queued is still drained.
                 rx.close();
@@ -488,60 +584,27 @@ fn run_worker(
         metrics.exchanges_described.inc();
         events.learn(&exchange);
         let mut built = events_for(&exchange, &events);
-        if let Some(store) = state.as_mut() {
-            remember(store, &exchange, &events, &mut built, metrics);
-        }
-        for event in built {
-            let line = match event.to_json_line() {
-                Ok(line) => {
-                    since_checkpoint += 1;
-                    Bytes::from(integrity.chain.seal(line))
-                }
-                Err(error) => {
-                    tracing::error!(%error, request_id = %exchange.request_id, "Cannot encode audit event.");
-                    for sink in &sinks {
-                        sink.count_encode_error();
-                    }
-                    continue;
-                }
-            };
-            metrics.events_encoded.inc();
-            metrics.count_actions(
-                &event.scim.actions,
-                event.outcome == Outcome::Failure,
-                event.client.name.as_deref(),
-                event.client.idp.as_deref(),
+        let notices = match state.as_mut() {
+            Some(state) => remember(state, &exchange, &events, &mut built, metrics),
+            None => Vec::new(),
+        };
+        for event in &built {
+            emit_event(
+                event,
+                &sinks,
+                &mut integrity,
+                metrics,
+                &mut since_checkpoint,
             );
-            let meta = record_meta(&event);
-            // Other formats are made once per event, and only when a sink wants them. A format
-            // may give several lines (OCSF: one per action); each is one record.
-            let native = Record {
-                line,
-                meta: meta.clone(),
-            };
-            let mut encoded: Vec<(EventFormat, Vec<Record>)> =
-                vec![(EventFormat::Native, vec![native])];
-            for sink in &sinks {
-                let format = sink.format();
-                let records = match encoded.iter().find(|(f, _)| *f == format) {
-                    Some((_, records)) => records.clone(),
-                    None => match crate::formats::encode(format, &event) {
-                        Ok(lines) => {
-                            let records = records_of(lines, &meta);
-                            encoded.push((format, records.clone()));
-                            records
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, sink = sink.name(), "Cannot encode audit event.");
-                            sink.count_encode_error();
-                            continue;
-                        }
-                    },
-                };
-                for record in records {
-                    sink.enqueue_blocking(record);
-                }
-            }
+        }
+        for notice in notices {
+            emit_notice(
+                &notice,
+                &sinks,
+                &mut integrity,
+                metrics,
+                &mut since_checkpoint,
+            );
         }
     }
     emit_record(
@@ -551,4 +614,63 @@ fn run_worker(
         serde_json::json!({}),
     );
     tracing::debug!("Audit worker finished.");
+}
+
+/// Seals one event into the chain and hands it, in each sink's format, to every sink.
+fn emit_event(
+    event: &AuditEvent<'_>,
+    sinks: &[SinkHandle],
+    integrity: &mut ChainSetup,
+    metrics: &Metrics,
+    since_checkpoint: &mut u64,
+) {
+    let line = match event.to_json_line() {
+        Ok(line) => {
+            *since_checkpoint += 1;
+            Bytes::from(integrity.chain.seal(line))
+        }
+        Err(error) => {
+            tracing::error!(%error, request_id = %event.request_id, "Cannot encode audit event.");
+            for sink in sinks {
+                sink.count_encode_error();
+            }
+            return;
+        }
+    };
+    metrics.events_encoded.inc();
+    metrics.count_actions(
+        &event.scim.actions,
+        event.outcome == Outcome::Failure,
+        event.client.name.as_deref(),
+        event.client.idp.as_deref(),
+    );
+    let meta = record_meta(event);
+    // Other formats are made once per event, and only when a sink wants them. A format
+    // may give several lines (OCSF: one per action); each is one record.
+    let native = Record {
+        line,
+        meta: meta.clone(),
+    };
+    let mut encoded: Vec<(EventFormat, Vec<Record>)> = vec![(EventFormat::Native, vec![native])];
+    for sink in sinks {
+        let format = sink.format();
+        let records = match encoded.iter().find(|(f, _)| *f == format) {
+            Some((_, records)) => records.clone(),
+            None => match crate::formats::encode(format, event) {
+                Ok(lines) => {
+                    let records = records_of(lines, &meta);
+                    encoded.push((format, records.clone()));
+                    records
+                }
+                Err(error) => {
+                    tracing::error!(%error, sink = sink.name(), "Cannot encode audit event.");
+                    sink.count_encode_error();
+                    return;
+                }
+            },
+        };
+        for record in records {
+            sink.enqueue_blocking(record);
+        }
+    }
 }

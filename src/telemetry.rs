@@ -169,6 +169,9 @@ metrics! {
     scim_actions: Family<ActionLabels, Counter> = "scim_actions", "SCIM actions in the events the audit worker encoded, by action (none: the event has none; other: not a built-in action), outcome and client ([[clients]] name, unknown/<idp>, or unknown)";
     build_info: Family<BuildInfoLabels, Gauge> = "build_info", "Always 1; the labels say which scimtap version runs and which event schema it writes", build_info();
     state_errors: Counter = "state_errors", "Shadow state ([state]) lookups or updates that failed; the event was written without what state would have added";
+    deprovision_open: Gauge = "deprovision_open", "Deactivations and deletions the app refused or never answered and that are not confirmed yet ([state]; shared by every instance on one store)";
+    deprovision_gaps: Counter = "deprovision_gaps", "deprovision.gap events this instance wrote: deprovisionings still unconfirmed after [state] confirm_within_secs";
+    deprovision_closed: Counter = "deprovision_closed", "deprovision.closed events this instance wrote: open deprovisionings confirmed (or withdrawn by a reactivation)";
     capture_budget_exhausted: Counter = "capture_budget_exhausted", "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)";
     audit_refused: Counter = "audit_refused_requests", "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")";
     config_reloads: Family<ResultLabels, Counter> = "config_reloads", "Configuration reloads on SIGHUP, by result (success, failure: the old configuration stays)";

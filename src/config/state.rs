@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -29,14 +30,31 @@ pub(super) struct RawState {
     /// A file holding the PostgreSQL password (surrounding whitespace trimmed), instead of
     /// one in `url`.
     password_file: Option<Spanned<PathBuf>>,
+    /// How long a deactivation or deletion the app refused (or never answered) may stay
+    /// unconfirmed before it becomes a `deprovision.gap` event.
+    #[serde(default = "default_confirm_within_secs")]
+    confirm_within_secs: Spanned<f64>,
 }
 
 const DEFAULT_PATH: &str = "scimtap-state.db";
+
+defaults! {
+    spanned {
+        default_confirm_within_secs: f64 = DEFAULT_CONFIRM_WITHIN.as_secs_f64();
+    }
+}
+
+/// `confirm_within_secs` when not set: Entra ID's provisioning cycle runs every 40 minutes, so
+/// a refused change is retried within the hour.
+pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(3600);
 
 /// The resolved `[state]` section.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub store: StateStore,
+    /// `confirm_within_secs`: how long a refused or unanswered deprovisioning may stay open
+    /// before the tracker reports a gap.
+    pub confirm_within: Duration,
 }
 
 /// Where the state is kept.
@@ -154,14 +172,15 @@ pub(super) fn validate_state(
     raw: Option<&Spanned<RawState>>,
 ) -> Option<StateConfig> {
     let raw = raw?.get_ref();
-    match (&raw.path, &raw.url) {
+    let confirm_within = c.secs(&raw.confirm_within_secs, "state.confirm_within_secs");
+    let store = match (&raw.path, &raw.url) {
         (Some(path), Some(_)) => {
             c.at(
                 path.span(),
                 "state.path",
                 "set either path (SQLite) or url (PostgreSQL), not both",
             );
-            None
+            return None;
         }
         (path, None) => {
             if let Some(file) = &raw.password_file {
@@ -179,9 +198,7 @@ pub(super) fn validate_state(
                 c.at(span, "state.path", "must not be empty");
                 return None;
             }
-            Some(StateConfig {
-                store: StateStore::Sqlite(path),
-            })
+            StateStore::Sqlite(path)
         }
         (None, Some(url)) => {
             let password = match &raw.password_file {
@@ -203,16 +220,18 @@ pub(super) fn validate_state(
                 return None;
             }
             match PostgresTarget::from_url(url.get_ref(), password) {
-                Ok(target) => Some(StateConfig {
-                    store: StateStore::Postgres(target),
-                }),
+                Ok(target) => StateStore::Postgres(target),
                 Err(message) => {
                     c.at(url.span(), "state.url", message);
-                    None
+                    return None;
                 }
             }
         }
-    }
+    };
+    Some(StateConfig {
+        store,
+        confirm_within,
+    })
 }
 
 /// The password of `password_file`: its content, surrounding whitespace trimmed.

@@ -98,6 +98,8 @@ const IDENTITY_ACTIONS: &[(&str, Activity)] = &[
     ("group.rename", Activity::new(Class::GroupManagement, OTHER, "Rename")),
     ("group.update", Activity::new(Class::GroupManagement, OTHER, "Update")),
     ("user.update", Activity::new(Class::AccountChange, OTHER, "Update")),
+    ("deprovision.gap", Activity::new(Class::AccountChange, OTHER, "Deprovisioning Gap")),
+    ("deprovision.closed", Activity::new(Class::AccountChange, OTHER, "Deprovisioning Confirmed")),
 ];
 
 /// API Activity for an action that has no OCSF identity class (custom resource types), or

@@ -49,6 +49,8 @@ pub(crate) fn event(
         },
         scim,
         failure: None,
+        retry_of: None,
+        deprovision: None,
     }
 }
 

@@ -174,6 +174,37 @@ pub struct StateInfo {
     pub members_replaced: Option<Vec<MemberRef>>,
 }
 
+/// The top-level `deprovision` object of a `deprovision.gap` or `deprovision.closed` event:
+/// a deactivation or deletion the app refused or never answered, and how it ended.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeprovisionInfo {
+    /// `gap` (still unconfirmed after `confirm_within_secs`) or `closed`.
+    pub status: &'static str,
+    /// `user.deactivate` or `user.delete`.
+    pub requested_action: String,
+    /// The first attempt's event, and when it was asked.
+    pub requested_event_id: String,
+    pub requested_at: String,
+    /// Attempts that failed, so far.
+    pub attempts: i64,
+    pub last_event_id: String,
+    /// The status the app answered the last failed attempt; null when it never answered.
+    pub last_status: Option<u16>,
+    /// Why the last failed attempt failed: `failure.kind`, else the SCIM error's detail.
+    pub last_failure: Option<String>,
+    /// When it became (or becomes) a gap: `requested_at` + `confirm_within_secs`.
+    pub due_at: String,
+    /// The `deprovision.gap` event that reported it, if one did.
+    pub gap_event_id: Option<String>,
+    /// On `closed`: `response` (a later attempt succeeded), `read` (a read showed the user
+    /// inactive or gone), `reactivation` (withdrawn: the user was reactivated).
+    pub closed_by: Option<&'static str>,
+    /// The event that closed it.
+    pub closing_event_id: Option<String>,
+    /// From the first attempt to the closing event, in milliseconds.
+    pub latency_ms: Option<i64>,
+}
+
 /// One changed attribute: its value before and after (null when absent).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DiffEntry {
@@ -203,7 +234,7 @@ pub enum OutcomeReason {
 }
 
 /// Who the operation was done to.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Target {
     pub id: Option<String>,
     pub external_id: Option<String>,
@@ -271,7 +302,7 @@ pub struct BulkRef {
 }
 
 /// A SCIM error response (RFC 7644 §3.12).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ScimError {
     pub status: Option<String>,
     pub scim_type: Option<String>,

@@ -16,6 +16,7 @@ mod diff;
 mod postgres;
 pub mod rebuild;
 mod store;
+pub mod tracker;
 
 use std::path::PathBuf;
 
@@ -25,7 +26,7 @@ use crate::scim::{MemberRef, Operation, OutcomeReason, ScimInfo, StateInfo};
 
 pub use diff::{apply_patch, diff, flatten};
 pub use postgres::PG_SCHEMA_VERSION;
-pub use store::{Resource, Store, SCHEMA_VERSION};
+pub use store::{OpenDeprovision, Resource, Store, SCHEMA_VERSION};
 
 /// Why the state store failed. The audit worker logs and counts these and writes the event
 /// anyway: state is an aid to reading events, never a condition for having them.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, Statement};
 
-use super::store::{forget_memberships, sql, Resource, Row};
+use super::store::{forget_memberships, sql, OpenDeprovision, Resource, Row};
 use super::StateError;
 use crate::config::PostgresTarget;
 
@@ -45,6 +45,31 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (upstream, group_id, member_id)
     );
     CREATE INDEX memberships_by_member ON memberships (upstream, member_id);",
+    // 2: the deprovisioning tracker, and failed writes a retry links to (`retry_of`).
+    "CREATE TABLE deprovisions (
+        upstream           TEXT NOT NULL,
+        resource_type      TEXT NOT NULL,
+        id                 TEXT NOT NULL,
+        requested_action   TEXT NOT NULL,
+        requested_event_id TEXT NOT NULL,
+        requested_at       TEXT NOT NULL,
+        due_ms             BIGINT NOT NULL,
+        attempts           BIGINT NOT NULL,
+        last_event_id      TEXT NOT NULL,
+        last_status        INTEGER,
+        last_failure       TEXT,
+        context            TEXT NOT NULL,
+        gap_event_id       TEXT,
+        PRIMARY KEY (upstream, resource_type, id)
+    );
+    CREATE INDEX deprovisions_due ON deprovisions (upstream, due_ms);
+    CREATE TABLE failed_writes (
+        upstream    TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        event_id    TEXT NOT NULL,
+        at_ms       BIGINT NOT NULL,
+        PRIMARY KEY (upstream, fingerprint)
+    );",
 ];
 
 /// The PostgreSQL schema version this build writes.
@@ -273,11 +298,171 @@ impl Postgres {
     pub(super) fn clear(&mut self, upstream: &str) -> Result<(), StateError> {
         self.with(|conn| {
             let mut tx = conn.client.transaction()?;
-            tx.execute(sql::CLEAR_MEMBERSHIPS, &[&upstream])?;
-            tx.execute(sql::CLEAR_RESOURCES, &[&upstream])?;
+            for statement in sql::CLEAR {
+                tx.execute(statement, &[&upstream])?;
+            }
             tx.commit()
         })
     }
+}
+
+/// The deprovisioning tracker's rows (`store.rs` has the SQLite side and the SQL).
+impl Postgres {
+    /// Runs a statement whose parameters are all text; returns the rows changed.
+    pub(super) fn execute(&mut self, sql: &'static str, args: &[&str]) -> Result<u64, StateError> {
+        self.with(|conn| {
+            let statement = conn.statement(sql)?;
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+                .iter()
+                .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            conn.client.execute(&statement, &params)
+        })
+    }
+
+    pub(super) fn open_deprovision(
+        &mut self,
+        upstream: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<(OpenDeprovision, String)>, StateError> {
+        self.with(|conn| {
+            let statement = conn.statement(sql::OPEN_DEPROVISION)?;
+            let row = conn
+                .client
+                .query_opt(&statement, &[&upstream, &resource_type, &id])?;
+            Ok(row.as_ref().map(deprovision_row))
+        })
+    }
+
+    pub(super) fn close_deprovision(
+        &mut self,
+        upstream: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<(OpenDeprovision, String)>, StateError> {
+        self.with(|conn| {
+            let statement = conn.statement(sql::CLOSE_DEPROVISION)?;
+            let row = conn
+                .client
+                .query_opt(&statement, &[&upstream, &resource_type, &id])?;
+            Ok(row.as_ref().map(deprovision_row))
+        })
+    }
+
+    pub(super) fn save_deprovision(
+        &mut self,
+        upstream: &str,
+        open: &OpenDeprovision,
+        context: &str,
+    ) -> Result<(), StateError> {
+        let last_status = open.last_status.map(i32::from);
+        self.with(|conn| {
+            let statement = conn.statement(sql::SAVE_DEPROVISION)?;
+            conn.client.execute(
+                &statement,
+                &[
+                    &upstream,
+                    &open.resource_type,
+                    &open.id,
+                    &open.requested_action,
+                    &open.requested_event_id,
+                    &open.requested_at,
+                    &open.due_ms,
+                    &open.attempts,
+                    &open.last_event_id,
+                    &last_status,
+                    &open.last_failure,
+                    &context,
+                    &open.gap_event_id,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn due_gaps(
+        &mut self,
+        upstream: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(OpenDeprovision, String)>, StateError> {
+        self.with(|conn| {
+            let statement = conn.statement(sql::DUE_GAPS)?;
+            let rows = conn.client.query(&statement, &[&upstream, &now_ms])?;
+            Ok(rows.iter().map(deprovision_row).collect())
+        })
+    }
+
+    pub(super) fn failed_write(
+        &mut self,
+        upstream: &str,
+        fingerprint: &str,
+    ) -> Result<Option<String>, StateError> {
+        self.with(|conn| {
+            let statement = conn.statement(sql::FAILED_WRITE)?;
+            let row = conn
+                .client
+                .query_opt(&statement, &[&upstream, &fingerprint])?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    pub(super) fn set_failed_write(
+        &mut self,
+        upstream: &str,
+        fingerprint: &str,
+        event_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StateError> {
+        self.with(|conn| {
+            let statement = conn.statement(sql::SET_FAILED_WRITE)?;
+            conn.client
+                .execute(&statement, &[&upstream, &fingerprint, &event_id, &at_ms])?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn open_deprovisions(&mut self, upstream: &str) -> Result<i64, StateError> {
+        self.with(|conn| {
+            let statement = conn.statement(sql::OPEN_DEPROVISIONS)?;
+            Ok(conn.client.query_one(&statement, &[&upstream])?.get(0))
+        })
+    }
+
+    pub(super) fn forget_failed_writes(
+        &mut self,
+        upstream: &str,
+        before_ms: i64,
+    ) -> Result<usize, StateError> {
+        self.with(|conn| {
+            let statement = conn.statement(sql::FORGET_FAILED_WRITES)?;
+            let n = conn.client.execute(&statement, &[&upstream, &before_ms])?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+}
+
+/// An [`OpenDeprovision`] and its context (JSON text) from a row of
+/// [`sql::OPEN_DEPROVISION`]'s columns; the twin of SQLite's `store::deprovision_row`.
+fn deprovision_row(row: &postgres::Row) -> (OpenDeprovision, String) {
+    let last_status: Option<i32> = row.get(8);
+    (
+        OpenDeprovision {
+            resource_type: row.get(0),
+            id: row.get(1),
+            requested_action: row.get(2),
+            requested_event_id: row.get(3),
+            requested_at: row.get(4),
+            due_ms: row.get(5),
+            attempts: row.get(6),
+            last_event_id: row.get(7),
+            last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+            last_failure: row.get(9),
+            context: serde_json::Value::Null,
+            gap_event_id: row.get(11),
+        },
+        row.get(10),
+    )
 }
 
 impl Drop for Postgres {

@@ -10,10 +10,13 @@
 
 use std::io::BufRead;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
+use super::tracker::{track, Attempt};
 use super::{observe, Seen, StateError, Store};
+use crate::clock::Timestamp;
 use crate::scim::{Changes, Operation, PatchOpInfo, ScimInfo, Target};
 
 /// What a rebuild did.
@@ -41,7 +44,11 @@ pub enum RebuildError {
 ///
 /// # Errors
 /// [`RebuildError`] when a file cannot be read or the store fails.
-pub fn rebuild(store: &mut Store, files: &[&Path]) -> Result<RebuildReport, RebuildError> {
+pub fn rebuild(
+    store: &mut Store,
+    files: &[&Path],
+    confirm_within: Duration,
+) -> Result<RebuildReport, RebuildError> {
     let mut report = RebuildReport::default();
     let mut events: Vec<Value> = Vec::new();
     for path in files {
@@ -69,6 +76,19 @@ pub fn rebuild(store: &mut Store, files: &[&Path]) -> Result<RebuildReport, Rebu
         t(a).cmp(&t(b))
     });
     for event in &events {
+        fn text(v: Option<&Value>) -> &str {
+            v.and_then(Value::as_str).unwrap_or_default()
+        }
+        if text(event.pointer("/scim/actions/0")) == "deprovision.gap" {
+            // Reported already: the tracker must not report it again.
+            store.mark_gap_reported(
+                "User",
+                text(event.pointer("/scim/target/id")),
+                text(event.get("event_id")),
+            )?;
+            report.events += 1;
+            continue;
+        }
         let Some(mut scim) = scim_of(event) else {
             report.skipped += 1;
             continue;
@@ -91,6 +111,32 @@ pub fn rebuild(store: &mut Store, files: &[&Path]) -> Result<RebuildReport, Rebu
             _ => None,
         };
         observe(store, &mut scim, &seen)?;
+        let context = || {
+            serde_json::json!({
+                "request_id": event.get("request_id"),
+                "method": event.pointer("/http/method"),
+                "path": event.pointer("/http/path"),
+                "client": event.get("client"),
+                "target": event.pointer("/scim/target"),
+            })
+        };
+        scim.error = event
+            .pointer("/scim/error")
+            .and_then(|e| serde_json::from_value(e.clone()).ok());
+        let attempt = Attempt {
+            event_id: text(event.get("event_id")),
+            at: Timestamp::parse_rfc3339(seen.at).unwrap_or_else(Timestamp::now),
+            success: seen.success,
+            status: event
+                .pointer("/http/status")
+                .and_then(Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok()),
+            failure_kind: event.pointer("/failure/kind").and_then(Value::as_str),
+            scim: &scim,
+            context: &context,
+        };
+        // What the tracker would report is in the files already; only its memory is rebuilt.
+        track(store, &attempt, confirm_within)?;
         report.events += 1;
     }
     Ok(report)

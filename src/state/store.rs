@@ -25,6 +25,15 @@ use super::postgres::Postgres;
 use super::StateError;
 use crate::config::{PostgresTarget, StateStore};
 
+/// The `deprovisions` columns [`OpenDeprovision`] is read from, in its order (a macro, so the
+/// statements naming them stay `&'static str` for the backends' statement caches).
+macro_rules! deprovision_columns {
+    () => {
+        "resource_type, id, requested_action, requested_event_id, requested_at, due_ms,
+        attempts, last_event_id, last_status, last_failure, context, gap_event_id"
+    };
+}
+
 /// SQL text both backends run as is.
 pub(super) mod sql {
     pub const GET: &str = "SELECT user_name, external_id, display_name, active, attributes
@@ -52,6 +61,61 @@ pub(super) mod sql {
     pub const COUNT: &str = "SELECT COUNT(*) FROM resources WHERE upstream = $1";
     pub const CLEAR_MEMBERSHIPS: &str = "DELETE FROM memberships WHERE upstream = $1";
     pub const CLEAR_RESOURCES: &str = "DELETE FROM resources WHERE upstream = $1";
+    pub const CLEAR_DEPROVISIONS: &str = "DELETE FROM deprovisions WHERE upstream = $1";
+    pub const CLEAR_FAILED_WRITES: &str = "DELETE FROM failed_writes WHERE upstream = $1";
+
+    // The deprovisioning tracker.
+    pub const OPEN_DEPROVISION: &str = concat!(
+        "SELECT ",
+        deprovision_columns!(),
+        " FROM deprovisions WHERE upstream = $1 AND resource_type = $2 AND id = $3"
+    );
+    pub const SAVE_DEPROVISION: &str = concat!(
+        "INSERT INTO deprovisions (upstream, ",
+        deprovision_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        ON CONFLICT (upstream, resource_type, id) DO UPDATE SET
+            attempts = excluded.attempts, last_event_id = excluded.last_event_id,
+            last_status = excluded.last_status, last_failure = excluded.last_failure,
+            context = excluded.context"
+    );
+    pub const CLOSE_DEPROVISION: &str = concat!(
+        "DELETE FROM deprovisions WHERE upstream = $1 AND resource_type = $2 AND id = $3
+        RETURNING ",
+        deprovision_columns!()
+    );
+    pub const DUE_GAPS: &str = concat!(
+        "SELECT ",
+        deprovision_columns!(),
+        " FROM deprovisions WHERE upstream = $1 AND gap_event_id IS NULL AND due_ms <= $2
+        ORDER BY due_ms"
+    );
+    /// Parameters: gap event id, upstream, resource type, id (`$1` first: see above).
+    pub const CLAIM_GAP: &str = "UPDATE deprovisions SET gap_event_id = $1
+        WHERE upstream = $2 AND resource_type = $3 AND id = $4 AND gap_event_id IS NULL";
+    /// Parameters as [`CLAIM_GAP`]'s.
+    pub const MARK_GAP_REPORTED: &str = "UPDATE deprovisions SET gap_event_id = $1
+        WHERE upstream = $2 AND resource_type = $3 AND id = $4";
+    pub const OPEN_DEPROVISIONS: &str = "SELECT COUNT(*) FROM deprovisions WHERE upstream = $1";
+    pub const FAILED_WRITE: &str =
+        "SELECT event_id FROM failed_writes WHERE upstream = $1 AND fingerprint = $2";
+    pub const SET_FAILED_WRITE: &str =
+        "INSERT INTO failed_writes (upstream, fingerprint, event_id, at_ms)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (upstream, fingerprint) DO UPDATE SET
+            event_id = excluded.event_id, at_ms = excluded.at_ms";
+    pub const FORGET_FAILED_WRITE: &str =
+        "DELETE FROM failed_writes WHERE upstream = $1 AND fingerprint = $2";
+    pub const FORGET_FAILED_WRITES: &str =
+        "DELETE FROM failed_writes WHERE upstream = $1 AND at_ms < $2";
+
+    /// What `clear` runs: everything known of one upstream.
+    pub const CLEAR: [&str; 4] = [
+        CLEAR_MEMBERSHIPS,
+        CLEAR_RESOURCES,
+        CLEAR_DEPROVISIONS,
+        CLEAR_FAILED_WRITES,
+    ];
 
     /// Every statement above, for the test that SQLite binds them as PostgreSQL does.
     #[cfg(test)]
@@ -66,6 +130,19 @@ pub(super) mod sql {
         COUNT,
         CLEAR_MEMBERSHIPS,
         CLEAR_RESOURCES,
+        CLEAR_DEPROVISIONS,
+        CLEAR_FAILED_WRITES,
+        OPEN_DEPROVISION,
+        SAVE_DEPROVISION,
+        CLOSE_DEPROVISION,
+        DUE_GAPS,
+        CLAIM_GAP,
+        MARK_GAP_REPORTED,
+        OPEN_DEPROVISIONS,
+        FAILED_WRITE,
+        SET_FAILED_WRITE,
+        FORGET_FAILED_WRITE,
+        FORGET_FAILED_WRITES,
     ];
 }
 
@@ -92,6 +169,31 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (upstream, group_id, member_id)
     );
     CREATE INDEX memberships_by_member ON memberships (upstream, member_id);",
+    // 2: the deprovisioning tracker, and failed writes a retry links to (`retry_of`).
+    "CREATE TABLE deprovisions (
+        upstream           TEXT NOT NULL,
+        resource_type      TEXT NOT NULL,
+        id                 TEXT NOT NULL,
+        requested_action   TEXT NOT NULL,
+        requested_event_id TEXT NOT NULL,
+        requested_at       TEXT NOT NULL,
+        due_ms             INTEGER NOT NULL,
+        attempts           INTEGER NOT NULL,
+        last_event_id      TEXT NOT NULL,
+        last_status        INTEGER,
+        last_failure       TEXT,
+        context            TEXT NOT NULL,
+        gap_event_id       TEXT,
+        PRIMARY KEY (upstream, resource_type, id)
+    );
+    CREATE INDEX deprovisions_due ON deprovisions (upstream, due_ms);
+    CREATE TABLE failed_writes (
+        upstream    TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        event_id    TEXT NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        PRIMARY KEY (upstream, fingerprint)
+    );",
 ];
 
 /// The SQLite schema version this build writes.
@@ -147,6 +249,59 @@ impl Resource {
             members,
         })
     }
+}
+
+/// A deactivation or deletion the app has not confirmed yet: refused, or never answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenDeprovision {
+    pub resource_type: String,
+    pub id: String,
+    /// `user.deactivate` or `user.delete`.
+    pub requested_action: String,
+    /// The first attempt: its event and when it was asked.
+    pub requested_event_id: String,
+    pub requested_at: String,
+    /// When it becomes a gap if still open (Unix milliseconds).
+    pub due_ms: i64,
+    pub attempts: i64,
+    pub last_event_id: String,
+    /// What the app answered the last attempt (none: it never answered).
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed (`failure.kind`, else the SCIM error's detail).
+    pub last_failure: Option<String>,
+    /// What a gap or closed event repeats of the last attempt: target, client, method, path,
+    /// request id (JSON).
+    pub context: Value,
+    /// The `deprovision.gap` event reported for it, once reported.
+    pub gap_event_id: Option<String>,
+}
+
+fn deprovision_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(OpenDeprovision, String)> {
+    // The PostgreSQL twin is `postgres::deprovision_row`.
+    Ok((
+        OpenDeprovision {
+            resource_type: row.get(0)?,
+            id: row.get(1)?,
+            requested_action: row.get(2)?,
+            requested_event_id: row.get(3)?,
+            requested_at: row.get(4)?,
+            due_ms: row.get(5)?,
+            attempts: row.get(6)?,
+            last_event_id: row.get(7)?,
+            last_status: row.get(8)?,
+            last_failure: row.get(9)?,
+            context: Value::Null,
+            gap_event_id: row.get(11)?,
+        },
+        row.get(10)?,
+    ))
+}
+
+pub(super) fn with_context(
+    (mut open, context): (OpenDeprovision, String),
+) -> Result<OpenDeprovision, StateError> {
+    open.context = serde_json::from_str(&context)?;
+    Ok(open)
 }
 
 /// The shadow state of one upstream.
@@ -383,8 +538,9 @@ impl Store {
             Backend::Postgres(pg) => return pg.clear(upstream),
         };
         let tx = conn.transaction()?;
-        tx.execute(sql::CLEAR_MEMBERSHIPS, params![upstream])?;
-        tx.execute(sql::CLEAR_RESOURCES, params![upstream])?;
+        for statement in sql::CLEAR {
+            tx.execute(statement, params![upstream])?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -397,6 +553,225 @@ pub(super) fn forget_memberships(resource_type: &str) -> &'static str {
         sql::FORGET_MEMBERS
     } else {
         sql::FORGET_MEMBERSHIPS
+    }
+}
+
+impl Store {
+    /// The open deprovisioning of `id`, if any.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn open_deprovision(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<OpenDeprovision>, StateError> {
+        let upstream = self.upstream.as_str();
+        let row = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .query_row(
+                    sql::OPEN_DEPROVISION,
+                    params![upstream, resource_type, id],
+                    deprovision_row,
+                )
+                .optional()?,
+            Backend::Postgres(pg) => pg.open_deprovision(upstream, resource_type, id)?,
+        };
+        row.map(with_context).transpose()
+    }
+
+    /// Records (or updates) an open deprovisioning.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn save_deprovision(&mut self, open: &OpenDeprovision) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        let context = serde_json::to_string(&open.context)?;
+        let conn = match &mut self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.save_deprovision(upstream, open, &context),
+        };
+        conn.execute(
+            sql::SAVE_DEPROVISION,
+            params![
+                upstream,
+                open.resource_type,
+                open.id,
+                open.requested_action,
+                open.requested_event_id,
+                open.requested_at,
+                open.due_ms,
+                open.attempts,
+                open.last_event_id,
+                open.last_status,
+                open.last_failure,
+                context,
+                open.gap_event_id,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes and returns the open deprovisioning of `id`: whoever gets it reports its
+    /// closing, once, however many instances share the store.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn close_deprovision(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<OpenDeprovision>, StateError> {
+        let upstream = self.upstream.as_str();
+        let row = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .query_row(
+                    sql::CLOSE_DEPROVISION,
+                    params![upstream, resource_type, id],
+                    deprovision_row,
+                )
+                .optional()?,
+            Backend::Postgres(pg) => pg.close_deprovision(upstream, resource_type, id)?,
+        };
+        row.map(with_context).transpose()
+    }
+
+    /// Claims every open deprovisioning due by `now_ms` and not yet reported, giving each the
+    /// id of the gap event that will report it. A row another instance claimed first is
+    /// skipped (the claim is an `UPDATE ... WHERE gap_event_id IS NULL`, which a second
+    /// writer finds already done), so each gap is reported once.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn claim_gaps(
+        &mut self,
+        now_ms: i64,
+        mut new_event_id: impl FnMut() -> String,
+    ) -> Result<Vec<OpenDeprovision>, StateError> {
+        let upstream = self.upstream.as_str();
+        let due = match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql::DUE_GAPS)?;
+                let rows = stmt.query_map(params![upstream, now_ms], deprovision_row)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            }
+            Backend::Postgres(pg) => pg.due_gaps(upstream, now_ms)?,
+        };
+        let mut claimed = Vec::new();
+        for row in due {
+            let mut open = with_context(row)?;
+            let event_id = new_event_id();
+            let args = [event_id.as_str(), upstream, &open.resource_type, &open.id];
+            let changed = match &mut self.backend {
+                Backend::Sqlite(conn) => conn.execute(sql::CLAIM_GAP, args)? as u64,
+                Backend::Postgres(pg) => pg.execute(sql::CLAIM_GAP, &args)?,
+            };
+            if changed == 1 {
+                open.gap_event_id = Some(event_id);
+                claimed.push(open);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// The event of the last failed write with this fingerprint (same change to the same
+    /// target), if it has not succeeded since.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn failed_write(&mut self, fingerprint: &str) -> Result<Option<String>, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => Ok(conn
+                .query_row(sql::FAILED_WRITE, params![upstream, fingerprint], |row| {
+                    row.get(0)
+                })
+                .optional()?),
+            Backend::Postgres(pg) => pg.failed_write(upstream, fingerprint),
+        }
+    }
+
+    /// Remembers the last failed write of this fingerprint (`event_id`), or forgets it
+    /// (`None`: the change finally succeeded).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn set_failed_write(
+        &mut self,
+        fingerprint: &str,
+        event_id: Option<(&str, i64)>,
+    ) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        match (&mut self.backend, event_id) {
+            (Backend::Sqlite(conn), Some((event_id, at_ms))) => conn.execute(
+                sql::SET_FAILED_WRITE,
+                params![upstream, fingerprint, event_id, at_ms],
+            )?,
+            (Backend::Sqlite(conn), None) => {
+                conn.execute(sql::FORGET_FAILED_WRITE, params![upstream, fingerprint])?
+            }
+            (Backend::Postgres(pg), Some((event_id, at_ms))) => {
+                pg.set_failed_write(upstream, fingerprint, event_id, at_ms)?;
+                0
+            }
+            (Backend::Postgres(pg), None) => {
+                pg.execute(sql::FORGET_FAILED_WRITE, &[upstream, fingerprint])?;
+                0
+            }
+        };
+        Ok(())
+    }
+
+    /// Marks the open deprovisioning of `id` as reported by the gap event `event_id` (a
+    /// rebuild meeting a gap event in the files).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn mark_gap_reported(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        event_id: &str,
+    ) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        let args = [event_id, upstream, resource_type, id];
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                conn.execute(sql::MARK_GAP_REPORTED, args)?;
+            }
+            Backend::Postgres(pg) => {
+                pg.execute(sql::MARK_GAP_REPORTED, &args)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many deprovisionings are open.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn open_deprovisions(&mut self) -> Result<i64, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                Ok(conn.query_row(sql::OPEN_DEPROVISIONS, params![upstream], |row| row.get(0))?)
+            }
+            Backend::Postgres(pg) => pg.open_deprovisions(upstream),
+        }
+    }
+
+    /// Forgets failed writes older than `before_ms`: a retry that late is a new attempt.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn forget_failed_writes(&mut self, before_ms: i64) -> Result<usize, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                Ok(conn.execute(sql::FORGET_FAILED_WRITES, params![upstream, before_ms])?)
+            }
+            Backend::Postgres(pg) => pg.forget_failed_writes(upstream, before_ms),
+        }
     }
 }
 
