@@ -192,6 +192,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             Some(pipeline::StateStage {
                 store: opened?,
                 confirm_within: s.confirm_within,
+                settle: s.settle,
             })
         }
         None => None,

@@ -34,6 +34,9 @@ pub(super) struct RawState {
     /// unconfirmed before it becomes a `deprovision.gap` event.
     #[serde(default = "default_confirm_within_secs")]
     confirm_within_secs: Spanned<f64>,
+    /// With `url`: how long after an exchange ends its state lookup waits, so that what
+    /// another instance recorded just before is seen (default 100).
+    settle_ms: Option<Spanned<u64>>,
 }
 
 const DEFAULT_PATH: &str = "scimtap-state.db";
@@ -48,6 +51,14 @@ defaults! {
 /// a refused change is retried within the hour.
 pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(3600);
 
+/// `settle_ms` when not set (with `url`): far above what an instance needs to hand a finished
+/// exchange to its audit worker and record its claim (about a millisecond), well below what
+/// anyone reading events notices.
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
+
+/// The longest `settle_ms` accepted.
+const MAX_SETTLE_MS: u64 = 10_000;
+
 /// The resolved `[state]` section.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
@@ -55,6 +66,8 @@ pub struct StateConfig {
     /// `confirm_within_secs`: how long a refused or unanswered deprovisioning may stay open
     /// before the tracker reports a gap.
     pub confirm_within: Duration,
+    /// `settle_ms` (PostgreSQL only; zero with SQLite, which one instance owns).
+    pub settle: Duration,
 }
 
 /// Where the state is kept.
@@ -173,6 +186,22 @@ pub(super) fn validate_state(
 ) -> Option<StateConfig> {
     let raw = raw?.get_ref();
     let confirm_within = c.secs(&raw.confirm_within_secs, "state.confirm_within_secs");
+    let mut settle = Duration::ZERO;
+    if let Some(ms) = &raw.settle_ms {
+        if raw.url.is_none() {
+            c.at(
+                ms.span(),
+                "state.settle_ms",
+                "only with url (a SQLite file has one writer)",
+            );
+        } else if *ms.get_ref() > MAX_SETTLE_MS {
+            c.at(
+                ms.span(),
+                "state.settle_ms",
+                format!("must be at most {MAX_SETTLE_MS}"),
+            );
+        }
+    }
     let store = match (&raw.path, &raw.url) {
         (Some(path), Some(_)) => {
             c.at(
@@ -219,6 +248,10 @@ pub(super) fn validate_state(
                 );
                 return None;
             }
+            settle = raw
+                .settle_ms
+                .as_ref()
+                .map_or(DEFAULT_SETTLE, |ms| Duration::from_millis(*ms.get_ref()));
             match PostgresTarget::from_url(url.get_ref(), password) {
                 Ok(target) => StateStore::Postgres(target),
                 Err(message) => {
@@ -231,6 +264,7 @@ pub(super) fn validate_state(
     Some(StateConfig {
         store,
         confirm_within,
+        settle,
     })
 }
 

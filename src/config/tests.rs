@@ -542,4 +542,19 @@ fn state_path_and_url_together_or_a_bad_url_are_refused_with_their_line() {
         "{MINIMAL}\n[state]\npassword_file = \"/nonexistent/pw\"\n"
     ));
     assert_eq!(stray[0].key, "state.password_file");
+    let settle_without_url = problems(&format!("{MINIMAL}\n[state]\nsettle_ms = 50\n"));
+    assert_eq!(settle_without_url[0].key, "state.settle_ms");
+}
+
+#[test]
+fn a_shared_state_settles_100_ms_by_default_and_a_file_not_at_all() {
+    let pg = parse(&format!("{MINIMAL}\n[state]\nurl = \"postgres://a@db/x\"\n")).unwrap();
+    assert_eq!(pg.state.unwrap().settle, Duration::from_millis(100));
+    let set = parse(&format!(
+        "{MINIMAL}\n[state]\nurl = \"postgres://a@db/x\"\nsettle_ms = 0\n"
+    ))
+    .unwrap();
+    assert_eq!(set.state.unwrap().settle, Duration::ZERO);
+    let file = parse(&format!("{MINIMAL}\n[state]\n")).unwrap();
+    assert_eq!(file.state.unwrap().settle, Duration::ZERO);
 }

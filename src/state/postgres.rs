@@ -70,6 +70,19 @@ const MIGRATIONS: &[&str] = &[
         at_ms       BIGINT NOT NULL,
         PRIMARY KEY (upstream, fingerprint)
     );",
+    // 3: claims (PostgreSQL only): what each instance's audit worker has been handed and not
+    // yet recorded, so another instance looking the same ids up waits for it
+    // (`Store::claim`).
+    "CREATE TABLE state_claims (
+        upstream   TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        instance   TEXT NOT NULL,
+        ticket     BIGINT NOT NULL,
+        started_at TEXT NOT NULL,
+        claimed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (upstream, id, instance, ticket)
+    );
+    CREATE INDEX state_claims_by_ticket ON state_claims (instance, ticket);",
 ];
 
 /// The PostgreSQL schema version this build writes.
@@ -82,6 +95,17 @@ const MIGRATION_LOCK: i64 = 0x0053_4349_4D54_4150;
 const MEMBERS: &str = "SELECT member_id FROM memberships WHERE upstream = $1 AND group_id = $2
     ORDER BY seq";
 
+/// A claim older than this is from an instance that stopped (or lost the database) before
+/// releasing it: nobody waits for it, and the next instance to connect deletes it.
+const CLAIM_STALE_SECS: f64 = 10.0;
+
+const CLAIM: &str = "INSERT INTO state_claims (upstream, id, instance, ticket, started_at)
+    SELECT $1, unnest($2::TEXT[]), $3, $4, $5 ON CONFLICT DO NOTHING";
+const RELEASE: &str = "DELETE FROM state_claims WHERE instance = $1 AND ticket = $2";
+const CLAIMED_EARLIER: &str = "SELECT EXISTS (SELECT 1 FROM state_claims
+    WHERE upstream = $1 AND id = ANY($2::TEXT[]) AND instance <> $3 AND started_at < $4
+      AND claimed_at > now() - make_interval(secs => $5))";
+
 /// The first wait after a failed connection attempt, and the longest.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -89,6 +113,8 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 /// A connection to the shared database, reopened when lost.
 pub(super) struct Postgres {
     target: PostgresTarget,
+    /// This process's name in `state_claims` (a UUIDv7, new at each start).
+    instance: String,
     conn: Option<Conn>,
     /// No connection attempt before this instant (after a failed one), and the wait after
     /// the next failure.
@@ -121,6 +147,7 @@ impl Postgres {
         let conn = open(target)?;
         Ok(Postgres {
             target: target.clone(),
+            instance: crate::clock::new_uuid_v7().to_string(),
             conn: Some(conn),
             retry_at: None,
             backoff: RETRY_FIRST,
@@ -306,6 +333,54 @@ impl Postgres {
     }
 }
 
+/// Claims: the hold that keeps instances sharing the database from reading state another
+/// one is about to write (see `Store::claim`).
+impl Postgres {
+    pub(super) fn claim(
+        &mut self,
+        upstream: &str,
+        ticket: i64,
+        started_at: &str,
+        ids: &[String],
+    ) -> Result<(), StateError> {
+        let instance = self.instance.clone();
+        self.with(|conn| {
+            let statement = conn.statement(CLAIM)?;
+            conn.client.execute(
+                &statement,
+                &[&upstream, &ids, &instance, &ticket, &started_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn release(&mut self, ticket: i64) -> Result<(), StateError> {
+        let instance = self.instance.clone();
+        self.with(|conn| {
+            let statement = conn.statement(RELEASE)?;
+            conn.client.execute(&statement, &[&instance, &ticket])?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn claimed_earlier(
+        &mut self,
+        upstream: &str,
+        ids: &[String],
+        started_at: &str,
+    ) -> Result<bool, StateError> {
+        let instance = self.instance.clone();
+        self.with(|conn| {
+            let statement = conn.statement(CLAIMED_EARLIER)?;
+            let row = conn.client.query_one(
+                &statement,
+                &[&upstream, &ids, &instance, &started_at, &CLAIM_STALE_SECS],
+            )?;
+            Ok(row.get(0))
+        })
+    }
+}
+
 /// The deprovisioning tracker's rows (`store.rs` has the SQLite side and the SQL).
 impl Postgres {
     /// Runs a statement whose parameters are all text; returns the rows changed.
@@ -479,6 +554,11 @@ fn open(target: &PostgresTarget) -> Result<Conn, StateError> {
     };
     let mut client = target.config.connect(NoTls).map_err(connect_error)?;
     migrate(&mut client)?;
+    // Claims an instance left behind when it stopped or lost the database.
+    client.execute(
+        "DELETE FROM state_claims WHERE claimed_at < now() - make_interval(secs => $1)",
+        &[&(CLAIM_STALE_SECS * 6.0)],
+    )?;
     Ok(Conn {
         client,
         prepared: HashMap::new(),

@@ -546,6 +546,66 @@ impl Store {
     }
 }
 
+/// Claims, for a store several instances share. Each instance's audit worker records an
+/// exchange a moment after the response went back to the client, who may already have sent
+/// its next request to another instance: that one must not look up what the first has not
+/// recorded yet. So a worker claims the ids an exchange will write as soon as it is handed
+/// the exchange, and a worker about to read ids waits (bounded) while another instance holds
+/// a claim on them for an exchange that started earlier. With SQLite (one instance, one
+/// worker, exchanges in order) these do nothing.
+impl Store {
+    /// True when other instances may write the same store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Claims `ids` for this instance's exchange number `ticket`, which started at
+    /// `started_at` (the event timestamp).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn claim(&mut self, ticket: u64, started_at: &str, ids: &[String]) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Postgres(pg) if !ids.is_empty() => {
+                pg.claim(upstream, ticket_number(ticket), started_at, ids)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Releases the claims of exchange `ticket` (recorded, or given up on).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn release(&mut self, ticket: u64) -> Result<(), StateError> {
+        match &mut self.backend {
+            Backend::Postgres(pg) => pg.release(ticket_number(ticket)),
+            Backend::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// True while another instance holds a live claim on one of `ids` for an exchange that
+    /// started before `started_at`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn claimed_earlier(&mut self, ids: &[String], started_at: &str) -> Result<bool, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Postgres(pg) if !ids.is_empty() => {
+                pg.claimed_earlier(upstream, ids, started_at)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// A ticket as PostgreSQL's BIGINT (tickets count exchanges from 0; they never reach 2^63).
+fn ticket_number(ticket: u64) -> i64 {
+    i64::try_from(ticket).unwrap_or(i64::MAX)
+}
+
 /// The statement forgetting a removed resource's memberships: a group's members, or a
 /// member's groups.
 pub(super) fn forget_memberships(resource_type: &str) -> &'static str {

@@ -340,6 +340,9 @@ async fn events_keep_flowing_while_postgres_is_down_and_state_resumes_after() {
     let id = created["id"].as_str().unwrap().to_owned();
     let user_path = format!("/v2/Users/{id}");
     let mut sent = 1;
+    // Recorded (after settle_ms) before the database goes.
+    let first = proxy.wait_for_events(sent).await;
+    assert_eq!(first[0]["scim"]["state"]["known"], false, "{first:?}");
 
     pg.stop();
     for _ in 0..3 {
