@@ -482,8 +482,8 @@ fn drain(
 }
 
 /// A shared store only: holds the exchange's state lookup back until `settle` after it ended,
-/// then while another instance holds a claim on an id it reads for an exchange that started
-/// earlier (at most [`CLAIM_WAIT`]). `drain` keeps claiming what arrives meanwhile.
+/// then while another instance holds a claim on an id it reads or writes for an exchange that
+/// started earlier (at most [`CLAIM_WAIT`]). `drain` keeps claiming what arrives meanwhile.
 fn hold(
     state: &mut StateStage,
     exchange: &Exchange,
@@ -491,10 +491,13 @@ fn hold(
     metrics: &Metrics,
     mut drain: impl FnMut(&mut Store),
 ) {
+    // What it reads, and what it writes: a search's finds learned before an earlier create was
+    // looked up would make that create look known.
     let mut ids: Vec<String> = built
         .iter()
         .flat_map(|e| crate::state::settle::read_ids(&e.scim))
         .cloned()
+        .chain(crate::state::settle::written_ids(exchange))
         .collect();
     if ids.is_empty() {
         return;
