@@ -442,7 +442,12 @@ struct Ahead {
 impl Ahead {
     /// Claims the ids `message` (an exchange) will write, at once: other instances wait for
     /// this claim before they read those ids. Returns the message with its ticket.
-    fn claim(&mut self, store: &mut Store, message: Message, metrics: &Metrics) -> (Message, Option<u64>) {
+    fn claim(
+        &mut self,
+        store: &mut Store,
+        message: Message,
+        metrics: &Metrics,
+    ) -> (Message, Option<u64>) {
         let Message::Exchange(exchange) = &message else {
             return (message, None);
         };

@@ -548,7 +548,10 @@ fn state_path_and_url_together_or_a_bad_url_are_refused_with_their_line() {
 
 #[test]
 fn a_shared_state_settles_100_ms_by_default_and_a_file_not_at_all() {
-    let pg = parse(&format!("{MINIMAL}\n[state]\nurl = \"postgres://a@db/x\"\n")).unwrap();
+    let pg = parse(&format!(
+        "{MINIMAL}\n[state]\nurl = \"postgres://a@db/x\"\n"
+    ))
+    .unwrap();
     assert_eq!(pg.state.unwrap().settle, Duration::from_millis(100));
     let set = parse(&format!(
         "{MINIMAL}\n[state]\nurl = \"postgres://a@db/x\"\nsettle_ms = 0\n"

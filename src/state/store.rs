@@ -564,7 +564,12 @@ impl Store {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn claim(&mut self, ticket: u64, started_at: &str, ids: &[String]) -> Result<(), StateError> {
+    pub fn claim(
+        &mut self,
+        ticket: u64,
+        started_at: &str,
+        ids: &[String],
+    ) -> Result<(), StateError> {
         let upstream = self.upstream.as_str();
         match &mut self.backend {
             Backend::Postgres(pg) if !ids.is_empty() => {
@@ -590,7 +595,11 @@ impl Store {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn claimed_earlier(&mut self, ids: &[String], started_at: &str) -> Result<bool, StateError> {
+    pub fn claimed_earlier(
+        &mut self,
+        ids: &[String],
+        started_at: &str,
+    ) -> Result<bool, StateError> {
         let upstream = self.upstream.as_str();
         match &mut self.backend {
             Backend::Postgres(pg) if !ids.is_empty() => {

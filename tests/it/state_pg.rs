@@ -394,3 +394,139 @@ async fn events_keep_flowing_while_postgres_is_down_and_state_resumes_after() {
         "no event lost"
     );
 }
+
+// === deprovisioning gaps across instances ===
+
+/// An app that refuses every deactivation (500 with a SCIM error) and otherwise answers as
+/// the shared fake SCIM service does.
+async fn refusing_app() -> Upstream {
+    Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        if req.method() == http::Method::PATCH {
+            let error = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": "500",
+                "detail": "directory is read-only"
+            });
+            return http::Response::builder()
+                .status(500)
+                .header("content-type", "application/scim+json")
+                .body(full(error.to_string()))
+                .unwrap();
+        }
+        upstream::scim_service(req).await
+    })
+    .await
+}
+
+/// A user created, then deactivated twice (both refused) and read back still active, sent
+/// to `proxies` in turn; the events once the gap is due (`confirm_within_secs = 1`, the
+/// tracker ticking each second), from every proxy, in the order written.
+async fn refused_deactivation(proxies: &[&Proxy]) -> Vec<Value> {
+    let mut turn = proxies.iter().cycle();
+    let (status, created) = send(
+        turn.next().unwrap(),
+        "POST",
+        "/v2/Users",
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "gap.user@example.com",
+            "active": true
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/v2/Users/{}", created["id"].as_str().unwrap());
+    for _ in 0..2 {
+        let (status, _) = send(turn.next().unwrap(), "PATCH", &path, Some(deactivate())).await;
+        assert_eq!(status, 500);
+    }
+    let (status, _) = send(turn.next().unwrap(), "GET", &path, None).await;
+    assert_eq!(status, 200);
+    // Due a second after the first attempt; every instance ticks each second. Wait for the
+    // gap, then two more ticks, in which a second instance would report it again.
+    let gaps = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["scim"]["actions"][0] == "deprovision.gap")
+            .count()
+    };
+    let all = || -> Vec<Value> { proxies.iter().flat_map(|p| p.events()).collect() };
+    let deadline = std::time::Instant::now() + WAIT;
+    while gaps(&all()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no deprovision.gap within {WAIT:?}: {:?}",
+            all()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut events = all();
+    events.sort_by(|a, b| a["timestamp"].as_str().cmp(&b["timestamp"].as_str()));
+    events
+}
+
+/// What the tracker says in each event, without ids and times that differ between runs.
+fn tracked(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| {
+            let d = &e["deprovision"];
+            json!({
+                "actions": e["scim"]["actions"],
+                "outcome": e["outcome"],
+                "user_name": e["scim"]["target"]["user_name"],
+                "retry": !e["retry_of"].is_null(),
+                "deprovision": if d.is_null() { Value::Null } else { json!({
+                    "status": d["status"],
+                    "requested_action": d["requested_action"],
+                    "attempts": d["attempts"],
+                    "last_status": d["last_status"],
+                    "last_failure": d["last_failure"],
+                })},
+            })
+        })
+        .collect()
+}
+
+/// Done when (issue #12), gaps: a deactivation the app refuses, tried through one instance and
+/// retried through the other, becomes exactly one `deprovision.gap` across both instances
+/// (not one each), saying what one instance alone says; the retry is linked to the first
+/// attempt though another instance made it.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_sharing_postgres_report_one_gap_as_one_instance_does() {
+    let Some(pg) = Postgres::require() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = refusing_app().await;
+    let one = Proxy::start(ProxyConfig::new(app.url()).top(&format!(
+        "[state]\npath = \"{}\"\nconfirm_within_secs = 1",
+        dir.path().join("state.db").display()
+    )));
+    let alone = tracked(&refused_deactivation(&[&one]).await);
+
+    let app = refusing_app().await;
+    let url = pg.create_database("gaps");
+    let config = ProxyConfig::new(app.url()).top(&format!(
+        "{}\nconfirm_within_secs = 1",
+        shared_state(&pg, &url)
+    ));
+    let (a, b) = (Proxy::start(config.clone()), Proxy::start(config));
+    let together = refused_deactivation(&[&a, &b]).await;
+    let gaps: Vec<&Value> = together
+        .iter()
+        .filter(|e| e["scim"]["actions"][0] == "deprovision.gap")
+        .collect();
+    assert_eq!(
+        gaps.len(),
+        1,
+        "exactly one gap across both instances: {gaps:#?}"
+    );
+    assert_eq!(tracked(&together), alone, "{together:#?}");
+    assert_eq!(
+        alone.iter().filter(|e| e["retry"] == true).count(),
+        1,
+        "the second attempt is a retry of the first: {alone:#?}"
+    );
+}
