@@ -180,6 +180,11 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
         "membersReplaced",
         scim.changes.members_replaced.as_deref().and_then(ids),
     );
+    if let Some(d) = &event.deprovision {
+        ext.field("reason", d.last_failure.clone());
+        ext.labelled("cn2", "attempts", Some(d.attempts.to_string()));
+        ext.labelled("cn3", "latencyMs", d.latency_ms.map(|ms| ms.to_string()));
+    }
     ext.labelled(
         "cs4",
         "scimError",
@@ -457,6 +462,8 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
             "scim": scim,
             "client": {"token_fingerprint": event.client.token_fingerprint, "idp": event.client.idp},
             "failure": event.failure.as_ref().map(|f| json!({"side": f.side, "kind": f.kind})),
+            "retry_of": event.retry_of,
+            "deprovision": event.deprovision,
         }),
     );
     let mut line = serde_json::to_vec(&Value::Object(doc)).unwrap_or_default();
@@ -675,6 +682,49 @@ mod tests {
         assert_eq!(severities(&read), (2, "6".to_owned(), 6));
         let search = event("POST", scim("User", Operation::Search, &[]), Some(403));
         assert_eq!(severities(&search), (2, "6".to_owned(), 6));
+    }
+
+    #[test]
+    fn a_deprovisioning_gap_is_high_severity_in_every_format_and_carries_its_record() {
+        let mut gap = event(
+            "PATCH",
+            crate::scim::ScimInfo {
+                operation: None,
+                ..scim("User", Operation::Patch, &["deprovision.gap"])
+            },
+            Some(502),
+        );
+        gap.deprovision = Some(crate::scim::DeprovisionInfo {
+            status: "gap",
+            requested_action: "user.deactivate".into(),
+            requested_event_id: "e1".into(),
+            requested_at: "2026-11-22T09:00:00.000Z".into(),
+            attempts: 2,
+            last_event_id: "e2".into(),
+            last_status: Some(502),
+            last_failure: Some("connect_refused".into()),
+            due_at: "2026-11-22T10:00:00.000Z".into(),
+            gap_event_id: Some("0190-event".into()),
+            closed_by: None,
+            closing_event_id: None,
+            latency_ms: None,
+        });
+        assert_eq!(severities(&gap), (4, "8".to_owned(), 8));
+        let ocsf = &docs(EventFormat::Ocsf, &gap)[0];
+        assert_eq!(ocsf["class_uid"], 3001, "{ocsf}");
+        assert_eq!(ocsf["activity_name"], "Deprovisioning Gap", "{ocsf}");
+        assert_eq!(ocsf["unmapped"]["deprovision"]["attempts"], 2, "{ocsf}");
+        let ecs = &docs(EventFormat::Ecs, &gap)[0];
+        assert_eq!(ecs["event"]["action"], "deprovision-gap", "{ecs}");
+        assert_eq!(
+            ecs["scimtap"]["deprovision"]["requested_event_id"], "e1",
+            "{ecs}"
+        );
+        let cef = &records(EventFormat::Cef, &gap)[0];
+        assert!(cef.contains("|deprovision.gap|"), "{cef}");
+        assert!(cef.contains(" reason=connect_refused"), "{cef}");
+        assert!(cef.contains(" cn2Label=attempts cn2=2"), "{cef}");
+        assert!(!cef.contains("cn3Label"), "no latency on a gap: {cef}");
     }
 
     #[test]

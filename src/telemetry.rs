@@ -99,6 +99,8 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "group.members.replace",
     "group.members.update",
     "group.delete",
+    "deprovision.gap",
+    "deprovision.closed",
 ];
 
 /// Why an event did not reach its destination.

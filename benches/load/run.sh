@@ -137,7 +137,7 @@ SCIMTAP_BIN=$RUN_DIR/scimtap
 
 # ---- ports and CPUs ----------------------------------------------------------------------
 read -r UPSTREAM_PORT NGINX_PORT HAPROXY_PORT MITM_PORT SCIMTAP_PORT SCIMTAP_ADMIN_PORT \
-        SCIMTAP_WA_PORT SCIMTAP_WA_ADMIN_PORT < <($U ports 8)
+        SCIMTAP_WA_PORT SCIMTAP_WA_ADMIN_PORT SCIMTAP_ST_PORT SCIMTAP_ST_ADMIN_PORT < <($U ports 10)
 export UPSTREAM_PORT NGINX_PORT HAPROXY_PORT MITM_PORT
 NPROC=$(nproc)
 if [ "$PIN" = 1 ]; then
@@ -185,18 +185,20 @@ smoke() {  # port: one request of each kind must succeed; prints the problem
 render() { python3 "$LOAD_DIR/lib/render.py" "$LOAD_DIR/conf/$1" "$LOAD_DIR/responses" > "$RUN_DIR/$2"; }
 
 # ---- contenders --------------------------------------------------------------------------
-TARGETS=(direct scimtap scimtap-wa nginx haproxy)
+TARGETS=(direct scimtap scimtap-wa scimtap-state nginx haproxy)
 [ "$WITH_MITM" = 1 ] && TARGETS+=(mitmproxy)
 if [ "$PROFILE" = 1 ]; then
     have perf || die "--profile needs perf (apt-get install linux-perf)"
     TARGETS=(scimtap); WITH_MITM=0
 fi
 declare -A PORT_OF=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT
-                    [mitmproxy]=$MITM_PORT [scimtap]=$SCIMTAP_PORT [scimtap-wa]=$SCIMTAP_WA_PORT)
-declare -A ADMIN_OF=([scimtap]=$SCIMTAP_ADMIN_PORT [scimtap-wa]=$SCIMTAP_WA_ADMIN_PORT)
+                    [mitmproxy]=$MITM_PORT [scimtap]=$SCIMTAP_PORT [scimtap-wa]=$SCIMTAP_WA_PORT
+                    [scimtap-state]=$SCIMTAP_ST_PORT)
+declare -A ADMIN_OF=([scimtap]=$SCIMTAP_ADMIN_PORT [scimtap-wa]=$SCIMTAP_WA_ADMIN_PORT
+                     [scimtap-state]=$SCIMTAP_ST_ADMIN_PORT)
 declare -A LOG_OF=([nginx]=$LOG_DIR/nginx.jsonl [haproxy]=$LOG_DIR/haproxy.jsonl
                    [mitmproxy]=$LOG_DIR/mitmproxy.jsonl [scimtap]=$LOG_DIR/scimtap.jsonl
-                   [scimtap-wa]=$LOG_DIR/scimtap-wa.jsonl)
+                   [scimtap-wa]=$LOG_DIR/scimtap-wa.jsonl [scimtap-state]=$LOG_DIR/scimtap-state.jsonl)
 declare -A UNAVAILABLE=()      # contender -> why it was not measured
 NGINX_BIN=$(command -v nginx); HAPROXY_BIN=$(command -v haproxy)
 
@@ -238,6 +240,9 @@ start_scimtap() {  # name port admin_port extra_toml
 }
 start_scimtap scimtap "$SCIMTAP_PORT" "$SCIMTAP_ADMIN_PORT" ""
 [ "$PROFILE" = 1 ] || start_scimtap scimtap-wa "$SCIMTAP_WA_PORT" "$SCIMTAP_WA_ADMIN_PORT" $'[audit]\nmode = "write_ahead"'
+# The shadow state on (SQLite, the bundled proxy.toml's setting), to state its cost.
+[ "$PROFILE" = 1 ] || start_scimtap scimtap-state "$SCIMTAP_ST_PORT" "$SCIMTAP_ST_ADMIN_PORT" "[state]
+path = \"$RUN_DIR/state.db\""
 
 for t in "${TARGETS[@]}"; do
     [ "$t" = direct ] && continue
@@ -250,7 +255,7 @@ for t in "${TARGETS[@]}"; do
         continue
     fi
     case "$t" in
-        scimtap-wa) UNAVAILABLE[$t]="$why"; say "$t: not available: $why"; stop_pids "${PID_OF[$t]}" ;;
+        scimtap-wa|scimtap-state) UNAVAILABLE[$t]="$why"; say "$t: not available: $why"; stop_pids "${PID_OF[$t]}" ;;
         *) die "$t: $why" ;;
     esac
 done

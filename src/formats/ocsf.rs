@@ -550,6 +550,12 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
     if let Some(f) = &event.failure {
         unmapped.insert("failure".into(), json!({"side": f.side, "kind": f.kind}));
     }
+    if let Some(retry_of) = &event.retry_of {
+        unmapped.insert("retry_of".into(), json!(retry_of));
+    }
+    if let Some(deprovision) = &event.deprovision {
+        unmapped.insert("deprovision".into(), json!(deprovision));
+    }
     if !http.is_empty() {
         unmapped.insert("http".into(), Value::Object(http));
     }

@@ -168,7 +168,11 @@ pub struct StateInfo {
     /// A successful PUT or PATCH of a known resource that changed nothing known: no attribute
     /// and no membership.
     pub noop: bool,
-    /// `scim.changes.members_added`, `members_removed`, `members_replaced` with their names.
+    /// The members the change added and removed, with their names: `scim.changes`'
+    /// `members_added` / `members_removed` less those that changed nothing against a known
+    /// member list (a member added again, a non-member removed), plus, for a replaced list,
+    /// who it added and dropped compared with the known one, and for a deleted group, every
+    /// member it had. `members_replaced`: the replacement list, named.
     pub members_added: Vec<MemberRef>,
     pub members_removed: Vec<MemberRef>,
     pub members_replaced: Option<Vec<MemberRef>>,

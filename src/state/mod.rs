@@ -110,14 +110,20 @@ pub fn observe(store: &mut Store, scim: &mut ScimInfo, seen: &Seen<'_>) -> Resul
         })
     };
     let changes = &scim.changes;
+    // Against a known member list, only what changes it: re-adding a member (Entra sends
+    // the same add again) or removing a non-member gains or loses nothing.
+    let known_members = before.as_ref().and_then(|b| b.members.as_ref());
+    let is_member = |id: &String| known_members.map(|m| m.contains(id));
     info.members_added = changes
         .members_added
         .iter()
+        .filter(|id| is_member(id) != Some(true))
         .map(&mut name)
         .collect::<Result<_, _>>()?;
     info.members_removed = changes
         .members_removed
         .iter()
+        .filter(|id| is_member(id) != Some(false))
         .map(&mut name)
         .collect::<Result<_, _>>()?;
     info.members_replaced = changes
@@ -131,9 +137,36 @@ pub fn observe(store: &mut Store, scim: &mut ScimInfo, seen: &Seen<'_>) -> Resul
         || matches!(scim.operation, Some(Operation::Read))
             && scim.outcome_reason == Some(OutcomeReason::NotFoundLookup);
     if gone {
+        // A deleted group's members lost it.
+        if let Some(members) = before.as_ref().and_then(|b| b.members.as_ref()) {
+            if seen.success && info.members_removed.is_empty() {
+                info.members_removed = members.iter().map(&mut name).collect::<Result<_, _>>()?;
+            }
+        }
         store.remove(&resource_type, &id)?;
     } else if seen.success {
         let after = after_exchange(scim, before.as_ref(), &resource_type, &id, seen);
+        // A replaced member list: who it added and removed, compared with the known list.
+        if let (Some(_), Some(old), Some(new)) = (
+            &changes.members_replaced,
+            before.as_ref().and_then(|b| b.members.as_ref()),
+            &after.members,
+        ) {
+            let added: Vec<&String> = new.iter().filter(|m| !old.contains(m)).collect();
+            let removed: Vec<&String> = old.iter().filter(|m| !new.contains(m)).collect();
+            info.members_added.extend(
+                added
+                    .into_iter()
+                    .map(&mut name)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+            info.members_removed.extend(
+                removed
+                    .into_iter()
+                    .map(&mut name)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
         if matches!(scim.operation, Some(Operation::Replace | Operation::Patch)) {
             if let Some(before) = &before {
                 info.diff = diff(&before.attributes, &after.attributes);

@@ -185,7 +185,7 @@ fn membership_changes_name_their_members_and_update_the_group() {
     };
     observe(&mut store, &mut patch, &seen(None, None)).expect("patch");
     assert_eq!(patch.target.display_name.as_deref(), Some("Eng"));
-    let state = patch.state.expect("state");
+    let state = patch.state.clone().expect("state");
     let names =
         |m: &[MemberRef]| -> Vec<Option<String>> { m.iter().map(|m| m.name.clone()).collect() };
     assert_eq!(names(&state.members_added), vec![Some("bob".into()), None]);
@@ -201,6 +201,41 @@ fn membership_changes_name_their_members_and_update_the_group() {
     assert!(store.get("User", "u2").expect("get").is_none());
     let known = store.get("Group", "g1").expect("get").expect("known");
     assert_eq!(known.members, Some(vec!["u3".to_owned()]));
+
+    // A replaced member list says whom it added and removed, compared with the known list.
+    let mut replace = ScimInfo {
+        actions: vec!["group.members.replace".into()],
+        changes: Changes {
+            members_replaced: Some(vec!["u1".into()]),
+            ..Changes::default()
+        },
+        state: None,
+        ..patch.clone()
+    };
+    observe(&mut store, &mut replace, &seen(None, None)).expect("replace");
+    let state = replace.state.expect("state");
+    assert_eq!(names(&state.members_added), vec![Some("ann".into())]);
+    assert_eq!(
+        state
+            .members_removed
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<Vec<_>>(),
+        ["u3"]
+    );
+
+    // Deleting the group: its members lost it.
+    let mut gone = ScimInfo {
+        operation: Some(Operation::Delete),
+        actions: vec!["group.delete".into()],
+        changes: Changes::default(),
+        state: None,
+        ..patch
+    };
+    observe(&mut store, &mut gone, &seen(None, None)).expect("delete group");
+    let state = gone.state.expect("state");
+    assert_eq!(names(&state.members_removed), vec![Some("ann".into())]);
+    assert!(store.get("Group", "g1").expect("get").is_none());
 }
 
 #[test]

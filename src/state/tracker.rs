@@ -56,6 +56,8 @@ pub struct Notice {
     pub request_id: String,
     pub method: String,
     pub path: String,
+    /// The last failed attempt's status (gap), the closing exchange's (closed).
+    pub status: Option<u16>,
     pub client: ClientInfo,
     pub target: Target,
     pub info: DeprovisionInfo,
@@ -161,7 +163,7 @@ pub fn due_gaps(store: &mut Store, now: Timestamp) -> Result<Vec<Notice>, StateE
         .into_iter()
         .map(|open| {
             let event_id = open.gap_event_id.clone().unwrap_or_default();
-            notice(event_id, now, &open, |info| info)
+            notice(event_id, now, &open, open.last_status, |info| info)
         })
         .collect())
 }
@@ -222,6 +224,7 @@ fn close(
         new_uuid_v7().to_string(),
         attempt.at,
         &open,
+        attempt.status,
         |info| DeprovisionInfo {
             status: "closed",
             closed_by: Some(by.as_str()),
@@ -236,6 +239,7 @@ fn notice(
     event_id: String,
     at: Timestamp,
     open: &OpenDeprovision,
+    status: Option<u16>,
     finish: impl FnOnce(DeprovisionInfo) -> DeprovisionInfo,
 ) -> Notice {
     let text = |key: &str| {
@@ -282,6 +286,7 @@ fn notice(
         request_id: text("request_id"),
         method: text("method"),
         path: text("path"),
+        status,
         client,
         target: Target {
             id: target.id.or_else(|| Some(open.id.clone())),
@@ -315,11 +320,12 @@ impl Notice {
             },
             client: self.client.clone(),
             http: HttpInfo {
-                version: "",
+                // Not an HTTP exchange of its own.
+                version: "unknown",
                 method: &self.method,
                 path: &self.path,
                 query: None,
-                status: self.info.last_status,
+                status: self.status,
                 request_bytes: 0,
                 response_bytes: 0,
                 request_content_type: None,

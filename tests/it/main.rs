@@ -7,6 +7,8 @@
 
 mod support;
 
+mod answers;
+
 mod bad_input;
 mod classify;
 mod classify_fuzz;

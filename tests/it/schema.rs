@@ -1325,11 +1325,16 @@ fn the_documented_examples_match_the_schema_and_the_field_order() {
         "/failure",
     ] {
         // The longest key list the code produced for this object (optional fields included).
-        let reference = generated
+        let mut reference = generated
             .iter()
             .filter_map(|g| g.pointer(pointer).and_then(keys))
             .max_by_key(Vec::len)
             .unwrap_or_else(|| panic!("no generated event has an object at {pointer:?}"));
+        if pointer.is_empty() {
+            // The [state] fields these events (made without state) lack, in the order
+            // AuditEvent writes them: after `failure`.
+            reference.extend(["retry_of".to_owned(), "deprovision".to_owned()]);
+        }
         for (i, example) in examples.iter().enumerate() {
             // Integrity records have their own layout (their schema checks them above).
             if example.get("record").is_some() {

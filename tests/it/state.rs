@@ -113,7 +113,7 @@ fn diff_of<'a>(event: &'a Value, attribute: &str) -> Option<&'a Value> {
 }
 
 /// The `jq` expression docs/answers.md gives under `<!-- answer: NAME -->`, run on `file`.
-fn answer(name: &str, args: &[(&str, &str)], file: &Path) -> Vec<Value> {
+pub(crate) fn answer(name: &str, args: &[(&str, &str)], file: &Path) -> Vec<Value> {
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/answers.md"))
             .unwrap();
@@ -132,6 +132,10 @@ fn answer(name: &str, args: &[(&str, &str)], file: &Path) -> Vec<Value> {
         .unwrap_or_else(|| panic!("no jq expression in {block}"));
     let mut jq = Command::new("jq");
     jq.arg("-c");
+    // `jq -n '[inputs] ...'`: answers that look across events read them all.
+    if block.starts_with("jq -n") || block.contains(" -n ") {
+        jq.arg("-n");
+    }
     for (k, v) in args {
         jq.args(["--arg", k, v]);
     }
@@ -147,7 +151,7 @@ fn answer(name: &str, args: &[(&str, &str)], file: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn have_jq() -> bool {
+pub(crate) fn have_jq() -> bool {
     let found = Command::new("jq").arg("--version").output().is_ok();
     if !found && std::env::var_os("SCIMTAP_REQUIRE_PEERS").is_some() {
         panic!("jq is not installed (scripts/setup.sh --test-peers installs it)");
@@ -339,4 +343,47 @@ async fn entra_lifecycle_events_name_id_only_targets_and_members() {
             "{rows:?}"
         );
     }
+}
+
+/// A store that fails (here: its table dropped under it) costs the events nothing but what
+/// state adds: each is written, counted in `scimtap_state_errors_total`, and the log says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_store_is_counted_and_events_are_written_without_state() {
+    let upstream = Upstream::scim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("state.db");
+    let proxy = Proxy::start(
+        ProxyConfig::new(upstream.url()).top(&format!("[state]\npath = \"{}\"", db_path.display())),
+    );
+    let send = |path: &'static str| {
+        let addr = proxy.addr;
+        async move {
+            let req = http::Request::patch(format!("http://{addr}{path}"))
+                .header("content-type", "application/scim+json")
+                .body(full(
+                    r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#,
+                ))
+                .unwrap();
+            http1_client().request(req).await.unwrap().status()
+        }
+    };
+    send("/scim/v2/Users/u1").await;
+    let first = proxy.wait_for_events(1).await;
+    assert!(first[0]["scim"]["state"].is_object(), "{}", first[0]);
+
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    db.execute_batch("DROP TABLE resources").unwrap();
+    drop(db);
+    send("/scim/v2/Users/u2").await;
+    let events = proxy.wait_for_events(2).await;
+    assert_eq!(events[1]["scim"]["actions"][0], "user.deactivate");
+    assert!(events[1]["scim"].get("state").is_none(), "{}", events[1]);
+    proxy
+        .wait_for_metric("scimtap_state_errors_total", 1.0, WAIT)
+        .await;
+    assert!(
+        proxy.log_tail().contains("Shadow state store failed"),
+        "{}",
+        proxy.log_tail()
+    );
 }

@@ -369,6 +369,7 @@ def f(x, fmt="{:.0f}", none="-"):
 
 SCIMTAP = "scimtap"            # default config: the targets apply to this contender
 SCIMTAP_WA = "scimtap-wa"      # audit.mode = "write_ahead"
+SCIMTAP_STATE = "scimtap-state"  # [state] on (SQLite shadow state)
 RSS_LIMIT_MIB = 64
 ADDED_P99_LIMIT_MS = 1.0
 
@@ -522,10 +523,10 @@ def cmd_summarize(args):
         print()
 
     # ---- targets (issue 6): scimtap default config, figures from this run
-    print("### Targets (scimtap, default config; write_ahead shown for information)")
+    print("### Targets (scimtap, default config; write_ahead and [state] shown for information)")
     print()
-    print("| target | scimtap | met? | scimtap write_ahead |")
-    print("|---|---|---|---|")
+    print("| target | scimtap | met? | scimtap write_ahead | scimtap with [state] |")
+    print("|---|---|---|---|---|")
 
     def target_rows():
         for c in (16, 64):
@@ -565,7 +566,12 @@ def cmd_summarize(args):
         else:
             w = value(SCIMTAP_WA)
             wa = "-" if w is None else fmt.format(w) + (" (met)" if ok(w) else " (not met)")
-        print(f"| {name} | {f(v, fmt)} | {met} | {wa} |")
+        if SCIMTAP_STATE in unavailable:
+            st = "not available"
+        else:
+            x = value(SCIMTAP_STATE)
+            st = "-" if x is None else fmt.format(x) + (" (met)" if ok(x) else " (not met)")
+        print(f"| {name} | {f(v, fmt)} | {met} | {wa} | {st} |")
     print()
 
     print("<details><summary>Per-run records</summary>\n")

@@ -36,6 +36,7 @@ pub mod peers;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod relay;
 pub mod tansu;
 pub mod upstream;
 pub mod wait;
