@@ -76,7 +76,7 @@ pub enum StateStore {
     /// A SQLite file, owned by this instance.
     Sqlite(PathBuf),
     /// A PostgreSQL database, possibly shared with other instances.
-    Postgres(PostgresTarget),
+    Postgres(Box<PostgresTarget>),
 }
 
 /// A PostgreSQL database to connect to: the parsed URL with the password (from the URL or
@@ -253,7 +253,7 @@ pub(super) fn validate_state(
                 .as_ref()
                 .map_or(DEFAULT_SETTLE, |ms| Duration::from_millis(*ms.get_ref()));
             match PostgresTarget::from_url(url.get_ref(), password) {
-                Ok(target) => StateStore::Postgres(target),
+                Ok(target) => StateStore::Postgres(Box::new(target)),
                 Err(message) => {
                     c.at(url.span(), "state.url", message);
                     return None;

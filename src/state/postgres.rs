@@ -395,29 +395,16 @@ impl Postgres {
         })
     }
 
-    pub(super) fn open_deprovision(
+    /// The deprovisioning row `sql` (selecting or deleting by upstream, type and id) returns.
+    pub(super) fn deprovision(
         &mut self,
+        sql: &'static str,
         upstream: &str,
         resource_type: &str,
         id: &str,
     ) -> Result<Option<(OpenDeprovision, String)>, StateError> {
         self.with(|conn| {
-            let statement = conn.statement(sql::OPEN_DEPROVISION)?;
-            let row = conn
-                .client
-                .query_opt(&statement, &[&upstream, &resource_type, &id])?;
-            Ok(row.as_ref().map(deprovision_row))
-        })
-    }
-
-    pub(super) fn close_deprovision(
-        &mut self,
-        upstream: &str,
-        resource_type: &str,
-        id: &str,
-    ) -> Result<Option<(OpenDeprovision, String)>, StateError> {
-        self.with(|conn| {
-            let statement = conn.statement(sql::CLOSE_DEPROVISION)?;
+            let statement = conn.statement(sql)?;
             let row = conn
                 .client
                 .query_opt(&statement, &[&upstream, &resource_type, &id])?;

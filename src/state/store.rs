@@ -635,18 +635,7 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<OpenDeprovision>, StateError> {
-        let upstream = self.upstream.as_str();
-        let row = match &mut self.backend {
-            Backend::Sqlite(conn) => conn
-                .query_row(
-                    sql::OPEN_DEPROVISION,
-                    params![upstream, resource_type, id],
-                    deprovision_row,
-                )
-                .optional()?,
-            Backend::Postgres(pg) => pg.open_deprovision(upstream, resource_type, id)?,
-        };
-        row.map(with_context).transpose()
+        self.deprovision(sql::OPEN_DEPROVISION, resource_type, id)
     }
 
     /// Records (or updates) an open deprovisioning.
@@ -691,16 +680,22 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<OpenDeprovision>, StateError> {
+        self.deprovision(sql::CLOSE_DEPROVISION, resource_type, id)
+    }
+
+    /// The deprovisioning row `sql` (selecting or deleting by upstream, type and id) returns.
+    fn deprovision(
+        &mut self,
+        sql: &'static str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<OpenDeprovision>, StateError> {
         let upstream = self.upstream.as_str();
         let row = match &mut self.backend {
             Backend::Sqlite(conn) => conn
-                .query_row(
-                    sql::CLOSE_DEPROVISION,
-                    params![upstream, resource_type, id],
-                    deprovision_row,
-                )
+                .query_row(sql, params![upstream, resource_type, id], deprovision_row)
                 .optional()?,
-            Backend::Postgres(pg) => pg.close_deprovision(upstream, resource_type, id)?,
+            Backend::Postgres(pg) => pg.deprovision(sql, upstream, resource_type, id)?,
         };
         row.map(with_context).transpose()
     }

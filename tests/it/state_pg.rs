@@ -306,6 +306,18 @@ async fn send(proxy: &Proxy, method: &str, path: &str, body: Option<Value>) -> (
     )
 }
 
+/// Creates an active user through `proxy`; returns its path (`/v2/Users/{id}`).
+async fn create_user(proxy: &Proxy, user_name: &str) -> String {
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": user_name,
+        "active": true
+    });
+    let (status, created) = send(proxy, "POST", "/v2/Users", Some(user)).await;
+    assert_eq!(status, 201, "{created}");
+    format!("/v2/Users/{}", created["id"].as_str().unwrap())
+}
+
 fn deactivate() -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
@@ -325,20 +337,7 @@ async fn events_keep_flowing_while_postgres_is_down_and_state_resumes_after() {
     let proxy = Proxy::start(
         ProxyConfig::new(format!("http://127.0.0.1:{}", server.port)).top(&shared_state(&pg, &url)),
     );
-    let (status, created) = send(
-        &proxy,
-        "POST",
-        "/v2/Users",
-        Some(json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": "restart.user@example.com",
-            "active": true
-        })),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    let user_path = format!("/v2/Users/{id}");
+    let user_path = create_user(&proxy, "restart.user@example.com").await;
     let mut sent = 1;
     // Recorded (after settle_ms) before the database goes.
     let first = proxy.wait_for_events(sent).await;
@@ -423,19 +422,7 @@ async fn refusing_app() -> Upstream {
 /// tracker ticking each second), from every proxy, in the order written.
 async fn refused_deactivation(proxies: &[&Proxy]) -> Vec<Value> {
     let mut turn = proxies.iter().cycle();
-    let (status, created) = send(
-        turn.next().unwrap(),
-        "POST",
-        "/v2/Users",
-        Some(json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": "gap.user@example.com",
-            "active": true
-        })),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let path = format!("/v2/Users/{}", created["id"].as_str().unwrap());
+    let path = create_user(turn.next().unwrap(), "gap.user@example.com").await;
     for _ in 0..2 {
         let (status, _) = send(turn.next().unwrap(), "PATCH", &path, Some(deactivate())).await;
         assert_eq!(status, 500);
