@@ -392,6 +392,46 @@ async fn events_keep_flowing_while_postgres_is_down_and_state_resumes_after() {
         sent,
         "no event lost"
     );
+
+    // `state rebuild` into the shared database: refused while it holds this upstream's rows,
+    // done with --replace (only this upstream's rows), from the audit file alone.
+    let rebuild = |replace: bool| {
+        let mut command = scimtap(&["state", "rebuild"]);
+        command
+            .arg("--config")
+            .arg(proxy.dir.path().join("proxy.toml"));
+        if replace {
+            command.arg("--replace");
+        }
+        run(command.arg(&proxy.audit))
+    };
+    let refused = rebuild(false);
+    assert_eq!(refused.status.code(), Some(64), "{}", report(&refused));
+    pg.psql(
+        "restart",
+        "INSERT INTO resources (upstream, resource_type, id, attributes, updated_at) \
+         VALUES ('other:443', 'User', 'x', '{}', '2026-01-01T00:00:00.000Z')",
+    );
+    let rebuilt = rebuild(true);
+    assert!(rebuilt.status.success(), "{}", report(&rebuilt));
+    let id = user_path.rsplit('/').next().unwrap().to_owned();
+    let url_again = url.clone();
+    let pw = pg.password().as_bytes().to_vec();
+    let upstream = format!("127.0.0.1:{}", server.port);
+    let (known, others) = tokio::task::spawn_blocking(move || {
+        let target = PostgresTarget::from_url(&url_again, Some(pw)).unwrap();
+        let mut store = Store::connect(&target, &upstream).unwrap();
+        let known = store.get("User", &id).unwrap();
+        let mut other = Store::connect(&target, "other:443").unwrap();
+        (known, other.count().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        known.and_then(|u| u.user_name).as_deref(),
+        Some("restart.user@example.com")
+    );
+    assert_eq!(others, 1, "another upstream's rows are left alone");
 }
 
 // === deprovisioning gaps across instances ===
