@@ -7,7 +7,9 @@
 #                                  tests/peer/.venv with scim2-server only (the upstream).
 #   scripts/setup.sh --test-peers  the above, plus what the tests need (scripts/test.sh):
 #                                  openssl, rsyslog, rsyslog-gnutls, systemd (systemd-analyze),
-#                                  procps, jq; every pinned peer of tests/peer/requirements.txt; and
+#                                  procps, jq, postgresql-15 (initdb/pg_ctl for a throwaway
+#                                  cluster; the Debian service is not started or used); every
+#                                  pinned peer of tests/peer/requirements.txt; and
 #                                  the Kafka broker tansu (cargo install, ~17 minutes the first time).
 #   scripts/setup.sh --bench       the apt packages and toolchain for running, plus the load
 #                                  benchmark's tools (benches/load/run.sh); no peer venv.
@@ -68,7 +70,10 @@ if [ "$MODE" = "--test-peers" ]; then
   [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
   # docs/answers.md's jq expressions are run by tests/it/state.rs as written.
   have jq || missing+=(jq)
-  present="$present, openssl, rsyslog, rsyslog-gnutls, systemd, procps, jq"
+  # The shared state store's tests (tests/it/state_pg.rs) start their own cluster from
+  # PostgreSQL's server programs, which Debian keeps in /usr/lib/postgresql/<major>/bin.
+  compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql-15)
+  present="$present, openssl, rsyslog, rsyslog-gnutls, systemd, procps, jq, postgresql"
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"

@@ -178,20 +178,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|tls| listener::tls_acceptor(tls, config.listen.tls_min_version))
         .transpose()?;
     let events = event::EventContext::from_config(&config);
-    // Opened here, once, so a bad state file fails startup like a bad sink path; from then on
-    // only the audit worker's thread touches it.
-    let state = config
-        .state
-        .as_ref()
-        .map(|s| {
-            state::Store::open(&s.path, config.upstream.authority.as_str()).map(|store| {
-                pipeline::StateStage {
-                    store,
-                    confirm_within: s.confirm_within,
-                }
+    // Opened here, once, so a bad state file or an unreachable state database fails startup
+    // like a bad sink path; from then on only the audit worker's thread touches it. Opened on
+    // a blocking thread: the PostgreSQL client runs a runtime of its own, which cannot start
+    // on this one's threads.
+    let state = match &config.state {
+        Some(s) => {
+            let (store, upstream) = (s.store.clone(), config.upstream.authority.to_string());
+            let opened = tokio::task::spawn_blocking(move || {
+                state::Store::open_configured(&store, &upstream)
             })
-        })
-        .transpose()?;
+            .await
+            .map_err(|_| StartError::Thread {
+                name: "state-open",
+                source: std::io::Error::other("the thread opening the state store panicked"),
+            })?;
+            Some(pipeline::StateStage {
+                store: opened?,
+                confirm_within: s.confirm_within,
+                settle: s.settle,
+            })
+        }
+        None => None,
+    };
     let (audit_queue, pipeline) = Pipeline::start(
         config.audit.queue_max_events,
         events,

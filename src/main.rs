@@ -67,10 +67,11 @@ struct RebuildArgs {
     /// order.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// The state file to write instead of the configuration's `[state] path`.
+    /// A SQLite state file to write instead of the configuration's `[state]` store.
     #[arg(long, value_name = "PATH")]
     state_file: Option<PathBuf>,
-    /// Replace the state file when it exists (it is removed first, with its -wal/-shm files).
+    /// Replace the state when it exists (a SQLite file is removed first, with its -wal/-shm
+    /// files; in PostgreSQL, this upstream's rows are deleted).
     #[arg(long)]
     replace: bool,
 }
@@ -187,48 +188,81 @@ fn main() -> ExitCode {
 /// `[state]`, no `--state-file`) or when it exists without `--replace`, 1 when a file cannot
 /// be read or the store fails.
 fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
-    let Some(path) = args
-        .state_file
-        .clone()
-        .or_else(|| config.state.as_ref().map(|s| s.path.clone()))
-    else {
-        eprintln!("scimtap: no state file: add a [state] section or pass --state-file");
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    if path.exists() {
-        if !args.replace {
-            eprintln!(
-                "scimtap: {} exists; pass --replace to rebuild it from the audit files",
-                path.display()
-            );
+    use scimtap::config::StateStore;
+    let upstream = config.upstream.authority.as_str();
+    let target = match (&args.state_file, config.state.as_ref().map(|s| &s.store)) {
+        (Some(path), _) => StateStore::Sqlite(path.clone()),
+        (None, Some(store)) => store.clone(),
+        (None, None) => {
+            eprintln!("scimtap: no state file: add a [state] section or pass --state-file");
             return ExitCode::from(EXIT_CONFIG);
         }
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = path.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
+    };
+    let shown = match &target {
+        StateStore::Sqlite(path) => path.display().to_string(),
+        StateStore::Postgres(pg) => pg.to_string(),
+    };
+    if let StateStore::Sqlite(path) = &target {
+        if path.exists() {
+            if !args.replace {
+                eprintln!(
+                    "scimtap: {} exists; pass --replace to rebuild it from the audit files",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
         }
     }
-    let result = scimtap::state::Store::open(&path, config.upstream.authority.as_str())
-        .map_err(scimtap::state::rebuild::RebuildError::from)
-        .and_then(|mut store| {
-            let files = scimtap::trail::expand(&args.files)?;
-            let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
-            let confirm_within = config
-                .state
-                .as_ref()
-                .map_or(scimtap::config::DEFAULT_CONFIRM_WITHIN, |s| {
-                    s.confirm_within
-                });
-            scimtap::state::rebuild::rebuild(&mut store, &files, confirm_within)
+    let mut store = match scimtap::state::Store::open_configured(&target, upstream) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("scimtap: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A shared database keeps other upstreams' rows: only this upstream's are replaced.
+    if matches!(target, StateStore::Postgres(_)) {
+        let emptied = match store.count() {
+            Ok(0) => Ok(()),
+            Ok(_) if args.replace => store.clear(),
+            Ok(known) => {
+                eprintln!(
+                    "scimtap: {shown} already holds {known} resources of {upstream}; pass \
+                     --replace to rebuild them from the audit files"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = emptied {
+            eprintln!("scimtap: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let files = match scimtap::trail::expand(&args.files) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("scimtap: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    let confirm_within = config
+        .state
+        .as_ref()
+        .map_or(scimtap::config::DEFAULT_CONFIRM_WITHIN, |s| {
+            s.confirm_within
         });
-    match result {
+    match scimtap::state::rebuild::rebuild(&mut store, &files, confirm_within) {
         Ok(report) => {
             println!(
-                "{}: rebuilt from {} events ({} lines skipped)",
-                path.display(),
-                report.events,
-                report.skipped
+                "{shown}: rebuilt from {} events ({} lines skipped)",
+                report.events, report.skipped
             );
             ExitCode::SUCCESS
         }
@@ -260,14 +294,25 @@ fn trace(config: Option<&std::path::Path>, args: &TraceArgs) -> ExitCode {
     // it is there (the trace may run on another machine than the proxy).
     let state_path = match (
         &args.state_file,
-        config.as_ref().and_then(|c| c.state.as_ref()),
+        config
+            .as_ref()
+            .and_then(|c| c.state.as_ref())
+            .map(|s| &s.store),
     ) {
         (Some(path), _) => Some(path.clone()),
-        (None, Some(state)) if state.path.exists() => Some(state.path.clone()),
-        (None, Some(state)) => {
+        (None, Some(scimtap::config::StateStore::Sqlite(path))) if path.exists() => {
+            Some(path.clone())
+        }
+        (None, Some(scimtap::config::StateStore::Sqlite(path))) => {
             eprintln!(
                 "scimtap: note: the state file {} does not exist; tracing from the audit files alone",
-                state.path.display()
+                path.display()
+            );
+            None
+        }
+        (None, Some(scimtap::config::StateStore::Postgres(_))) => {
+            eprintln!(
+                "scimtap: note: trace reads a SQLite state file only; tracing from the audit files alone"
             );
             None
         }

@@ -16,9 +16,10 @@
 //! not wake it (a futex call and a context switch) for every exchange. Whatever a request
 //! waits on (a write-ahead intent) unparks it at once.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -418,6 +419,118 @@ pub struct StateStage {
     pub store: Store,
     /// `[state] confirm_within_secs`.
     pub confirm_within: Duration,
+    /// `[state] settle_ms` (a shared store only).
+    pub settle: Duration,
+}
+
+/// How often a worker holding an exchange back (shared store) looks at the hand-off queue and
+/// at other instances' claims.
+const HOLD_POLL: Duration = Duration::from_millis(2);
+
+/// The longest a lookup waits for another instance's earlier claim (an instance that stalls
+/// longer must not stall every other one: its claim is then read past, and counted).
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+
+/// Messages a worker with a shared store took from the hand-off queue while it held an
+/// exchange back, in order, each exchange with the ticket its claim was made under.
+#[derive(Default)]
+struct Ahead {
+    queue: VecDeque<(Message, Option<u64>)>,
+    next_ticket: u64,
+}
+
+impl Ahead {
+    /// Claims the ids `message` (an exchange) will write, at once: other instances wait for
+    /// this claim before they read those ids. Returns the message with its ticket.
+    fn claim(
+        &mut self,
+        store: &mut Store,
+        message: Message,
+        metrics: &Metrics,
+    ) -> (Message, Option<u64>) {
+        let Message::Exchange(exchange) = &message else {
+            return (message, None);
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let ids = crate::state::settle::written_ids(exchange);
+        if let Err(error) = store.claim(ticket, &exchange.started_at.to_string(), &ids) {
+            metrics.state_errors.inc();
+            tracing::debug!(%error, request_id = %exchange.request_id, "Cannot claim ids in the shared state store.");
+        }
+        (message, Some(ticket))
+    }
+}
+
+/// Takes what is in the hand-off queue without waiting: intents are written at once (a
+/// request waits for them; one may so precede an earlier exchange's events, which says
+/// nothing false), everything else is claimed and kept in order in `ahead`.
+#[allow(clippy::too_many_arguments)]
+fn drain(
+    rx: &mut mpsc::Receiver<Message>,
+    ahead: &mut Ahead,
+    store: &mut Store,
+    sinks: &[SinkHandle],
+    integrity: &mut ChainSetup,
+    events: &EventContext,
+    metrics: &Metrics,
+) {
+    while let Ok(message) = rx.try_recv() {
+        match message {
+            Message::Intent(snapshot, ack) => emit_intent(sinks, integrity, events, &snapshot, ack),
+            other => {
+                let claimed = ahead.claim(store, other, metrics);
+                ahead.queue.push_back(claimed);
+            }
+        }
+    }
+}
+
+/// A shared store only: holds the exchange's state lookup back until `settle` after it ended,
+/// then while another instance holds a claim on an id it reads or writes for an exchange that
+/// started earlier (at most [`CLAIM_WAIT`]). `drain` keeps claiming what arrives meanwhile.
+fn hold(
+    state: &mut StateStage,
+    exchange: &Exchange,
+    built: &[AuditEvent<'_>],
+    metrics: &Metrics,
+    mut drain: impl FnMut(&mut Store),
+) {
+    // What it reads, and what it writes: a search's finds learned before an earlier create was
+    // looked up would make that create look known.
+    let mut ids: Vec<String> = built
+        .iter()
+        .flat_map(|e| crate::state::settle::read_ids(&e.scim))
+        .cloned()
+        .chain(crate::state::settle::written_ids(exchange))
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    ids.sort();
+    ids.dedup();
+    let store = &mut state.store;
+    let ended = exchange.started_at.system_time() + exchange.duration;
+    let settled = ended + state.settle;
+    loop {
+        drain(store);
+        match settled.duration_since(SystemTime::now()) {
+            Ok(left) if !left.is_zero() => std::thread::park_timeout(left.min(HOLD_POLL)),
+            _ => break,
+        }
+    }
+    let started = exchange.started_at.to_string();
+    let give_up = Instant::now() + CLAIM_WAIT;
+    // A store error ends the wait: the lookup that follows fails too, and is counted there.
+    while let Ok(true) = store.claimed_earlier(&ids, &started) {
+        if Instant::now() >= give_up {
+            metrics.state_settle_timeouts.inc();
+            tracing::warn!(request_id = %exchange.request_id, "Another instance did not record an earlier exchange on the same ids in time; state is read without it.");
+            return;
+        }
+        drain(store);
+        std::thread::park_timeout(HOLD_POLL);
+    }
 }
 
 /// Looks up and updates the shadow state for each event of one exchange, before the events
@@ -532,7 +645,18 @@ fn run_worker(
     emit_record(&sinks, &mut integrity, RecordKind::Start, start);
     let mut since_checkpoint: u64 = 0;
     let mut busy = false;
-    while let Some(message) = next_message(&mut rx, &mut busy) {
+    let mut ahead = Ahead::default();
+    loop {
+        let (message, ticket) = match ahead.queue.pop_front() {
+            Some(held) => held,
+            None => match (next_message(&mut rx, &mut busy), state.as_mut()) {
+                (Some(message), Some(s)) if s.store.is_shared() => {
+                    ahead.claim(&mut s.store, message, metrics)
+                }
+                (Some(message), _) => (message, None),
+                (None, _) => break,
+            },
+        };
         let exchange = match message {
             Message::Exchange(exchange) => exchange,
             Message::Reconfigure(context, change) => {
@@ -585,7 +709,29 @@ fn run_worker(
         events.learn(&exchange);
         let mut built = events_for(&exchange, &events);
         let notices = match state.as_mut() {
-            Some(state) => remember(state, &exchange, &events, &mut built, metrics),
+            Some(state) => {
+                if ticket.is_some() {
+                    hold(state, &exchange, &built, metrics, |store| {
+                        drain(
+                            &mut rx,
+                            &mut ahead,
+                            store,
+                            &sinks,
+                            &mut integrity,
+                            &events,
+                            metrics,
+                        );
+                    });
+                }
+                let notices = remember(state, &exchange, &events, &mut built, metrics);
+                if let Some(ticket) = ticket {
+                    if let Err(error) = state.store.release(ticket) {
+                        metrics.state_errors.inc();
+                        tracing::debug!(%error, request_id = %exchange.request_id, "Cannot release claims in the shared state store.");
+                    }
+                }
+                notices
+            }
             None => Vec::new(),
         };
         for event in &built {

@@ -171,6 +171,7 @@ metrics! {
     scim_actions: Family<ActionLabels, Counter> = "scim_actions", "SCIM actions in the events the audit worker encoded, by action (none: the event has none; other: not a built-in action), outcome and client ([[clients]] name, unknown/<idp>, or unknown)";
     build_info: Family<BuildInfoLabels, Gauge> = "build_info", "Always 1; the labels say which scimtap version runs and which event schema it writes", build_info();
     state_errors: Counter = "state_errors", "Shadow state ([state]) lookups or updates that failed; the event was written without what state would have added";
+    state_settle_timeouts: Counter = "state_settle_timeouts", "State lookups ([state] url) that stopped waiting for another instance to record an earlier exchange on the same ids (its claim outlived the 2 s bound) and read what was there";
     deprovision_open: Gauge = "deprovision_open", "Deactivations and deletions the app refused or never answered and that are not confirmed yet ([state]; shared by every instance on one store)";
     deprovision_gaps: Counter = "deprovision_gaps", "deprovision.gap events this instance wrote: deprovisionings still unconfirmed after [state] confirm_within_secs";
     deprovision_closed: Counter = "deprovision_closed", "deprovision.closed events this instance wrote: open deprovisionings confirmed (or withdrawn by a reactivation)";

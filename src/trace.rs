@@ -391,7 +391,7 @@ impl<'a> Tracer<'a> {
             }
         }
         match self.lookup.state {
-            Some(store) => Ok(store.get("Group", id)?.and_then(|g| g.display_name)),
+            Some(store) => Ok(store.peek("Group", id)?.and_then(|g| g.display_name)),
             None => Ok(None),
         }
     }
@@ -632,7 +632,7 @@ fn set_values(event: &Value) -> Vec<Set> {
 
 /// What the state holds now about `id`, as the last entry.
 fn state_entry(store: &Store, id: &str) -> Result<Option<Entry>, StateError> {
-    let Some(user) = store.get("User", id)? else {
+    let Some(user) = store.peek("User", id)? else {
         return Ok(None);
     };
     let groups = store

@@ -61,7 +61,7 @@ pub use self::integrity::{read_key_file, IntegrityConfig};
 pub use self::listen::{AdminConfig, ListenConfig, ServerTls, TlsMinVersion};
 pub use self::load::{ConfigError, Problem};
 pub use self::scim::{normalize_subject, ClientConfig, ScimConfig};
-pub use self::state::{StateConfig, DEFAULT_CONFIRM_WITHIN};
+pub use self::state::{PostgresTarget, StateConfig, StateStore, DEFAULT_CONFIRM_WITHIN};
 pub use self::upstream::UpstreamConfig;
 pub use crate::buffer::config::DiskBufferConfig;
 pub use crate::sinks::config::{

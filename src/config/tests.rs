@@ -496,3 +496,68 @@ fn environment_variables_expand_and_unset_ones_are_named_by_line() {
     assert_eq!(problems[0].line, Some(3));
     assert_eq!(problems[0].key, "${MISSING}");
 }
+
+#[test]
+fn state_defaults_to_a_sqlite_file_and_reads_a_postgres_url() {
+    let sqlite = parse(&format!("{MINIMAL}\n[state]\n")).unwrap();
+    assert!(matches!(
+        sqlite.state.map(|s| s.store),
+        Some(StateStore::Sqlite(path)) if path == Path::new("scimtap-state.db")
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pg-password");
+    std::fs::write(&password, "hunter2\n").unwrap();
+    let pg = parse(&format!(
+        "{MINIMAL}\n[state]\nurl = \"postgres://scimtap@db.internal:5432/scimtap\"\npassword_file = \"{}\"\n",
+        password.display()
+    ))
+    .unwrap();
+    let debug = format!("{pg:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    let Some(StateStore::Postgres(target)) = pg.state.map(|s| s.store) else {
+        panic!("not postgres: {debug}");
+    };
+    assert_eq!(target.config.get_password(), Some(&b"hunter2"[..]));
+    assert_eq!(target.config.get_dbname(), Some("scimtap"));
+}
+
+#[test]
+fn state_path_and_url_together_or_a_bad_url_are_refused_with_their_line() {
+    let both = problems(&format!(
+        "{MINIMAL}\n[state]\npath = \"s.db\"\nurl = \"postgres://a@db/x\"\n"
+    ));
+    assert_eq!(both[0].key, "state.path");
+    assert_eq!(both[0].line, Some(12), "{both:?}");
+    let bad = problems(&format!(
+        "{MINIMAL}\n[state]\nurl = \"postgres://a:topsecret@db:port/x\"\n"
+    ));
+    assert_eq!(bad[0].key, "state.url");
+    assert_eq!(bad[0].line, Some(12), "{bad:?}");
+    assert!(!bad[0].message.contains("topsecret"), "{bad:?}");
+    let missing = problems(&format!(
+        "{MINIMAL}\n[state]\nurl = \"postgres://a@db/x\"\npassword_file = \"/nonexistent/pw\"\n"
+    ));
+    assert_eq!(missing[0].key, "state.password_file");
+    let stray = problems(&format!(
+        "{MINIMAL}\n[state]\npassword_file = \"/nonexistent/pw\"\n"
+    ));
+    assert_eq!(stray[0].key, "state.password_file");
+    let settle_without_url = problems(&format!("{MINIMAL}\n[state]\nsettle_ms = 50\n"));
+    assert_eq!(settle_without_url[0].key, "state.settle_ms");
+}
+
+#[test]
+fn a_shared_state_settles_100_ms_by_default_and_a_file_not_at_all() {
+    let pg = parse(&format!(
+        "{MINIMAL}\n[state]\nurl = \"postgres://a@db/x\"\n"
+    ))
+    .unwrap();
+    assert_eq!(pg.state.unwrap().settle, Duration::from_millis(100));
+    let set = parse(&format!(
+        "{MINIMAL}\n[state]\nurl = \"postgres://a@db/x\"\nsettle_ms = 0\n"
+    ))
+    .unwrap();
+    assert_eq!(set.state.unwrap().settle, Duration::ZERO);
+    let file = parse(&format!("{MINIMAL}\n[state]\n")).unwrap();
+    assert_eq!(file.state.unwrap().settle, Duration::ZERO);
+}

@@ -13,7 +13,9 @@
 //! nothing the service holds.
 
 mod diff;
+mod postgres;
 pub mod rebuild;
+pub mod settle;
 mod store;
 pub mod tracker;
 
@@ -24,6 +26,7 @@ use serde_json::Value;
 use crate::scim::{MemberRef, Operation, OutcomeReason, ScimInfo, StateInfo};
 
 pub use diff::{apply_patch, diff, flatten};
+pub use postgres::PG_SCHEMA_VERSION;
 pub use store::{OpenDeprovision, Resource, Store, SCHEMA_VERSION};
 
 /// Why the state store failed. The audit worker logs and counts these and writes the event
@@ -36,7 +39,16 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("the state file has schema version {found}; this scimtap knows up to {supported} (written by a newer scimtap?)")]
+    #[error("cannot connect to the state database {target}: {source}")]
+    Connect {
+        /// The URL without its password.
+        target: String,
+        #[source]
+        source: ::postgres::Error,
+    },
+    #[error("the state database {target} is unreachable; next attempt in {retry_in_ms} ms")]
+    Unavailable { target: String, retry_in_ms: u128 },
+    #[error("the state store has schema version {found}; this scimtap knows up to {supported} (written by a newer scimtap?)")]
     NewerSchema { found: i64, supported: i64 },
     #[error("{} is not a scimtap state file (no schema version)", path.display())]
     NotAStateFile { path: PathBuf },
@@ -47,6 +59,8 @@ pub enum StateError {
     },
     #[error("state store: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("state database: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("state store: stored attributes are not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -96,7 +110,7 @@ pub fn observe(store: &mut Store, scim: &mut ScimInfo, seen: &Seen<'_>) -> Resul
         fill_target(scim, before, &mut info);
         reclassify(scim, before, seen, &mut info);
     }
-    let name = |id: &String| -> Result<MemberRef, StateError> {
+    let mut name = |id: &String| -> Result<MemberRef, StateError> {
         Ok(MemberRef {
             id: id.clone(),
             name: store.member_name(id)?,
@@ -111,18 +125,18 @@ pub fn observe(store: &mut Store, scim: &mut ScimInfo, seen: &Seen<'_>) -> Resul
         .members_added
         .iter()
         .filter(|id| is_member(id) != Some(true))
-        .map(name)
+        .map(&mut name)
         .collect::<Result<_, _>>()?;
     info.members_removed = changes
         .members_removed
         .iter()
         .filter(|id| is_member(id) != Some(false))
-        .map(name)
+        .map(&mut name)
         .collect::<Result<_, _>>()?;
     info.members_replaced = changes
         .members_replaced
         .as_ref()
-        .map(|ids| ids.iter().map(name).collect::<Result<_, _>>())
+        .map(|ids| ids.iter().map(&mut name).collect::<Result<_, _>>())
         .transpose()?;
 
     let gone = matches!(scim.operation, Some(Operation::Delete))
@@ -133,7 +147,7 @@ pub fn observe(store: &mut Store, scim: &mut ScimInfo, seen: &Seen<'_>) -> Resul
         // A deleted group's members lost it.
         if let Some(members) = before.as_ref().and_then(|b| b.members.as_ref()) {
             if seen.success && info.members_removed.is_empty() {
-                info.members_removed = members.iter().map(name).collect::<Result<_, _>>()?;
+                info.members_removed = members.iter().map(&mut name).collect::<Result<_, _>>()?;
             }
         }
         store.remove(&resource_type, &id)?;
@@ -147,12 +161,16 @@ pub fn observe(store: &mut Store, scim: &mut ScimInfo, seen: &Seen<'_>) -> Resul
         ) {
             let added: Vec<&String> = new.iter().filter(|m| !old.contains(m)).collect();
             let removed: Vec<&String> = old.iter().filter(|m| !new.contains(m)).collect();
-            info.members_added
-                .extend(added.into_iter().map(name).collect::<Result<Vec<_>, _>>()?);
+            info.members_added.extend(
+                added
+                    .into_iter()
+                    .map(&mut name)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
             info.members_removed.extend(
                 removed
                     .into_iter()
-                    .map(name)
+                    .map(&mut name)
                     .collect::<Result<Vec<_>, _>>()?,
             );
         }

@@ -1,20 +1,153 @@
-//! The SQLite store behind the shadow state: one row per (upstream, resource type, id), one
-//! per group membership. Only the audit worker (a dedicated thread) and `scimtap state
-//! rebuild` open it; nothing here is called from the async runtime.
+//! The store behind the shadow state: one row per (upstream, resource type, id), one per group
+//! membership, kept in a SQLite file (one instance) or a PostgreSQL database (several
+//! instances behind one load balancer, [`super::postgres`]). Only the audit worker (a
+//! dedicated thread) and `scimtap state rebuild` open it; nothing here is called from the
+//! async runtime.
 //!
-//! Schema changes are ordered migrations, each applied once in a transaction and recorded in
-//! SQLite's `user_version`, so a file written by an older scimtap is brought forward on open
-//! and one written by a newer scimtap is refused rather than misread.
+//! Both backends answer the same methods with the same SQL text where the dialects agree
+//! ([`sql`]: `$1`-style parameters, which SQLite reads as named parameters numbered in order
+//! of first appearance, so the same positional values bind in both). Writes are upserts that
+//! keep the newest observation: a row is only replaced by one whose `updated_at` (the event's
+//! timestamp) is not older, so two writers, or one writer finishing exchanges out of order,
+//! cannot put an older view back.
+//!
+//! Schema changes are ordered migrations, each applied once in a transaction. SQLite records
+//! the version in `user_version`; PostgreSQL in a `scimtap_schema` table, under an advisory
+//! lock. A store written by an older scimtap is brought forward on open and one written by a
+//! newer scimtap is refused rather than misread.
 
 use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
 
+use super::postgres::Postgres;
 use super::StateError;
+use crate::config::{PostgresTarget, StateStore};
 
-/// Ordered migrations: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`. Never
-/// edit one that has shipped; add another.
+/// The `deprovisions` columns [`OpenDeprovision`] is read from, in its order (a macro, so the
+/// statements naming them stay `&'static str` for the backends' statement caches).
+macro_rules! deprovision_columns {
+    () => {
+        "resource_type, id, requested_action, requested_event_id, requested_at, due_ms,
+        attempts, last_event_id, last_status, last_failure, context, gap_event_id"
+    };
+}
+
+/// SQL text both backends run as is.
+pub(super) mod sql {
+    pub const GET: &str = "SELECT user_name, external_id, display_name, active, attributes
+        FROM resources WHERE upstream = $1 AND resource_type = $2 AND id = $3";
+    pub const MEMBER_NAME: &str = "SELECT COALESCE(user_name, display_name) FROM resources
+        WHERE upstream = $1 AND id = $2 AND resource_type IN ('User', 'Group')
+        ORDER BY resource_type = 'User' DESC LIMIT 1";
+    /// Inserts or replaces a resource, unless what is stored was observed later.
+    pub const PUT: &str = "INSERT INTO resources (upstream, resource_type, id, user_name,
+            external_id, display_name, active, attributes, updated_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (upstream, resource_type, id) DO UPDATE SET
+            user_name = excluded.user_name, external_id = excluded.external_id,
+            display_name = excluded.display_name, active = excluded.active,
+            attributes = excluded.attributes, updated_at = excluded.updated_at
+        WHERE excluded.updated_at >= resources.updated_at";
+    pub const FORGET_MEMBERS: &str =
+        "DELETE FROM memberships WHERE upstream = $1 AND group_id = $2";
+    pub const FORGET_MEMBERSHIPS: &str =
+        "DELETE FROM memberships WHERE upstream = $1 AND member_id = $2";
+    pub const ADD_MEMBER: &str = "INSERT INTO memberships (upstream, group_id, member_id)
+        VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+    pub const REMOVE: &str =
+        "DELETE FROM resources WHERE upstream = $1 AND resource_type = $2 AND id = $3";
+    pub const COUNT: &str = "SELECT COUNT(*) FROM resources WHERE upstream = $1";
+    pub const CLEAR_MEMBERSHIPS: &str = "DELETE FROM memberships WHERE upstream = $1";
+    pub const CLEAR_RESOURCES: &str = "DELETE FROM resources WHERE upstream = $1";
+    pub const CLEAR_DEPROVISIONS: &str = "DELETE FROM deprovisions WHERE upstream = $1";
+    pub const CLEAR_FAILED_WRITES: &str = "DELETE FROM failed_writes WHERE upstream = $1";
+
+    // The deprovisioning tracker.
+    pub const OPEN_DEPROVISION: &str = concat!(
+        "SELECT ",
+        deprovision_columns!(),
+        " FROM deprovisions WHERE upstream = $1 AND resource_type = $2 AND id = $3"
+    );
+    pub const SAVE_DEPROVISION: &str = concat!(
+        "INSERT INTO deprovisions (upstream, ",
+        deprovision_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        ON CONFLICT (upstream, resource_type, id) DO UPDATE SET
+            attempts = excluded.attempts, last_event_id = excluded.last_event_id,
+            last_status = excluded.last_status, last_failure = excluded.last_failure,
+            context = excluded.context"
+    );
+    pub const CLOSE_DEPROVISION: &str = concat!(
+        "DELETE FROM deprovisions WHERE upstream = $1 AND resource_type = $2 AND id = $3
+        RETURNING ",
+        deprovision_columns!()
+    );
+    pub const DUE_GAPS: &str = concat!(
+        "SELECT ",
+        deprovision_columns!(),
+        " FROM deprovisions WHERE upstream = $1 AND gap_event_id IS NULL AND due_ms <= $2
+        ORDER BY due_ms"
+    );
+    /// Parameters: gap event id, upstream, resource type, id (`$1` first: see above).
+    pub const CLAIM_GAP: &str = "UPDATE deprovisions SET gap_event_id = $1
+        WHERE upstream = $2 AND resource_type = $3 AND id = $4 AND gap_event_id IS NULL";
+    /// Parameters as [`CLAIM_GAP`]'s.
+    pub const MARK_GAP_REPORTED: &str = "UPDATE deprovisions SET gap_event_id = $1
+        WHERE upstream = $2 AND resource_type = $3 AND id = $4";
+    pub const OPEN_DEPROVISIONS: &str = "SELECT COUNT(*) FROM deprovisions WHERE upstream = $1";
+    pub const FAILED_WRITE: &str =
+        "SELECT event_id FROM failed_writes WHERE upstream = $1 AND fingerprint = $2";
+    pub const SET_FAILED_WRITE: &str =
+        "INSERT INTO failed_writes (upstream, fingerprint, event_id, at_ms)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (upstream, fingerprint) DO UPDATE SET
+            event_id = excluded.event_id, at_ms = excluded.at_ms";
+    pub const FORGET_FAILED_WRITE: &str =
+        "DELETE FROM failed_writes WHERE upstream = $1 AND fingerprint = $2";
+    pub const FORGET_FAILED_WRITES: &str =
+        "DELETE FROM failed_writes WHERE upstream = $1 AND at_ms < $2";
+
+    /// What `clear` runs: everything known of one upstream.
+    pub const CLEAR: [&str; 4] = [
+        CLEAR_MEMBERSHIPS,
+        CLEAR_RESOURCES,
+        CLEAR_DEPROVISIONS,
+        CLEAR_FAILED_WRITES,
+    ];
+
+    /// Every statement above, for the test that SQLite binds them as PostgreSQL does.
+    #[cfg(test)]
+    pub const ALL: &[&str] = &[
+        GET,
+        MEMBER_NAME,
+        PUT,
+        FORGET_MEMBERS,
+        FORGET_MEMBERSHIPS,
+        ADD_MEMBER,
+        REMOVE,
+        COUNT,
+        CLEAR_MEMBERSHIPS,
+        CLEAR_RESOURCES,
+        CLEAR_DEPROVISIONS,
+        CLEAR_FAILED_WRITES,
+        OPEN_DEPROVISION,
+        SAVE_DEPROVISION,
+        CLOSE_DEPROVISION,
+        DUE_GAPS,
+        CLAIM_GAP,
+        MARK_GAP_REPORTED,
+        OPEN_DEPROVISIONS,
+        FAILED_WRITE,
+        SET_FAILED_WRITE,
+        FORGET_FAILED_WRITE,
+        FORGET_FAILED_WRITES,
+    ];
+}
+
+/// SQLite's migrations: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`. Never
+/// edit one that has shipped; add another (and its PostgreSQL twin in `postgres.rs`).
 const MIGRATIONS: &[&str] = &[
     // 1: resources and memberships.
     "CREATE TABLE resources (
@@ -63,7 +196,7 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-/// The schema version this build writes.
+/// The SQLite schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// What the state knows of one resource.
@@ -81,6 +214,41 @@ pub struct Resource {
     pub attributes: Map<String, Value>,
     /// A group's member ids; `None` when not known (a group read without its members).
     pub members: Option<Vec<String>>,
+}
+
+/// A `resources` row as [`sql::GET`] selects it.
+pub(super) type Row = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    String,
+);
+
+impl Resource {
+    /// The resource a [`sql::GET`] row describes.
+    pub(super) fn from_row(
+        resource_type: &str,
+        id: &str,
+        row: Row,
+        members: Option<Vec<String>>,
+    ) -> Result<Resource, StateError> {
+        let (user_name, external_id, display_name, active, attributes) = row;
+        let attributes = match serde_json::from_str::<Value>(&attributes)? {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Ok(Resource {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            user_name,
+            external_id,
+            display_name,
+            active,
+            attributes,
+            members,
+        })
+    }
 }
 
 /// A deactivation or deletion the app has not confirmed yet: refused, or never answered.
@@ -108,11 +276,8 @@ pub struct OpenDeprovision {
     pub gap_event_id: Option<String>,
 }
 
-const DEPROVISION_COLUMNS: &str = "resource_type, id, requested_action, requested_event_id,
-    requested_at, due_ms, attempts, last_event_id, last_status, last_failure, context,
-    gap_event_id";
-
 fn deprovision_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(OpenDeprovision, String)> {
+    // The PostgreSQL twin is `postgres::deprovision_row`.
     Ok((
         OpenDeprovision {
             resource_type: row.get(0)?,
@@ -132,7 +297,7 @@ fn deprovision_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(OpenDeprovision
     ))
 }
 
-fn with_context(
+pub(super) fn with_context(
     (mut open, context): (OpenDeprovision, String),
 ) -> Result<OpenDeprovision, StateError> {
     open.context = serde_json::from_str(&context)?;
@@ -141,19 +306,42 @@ fn with_context(
 
 /// The shadow state of one upstream.
 pub struct Store {
-    conn: Connection,
+    backend: Backend,
     upstream: String,
+}
+
+enum Backend {
+    Sqlite(Connection),
+    Postgres(Box<Postgres>),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        };
         f.debug_struct("Store")
+            .field("backend", &backend)
             .field("upstream", &self.upstream)
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
+    /// Opens the store `[state]` names: the SQLite file, or a connection to PostgreSQL.
+    /// Must not be called on an async runtime's thread (the PostgreSQL client runs a small
+    /// runtime of its own): startup calls it from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// As [`Store::open`] and [`Store::connect`].
+    pub fn open_configured(store: &StateStore, upstream: &str) -> Result<Store, StateError> {
+        match store {
+            StateStore::Sqlite(path) => Store::open(path, upstream),
+            StateStore::Postgres(target) => Store::connect(target, upstream),
+        }
+    }
+
     /// Opens (creating when missing) the state file in WAL mode and brings its schema up to
     /// date. `upstream` (the configured upstream's authority) keys every row, so one file can
     /// hold several upstreams' state.
@@ -233,98 +421,510 @@ impl Store {
                 }
             }
         };
-        Ok(Store { conn, upstream })
+        Ok(Store {
+            backend: Backend::Sqlite(conn),
+            upstream,
+        })
     }
 
     fn with_connection(mut conn: Connection, upstream: &str) -> Result<Store, StateError> {
         migrate(&mut conn)?;
         Ok(Store {
-            conn,
+            backend: Backend::Sqlite(conn),
             upstream: upstream.to_owned(),
         })
     }
 
-    /// The schema version of the open file.
+    /// Connects to PostgreSQL and brings its schema up to date (one instance at a time: the
+    /// migrations run under an advisory lock). Once open, a lost connection is retried on a
+    /// later call rather than given up: calls fail (and the events go out without state)
+    /// until it is back.
     ///
     /// # Errors
-    /// When SQLite cannot answer.
-    pub fn schema_version(&self) -> Result<i64, StateError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    /// [`StateError`] when the database cannot be reached or was migrated by a newer scimtap.
+    pub fn connect(target: &PostgresTarget, upstream: &str) -> Result<Store, StateError> {
+        Ok(Store {
+            backend: Backend::Postgres(Box::new(Postgres::connect(target)?)),
+            upstream: upstream.to_owned(),
+        })
+    }
+
+    /// The schema version of the open store.
+    ///
+    /// # Errors
+    /// When the store cannot answer.
+    pub fn schema_version(&mut self) -> Result<i64, StateError> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?),
+            Backend::Postgres(pg) => pg.schema_version(),
+        }
     }
 
     /// What the state knows of `id`, with a group's members.
     ///
     /// # Errors
-    /// When SQLite fails or a stored row is not valid JSON.
-    pub fn get(&self, resource_type: &str, id: &str) -> Result<Option<Resource>, StateError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT user_name, external_id, display_name, active, attributes
-                 FROM resources WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3",
-                params![self.upstream, resource_type, id],
-                |row| {
-                    Ok((
-                        row.get::<_, Option<String>>(0)?,
-                        row.get::<_, Option<String>>(1)?,
-                        row.get::<_, Option<String>>(2)?,
-                        row.get::<_, Option<bool>>(3)?,
-                        row.get::<_, String>(4)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((user_name, external_id, display_name, active, attributes)) = row else {
-            return Ok(None);
-        };
-        let attributes = match serde_json::from_str::<Value>(&attributes)? {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        let members = if resource_type == "Group" {
-            Some(self.members(id)?)
-        } else {
-            None
-        };
-        Ok(Some(Resource {
-            resource_type: resource_type.to_owned(),
-            id: id.to_owned(),
-            user_name,
-            external_id,
-            display_name,
-            active,
-            attributes,
-            members,
-        }))
-    }
-
-    fn members(&self, group_id: &str) -> Result<Vec<String>, StateError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT member_id FROM memberships WHERE upstream = ?1 AND group_id = ?2
-             ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map(params![self.upstream, group_id], |row| row.get(0))?;
-        Ok(rows.collect::<Result<Vec<String>, _>>()?)
+    /// When the store fails or a stored row is not valid JSON.
+    pub fn get(&mut self, resource_type: &str, id: &str) -> Result<Option<Resource>, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => sqlite_get(conn, upstream, resource_type, id),
+            Backend::Postgres(pg) => pg.get(upstream, resource_type, id),
+        }
     }
 
     /// The name to show for a member id: a user's userName, else a group's displayName.
     ///
     /// # Errors
-    /// When SQLite fails.
-    pub fn member_name(&self, id: &str) -> Result<Option<String>, StateError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT COALESCE(user_name, display_name) FROM resources
-                 WHERE upstream = ?1 AND id = ?2 AND resource_type IN ('User', 'Group')
-                 ORDER BY resource_type = 'User' DESC LIMIT 1",
-                params![self.upstream, id],
-                |row| row.get::<_, Option<String>>(0),
-            )
-            .optional()?
-            .flatten())
+    /// When the store fails.
+    pub fn member_name(&mut self, id: &str) -> Result<Option<String>, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => Ok(conn
+                .query_row(sql::MEMBER_NAME, params![upstream, id], |row| {
+                    row.get::<_, Option<String>>(0)
+                })
+                .optional()?
+                .flatten()),
+            Backend::Postgres(pg) => pg.member_name(upstream, id),
+        }
+    }
+
+    /// Writes `resource` (and, when known, a group's whole member list) in one transaction,
+    /// unless the store holds a later observation of it (`updated_at` newer than this one):
+    /// then nothing is written and `false` comes back.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn put(&mut self, resource: &Resource, updated_at: &str) -> Result<bool, StateError> {
+        let upstream = self.upstream.as_str();
+        let attributes = serde_json::to_string(&resource.attributes)?;
+        let conn = match &mut self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.put(upstream, resource, &attributes, updated_at),
+        };
+        let tx = conn.transaction()?;
+        let written = tx.execute(
+            sql::PUT,
+            params![
+                upstream,
+                resource.resource_type,
+                resource.id,
+                resource.user_name,
+                resource.external_id,
+                resource.display_name,
+                resource.active,
+                attributes,
+                updated_at,
+            ],
+        )? > 0;
+        if let (true, Some(members)) = (written, &resource.members) {
+            tx.execute(sql::FORGET_MEMBERS, params![upstream, resource.id])?;
+            for member in members {
+                tx.execute(sql::ADD_MEMBER, params![upstream, resource.id, member])?;
+            }
+        }
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Forgets a deleted resource, and its memberships on either side.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn remove(&mut self, resource_type: &str, id: &str) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        let conn = match &mut self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.remove(upstream, resource_type, id),
+        };
+        let tx = conn.transaction()?;
+        tx.execute(sql::REMOVE, params![upstream, resource_type, id])?;
+        tx.execute(forget_memberships(resource_type), params![upstream, id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many resources the store knows for this upstream.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn count(&mut self) -> Result<u64, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let n: i64 = conn.query_row(sql::COUNT, params![upstream], |r| r.get(0))?;
+                Ok(n.unsigned_abs())
+            }
+            Backend::Postgres(pg) => pg.count(upstream),
+        }
+    }
+
+    /// Forgets everything known of this upstream (`state rebuild --replace` on a shared
+    /// database, where the other upstreams' rows stay).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn clear(&mut self) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        let conn = match &mut self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.clear(upstream),
+        };
+        let tx = conn.transaction()?;
+        for statement in sql::CLEAR {
+            tx.execute(statement, params![upstream])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Claims, for a store several instances share. Each instance's audit worker records an
+/// exchange a moment after the response went back to the client, who may already have sent
+/// its next request to another instance: that one must not look up what the first has not
+/// recorded yet. So a worker claims the ids an exchange will write as soon as it is handed
+/// the exchange, and a worker about to read ids waits (bounded) while another instance holds
+/// a claim on them for an exchange that started earlier. With SQLite (one instance, one
+/// worker, exchanges in order) these do nothing.
+impl Store {
+    /// True when other instances may write the same store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Claims `ids` for this instance's exchange number `ticket`, which started at
+    /// `started_at` (the event timestamp).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn claim(
+        &mut self,
+        ticket: u64,
+        started_at: &str,
+        ids: &[String],
+    ) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Postgres(pg) if !ids.is_empty() => {
+                pg.claim(upstream, ticket_number(ticket), started_at, ids)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Releases the claims of exchange `ticket` (recorded, or given up on).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn release(&mut self, ticket: u64) -> Result<(), StateError> {
+        match &mut self.backend {
+            Backend::Postgres(pg) => pg.release(ticket_number(ticket)),
+            Backend::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// True while another instance holds a live claim on one of `ids` for an exchange that
+    /// started before `started_at`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn claimed_earlier(
+        &mut self,
+        ids: &[String],
+        started_at: &str,
+    ) -> Result<bool, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Postgres(pg) if !ids.is_empty() => {
+                pg.claimed_earlier(upstream, ids, started_at)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// A ticket as PostgreSQL's BIGINT (tickets count exchanges from 0; they never reach 2^63).
+fn ticket_number(ticket: u64) -> i64 {
+    i64::try_from(ticket).unwrap_or(i64::MAX)
+}
+
+/// The statement forgetting a removed resource's memberships: a group's members, or a
+/// member's groups.
+pub(super) fn forget_memberships(resource_type: &str) -> &'static str {
+    if resource_type == "Group" {
+        sql::FORGET_MEMBERS
+    } else {
+        sql::FORGET_MEMBERSHIPS
+    }
+}
+
+impl Store {
+    /// The open deprovisioning of `id`, if any.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn open_deprovision(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<OpenDeprovision>, StateError> {
+        self.deprovision(sql::OPEN_DEPROVISION, resource_type, id)
+    }
+
+    /// Records (or updates) an open deprovisioning.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn save_deprovision(&mut self, open: &OpenDeprovision) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        let context = serde_json::to_string(&open.context)?;
+        let conn = match &mut self.backend {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(pg) => return pg.save_deprovision(upstream, open, &context),
+        };
+        conn.execute(
+            sql::SAVE_DEPROVISION,
+            params![
+                upstream,
+                open.resource_type,
+                open.id,
+                open.requested_action,
+                open.requested_event_id,
+                open.requested_at,
+                open.due_ms,
+                open.attempts,
+                open.last_event_id,
+                open.last_status,
+                open.last_failure,
+                context,
+                open.gap_event_id,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes and returns the open deprovisioning of `id`: whoever gets it reports its
+    /// closing, once, however many instances share the store.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn close_deprovision(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<OpenDeprovision>, StateError> {
+        self.deprovision(sql::CLOSE_DEPROVISION, resource_type, id)
+    }
+
+    /// The deprovisioning row `sql` (selecting or deleting by upstream, type and id) returns.
+    fn deprovision(
+        &mut self,
+        sql: &'static str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<OpenDeprovision>, StateError> {
+        let upstream = self.upstream.as_str();
+        let row = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .query_row(sql, params![upstream, resource_type, id], deprovision_row)
+                .optional()?,
+            Backend::Postgres(pg) => pg.deprovision(sql, upstream, resource_type, id)?,
+        };
+        row.map(with_context).transpose()
+    }
+
+    /// Claims every open deprovisioning due by `now_ms` and not yet reported, giving each the
+    /// id of the gap event that will report it. A row another instance claimed first is
+    /// skipped (the claim is an `UPDATE ... WHERE gap_event_id IS NULL`, which a second
+    /// writer finds already done), so each gap is reported once.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn claim_gaps(
+        &mut self,
+        now_ms: i64,
+        mut new_event_id: impl FnMut() -> String,
+    ) -> Result<Vec<OpenDeprovision>, StateError> {
+        let upstream = self.upstream.as_str();
+        let due = match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql::DUE_GAPS)?;
+                let rows = stmt.query_map(params![upstream, now_ms], deprovision_row)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            }
+            Backend::Postgres(pg) => pg.due_gaps(upstream, now_ms)?,
+        };
+        let mut claimed = Vec::new();
+        for row in due {
+            let mut open = with_context(row)?;
+            let event_id = new_event_id();
+            let args = [event_id.as_str(), upstream, &open.resource_type, &open.id];
+            let changed = match &mut self.backend {
+                Backend::Sqlite(conn) => conn.execute(sql::CLAIM_GAP, args)? as u64,
+                Backend::Postgres(pg) => pg.execute(sql::CLAIM_GAP, &args)?,
+            };
+            if changed == 1 {
+                open.gap_event_id = Some(event_id);
+                claimed.push(open);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// The event of the last failed write with this fingerprint (same change to the same
+    /// target), if it has not succeeded since.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn failed_write(&mut self, fingerprint: &str) -> Result<Option<String>, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => Ok(conn
+                .query_row(sql::FAILED_WRITE, params![upstream, fingerprint], |row| {
+                    row.get(0)
+                })
+                .optional()?),
+            Backend::Postgres(pg) => pg.failed_write(upstream, fingerprint),
+        }
+    }
+
+    /// Remembers the last failed write of this fingerprint (`event_id`), or forgets it
+    /// (`None`: the change finally succeeded).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn set_failed_write(
+        &mut self,
+        fingerprint: &str,
+        event_id: Option<(&str, i64)>,
+    ) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        match (&mut self.backend, event_id) {
+            (Backend::Sqlite(conn), Some((event_id, at_ms))) => conn.execute(
+                sql::SET_FAILED_WRITE,
+                params![upstream, fingerprint, event_id, at_ms],
+            )?,
+            (Backend::Sqlite(conn), None) => {
+                conn.execute(sql::FORGET_FAILED_WRITE, params![upstream, fingerprint])?
+            }
+            (Backend::Postgres(pg), Some((event_id, at_ms))) => {
+                pg.set_failed_write(upstream, fingerprint, event_id, at_ms)?;
+                0
+            }
+            (Backend::Postgres(pg), None) => {
+                pg.execute(sql::FORGET_FAILED_WRITE, &[upstream, fingerprint])?;
+                0
+            }
+        };
+        Ok(())
+    }
+
+    /// Marks the open deprovisioning of `id` as reported by the gap event `event_id` (a
+    /// rebuild meeting a gap event in the files).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn mark_gap_reported(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        event_id: &str,
+    ) -> Result<(), StateError> {
+        let upstream = self.upstream.as_str();
+        let args = [event_id, upstream, resource_type, id];
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                conn.execute(sql::MARK_GAP_REPORTED, args)?;
+            }
+            Backend::Postgres(pg) => {
+                pg.execute(sql::MARK_GAP_REPORTED, &args)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many deprovisionings are open.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn open_deprovisions(&mut self) -> Result<i64, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                Ok(conn.query_row(sql::OPEN_DEPROVISIONS, params![upstream], |row| row.get(0))?)
+            }
+            Backend::Postgres(pg) => pg.open_deprovisions(upstream),
+        }
+    }
+
+    /// Forgets failed writes older than `before_ms`: a retry that late is a new attempt.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn forget_failed_writes(&mut self, before_ms: i64) -> Result<usize, StateError> {
+        let upstream = self.upstream.as_str();
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                Ok(conn.execute(sql::FORGET_FAILED_WRITES, params![upstream, before_ms])?)
+            }
+            Backend::Postgres(pg) => pg.forget_failed_writes(upstream, before_ms),
+        }
+    }
+}
+
+/// [`Store::get`] in SQLite.
+fn sqlite_get(
+    conn: &Connection,
+    upstream: &str,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<Resource>, StateError> {
+    let row = conn
+        .query_row(sql::GET, params![upstream, resource_type, id], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .optional()?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let members = if resource_type == "Group" {
+        let mut stmt = conn.prepare_cached(
+            "SELECT member_id FROM memberships WHERE upstream = $1 AND group_id = $2
+             ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map(params![upstream, id], |row| row.get(0))?;
+        Some(rows.collect::<Result<Vec<String>, _>>()?)
+    } else {
+        None
+    };
+    Resource::from_row(resource_type, id, row, members).map(Some)
+}
+
+/// Lookups for `scimtap trace`, which reads a state file ([`Store::open_read_only`]): SQLite
+/// only; a PostgreSQL store answers none.
+impl Store {
+    fn sqlite(&self) -> Option<&Connection> {
+        match &self.backend {
+            Backend::Sqlite(conn) => Some(conn),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// [`Store::get`] without changing anything (a read-only state file).
+    ///
+    /// # Errors
+    /// When SQLite fails or a stored row is not valid JSON.
+    pub fn peek(&self, resource_type: &str, id: &str) -> Result<Option<Resource>, StateError> {
+        match self.sqlite() {
+            Some(conn) => sqlite_get(conn, &self.upstream, resource_type, id),
+            None => Ok(None),
+        }
     }
 
     /// The ids of the resources of `resource_type` that `key` names: its id, its userName
@@ -333,7 +933,10 @@ impl Store {
     /// # Errors
     /// When SQLite fails.
     pub fn find(&self, resource_type: &str, key: &str) -> Result<Vec<String>, StateError> {
-        let mut stmt = self.conn.prepare_cached(
+        let Some(conn) = self.sqlite() else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn.prepare_cached(
             "SELECT id FROM resources WHERE upstream = ?1 AND resource_type = ?2
                AND (id = ?3 OR user_name = ?3 COLLATE NOCASE OR external_id = ?3)
              ORDER BY updated_at, id",
@@ -347,7 +950,10 @@ impl Store {
     /// # Errors
     /// When SQLite fails.
     pub fn groups_of(&self, member_id: &str) -> Result<Vec<(String, Option<String>)>, StateError> {
-        let mut stmt = self.conn.prepare_cached(
+        let Some(conn) = self.sqlite() else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn.prepare_cached(
             "SELECT m.group_id, r.display_name FROM memberships m
              LEFT JOIN resources r ON r.upstream = m.upstream AND r.resource_type = 'Group'
                                   AND r.id = m.group_id
@@ -364,8 +970,10 @@ impl Store {
     /// # Errors
     /// When SQLite fails.
     pub fn updated_at(&self, resource_type: &str, id: &str) -> Result<Option<String>, StateError> {
-        Ok(self
-            .conn
+        let Some(conn) = self.sqlite() else {
+            return Ok(None);
+        };
+        Ok(conn
             .query_row(
                 "SELECT updated_at FROM resources
                  WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3",
@@ -373,278 +981,6 @@ impl Store {
                 |row| row.get(0),
             )
             .optional()?)
-    }
-
-    /// Writes `resource` (and, when known, a group's whole member list) in one transaction.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn put(&mut self, resource: &Resource, updated_at: &str) -> Result<(), StateError> {
-        let attributes = serde_json::to_string(&resource.attributes)?;
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO resources (upstream, resource_type, id, user_name, external_id,
-                                    display_name, active, attributes, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (upstream, resource_type, id) DO UPDATE SET
-                user_name = excluded.user_name, external_id = excluded.external_id,
-                display_name = excluded.display_name, active = excluded.active,
-                attributes = excluded.attributes, updated_at = excluded.updated_at",
-            params![
-                self.upstream,
-                resource.resource_type,
-                resource.id,
-                resource.user_name,
-                resource.external_id,
-                resource.display_name,
-                resource.active,
-                attributes,
-                updated_at,
-            ],
-        )?;
-        if let Some(members) = &resource.members {
-            tx.execute(
-                "DELETE FROM memberships WHERE upstream = ?1 AND group_id = ?2",
-                params![self.upstream, resource.id],
-            )?;
-            for member in members {
-                tx.execute(
-                    "INSERT OR IGNORE INTO memberships (upstream, group_id, member_id)
-                     VALUES (?1, ?2, ?3)",
-                    params![self.upstream, resource.id, member],
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Forgets a deleted resource, and its memberships on either side.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn remove(&mut self, resource_type: &str, id: &str) -> Result<(), StateError> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "DELETE FROM resources WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3",
-            params![self.upstream, resource_type, id],
-        )?;
-        let side = if resource_type == "Group" {
-            "group_id"
-        } else {
-            "member_id"
-        };
-        tx.execute(
-            &format!("DELETE FROM memberships WHERE upstream = ?1 AND {side} = ?2"),
-            params![self.upstream, id],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-}
-
-impl Store {
-    /// The open deprovisioning of `id`, if any.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn open_deprovision(
-        &self,
-        resource_type: &str,
-        id: &str,
-    ) -> Result<Option<OpenDeprovision>, StateError> {
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT {DEPROVISION_COLUMNS} FROM deprovisions
-                     WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3"
-                ),
-                params![self.upstream, resource_type, id],
-                deprovision_row,
-            )
-            .optional()?
-            .map(with_context)
-            .transpose()
-    }
-
-    /// Records (or updates) an open deprovisioning.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn save_deprovision(&mut self, open: &OpenDeprovision) -> Result<(), StateError> {
-        self.conn.execute(
-            &format!(
-                "INSERT INTO deprovisions (upstream, {DEPROVISION_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (upstream, resource_type, id) DO UPDATE SET
-                    attempts = excluded.attempts, last_event_id = excluded.last_event_id,
-                    last_status = excluded.last_status, last_failure = excluded.last_failure,
-                    context = excluded.context"
-            ),
-            params![
-                self.upstream,
-                open.resource_type,
-                open.id,
-                open.requested_action,
-                open.requested_event_id,
-                open.requested_at,
-                open.due_ms,
-                open.attempts,
-                open.last_event_id,
-                open.last_status,
-                open.last_failure,
-                serde_json::to_string(&open.context)?,
-                open.gap_event_id,
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Removes and returns the open deprovisioning of `id`: whoever gets it reports its
-    /// closing, once, however many instances share the store.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn close_deprovision(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-    ) -> Result<Option<OpenDeprovision>, StateError> {
-        self.conn
-            .query_row(
-                &format!(
-                    "DELETE FROM deprovisions
-                     WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3
-                     RETURNING {DEPROVISION_COLUMNS}"
-                ),
-                params![self.upstream, resource_type, id],
-                deprovision_row,
-            )
-            .optional()?
-            .map(with_context)
-            .transpose()
-    }
-
-    /// Claims every open deprovisioning due by `now_ms` and not yet reported, giving each the
-    /// id of the gap event that will report it. A row another instance claimed first is
-    /// skipped, so each gap is reported once.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn claim_gaps(
-        &mut self,
-        now_ms: i64,
-        mut new_event_id: impl FnMut() -> String,
-    ) -> Result<Vec<OpenDeprovision>, StateError> {
-        let due = {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {DEPROVISION_COLUMNS} FROM deprovisions
-                 WHERE upstream = ?1 AND gap_event_id IS NULL AND due_ms <= ?2
-                 ORDER BY due_ms"
-            ))?;
-            let rows = stmt.query_map(params![self.upstream, now_ms], deprovision_row)?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        let mut claimed = Vec::new();
-        for row in due {
-            let mut open = with_context(row)?;
-            let event_id = new_event_id();
-            let changed = self.conn.execute(
-                "UPDATE deprovisions SET gap_event_id = ?4
-                 WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3
-                   AND gap_event_id IS NULL",
-                params![self.upstream, open.resource_type, open.id, event_id],
-            )?;
-            if changed == 1 {
-                open.gap_event_id = Some(event_id);
-                claimed.push(open);
-            }
-        }
-        Ok(claimed)
-    }
-
-    /// The event of the last failed write with this fingerprint (same change to the same
-    /// target), if it has not succeeded since.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn failed_write(&self, fingerprint: &str) -> Result<Option<String>, StateError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT event_id FROM failed_writes WHERE upstream = ?1 AND fingerprint = ?2",
-                params![self.upstream, fingerprint],
-                |row| row.get(0),
-            )
-            .optional()?)
-    }
-
-    /// Remembers the last failed write of this fingerprint (`event_id`), or forgets it
-    /// (`None`: the change finally succeeded).
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn set_failed_write(
-        &mut self,
-        fingerprint: &str,
-        event_id: Option<(&str, i64)>,
-    ) -> Result<(), StateError> {
-        match event_id {
-            Some((event_id, at_ms)) => self.conn.execute(
-                "INSERT INTO failed_writes (upstream, fingerprint, event_id, at_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (upstream, fingerprint) DO UPDATE SET
-                    event_id = excluded.event_id, at_ms = excluded.at_ms",
-                params![self.upstream, fingerprint, event_id, at_ms],
-            )?,
-            None => self.conn.execute(
-                "DELETE FROM failed_writes WHERE upstream = ?1 AND fingerprint = ?2",
-                params![self.upstream, fingerprint],
-            )?,
-        };
-        Ok(())
-    }
-
-    /// Marks the open deprovisioning of `id` as reported by the gap event `event_id` (a
-    /// rebuild meeting a gap event in the files).
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn mark_gap_reported(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        event_id: &str,
-    ) -> Result<(), StateError> {
-        self.conn.execute(
-            "UPDATE deprovisions SET gap_event_id = ?4
-             WHERE upstream = ?1 AND resource_type = ?2 AND id = ?3",
-            params![self.upstream, resource_type, id, event_id],
-        )?;
-        Ok(())
-    }
-
-    /// How many deprovisionings are open.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn open_deprovisions(&self) -> Result<i64, StateError> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM deprovisions WHERE upstream = ?1",
-            params![self.upstream],
-            |row| row.get(0),
-        )?)
-    }
-
-    /// Forgets failed writes older than `before_ms`: a retry that late is a new attempt.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn forget_failed_writes(&mut self, before_ms: i64) -> Result<usize, StateError> {
-        Ok(self.conn.execute(
-            "DELETE FROM failed_writes WHERE upstream = ?1 AND at_ms < ?2",
-            params![self.upstream, before_ms],
-        )?)
     }
 }
 
@@ -664,4 +1000,48 @@ fn migrate(conn: &mut Connection) -> Result<(), StateError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite reads `$1` as a named parameter numbered in order of first appearance: the
+    /// shared statements must name theirs `$1`, `$2`... in that order, so the positional
+    /// values PostgreSQL binds to `$n` bind to the same places in SQLite.
+    #[test]
+    fn shared_statements_bind_positionally_in_sqlite() {
+        let store = Store::in_memory("app:443").expect("store");
+        let Backend::Sqlite(conn) = &store.backend else {
+            unreachable!("in_memory is SQLite");
+        };
+        for text in sql::ALL {
+            let stmt = conn.prepare(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            for index in 1..=stmt.parameter_count() {
+                assert_eq!(
+                    stmt.parameter_name(index),
+                    Some(format!("${index}").as_str()),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_older_observation_does_not_replace_a_newer_one() {
+        let mut store = Store::in_memory("app:443").expect("store");
+        let mut ann = Resource {
+            resource_type: "User".to_owned(),
+            id: "u1".to_owned(),
+            user_name: Some("ann".to_owned()),
+            ..Resource::default()
+        };
+        assert!(store.put(&ann, "2026-01-01T00:00:02.000Z").expect("put"));
+        ann.user_name = Some("older".to_owned());
+        assert!(!store.put(&ann, "2026-01-01T00:00:01.000Z").expect("put"));
+        ann.user_name = Some("same-ms".to_owned());
+        assert!(store.put(&ann, "2026-01-01T00:00:02.000Z").expect("put"));
+        let known = store.get("User", "u1").expect("get").expect("known");
+        assert_eq!(known.user_name.as_deref(), Some("same-ms"));
+    }
 }

@@ -43,11 +43,11 @@ fn migrations_run_once_and_a_reopened_file_keeps_its_rows() {
             &json!({"id": "u1", "userName": "ann", "active": true}),
         );
     }
-    let store = Store::open(&path, "app:443").expect("reopen");
+    let mut store = Store::open(&path, "app:443").expect("reopen");
     let known = store.get("User", "u1").expect("get").expect("known");
     assert_eq!(known.user_name.as_deref(), Some("ann"));
     // Another upstream's state is another's.
-    let other = Store::open(&path, "other:443").expect("open other");
+    let mut other = Store::open(&path, "other:443").expect("open other");
     assert!(other.get("User", "u1").expect("get").is_none());
 }
 

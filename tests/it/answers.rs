@@ -213,11 +213,17 @@ async fn okta_with_the_upstream_killed_midway_answers_every_question_from_events
             .position(|k| *k == kind)
             .unwrap_or_else(|| panic!("no {kind} in {kinds:?}"))
     };
-    assert!(at("deprovision_gap") < at("deprovision_closed"), "{kinds:?}");
+    assert!(
+        at("deprovision_gap") < at("deprovision_closed"),
+        "{kinds:?}"
+    );
     // The group deletion the dead upstream never saw is a failed attempt, not a loss.
     let lost = &story[at("group_lost")];
     assert_eq!(lost["outcome"], "failure", "{lost}");
-    assert!(story.iter().any(|e| e["retry_of"] == asked[0]["event_id"]), "{story:?}");
+    assert!(
+        story.iter().any(|e| e["retry_of"] == asked[0]["event_id"]),
+        "{story:?}"
+    );
 
     // What changed on user1: the profile PUT, before → after; then the deactivations.
     let changes = answer("what-changed", &[("user", &user1)], audit);

@@ -29,5 +29,6 @@ mod sink_http;
 mod sink_kafka;
 mod sink_syslog;
 mod state;
+mod state_pg;
 mod transparency;
 mod write_ahead;

@@ -24,33 +24,8 @@ async fn replay_with_state(
         ProxyConfig::new(format!("http://127.0.0.1:{}", server.port))
             .top(&format!("[state]\npath = \"{}\"", state.display())),
     );
-    let peer = peers::peer_dir().display().to_string();
     let out = proxy.dir.path().join("replay.jsonl");
-    let result = run(Command::new(peers::venv_python())
-        .arg(format!("{peer}/replay.py"))
-        .arg(format!("http://{}/v2", proxy.addr))
-        .arg(format!("{peer}/fixtures/{fixture}.jsonl"))
-        // Judged against what scim2-server answers without a proxy (it deviates from the
-        // IdPs' expectations in places; that is not what this test is about).
-        .arg("--baseline")
-        .arg(format!(
-            "{peer}/fixtures/baseline/{fixture}.scim2-server.json"
-        ))
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet"));
-    assert!(
-        result.status.success(),
-        "replay failed:\n{}\n{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let steps: Vec<Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|s: &Value| !s["status"].is_null())
-        .collect();
+    let steps = replay(fixture, &[&proxy], &out, None);
     let events = proxy.wait_for_events(steps.len()).await;
     assert!(
         state.exists(),
@@ -60,6 +35,56 @@ async fn replay_with_state(
     // Sequential replay: events are in the order the requests were sent.
     let pairs = steps.into_iter().zip(events).collect();
     (pairs, proxy, server, state_dir)
+}
+
+/// Replays `fixture` (tests/peer/fixtures) with replay.py through `proxies`, taking turns
+/// when there are several (round robin, one request at a time, each after the previous
+/// response, as an IdP behind a load balancer would), judged against what scim2-server
+/// answers without a proxy. Returns the steps that were sent (replay.py's `--out` lines with
+/// a status; `via` names the proxy when there are several). `run_id` fixes the `{{run.id}}`
+/// in user names, so two replays name the same users.
+pub(crate) fn replay(
+    fixture: &str,
+    proxies: &[&Proxy],
+    out: &Path,
+    run_id: Option<&str>,
+) -> Vec<Value> {
+    let peer = peers::peer_dir().display().to_string();
+    let mut command = Command::new(peers::venv_python());
+    command
+        .arg(format!("{peer}/replay.py"))
+        .arg(format!("http://{}/v2", proxies[0].addr))
+        .arg(format!("{peer}/fixtures/{fixture}.jsonl"))
+        // Judged against what scim2-server answers without a proxy (it deviates from the
+        // IdPs' expectations in places; that is not what this test is about).
+        .arg("--baseline")
+        .arg(format!(
+            "{peer}/fixtures/baseline/{fixture}.scim2-server.json"
+        ))
+        .arg("--out")
+        .arg(out)
+        .arg("--quiet");
+    for proxy in &proxies[1..] {
+        command
+            .arg("--also")
+            .arg(format!("http://{}/v2", proxy.addr));
+    }
+    if let Some(id) = run_id {
+        command.args(["--run-id", id]);
+    }
+    let result = run(&mut command);
+    assert!(
+        result.status.success(),
+        "replay failed:\n{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|s: &Value| !s["status"].is_null())
+        .collect()
 }
 
 /// The event of the step named `name` (the first one starting with it).
@@ -275,7 +300,7 @@ async fn okta_lifecycle_events_name_targets_diff_puts_and_name_members() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let store =
+    let mut store =
         scimtap::state::Store::open(&rebuilt, &format!("127.0.0.1:{}", server.port)).unwrap();
     let id = |step: &str| {
         event(&pairs, step)["scim"]["target"]["id"]

@@ -8,7 +8,8 @@
 //! - [`process`]: the one launcher for peer processes (killed on drop, output kept for the
 //!   failure message) and for commands run to completion (bounded);
 //! - [`wait`]: the one "wait until" helper, and free ports (always from a bind to port 0);
-//! - [`collector`] (tests/peer/collector.py) and [`tansu`] (a Kafka broker): peers with an API;
+//! - [`collector`] (tests/peer/collector.py), [`tansu`] (a Kafka broker) and [`postgres`] (a
+//!   throwaway PostgreSQL cluster): peers with an API;
 //! - here: HTTP/1.1 and HTTP/2 clients (plain, TLS, mTLS), streamed bodies, a test PKI.
 //!
 //! Every wait has a timeout; a failing wait panics with what it waited for and what it saw
@@ -32,6 +33,7 @@
 
 pub mod collector;
 pub mod peers;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod relay;

@@ -58,8 +58,8 @@ pub fn venv_python() -> PathBuf {
     venv_bin("python")
 }
 
-/// `name` on PATH, in ~/.cargo/bin (where `cargo install` puts tansu) or in /usr/sbin and /sbin
-/// (rsyslogd, when those are not on PATH).
+/// `name` on PATH, in ~/.cargo/bin (where `cargo install` puts tansu), in /usr/sbin and /sbin
+/// (rsyslogd, when those are not on PATH) or in /usr/lib/postgresql/<major>/bin (pg_ctl).
 pub fn which(name: &str) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
@@ -71,8 +71,25 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .into_iter()
         .chain(cargo_home.map(|c| c.join("bin")))
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .chain(postgres_bin_dirs())
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+/// Debian keeps PostgreSQL's server programs (initdb, pg_ctl) off PATH, in
+/// /usr/lib/postgresql/<major>/bin: 15 (Debian 12's) first, then any other, newest first.
+fn postgres_bin_dirs() -> Vec<PathBuf> {
+    let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    majors.sort_by_key(|m| (*m != 15, std::cmp::Reverse(*m)));
+    majors
+        .into_iter()
+        .map(|m| PathBuf::from(format!("/usr/lib/postgresql/{m}/bin")))
+        .collect()
 }
 
 /// Finds `peer`, or says why it is missing and how to install it.
@@ -82,6 +99,7 @@ fn find(peer: &str) -> Result<PathBuf, String> {
             "tansu" => "scripts/setup.sh runs `cargo install tansu --locked --features dynostore`",
             "rsyslogd" => "scripts/setup.sh installs rsyslog and rsyslog-gnutls",
             "systemd-analyze" => "scripts/setup.sh installs systemd",
+            "pg_ctl" | "initdb" | "psql" => "scripts/setup.sh --test-peers installs postgresql-15",
             _ => "install it (scripts/setup.sh installs the test peers)",
         };
         format!("{peer} is not installed (not on PATH, in ~/.cargo/bin or /usr/sbin): {how}")
