@@ -251,6 +251,7 @@ fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
             state_file: None,
         },
         None,
+        None,
         &metrics,
     )
     .expect("pipeline");

@@ -121,6 +121,8 @@ pub struct AuditEvent<'a> {
     pub retry_of: Option<String>,
     /// On `deprovision.gap` / `deprovision.closed` events only.
     pub deprovision: Option<DeprovisionInfo>,
+    /// On `alert.firing` / `alert.resolved` events only (`[[alerts]]`).
+    pub alert: Option<crate::alerts::AlertInfo>,
 }
 
 impl Serialize for AuditEvent<'_> {
@@ -144,6 +146,9 @@ impl Serialize for AuditEvent<'_> {
         }
         if let Some(deprovision) = &self.deprovision {
             event.serialize_field("deprovision", deprovision)?;
+        }
+        if let Some(alert) = &self.alert {
+            event.serialize_field("alert", alert)?;
         }
         event.end()
     }
@@ -371,6 +376,7 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
                 failure: failure.clone(),
                 retry_of: None,
                 deprovision: None,
+                alert: None,
             }
         })
         .collect()

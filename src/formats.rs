@@ -8,7 +8,7 @@
 
 mod ocsf;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::fmt::Write;
 
@@ -18,6 +18,7 @@ use crate::exchange::FailureKind;
 use crate::scim::Operation;
 use crate::sinks::Severity;
 
+pub(crate) use ocsf::operation_name;
 pub use ocsf::{ocsf_lines, OCSF_VERSION};
 
 /// The event in `format`: its lines, each newline included and each one sink record. One line,
@@ -54,6 +55,13 @@ pub fn record_id(event_id: &str, index: usize, count: usize) -> String {
 /// refused for its credentials is [`Severity::Error`], any other failure
 /// [`Severity::Warning`], a success [`Severity::Info`].
 pub fn severity(event: &AuditEvent<'_>) -> Severity {
+    if let Some(alert) = &event.alert {
+        return match alert.status {
+            "firing" if is_severe_alert(alert) => Severity::Error,
+            "firing" => Severity::Warning,
+            _ => Severity::Info,
+        };
+    }
     // A user the IdP removed who may still have access is the most severe thing scimtap sees.
     let gap = event
         .deprovision
@@ -65,6 +73,17 @@ pub fn severity(event: &AuditEvent<'_>) -> Severity {
         Severity::Warning
     } else {
         Severity::Info
+    }
+}
+
+/// A firing alert as severe as a refused write: a token problem or someone probing (a burst of
+/// 401 or 403), a mass deactivation, a deprovisioning gap. Failure rates, 429 bursts and retry
+/// storms are warnings.
+fn is_severe_alert(alert: &crate::alerts::AlertInfo) -> bool {
+    match alert.kind {
+        "mass_deactivation" | "deprovision_gap" => true,
+        "status_burst" => matches!(alert.key.status, Some(401 | 403)),
+        _ => false,
     }
 }
 
@@ -113,8 +132,9 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
                 .and_then(|v| v.as_str().map(|op| format!("scim.{op}")))
         })
         .unwrap_or_else(|| "http.request".to_owned());
-    let name = match (&scim.resource_type, scim.operation) {
-        (Some(rt), Some(_)) => format!("{} {rt}", class_id),
+    let name = match (&scim.resource_type, scim.operation, &event.alert) {
+        (_, _, Some(alert)) => format!("{class_id} {}", alert.rule),
+        (Some(rt), Some(_), _) => format!("{} {rt}", class_id),
         _ => format!("{} {} {}", class_id, event.http.method, event.http.path),
     };
     let severity = numeric_severity(severity(event));
@@ -184,6 +204,14 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
         ext.field("reason", d.last_failure.clone());
         ext.labelled("cn2", "attempts", Some(d.attempts.to_string()));
         ext.labelled("cn3", "latencyMs", d.latency_ms.map(|ms| ms.to_string()));
+    }
+    if let Some(a) = &event.alert {
+        ext.field("msg", Some(a.summary.clone()));
+        ext.field("cat", Some(format!("alert.{}", a.kind)));
+        ext.labelled("cs6", "alertRule", Some(a.rule.clone()));
+        ext.labelled("cs4", "alertEpisode", Some(a.episode_id.clone()));
+        ext.labelled("cfp1", "alertValue", Some(a.value.to_string()));
+        ext.labelled("cfp2", "alertThreshold", Some(a.threshold.to_string()));
     }
     ext.labelled(
         "cs4",
@@ -294,6 +322,8 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
     let is_user = scim.resource_type.as_deref() == Some("User");
     let is_group = scim.resource_type.as_deref() == Some("Group");
     let (category, kind_type): (&str, Vec<&str>) = match action {
+        // An alert is about provisioning, and changes nothing itself.
+        Some(_) if event.alert.is_some() => ("iam", vec!["info"]),
         Some(a) => {
             let change = if a.ends_with(".create") {
                 "creation"
@@ -329,7 +359,7 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
     doc.insert("@timestamp".into(), json!(event.timestamp));
     doc.insert("ecs".into(), json!({"version": ECS_VERSION}));
     let mut ev = json!({
-        "kind": "event",
+        "kind": (if event.alert.is_some() { "alert" } else { "event" }),
         "category": [category],
         "type": kind_type,
         "action": event_action,
@@ -464,8 +494,12 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
             "failure": event.failure.as_ref().map(|f| json!({"side": f.side, "kind": f.kind})),
             "retry_of": event.retry_of,
             "deprovision": event.deprovision,
+            "alert": event.alert,
         }),
     );
+    if let Some(alert) = &event.alert {
+        doc.insert("message".into(), json!(alert.summary));
+    }
     let mut line = serde_json::to_vec(&Value::Object(doc)).unwrap_or_default();
     line.push(b'\n');
     line

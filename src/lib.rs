@@ -19,6 +19,7 @@
 //! | event     | [`event`]     | the JSON audit event(s) built from an exchange |
 //! | format    | [`formats`]   | other line formats a sink may ask for (CEF, ECS, OCSF) |
 //! | integrity | [`integrity`] | the hash chain sealed into native lines; `scimtap verify` |
+//! | alerts    | [`alerts`]    | `[[alerts]]` rules over the events written; `alert.*` events, webhook |
 //! | sinks     | [`sinks`]     | one folder per sink; dedicated threads, batches, retries, drops counted |
 //! | buffer    | [`buffer`]    | a sink's optional crash-safe disk buffer |
 //! | telemetry | [`telemetry`] | stderr logs and every Prometheus metric |
@@ -38,6 +39,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod alerts;
 pub mod buffer;
 pub mod clients;
 pub mod clock;
@@ -73,9 +75,10 @@ use crate::pipeline::Pipeline;
 use crate::sinks::{ReopenSignal, SinkThread};
 use crate::telemetry::Metrics;
 
-/// How often the audit worker looks for deprovisionings that became gaps: a gap is reported at
-/// most this long after `confirm_within_secs` ran out.
-const STATE_TICK: Duration = Duration::from_secs(1);
+/// How often the audit worker looks for deprovisionings that became gaps (a gap is reported
+/// at most this long after `confirm_within_secs` ran out) and at alert episodes (one resolves
+/// at most this long after `resolve_after_secs` ran out, traffic or not).
+const TICK: Duration = Duration::from_secs(1);
 
 /// Why scimtap could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,8 +119,8 @@ pub struct Running {
     admin: Option<JoinHandle<()>>,
     /// Asks for an `integrity.checkpoint` record every `checkpoint_interval_secs`.
     checkpoints: Option<JoinHandle<()>>,
-    /// Asks the audit worker for due deprovisioning gaps every [`STATE_TICK`].
-    state_ticks: Option<JoinHandle<()>>,
+    /// Asks the audit worker for due deprovisioning gaps and alert episodes every [`TICK`].
+    ticks: Option<JoinHandle<()>>,
     pipeline: Pipeline,
     /// The request path's end of the hand-off (exchanges still in flight at shutdown).
     handoff: exchange::Handoff,
@@ -201,12 +204,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => None,
     };
+    let alerts =
+        alerts::Alerts::start(&config.alerts, &metrics).map_err(|source| StartError::Thread {
+            name: "alert-webhook",
+            source,
+        })?;
     let (audit_queue, pipeline) = Pipeline::start(
         config.audit.queue_max_events,
         events,
         sink_handles,
         chain_setup,
         state,
+        alerts,
         &metrics,
     )
     .map_err(|source| StartError::Thread {
@@ -275,11 +284,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The drain gets the shutdown deadline minus a reserve for writing the events out.
     let flush_reserve = (config.shutdown_timeout / 3).min(Duration::from_secs(5));
     let drain = config.shutdown_timeout.saturating_sub(flush_reserve);
-    // The deprovisioning tracker reports gaps when they fall due, traffic or not.
-    let state_ticks = config.state.is_some().then(|| {
+    // The deprovisioning tracker reports gaps when they fall due, and alert episodes resolve,
+    // traffic or not.
+    let ticks = (config.state.is_some() || !config.alerts.is_empty()).then(|| {
         let queue = audit_queue.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(STATE_TICK);
+            let mut tick = tokio::time::interval(TICK);
             loop {
                 tick.tick().await;
                 queue.tick();
@@ -313,7 +323,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         serve,
         admin,
         checkpoints,
-        state_ticks,
+        ticks,
         pipeline,
         handoff,
         sink_threads,
@@ -337,8 +347,8 @@ impl Running {
     /// SIGHUP: reads and validates `path` again. A valid file's event settings (`[scim]`,
     /// `[[clients]]` naming, `[redact]`, `[privacy]`, `[capture] include_bodies`) take effect
     /// at once for every exchange not yet described, swapped in one step by the audit worker;
-    /// sections that need a restart (listen, upstream, admin, sinks, audit, integrity,
-    /// the allow-list) are named in the log and keep their running values. An invalid file
+    /// sections that need a restart (listen, upstream, admin, sinks, audit, integrity, state,
+    /// alerts, the allow-list) are named in the log and keep their running values. An invalid file
     /// changes nothing. Either way file sinks reopen (log rotation). Counted in
     /// `scimtap_config_reloads_total{result}`.
     pub async fn reload(&self, path: &std::path::Path) -> bool {
@@ -398,7 +408,7 @@ impl Running {
         let deadline = Instant::now() + self.shutdown_timeout;
         let remaining = || deadline.saturating_duration_since(Instant::now());
         let _ = self.shutdown.send(true);
-        if let Some(ticks) = &self.state_ticks {
+        if let Some(ticks) = &self.ticks {
             ticks.abort();
         }
         if let Some(checkpoints) = &self.checkpoints {
@@ -501,7 +511,7 @@ fn settings_change(
 fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 7] = [
+    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 8] = [
         ("listen", &old.listen, &new.listen),
         ("upstream", &old.upstream, &new.upstream),
         ("admin", &old.admin, &new.admin),
@@ -510,6 +520,8 @@ fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static 
         ("integrity", &old.integrity, &new.integrity),
         // The audit worker opens the store once; a reload keeps the one it has.
         ("state", &old.state, &new.state),
+        // The audit worker builds the rules' windows once.
+        ("alerts", &old.alerts, &new.alerts),
     ];
     let mut changed: Vec<&'static str> = sections
         .into_iter()
@@ -582,10 +594,11 @@ mod tests {
         "integrity",
         "sinks",
         "state",
+        "alerts",
     ];
 
     /// docs/architecture.md gives the same check as a command:
-    /// `grep -nE 'crate::(\{[^}]*)?(pipeline|event|formats|integrity|sinks)\b' src/{listener,proxy,tee,exchange,write_ahead}.rs src/{proxy,tee}/*.rs`
+    /// `grep -nE 'crate::(\{[^}]*)?(pipeline|event|formats|integrity|sinks|state|alerts)\b' src/{listener,proxy,tee,exchange,write_ahead}.rs src/{proxy,tee}/*.rs`
     #[test]
     fn the_request_path_imports_nothing_from_the_audit_side() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

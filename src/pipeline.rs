@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alerts::Alerts;
 use crate::clock::Timestamp;
 use crate::config::EventFormat;
 use crate::event::{events_for, AuditEvent, EventContext, Outcome};
@@ -47,7 +48,8 @@ enum Message {
     Intent(Box<Exchange>, Arc<DurableAck>),
     /// Time for an `integrity.checkpoint` record.
     Checkpoint,
-    /// Time to look for deprovisionings that became gaps (`[state]` on).
+    /// Time to look for deprovisionings that became gaps (`[state]` on) and to let alert
+    /// episodes resolve (`[[alerts]]`).
     Tick,
     /// A reloaded configuration's event settings (SIGHUP), and what changed.
     Reconfigure(Box<EventContext>, Box<SettingsChange>),
@@ -152,8 +154,8 @@ impl AuditQueue {
         let _ = self.shared.tx.try_send(Message::Checkpoint);
     }
 
-    /// Asks the audit worker to report the deprovisioning gaps now due (skipped when the
-    /// queue is full: the next tick asks again).
+    /// Asks the audit worker to report the deprovisioning gaps now due and to look at the
+    /// alert episodes (skipped when the queue is full: the next tick asks again).
     pub fn tick(&self) {
         let _ = self.shared.tx.try_send(Message::Tick);
     }
@@ -176,8 +178,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the audit worker thread feeding `sinks`. Returns the queue the request path
-    /// hands exchanges to. `state` (`[state]` on) moves to the worker thread, which alone
-    /// touches it.
+    /// hands exchanges to. `state` (`[state]` on) and `alerts` (`[[alerts]]`) move to the
+    /// worker thread, which alone touches them.
     ///
     /// # Errors
     /// When the operating system refuses a new thread.
@@ -187,6 +189,7 @@ impl Pipeline {
         sinks: Vec<SinkHandle>,
         integrity: ChainSetup,
         state: Option<StateStage>,
+        alerts: Option<Alerts>,
         metrics: &Arc<Metrics>,
     ) -> std::io::Result<(AuditQueue, Pipeline)> {
         let (tx, rx) = mpsc::channel(queue_max_events.max(1));
@@ -211,7 +214,7 @@ impl Pipeline {
                     events,
                     sinks,
                     integrity,
-                    state,
+                    Stages { state, alerts },
                     &proxy_metrics,
                     &metrics,
                 );
@@ -597,39 +600,63 @@ fn remember(
     notices
 }
 
-/// Reports the deprovisionings that became gaps, and how many are open.
-fn due_gaps(state: &mut StateStage, metrics: &Metrics) -> Vec<tracker::Notice> {
+/// Reports the deprovisionings that became gaps, and how many are open (none when the store
+/// failed).
+fn due_gaps(state: &mut StateStage, metrics: &Metrics) -> (Vec<tracker::Notice>, Option<u64>) {
     let store = &mut state.store;
     let result = tracker::due_gaps(store, Timestamp::now())
         .and_then(|gaps| Ok((gaps, store.open_deprovisions()?)));
     match result {
         Ok((gaps, open)) => {
             metrics.deprovision_open.set(open);
-            gaps
+            (gaps, u64::try_from(open).ok())
         }
         Err(error) => {
             metrics.state_errors.inc();
             tracing::error!(%error, "Shadow state store failed; deprovisioning gaps are reported on a later tick.");
-            Vec::new()
+            (Vec::new(), None)
         }
     }
 }
 
-/// Writes a tracker notice as its event, and counts it.
+/// Writes a tracker notice as its event, and counts it; returns the alerts it raised.
 fn emit_notice(
     notice: &tracker::Notice,
     sinks: &[SinkHandle],
     integrity: &mut ChainSetup,
+    alerts: Option<&mut Alerts>,
     metrics: &Metrics,
     since_checkpoint: &mut u64,
-) {
+) -> Vec<crate::alerts::Alert> {
     if notice.info.status == "gap" {
         metrics.deprovision_gaps.inc();
         tracing::warn!(id = ?notice.target.id, requested_event_id = %notice.info.requested_event_id, "Deprovisioning still unconfirmed: deprovision.gap.");
     } else {
         metrics.deprovision_closed.inc();
     }
-    emit_event(&notice.event(), sinks, integrity, metrics, since_checkpoint);
+    let event = notice.event();
+    emit_event(&event, sinks, integrity, metrics, since_checkpoint);
+    alerts.map_or_else(Vec::new, |a| a.observe(&event, Timestamp::now()))
+}
+
+/// Writes the `alert.firing` / `alert.resolved` events of `raised`.
+fn emit_alerts(
+    raised: &[crate::alerts::Alert],
+    sinks: &[SinkHandle],
+    integrity: &mut ChainSetup,
+    metrics: &Metrics,
+    since_checkpoint: &mut u64,
+) {
+    for alert in raised {
+        emit_event(&alert.event(), sinks, integrity, metrics, since_checkpoint);
+    }
+}
+
+/// What the audit worker owns besides its queue, sinks and chain: the shadow state
+/// (`[state]`) and the alert rules (`[[alerts]]`).
+struct Stages {
+    state: Option<StateStage>,
+    alerts: Option<Alerts>,
 }
 
 fn run_worker(
@@ -637,10 +664,14 @@ fn run_worker(
     mut events: EventContext,
     sinks: Vec<SinkHandle>,
     mut integrity: ChainSetup,
-    mut state: Option<StateStage>,
+    stages: Stages,
     proxy_metrics: &ProxyMetrics,
     metrics: &Metrics,
 ) {
+    let Stages {
+        mut state,
+        mut alerts,
+    } = stages;
     let start = std::mem::take(&mut integrity.start);
     emit_record(&sinks, &mut integrity, RecordKind::Start, start);
     let mut since_checkpoint: u64 = 0;
@@ -685,17 +716,32 @@ fn run_worker(
                 continue;
             }
             Message::Tick => {
+                let mut raised = Vec::new();
+                let mut open = None;
                 if let Some(state) = state.as_mut() {
-                    for notice in due_gaps(state, metrics) {
-                        emit_notice(
+                    let (gaps, open_now) = due_gaps(state, metrics);
+                    open = open_now;
+                    for notice in gaps {
+                        raised.extend(emit_notice(
                             &notice,
                             &sinks,
                             &mut integrity,
+                            alerts.as_mut(),
                             metrics,
                             &mut since_checkpoint,
-                        );
+                        ));
                     }
                 }
+                if let Some(alerts) = alerts.as_mut() {
+                    raised.extend(alerts.tick(Timestamp::now(), open));
+                }
+                emit_alerts(
+                    &raised,
+                    &sinks,
+                    &mut integrity,
+                    metrics,
+                    &mut since_checkpoint,
+                );
                 continue;
             }
             Message::Close => {
@@ -734,6 +780,7 @@ fn run_worker(
             }
             None => Vec::new(),
         };
+        let mut raised = Vec::new();
         for event in &built {
             emit_event(
                 event,
@@ -742,16 +789,28 @@ fn run_worker(
                 metrics,
                 &mut since_checkpoint,
             );
+            if let Some(alerts) = alerts.as_mut() {
+                raised.extend(alerts.observe(event, Timestamp::now()));
+            }
         }
         for notice in notices {
-            emit_notice(
+            raised.extend(emit_notice(
                 &notice,
                 &sinks,
                 &mut integrity,
+                alerts.as_mut(),
                 metrics,
                 &mut since_checkpoint,
-            );
+            ));
         }
+        // Written after what raised them, so the trail reads cause, then alert.
+        emit_alerts(
+            &raised,
+            &sinks,
+            &mut integrity,
+            metrics,
+            &mut since_checkpoint,
+        );
     }
     emit_record(
         &sinks,

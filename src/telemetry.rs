@@ -74,6 +74,27 @@ pub struct ActionLabels {
     pub client: String,
 }
 
+/// An alert rule's metrics: `rule` is a configured `[[alerts]]` name (bounded by the file).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
+/// `scimtap_alerts_total`: `status` is `firing` or `resolved`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleStatusLabels {
+    pub rule: String,
+    pub status: &'static str,
+}
+
+/// `scimtap_alert_webhook_deliveries_total`: `result` is `sent`, `failed` (every attempt
+/// failed, or the receiver refused it) or `dropped` (the webhook queue was full).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleResultLabels {
+    pub rule: String,
+    pub result: &'static str,
+}
+
 /// `scimtap_build_info`: what is running.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildInfoLabels {
@@ -101,6 +122,8 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "group.delete",
     "deprovision.gap",
     "deprovision.closed",
+    "alert.firing",
+    "alert.resolved",
 ];
 
 /// Why an event did not reach its destination.
@@ -175,6 +198,11 @@ metrics! {
     deprovision_open: Gauge = "deprovision_open", "Deactivations and deletions the app refused or never answered and that are not confirmed yet ([state]; shared by every instance on one store)";
     deprovision_gaps: Counter = "deprovision_gaps", "deprovision.gap events this instance wrote: deprovisionings still unconfirmed after [state] confirm_within_secs";
     deprovision_closed: Counter = "deprovision_closed", "deprovision.closed events this instance wrote: open deprovisionings confirmed (or withdrawn by a reactivation)";
+    alerts_firing: Family<RuleLabels, Gauge> = "alerts_firing", "Alert episodes firing now, per [[alerts]] rule";
+    alerts: Family<RuleStatusLabels, Counter> = "alerts", "alert.firing and alert.resolved events written, per [[alerts]] rule and status (firing, resolved)";
+    alert_keys_evicted: Family<RuleLabels, Counter> = "alert_keys_evicted", "Windows an alert rule forgot to stay within its bound on keys (a client, action or request it no longer counts), per rule";
+    alert_webhook_deliveries: Family<RuleResultLabels, Counter> = "alert_webhook_deliveries", "Alert webhook POSTs, per rule and result (sent; failed: every attempt failed or the receiver refused it; dropped: the webhook queue was full)";
+    alert_webhook_retries: Family<RuleLabels, Counter> = "alert_webhook_retries", "Alert webhook POSTs sent again after a failed attempt, per rule";
     capture_budget_exhausted: Counter = "capture_budget_exhausted", "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)";
     audit_refused: Counter = "audit_refused_requests", "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")";
     config_reloads: Family<ResultLabels, Counter> = "config_reloads", "Configuration reloads on SIGHUP, by result (success, failure: the old configuration stays)";
@@ -231,12 +259,7 @@ impl Metrics {
         client_name: Option<&str>,
         idp: Option<&str>,
     ) {
-        let client = match (client_name, idp) {
-            (Some(name), _) => name.to_owned(),
-            // An unnamed client is counted as `unknown/<idp>` when its User-Agent names one.
-            (None, Some(idp)) if crate::clients::is_recognised_idp(idp) => format!("unknown/{idp}"),
-            (None, _) => "unknown".to_owned(),
-        };
+        let client = client_label(client_name, idp);
         let outcome = if failed { "failure" } else { "success" };
         let bounded = |action: &str| {
             KNOWN_ACTIONS
@@ -294,6 +317,17 @@ impl Metrics {
             audit_refused: self.audit_refused.clone(),
             upstream_errors: self.upstream_errors.clone(),
         }
+    }
+}
+
+/// How metrics and alert rules name a client, with a bounded set of values: its configured
+/// `[[clients]]` name; an unnamed client `unknown/<idp>` when its User-Agent names a
+/// recognised identity provider, else `unknown`.
+pub fn client_label(client_name: Option<&str>, idp: Option<&str>) -> String {
+    match (client_name, idp) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(idp)) if crate::clients::is_recognised_idp(idp) => format!("unknown/{idp}"),
+        (None, _) => "unknown".to_owned(),
     }
 }
 

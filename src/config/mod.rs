@@ -13,7 +13,7 @@
 //! Layout: this file holds the resolved [`Config`] and the file's top level; `load.rs` the
 //! passes that parse the text and list its problems with their lines; `validate.rs` the
 //! `Checker` that collects problems while resolving values; one file per section (`listen`,
-//! `upstream`, `capture`, `audit`, `scim`, `integrity`, `state`) its raw struct, defaults, resolved
+//! `upstream`, `capture`, `audit`, `scim`, `integrity`, `state`, `alerts`) its raw struct, defaults, resolved
 //! struct and checks.
 //! Each sink's options live next to the sink (`crate::sinks::<type>::config`), the options
 //! every sink shares in `crate::sinks::config`, and the buffer's in `crate::buffer::config`;
@@ -45,6 +45,7 @@ macro_rules! defaults {
 }
 pub(crate) use defaults;
 
+mod alerts;
 mod audit;
 mod capture;
 mod integrity;
@@ -55,6 +56,7 @@ mod state;
 mod upstream;
 pub(crate) mod validate;
 
+pub use self::alerts::{AlertKind, AlertRule, WebhookUrl};
 pub use self::audit::{AuditConfig, AuditMode, OnAuditFailure};
 pub use self::capture::{CaptureConfig, IncludeBodies};
 pub use self::integrity::{read_key_file, IntegrityConfig};
@@ -102,6 +104,8 @@ struct RawConfig {
     privacy: Option<Spanned<scim::RawPrivacy>>,
     integrity: Option<Spanned<integrity::RawIntegrity>>,
     state: Option<Spanned<state::RawState>>,
+    #[serde(default)]
+    alerts: Vec<Spanned<alerts::RawAlert>>,
 }
 
 defaults! {
@@ -128,6 +132,8 @@ pub struct Config {
     pub integrity: IntegrityConfig,
     /// `[state]`: the shadow state store; `None` when the section is absent (state off).
     pub state: Option<StateConfig>,
+    /// `[[alerts]]`: the alert rules the audit worker evaluates (none: alerts off).
+    pub alerts: Vec<AlertRule>,
 }
 
 /// Key material read from a `*_file` option. Debug shows only its length.

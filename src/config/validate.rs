@@ -11,7 +11,7 @@ use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
 use super::load::line_of;
-use super::{audit, capture, integrity, listen, scim, state, upstream};
+use super::{alerts, audit, capture, integrity, listen, scim, state, upstream};
 use super::{Config, ConfigError, Problem, RawConfig, SecretKey};
 use crate::sinks::config::{validate_sinks, RawSink};
 
@@ -181,6 +181,7 @@ impl RawConfig {
         let scim = scim::validate_scim(&mut c, &self);
         let integrity = integrity::validate_integrity(&mut c, self.integrity.as_ref());
         let state = state::validate_state(&mut c, self.state.as_ref());
+        let alerts = alerts::validate_alerts(&mut c, &self.alerts, self.state.is_some());
         audit::check_write_ahead(&mut c, &audit, &sinks);
         listen::check_admin_address(&mut c, listen.as_ref(), admin.as_ref());
 
@@ -197,6 +198,7 @@ impl RawConfig {
                 scim,
                 integrity,
                 state,
+                alerts,
             }),
             _ => Err(ConfigError::Invalid {
                 file: origin.to_owned(),

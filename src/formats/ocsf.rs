@@ -105,6 +105,12 @@ const IDENTITY_ACTIONS: &[(&str, Activity)] = &[
 /// API Activity for an action that has no OCSF identity class (custom resource types), or
 /// whose target cannot be named in one.
 fn api_activity_for_action(action: &str) -> Activity {
+    // scimtap's alert events (docs/formats-ocsf.md, "Alerts").
+    match action {
+        "alert.firing" => return Activity::new(Class::ApiActivity, OTHER, "Alert Firing"),
+        "alert.resolved" => return Activity::new(Class::ApiActivity, OTHER, "Alert Resolved"),
+        _ => {}
+    }
     let verb = action.rsplit('.').next().unwrap_or(action);
     match verb {
         "create" => Activity::new(Class::ApiActivity, 1, "Create"),
@@ -208,7 +214,7 @@ fn parts<'e>(event: &'e AuditEvent<'_>) -> Vec<Part<'e>> {
 
 /// What the event is called in `api.operation` and `metadata.event_code`: the same class id as
 /// the CEF format (`user.deactivate`, `scim.list`, `http.request`).
-fn operation_name(scim: &ScimInfo, action: Option<&str>) -> String {
+pub(crate) fn operation_name(scim: &ScimInfo, action: Option<&str>) -> String {
     if let Some(action) = action {
         return action.to_owned();
     }
@@ -225,6 +231,8 @@ fn severity(event: &AuditEvent<'_>, class: Class) -> (u32, &'static str) {
     match (crate::formats::severity(event), class) {
         (Severity::Error, _) => (4, "High"),
         (Severity::Info, _) => (1, "Informational"),
+        // A firing alert is never Low: someone should look.
+        (Severity::Warning, _) if event.alert.is_some() => (3, "Medium"),
         (Severity::Warning, Class::ApiActivity) => (2, "Low"),
         (Severity::Warning, _) => (3, "Medium"),
     }
@@ -427,10 +435,11 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
         (Some(rt), Some(_)) => rt.clone(),
         _ => format!("{} {}", event.http.method, event.http.path),
     };
-    doc.insert(
-        "message".into(),
-        json!(format!("{operation} {what}: {}", status.to_lowercase())),
-    );
+    let message = match &event.alert {
+        Some(alert) => alert.summary.clone(),
+        None => format!("{operation} {what}: {}", status.to_lowercase()),
+    };
+    doc.insert("message".into(), json!(message));
     doc.insert(
         "metadata".into(),
         json!({
@@ -555,6 +564,9 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
     }
     if let Some(deprovision) = &event.deprovision {
         unmapped.insert("deprovision".into(), json!(deprovision));
+    }
+    if let Some(alert) = &event.alert {
+        unmapped.insert("alert".into(), json!(alert));
     }
     if !http.is_empty() {
         unmapped.insert("http".into(), Value::Object(http));

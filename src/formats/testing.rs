@@ -51,6 +51,7 @@ pub(crate) fn event(
         failure: None,
         retry_of: None,
         deprovision: None,
+        alert: None,
     }
 }
 

@@ -54,6 +54,10 @@ pub fn rebuild(
         fn text(v: Option<&Value>) -> &str {
             v.and_then(Value::as_str).unwrap_or_default()
         }
+        // Alert events say nothing about identities.
+        if text(event.pointer("/scim/actions/0")).starts_with("alert.") {
+            continue;
+        }
         if text(event.pointer("/scim/actions/0")) == "deprovision.gap" {
             // Reported already: the tracker must not report it again.
             store.mark_gap_reported(

@@ -346,6 +346,7 @@ impl Notice {
             failure: None,
             retry_of: None,
             deprovision: Some(self.info.clone()),
+            alert: None,
         }
     }
 }

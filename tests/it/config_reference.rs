@@ -28,7 +28,7 @@ const SINK_TYPES: [&str; 5] = ["file", "stdout", "syslog", "http", "kafka"];
 /// Sub-tables of every sink, documented once each (`sinks.batch`, ...).
 const SINK_SUB_TABLES: [&str; 3] = ["batch", "retry", "buffer"];
 /// Tables with a table of their own in the reference (besides `top`, the sinks and sub-tables).
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "listen",
     "upstream",
     "admin",
@@ -40,6 +40,7 @@ const TABLES: [&str; 11] = [
     "integrity",
     "audit",
     "state",
+    "alerts",
 ];
 
 fn root() -> PathBuf {
@@ -122,6 +123,18 @@ fn config_with(id: &str, extra: &Entries) -> String {
         text += "[[clients]]\n";
         text += &lines(&merge(
             entries(&[("name", "\"idp\""), ("token_sha256", hash)]),
+            extra,
+        ));
+    }
+    if id == "alerts" {
+        text += "[[alerts]]\n";
+        text += &lines(&merge(
+            entries(&[
+                ("name", "\"a\""),
+                ("kind", "\"retry_storm\""),
+                ("window_secs", "60"),
+                ("threshold", "5"),
+            ]),
             extra,
         ));
     }

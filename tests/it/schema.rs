@@ -1333,7 +1333,12 @@ fn the_documented_examples_match_the_schema_and_the_field_order() {
         if pointer.is_empty() {
             // The [state] fields these events (made without state) lack, in the order
             // AuditEvent writes them: after `failure`.
-            reference.extend(["retry_of".to_owned(), "deprovision".to_owned()]);
+            // Then the alert rules' `alert`.
+            reference.extend([
+                "retry_of".to_owned(),
+                "deprovision".to_owned(),
+                "alert".to_owned(),
+            ]);
         }
         for (i, example) in examples.iter().enumerate() {
             // Integrity records have their own layout (their schema checks them above).

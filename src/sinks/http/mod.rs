@@ -290,8 +290,9 @@ fn fail(error: SinkError) -> BatchError {
     BatchError::leading(0, error)
 }
 
-/// Whether a status says "try again later" (RFC 9110 408, 429, 5xx).
-fn retryable(status: StatusCode) -> bool {
+/// Whether a status says "try again later" (RFC 9110 408, 429, 5xx); the alert webhook's
+/// rule too.
+pub(crate) fn retryable(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
