@@ -119,7 +119,8 @@ impl Distinct {
 
 #[derive(Debug)]
 enum Tally {
-    Counts(Slices),
+    // Boxed: a window of counts is a fixed 328 bytes.
+    Counts(Box<Slices>),
     Distinct(Distinct),
 }
 
@@ -285,7 +286,7 @@ impl RuleState {
             let slot = self.slots.entry(slot_key.clone()).or_insert_with(|| Slot {
                 tally: match target {
                     Some(_) => Tally::Distinct(Distinct::default()),
-                    None => Tally::Counts(Slices::new(window_ms)),
+                    None => Tally::Counts(Box::new(Slices::new(window_ms))),
                 },
                 episode: None,
                 last: Last::of(event, with_target),

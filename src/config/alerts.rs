@@ -203,7 +203,7 @@ pub(super) fn validate_alerts(
             }
             (Some(t), _) => {
                 let v = *t.get_ref();
-                if !(v >= 1.0 && v <= MAX_COUNT_THRESHOLD && v.fract() == 0.0) {
+                if !((1.0..=MAX_COUNT_THRESHOLD).contains(&v) && v.fract() == 0.0) {
                     c.at(t.span(), &key("threshold"), format!("must be a whole number of events from 1 to {MAX_COUNT_THRESHOLD}, got {v}"));
                 }
                 v
