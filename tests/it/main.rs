@@ -7,6 +7,7 @@
 
 mod support;
 
+mod alerts;
 mod answers;
 
 mod bad_input;
