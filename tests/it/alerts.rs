@@ -52,16 +52,23 @@ async fn a_burst_of_401_fires_once_resolves_once_and_reaches_the_webhook() {
     )));
     let client = http1_client();
     for _ in 0..5 {
-        let req = Request::get(proxy.url("/scim/v2/Users")).body(empty()).unwrap();
+        let req = Request::get(proxy.url("/scim/v2/Users"))
+            .body(empty())
+            .unwrap();
         assert_eq!(roundtrip(&client, req).await.status(), 401);
     }
-    let both = until("alert.firing and alert.resolved", WAIT, Duration::from_millis(50), async || {
-        let alerts = alert_events(&proxy);
-        if alerts.len() >= 2 {
-            return Ok(alerts);
-        }
-        Err(format!("{alerts:?}\nlog:\n{}", proxy.log_tail()))
-    })
+    let both = until(
+        "alert.firing and alert.resolved",
+        WAIT,
+        Duration::from_millis(50),
+        async || {
+            let alerts = alert_events(&proxy);
+            if alerts.len() >= 2 {
+                return Ok(alerts);
+            }
+            Err(format!("{alerts:?}\nlog:\n{}", proxy.log_tail()))
+        },
+    )
     .await;
     // Once each, in order, one episode.
     assert_eq!(both.len(), 2, "{both:#?}");
@@ -73,15 +80,23 @@ async fn a_burst_of_401_fires_once_resolves_once_and_reaches_the_webhook() {
     assert_eq!(firing["alert"]["value"], 3.0);
     assert_eq!(resolved["scim"]["actions"][0], "alert.resolved");
     assert_eq!(resolved["outcome"], "success");
-    assert_eq!(resolved["alert"]["episode_id"], firing["alert"]["episode_id"]);
+    assert_eq!(
+        resolved["alert"]["episode_id"],
+        firing["alert"]["episode_id"]
+    );
 
-    let hooks = until("two webhook POSTs", WAIT, Duration::from_millis(50), async || {
-        let got = received.lock().unwrap().clone();
-        if got.len() >= 2 {
-            return Ok(got);
-        }
-        Err(format!("{got:?}"))
-    })
+    let hooks = until(
+        "two webhook POSTs",
+        WAIT,
+        Duration::from_millis(50),
+        async || {
+            let got = received.lock().unwrap().clone();
+            if got.len() >= 2 {
+                return Ok(got);
+            }
+            Err(format!("{got:?}"))
+        },
+    )
     .await;
     assert_eq!(hooks.len(), 2, "{hooks:#?}");
     assert_eq!(hooks[0]["alert"], firing["alert"]);
