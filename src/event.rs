@@ -356,8 +356,12 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
                 None => envelope_ok,
             };
             // "Not found" that fulfils the intent (docs/events.md, Outcome rule), unless the
-            // exchange itself failed.
-            let reasoned = failure.is_none() && status.is_some() && scim.outcome_reason.is_some();
+            // exchange itself failed; for a Bulk operation, unless the envelope did.
+            let reasoned = scim.outcome_reason.is_some()
+                && match scim.bulk {
+                    Some(_) => envelope_ok,
+                    None => failure.is_none() && status.is_some(),
+                };
             let ok = answered_ok || reasoned;
             AuditEvent {
                 schema_version: SCHEMA_VERSION,
@@ -404,9 +408,11 @@ pub fn redacted_bodies(ex: &Exchange, ctx: &EventContext) -> (Option<Value>, Opt
 
 impl AuditEvent<'_> {
     /// Why `outcome` is `success` although the service said "not found"; `None` normally, and
-    /// always when the exchange itself failed (`failure` set).
+    /// always when the outcome is a failure (the exchange itself failed, or a Bulk envelope did).
     pub fn outcome_reason(&self) -> Option<OutcomeReason> {
-        self.scim.outcome_reason.filter(|_| self.failure.is_none())
+        self.scim
+            .outcome_reason
+            .filter(|_| self.outcome == Outcome::Success)
     }
 
     /// The event as one JSON line, newline included.
@@ -867,6 +873,26 @@ mod tests {
             let what = format!("{method} {path} {status} {body}");
             assert_eq!(v["outcome"], *outcome, "{what}: {v}");
             assert_eq!(v["outcome_reason"], json!(reason), "{what}: {v}");
+        }
+        // A Bulk DELETE the BulkResponse calls "already gone" is no success when the envelope
+        // failed (found by the classify_exchange fuzz target with status 600).
+        let bulk = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":[{"method":"DELETE","path":"/Users/u1"}]}"#;
+        let answer = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],"Operations":[{"method":"DELETE","status":"404","response":{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"404"}}]}"#;
+        for (status, outcome) in [(200, "success"), (500, "failure"), (600, "failure")] {
+            let ex = with_bodies(
+                Method::POST,
+                "/scim/Bulk",
+                bulk,
+                Some((status, answer, false)),
+            );
+            let v = json(&ex);
+            assert_eq!(v["outcome"], outcome, "Bulk answered {status}: {v}");
+            let reason = (outcome == "success").then_some("already_absent");
+            assert_eq!(
+                v["outcome_reason"],
+                json!(reason),
+                "Bulk answered {status}: {v}"
+            );
         }
         // A failure of the exchange itself outweighs any reason.
         let mut ex = with_bodies(

@@ -200,6 +200,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 store: opened?,
                 confirm_within: s.confirm_within,
                 settle: s.settle,
+                batched: 0,
             })
         }
         None => None,

@@ -424,6 +424,8 @@ pub struct StateStage {
     pub confirm_within: Duration,
     /// `[state] settle_ms` (a shared store only).
     pub settle: Duration,
+    /// Exchanges written in the open SQLite batch.
+    pub batched: usize,
 }
 
 /// How often a worker holding an exchange back (shared store) looks at the hand-off queue and
@@ -600,6 +602,31 @@ fn remember(
     notices
 }
 
+/// Exchanges whose state writes share one SQLite transaction at most; the batch is also
+/// committed whenever the hand-off queue runs empty and on every tick.
+const STATE_BATCH: usize = 256;
+
+enum StateBatch {
+    Begin,
+    Commit,
+}
+
+/// Opens or commits the SQLite batch ([`Store::begin_batch`]); a failure is counted and
+/// logged like any store error.
+fn batch(state: &mut StateStage, metrics: &Metrics, step: StateBatch) {
+    let result = match step {
+        StateBatch::Begin => state.store.begin_batch(),
+        StateBatch::Commit => {
+            state.batched = 0;
+            state.store.commit_batch()
+        }
+    };
+    if let Err(error) = result {
+        metrics.state_errors.inc();
+        tracing::error!(%error, "Shadow state store failed to batch its writes.");
+    }
+}
+
 /// Reports the deprovisionings that became gaps, and how many are open (none when the store
 /// failed).
 fn due_gaps(state: &mut StateStage, metrics: &Metrics) -> (Vec<tracker::Notice>, Option<u64>) {
@@ -719,6 +746,7 @@ fn run_worker(
                 let mut raised = Vec::new();
                 let mut open = None;
                 if let Some(state) = state.as_mut() {
+                    batch(state, metrics, StateBatch::Commit);
                     let (gaps, open_now) = due_gaps(state, metrics);
                     open = open_now;
                     for notice in gaps {
@@ -769,7 +797,14 @@ fn run_worker(
                         );
                     });
                 }
+                if !state.store.is_shared() {
+                    batch(state, metrics, StateBatch::Begin);
+                }
                 let notices = remember(state, &exchange, &events, &mut built, metrics);
+                state.batched += 1;
+                if state.batched >= STATE_BATCH || rx.is_empty() {
+                    batch(state, metrics, StateBatch::Commit);
+                }
                 if let Some(ticket) = ticket {
                     if let Err(error) = state.store.release(ticket) {
                         metrics.state_errors.inc();
@@ -811,6 +846,9 @@ fn run_worker(
             metrics,
             &mut since_checkpoint,
         );
+    }
+    if let Some(state) = state.as_mut() {
+        batch(state, metrics, StateBatch::Commit);
     }
     emit_record(
         &sinks,

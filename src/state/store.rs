@@ -480,9 +480,8 @@ impl Store {
         let upstream = self.upstream.as_str();
         match &mut self.backend {
             Backend::Sqlite(conn) => Ok(conn
-                .query_row(sql::MEMBER_NAME, params![upstream, id], |row| {
-                    row.get::<_, Option<String>>(0)
-                })
+                .prepare_cached(sql::MEMBER_NAME)?
+                .query_row(params![upstream, id], |row| row.get::<_, Option<String>>(0))
                 .optional()?
                 .flatten()),
             Backend::Postgres(pg) => pg.member_name(upstream, id),
@@ -502,25 +501,27 @@ impl Store {
             Backend::Sqlite(conn) => conn,
             Backend::Postgres(pg) => return pg.put(upstream, resource, &attributes, updated_at),
         };
-        let tx = conn.transaction()?;
-        let written = tx.execute(
-            sql::PUT,
-            params![
-                upstream,
-                resource.resource_type,
-                resource.id,
-                resource.user_name,
-                resource.external_id,
-                resource.display_name,
-                resource.active,
-                attributes,
-                updated_at,
-            ],
-        )? > 0;
+        let tx = conn.savepoint()?;
+        let written = tx.prepare_cached(sql::PUT)?.execute(params![
+            upstream,
+            resource.resource_type,
+            resource.id,
+            resource.user_name,
+            resource.external_id,
+            resource.display_name,
+            resource.active,
+            attributes,
+            updated_at,
+        ])? > 0;
         if let (true, Some(members)) = (written, &resource.members) {
-            tx.execute(sql::FORGET_MEMBERS, params![upstream, resource.id])?;
+            tx.prepare_cached(sql::FORGET_MEMBERS)?
+                .execute(params![upstream, resource.id])?;
             for member in members {
-                tx.execute(sql::ADD_MEMBER, params![upstream, resource.id, member])?;
+                tx.prepare_cached(sql::ADD_MEMBER)?.execute(params![
+                    upstream,
+                    resource.id,
+                    member
+                ])?;
             }
         }
         tx.commit()?;
@@ -537,10 +538,42 @@ impl Store {
             Backend::Sqlite(conn) => conn,
             Backend::Postgres(pg) => return pg.remove(upstream, resource_type, id),
         };
-        let tx = conn.transaction()?;
-        tx.execute(sql::REMOVE, params![upstream, resource_type, id])?;
-        tx.execute(forget_memberships(resource_type), params![upstream, id])?;
+        let tx = conn.savepoint()?;
+        tx.prepare_cached(sql::REMOVE)?
+            .execute(params![upstream, resource_type, id])?;
+        tx.prepare_cached(forget_memberships(resource_type))?
+            .execute(params![upstream, id])?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// SQLite: starts a transaction that the writes of the following exchanges share, until
+    /// [`Store::commit_batch`]: one commit per batch instead of one per write is what lets the
+    /// audit worker keep up under load. A crash loses the uncommitted batch's state (rebuildable
+    /// from the audit files), never an event. PostgreSQL (shared): nothing, every write is its
+    /// own transaction so other instances see it at once.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn begin_batch(&mut self) -> Result<(), StateError> {
+        if let Backend::Sqlite(conn) = &mut self.backend {
+            if conn.is_autocommit() {
+                conn.execute_batch("BEGIN")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the batch [`Store::begin_batch`] started, if one is open.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn commit_batch(&mut self) -> Result<(), StateError> {
+        if let Backend::Sqlite(conn) = &mut self.backend {
+            if !conn.is_autocommit() {
+                conn.execute_batch("COMMIT")?;
+            }
+        }
         Ok(())
     }
 
@@ -552,7 +585,9 @@ impl Store {
         let upstream = self.upstream.as_str();
         match &mut self.backend {
             Backend::Sqlite(conn) => {
-                let n: i64 = conn.query_row(sql::COUNT, params![upstream], |r| r.get(0))?;
+                let n: i64 = conn
+                    .prepare_cached(sql::COUNT)?
+                    .query_row(params![upstream], |r| r.get(0))?;
                 Ok(n.unsigned_abs())
             }
             Backend::Postgres(pg) => pg.count(upstream),
@@ -570,9 +605,9 @@ impl Store {
             Backend::Sqlite(conn) => conn,
             Backend::Postgres(pg) => return pg.clear(upstream),
         };
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         for statement in sql::CLEAR {
-            tx.execute(statement, params![upstream])?;
+            tx.prepare_cached(statement)?.execute(params![upstream])?;
         }
         tx.commit()?;
         Ok(())
@@ -682,9 +717,8 @@ impl Store {
             Backend::Sqlite(conn) => conn,
             Backend::Postgres(pg) => return pg.save_deprovision(upstream, open, &context),
         };
-        conn.execute(
-            sql::SAVE_DEPROVISION,
-            params![
+        conn.prepare_cached(sql::SAVE_DEPROVISION)?
+            .execute(params![
                 upstream,
                 open.resource_type,
                 open.id,
@@ -698,8 +732,7 @@ impl Store {
                 open.last_failure,
                 context,
                 open.gap_event_id,
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -726,7 +759,8 @@ impl Store {
         let upstream = self.upstream.as_str();
         let row = match &mut self.backend {
             Backend::Sqlite(conn) => conn
-                .query_row(sql, params![upstream, resource_type, id], deprovision_row)
+                .prepare_cached(sql)?
+                .query_row(params![upstream, resource_type, id], deprovision_row)
                 .optional()?,
             Backend::Postgres(pg) => pg.deprovision(sql, upstream, resource_type, id)?,
         };
@@ -760,7 +794,7 @@ impl Store {
             let event_id = new_event_id();
             let args = [event_id.as_str(), upstream, &open.resource_type, &open.id];
             let changed = match &mut self.backend {
-                Backend::Sqlite(conn) => conn.execute(sql::CLAIM_GAP, args)? as u64,
+                Backend::Sqlite(conn) => conn.prepare_cached(sql::CLAIM_GAP)?.execute(args)? as u64,
                 Backend::Postgres(pg) => pg.execute(sql::CLAIM_GAP, &args)?,
             };
             if changed == 1 {
@@ -780,9 +814,8 @@ impl Store {
         let upstream = self.upstream.as_str();
         match &mut self.backend {
             Backend::Sqlite(conn) => Ok(conn
-                .query_row(sql::FAILED_WRITE, params![upstream, fingerprint], |row| {
-                    row.get(0)
-                })
+                .prepare_cached(sql::FAILED_WRITE)?
+                .query_row(params![upstream, fingerprint], |row| row.get(0))
                 .optional()?),
             Backend::Postgres(pg) => pg.failed_write(upstream, fingerprint),
         }
@@ -800,13 +833,12 @@ impl Store {
     ) -> Result<(), StateError> {
         let upstream = self.upstream.as_str();
         match (&mut self.backend, event_id) {
-            (Backend::Sqlite(conn), Some((event_id, at_ms))) => conn.execute(
-                sql::SET_FAILED_WRITE,
-                params![upstream, fingerprint, event_id, at_ms],
-            )?,
-            (Backend::Sqlite(conn), None) => {
-                conn.execute(sql::FORGET_FAILED_WRITE, params![upstream, fingerprint])?
-            }
+            (Backend::Sqlite(conn), Some((event_id, at_ms))) => conn
+                .prepare_cached(sql::SET_FAILED_WRITE)?
+                .execute(params![upstream, fingerprint, event_id, at_ms])?,
+            (Backend::Sqlite(conn), None) => conn
+                .prepare_cached(sql::FORGET_FAILED_WRITE)?
+                .execute(params![upstream, fingerprint])?,
             (Backend::Postgres(pg), Some((event_id, at_ms))) => {
                 pg.set_failed_write(upstream, fingerprint, event_id, at_ms)?;
                 0
@@ -834,7 +866,7 @@ impl Store {
         let args = [event_id, upstream, resource_type, id];
         match &mut self.backend {
             Backend::Sqlite(conn) => {
-                conn.execute(sql::MARK_GAP_REPORTED, args)?;
+                conn.prepare_cached(sql::MARK_GAP_REPORTED)?.execute(args)?;
             }
             Backend::Postgres(pg) => {
                 pg.execute(sql::MARK_GAP_REPORTED, &args)?;
@@ -850,9 +882,9 @@ impl Store {
     pub fn open_deprovisions(&mut self) -> Result<i64, StateError> {
         let upstream = self.upstream.as_str();
         match &mut self.backend {
-            Backend::Sqlite(conn) => {
-                Ok(conn.query_row(sql::OPEN_DEPROVISIONS, params![upstream], |row| row.get(0))?)
-            }
+            Backend::Sqlite(conn) => Ok(conn
+                .prepare_cached(sql::OPEN_DEPROVISIONS)?
+                .query_row(params![upstream], |row| row.get(0))?),
             Backend::Postgres(pg) => pg.open_deprovisions(upstream),
         }
     }
@@ -864,9 +896,9 @@ impl Store {
     pub fn forget_failed_writes(&mut self, before_ms: i64) -> Result<usize, StateError> {
         let upstream = self.upstream.as_str();
         match &mut self.backend {
-            Backend::Sqlite(conn) => {
-                Ok(conn.execute(sql::FORGET_FAILED_WRITES, params![upstream, before_ms])?)
-            }
+            Backend::Sqlite(conn) => Ok(conn
+                .prepare_cached(sql::FORGET_FAILED_WRITES)?
+                .execute(params![upstream, before_ms])?),
             Backend::Postgres(pg) => pg.forget_failed_writes(upstream, before_ms),
         }
     }
@@ -880,7 +912,8 @@ fn sqlite_get(
     id: &str,
 ) -> Result<Option<Resource>, StateError> {
     let row = conn
-        .query_row(sql::GET, params![upstream, resource_type, id], |row| {
+        .prepare_cached(sql::GET)?
+        .query_row(params![upstream, resource_type, id], |row| {
             Ok((
                 row.get(0)?,
                 row.get(1)?,
@@ -994,7 +1027,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StateError> {
         });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-        let tx = conn.transaction()?;
+        let tx = conn.savepoint()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
