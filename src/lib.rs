@@ -122,6 +122,8 @@ pub struct Running {
     /// Asks the audit worker for due deprovisioning gaps and alert episodes every [`TICK`].
     ticks: Option<JoinHandle<()>>,
     pipeline: Pipeline,
+    /// The alert webhook thread, to let it send what is queued at shutdown.
+    webhook_drain: Option<alerts::WebhookDrain>,
     /// The request path's end of the hand-off (exchanges still in flight at shutdown).
     handoff: exchange::Handoff,
     sink_threads: Vec<SinkThread>,
@@ -205,11 +207,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let alerts =
+    let mut alerts =
         alerts::Alerts::start(&config.alerts, &metrics).map_err(|source| StartError::Thread {
             name: "alert-webhook",
             source,
         })?;
+    let webhook_drain = alerts.as_mut().and_then(alerts::Alerts::webhook_drain);
     let (audit_queue, pipeline) = Pipeline::start(
         config.audit.queue_max_events,
         events,
@@ -326,6 +329,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         checkpoints,
         ticks,
         pipeline,
+        webhook_drain,
         handoff,
         sink_threads,
         reopen,
@@ -436,6 +440,12 @@ impl Running {
                 tracing::error!(sink = %name, "Sink did not finish writing before the shutdown deadline.");
                 clean = false;
             }
+        }
+        // The audit worker is done, so the webhook queue is closed: what is in it is sent for
+        // up to WEBHOOK_DRAIN, within the deadline left. A notification, not an audit event:
+        // what is not sent does not make the shutdown unclean.
+        if let Some(drain) = self.webhook_drain {
+            drain.wait(remaining().min(alerts::WEBHOOK_DRAIN)).await;
         }
         if let Some(admin) = self.admin {
             admin.abort();

@@ -32,7 +32,7 @@ use crate::event::{AuditEvent, ClientInfo, HttpInfo, Outcome};
 use crate::scim::{ScimInfo, Target};
 use crate::telemetry::{Metrics, RuleLabels, RuleStatusLabels};
 
-pub use self::webhook::Webhooks;
+pub use self::webhook::{WebhookDrain, Webhooks, DRAIN as WEBHOOK_DRAIN};
 
 /// The most keys (windows, open gaps) one rule keeps. Beyond it the least recently seen key
 /// that is not firing is forgotten, and counted (`scimtap_alert_keys_evicted_total`).
@@ -222,6 +222,12 @@ impl Alerts {
             metrics: metrics.clone(),
             webhooks,
         }
+    }
+
+    /// What shutdown waits on for the queued webhook deliveries (once; `None` without a
+    /// webhook).
+    pub fn webhook_drain(&mut self) -> Option<WebhookDrain> {
+        self.webhooks.as_mut().and_then(Webhooks::drain)
     }
 
     /// Counts `event` in every rule it concerns; returns the alerts that fired or resolved.

@@ -361,3 +361,81 @@ fn the_event_and_the_webhook_carry_the_alert_object() {
     assert_eq!(body["text"], alert["summary"]);
     assert_eq!(body["alert"], *alert);
 }
+
+/// A webhook receiver on 127.0.0.1:0 that answers every POST 200, or never answers; its URL
+/// and how many POSTs it was sent.
+async fn receiver(
+    answers: bool,
+) -> (
+    crate::config::WebhookUrl,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = count.clone();
+            let service = hyper::service::service_fn(move |_req| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if !answers {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Empty::<bytes::Bytes>::new(),
+                    ))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    let url = crate::config::WebhookUrl {
+        uri: uri.parse().unwrap(),
+    };
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_waits_for_the_queued_webhooks_within_its_bound() {
+    use std::sync::atomic::Ordering;
+    let metrics = Metrics::new();
+    let (url, seen) = receiver(true).await;
+    let mut webhooks = Webhooks::start(metrics.clone()).unwrap();
+    let drain = webhooks.drain().expect("a drain");
+    assert!(webhooks.drain().is_none(), "taken once");
+    for _ in 0..3 {
+        webhooks.send("r", &url, b"{}".to_vec());
+    }
+    // The audit worker ends: the queue closes, what is in it is still sent.
+    drop(webhooks);
+    assert!(drain.wait(Duration::from_secs(5)).await);
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        metric(
+            &metrics,
+            "scimtap_alert_webhook_deliveries_total{rule=\"r\",result=\"sent\"}"
+        ),
+        3.0
+    );
+
+    // A receiver that never answers does not hold the shutdown beyond the bound.
+    let (url, seen) = receiver(false).await;
+    let mut webhooks = Webhooks::start(metrics.clone()).unwrap();
+    let drain = webhooks.drain().expect("a drain");
+    webhooks.send("r", &url, b"{}".to_vec());
+    drop(webhooks);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    assert!(!drain.wait(Duration::from_millis(300)).await);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

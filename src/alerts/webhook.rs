@@ -7,7 +7,12 @@
 //! [`REQUEST_TIMEOUT`], 408, 429 or 5xx) is tried again after a growing pause, at most
 //! [`ATTEMPTS`] times in all; any other status refuses the delivery for good. The URL is never
 //! logged: incoming-webhook URLs carry their secret.
+//!
+//! At shutdown the queue closes with the audit worker, and [`WebhookDrain::wait`] gives the
+//! thread up to [`DRAIN`] (within the shutdown deadline) to send what is queued, retries
+//! included; what is still queued after that is lost, and logged.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +24,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::WebhookUrl;
 use crate::telemetry::{Metrics, RuleLabels, RuleResultLabels};
@@ -34,6 +39,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One attempt, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits, at most, for the queued deliveries.
+pub const DRAIN: Duration = Duration::from_secs(5);
 
 struct Delivery {
     rule: String,
@@ -46,6 +53,42 @@ struct Delivery {
 pub struct Webhooks {
     tx: mpsc::Sender<Delivery>,
     metrics: Arc<Metrics>,
+    /// Deliveries queued or under way.
+    pending: Arc<AtomicUsize>,
+    /// Until [`Webhooks::drain`] takes it.
+    drain: Option<WebhookDrain>,
+}
+
+/// Shutdown's hold on the webhook thread: whether it has finished, and how many deliveries it
+/// still has.
+pub struct WebhookDrain {
+    /// Resolves (sent or dropped) when the thread ends.
+    done: oneshot::Receiver<()>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl WebhookDrain {
+    /// Once the queue is closed (the [`Webhooks`] dropped with the audit worker), waits up to
+    /// `within` for the thread to send (or give up on) every queued delivery. True when it did;
+    /// otherwise what is left is lost, and logged.
+    pub async fn wait(self, within: Duration) -> bool {
+        let pending = self.pending.load(Ordering::Acquire);
+        if pending > 0 {
+            tracing::info!(
+                deliveries = pending,
+                "Sending the queued alert webhooks before exiting."
+            );
+        }
+        if tokio::time::timeout(within, self.done).await.is_ok() {
+            return true;
+        }
+        tracing::warn!(
+            deliveries = self.pending.load(Ordering::Acquire),
+            waited = ?within,
+            "Alert webhook deliveries still queued at shutdown; not sent."
+        );
+        false
+    }
 }
 
 impl Webhooks {
@@ -62,10 +105,15 @@ impl Webhooks {
             .timer(TokioTimer::new())
             .build(connector);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (done_tx, done) = oneshot::channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let thread_pending = pending.clone();
         let thread_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("alert-webhook".to_owned())
             .spawn(move || {
+                // Dropped (shutdown's wait ends) however the thread ends.
+                let _done = done_tx;
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -76,9 +124,23 @@ impl Webhooks {
                         return;
                     }
                 };
-                runtime.block_on(deliver_all(rx, client, thread_metrics));
+                runtime.block_on(deliver_all(rx, client, thread_metrics, thread_pending));
             })?;
-        Ok(Webhooks { tx, metrics })
+        let drain = Some(WebhookDrain {
+            done,
+            pending: pending.clone(),
+        });
+        Ok(Webhooks {
+            tx,
+            metrics,
+            pending,
+            drain,
+        })
+    }
+
+    /// What shutdown waits on (once: later calls give `None`).
+    pub fn drain(&mut self) -> Option<WebhookDrain> {
+        self.drain.take()
     }
 
     /// Queues one POST without waiting; a full queue drops it (counted, logged).
@@ -88,7 +150,10 @@ impl Webhooks {
             url: url.uri.clone(),
             body: Bytes::from(body),
         };
+        // Counted before it is queued: the thread may take it at once.
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.try_send(delivery).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             count(&self.metrics, rule, "dropped");
             tracing::warn!(
                 rule,
@@ -113,9 +178,11 @@ async fn deliver_all(
     mut rx: mpsc::Receiver<Delivery>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     metrics: Arc<Metrics>,
+    pending: Arc<AtomicUsize>,
 ) {
     while let Some(delivery) = rx.recv().await {
         deliver(&client, &delivery, &metrics).await;
+        pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
