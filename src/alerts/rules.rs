@@ -169,10 +169,12 @@ pub(super) struct RuleState {
     evicted: Counter,
 }
 
-/// What a transition says: fired or resolved, and the value measured.
+/// What a transition says: fired or resolved, and the value measured (over `events` events,
+/// for a failure rate).
 struct Transition {
     firing: bool,
     value: f64,
+    events: u64,
 }
 
 impl RuleState {
@@ -340,8 +342,8 @@ impl RuleState {
         }
     }
 
-    /// Measures the window of `key` at `now`: (value, holds).
-    fn measure(&mut self, key: &SlotKey, now_ms: i64) -> Option<(f64, bool)> {
+    /// Measures the window of `key` at `now`: (value, holds, events in the window).
+    fn measure(&mut self, key: &SlotKey, now_ms: i64) -> Option<(f64, bool, u64)> {
         let window_ms = self.window_ms();
         let rule = &self.rule;
         let slot = self.slots.get_mut(key)?;
@@ -355,14 +357,15 @@ impl RuleState {
                         } else {
                             failures as f64 / events as f64
                         };
-                        (ratio, events >= rule.min_events && ratio >= rule.threshold)
+                        let holds = events >= rule.min_events && ratio >= rule.threshold;
+                        (ratio, holds, events)
                     }
-                    _ => (events as f64, events as f64 >= rule.threshold),
+                    _ => (events as f64, events as f64 >= rule.threshold, events),
                 }
             }
             Tally::Distinct(distinct) => {
-                let users = distinct.count(now_ms, window_ms) as f64;
-                (users, users >= rule.threshold)
+                let users = distinct.count(now_ms, window_ms);
+                (users as f64, users as f64 >= rule.threshold, users)
             }
         })
     }
@@ -370,7 +373,7 @@ impl RuleState {
     /// Fires, keeps or resolves the episode of `key` at `now`.
     fn step(&mut self, key: &SlotKey, now: Timestamp) -> Option<Alert> {
         let now_ms = now.unix_millis();
-        let (value, holds) = self.measure(key, now_ms)?;
+        let (value, holds, events) = self.measure(key, now_ms)?;
         let resolve_after_ms = self.rule.resolve_after.as_millis() as i64;
         let slot = self.slots.get_mut(key)?;
         let transition = match &mut slot.episode {
@@ -383,6 +386,7 @@ impl RuleState {
                 Transition {
                     firing: true,
                     value,
+                    events,
                 }
             }
             None => return None,
@@ -393,6 +397,7 @@ impl RuleState {
             Some(episode) if now_ms - episode.last_held_ms >= resolve_after_ms => Transition {
                 firing: false,
                 value,
+                events,
             },
             Some(_) => return None,
         };
@@ -622,8 +627,9 @@ fn summary(
     let action = key.action.as_deref().unwrap_or("any");
     let what = match rule.kind {
         AlertKind::FailureRate => format!(
-            "{:.0}% of {action} requests from client {client} failed in the last {window} s (threshold {:.0}%, at least {} requests)",
+            "{:.0}% of {} {action} requests from client {client} failed in the last {window} s (threshold {:.0}%, at least {} requests)",
             transition.value * 100.0,
+            transition.events,
             rule.threshold * 100.0,
             rule.min_events
         ),

@@ -81,7 +81,7 @@ fn a_failure_rate_fires_once_and_resolves_after_a_quiet_window() {
     assert!(
         firing
             .summary
-            .starts_with("r firing: 100% of user.create requests from client okta-prod"),
+            .starts_with("r firing: 100% of 4 user.create requests from client okta-prod"),
         "{}",
         firing.summary
     );
@@ -105,6 +105,29 @@ fn a_failure_rate_fires_once_and_resolves_after_a_quiet_window() {
             "scimtap_alerts_total{rule=\"r\",status=\"resolved\"}"
         ),
         1.0
+    );
+}
+
+#[test]
+fn a_failure_rate_resolved_for_too_few_events_says_how_many_were_left() {
+    let mut short = rule(AlertKind::FailureRate, 60, 0.5);
+    short.resolve_after = Duration::from_secs(10);
+    let (mut alerts, _) = engine(&[short]);
+    assert_eq!(
+        feed(&mut alerts, || create(500), &[0.0, 10.0, 20.0, 30.0]).len(),
+        1
+    );
+    // The first failure left the window: three left, all failed, but fewer than min_events.
+    let resolved = alerts.tick(at(61.0), None);
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let info = &resolved[0].info;
+    assert_eq!((info.status, info.value), ("resolved", 1.0));
+    assert!(
+        info.summary.contains(
+            "(now: 100% of 3 user.create requests from client okta-prod failed in the last 60 s (threshold 50%, at least 4 requests))"
+        ),
+        "{}",
+        info.summary
     );
 }
 
