@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 /// pycef names custom fields by their labels (`cn1Label=httpStatus cn1=201` → `httpStatus`).
 /// CEF extension value unescaping (`\\`, `\=`, `\n`, `\r`), which pycef leaves to its caller.
-fn unescape(value: &str) -> String {
+pub(crate) fn unescape(value: &str) -> String {
     let mut out = String::new();
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
@@ -29,6 +29,22 @@ fn unescape(value: &str) -> String {
         }
     }
     out
+}
+
+/// Every line of the CEF file at `path` as the independent parser (PyPI `pycef`) splits it:
+/// header fields and extensions by name, values still escaped (see [`unescape`]).
+pub(crate) fn parse_cef(path: &std::path::Path) -> Vec<HashMap<String, String>> {
+    let script = "import json, sys, pycef\nprint(json.dumps([pycef.parse(l.rstrip('\\n')) for l in open(sys.argv[1]) if l.strip()]))";
+    let out = run(Command::new(peers::venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(path));
+    assert!(
+        out.status.success(),
+        "pycef failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -99,17 +115,7 @@ async fn cef_lines_round_trip_through_an_independent_parser() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
-    let script = "import json, sys, pycef\nprint(json.dumps([pycef.parse(l.rstrip('\\n')) for l in open(sys.argv[1]) if l.strip()]))";
-    let out = run(Command::new(peers::venv_python())
-        .arg("-c")
-        .arg(script)
-        .arg(&cef_path));
-    assert!(
-        out.status.success(),
-        "pycef failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let parsed: Vec<HashMap<String, String>> = serde_json::from_slice(&out.stdout).unwrap();
+    let parsed = parse_cef(&cef_path);
     assert_eq!(parsed.len(), requests.len());
     for cef in &parsed {
         let id = unescape(&cef["externalId"]);
@@ -535,7 +541,7 @@ async fn live_sink_run(
 // === ECS ===
 
 /// The vendored ECS 8.12 reference (tests/fixtures/ecs, see its README).
-struct EcsReference {
+pub(crate) struct EcsReference {
     /// Field name → ECS type (`keyword`, `long`, `object`, ...), `.text` multi-fields included.
     types: HashMap<String, String>,
     /// `event.kind`, `event.category`, `event.type`, `event.outcome` → allowed values.
@@ -559,7 +565,7 @@ const ECS_REQUIRED: [&str; 9] = [
 ];
 
 impl EcsReference {
-    fn load() -> Self {
+    pub(crate) fn load() -> Self {
         let mut rows = include_str!("../fixtures/ecs/fields.csv").lines();
         assert_eq!(rows.next(), Some("field,type"));
         let types: HashMap<String, String> = rows
@@ -613,7 +619,7 @@ impl EcsReference {
     }
 
     /// Everything wrong with `doc` as an ECS document from scimtap; empty when it is valid.
-    fn violations(&self, doc: &Value) -> Vec<String> {
+    pub(crate) fn violations(&self, doc: &Value) -> Vec<String> {
         let mut out = Vec::new();
         match doc.as_object() {
             Some(map) => self.fields(map, "", &mut out),
@@ -1260,7 +1266,7 @@ async fn ecs_documents_for_every_fixture_use_only_ecs_fields_and_allowed_values(
 // === OCSF ===
 
 /// Runs tests/peer/validate_ocsf.py on `files`: (exit code, stdout and stderr).
-fn validate_ocsf(files: &[&std::path::Path]) -> (Option<i32>, String) {
+pub(crate) fn validate_ocsf(files: &[&std::path::Path]) -> (Option<i32>, String) {
     let output = run(Command::new(peers::venv_python())
         .arg(peers::peer_script("validate_ocsf.py"))
         .args(files));
