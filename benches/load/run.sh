@@ -4,7 +4,8 @@
 # usage: benches/load/run.sh [--quick] [--rounds N] [--duration S] [--conns "16 64"]
 #                            [--warmup S] [--paced-rate R] [--no-mitm] [--no-build]
 #                            [--no-install] [--out DIR] [--keep]
-#        benches/load/run.sh --profile [--duration S]   (perf profile of scimtap under load)
+#        benches/load/run.sh --profile [--state] [--duration S]   (perf profile of scimtap under
+#                                                  load; --state: with the shadow state on)
 #
 # Builds scimtap (cargo build --release --locked), starts a canned-response nginx as the SCIM
 # upstream and every contender in front of it on free loopback ports, then runs wrk with a
@@ -23,8 +24,8 @@ ARGS_STR="$*"
 
 # ---- options -----------------------------------------------------------------------------
 ROUNDS=3; DURATION=10; CONNS="16 64"; WARMUP=3
-WITH_MITM=1; BUILD=1; INSTALL=1; OUT_DIR=""; KEEP=0; PACED_RATE=2000; PROFILE=0
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+WITH_MITM=1; BUILD=1; INSTALL=1; OUT_DIR=""; KEEP=0; PACED_RATE=2000; PROFILE=0; PROFILE_STATE=0
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) ROUNDS=1; DURATION=3; WARMUP=1 ;;
@@ -34,6 +35,7 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP=$2; shift ;;
         --paced-rate) PACED_RATE=$2; shift ;;
         --profile) PROFILE=1 ;;
+        --state) PROFILE_STATE=1 ;;
         --no-mitm) WITH_MITM=0 ;;
         --no-build) BUILD=0 ;;
         --no-install) INSTALL=0 ;;
@@ -238,11 +240,16 @@ start_scimtap() {  # name port admin_port extra_toml
     "${SRV[@]}" "$SCIMTAP_BIN" --config "$conf" >"$RUN_DIR/$name.out" 2>"$RUN_DIR/$name.err" &
     PID_OF[$name]=$!; STARTED+=($!)
 }
-start_scimtap scimtap "$SCIMTAP_PORT" "$SCIMTAP_ADMIN_PORT" ""
+STATE_TOML="[state]
+path = \"$RUN_DIR/state.db\""
+if [ "$PROFILE_STATE" = 1 ]; then
+    start_scimtap scimtap "$SCIMTAP_PORT" "$SCIMTAP_ADMIN_PORT" "$STATE_TOML"
+else
+    start_scimtap scimtap "$SCIMTAP_PORT" "$SCIMTAP_ADMIN_PORT" ""
+fi
 [ "$PROFILE" = 1 ] || start_scimtap scimtap-wa "$SCIMTAP_WA_PORT" "$SCIMTAP_WA_ADMIN_PORT" $'[audit]\nmode = "write_ahead"'
 # The shadow state on (SQLite, the bundled proxy.toml's setting), to state its cost.
-[ "$PROFILE" = 1 ] || start_scimtap scimtap-state "$SCIMTAP_ST_PORT" "$SCIMTAP_ST_ADMIN_PORT" "[state]
-path = \"$RUN_DIR/state.db\""
+[ "$PROFILE" = 1 ] || start_scimtap scimtap-state "$SCIMTAP_ST_PORT" "$SCIMTAP_ST_ADMIN_PORT" "$STATE_TOML"
 
 for t in "${TARGETS[@]}"; do
     [ "$t" = direct ] && continue

@@ -66,8 +66,13 @@ impl ScimContext {
         }
     }
 
+    /// Whether values of `attribute` (a bare attribute name, in any case) never leave scimtap.
+    /// A scan, not a hash lookup: the set is a handful of names, and body keys need no
+    /// lower-case copy this way.
     fn is_sensitive(&self, attribute: &str) -> bool {
-        self.sensitive.contains(attribute)
+        self.sensitive
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(attribute))
     }
 
     /// Learns custom resource types from a `/ResourceTypes` response body.
@@ -766,24 +771,21 @@ fn classify_bulk(parts: &Parts<'_>, ctx: &ScimContext) -> Vec<ScimInfo> {
 pub fn redact_json(value: &Json<'_>, ctx: &ScimContext) -> Value {
     match value {
         Json::Object(object) => {
-            let patch_path_sensitive = get_ci(value, "path")
+            let patch_path = get_ci(value, "path")
                 .and_then(Json::as_str)
-                .map(patch::base_attribute)
-                .is_some_and(|a| ctx.is_sensitive(&a));
-            let patch_path_pii = get_ci(value, "path")
-                .and_then(Json::as_str)
-                .map(patch::base_attribute)
-                .is_some_and(|a| patch::is_pii(&a));
+                .map(patch::base_name);
+            let patch_path_sensitive = patch_path.is_some_and(|a| ctx.is_sensitive(a));
+            let patch_path_pii = patch_path.is_some_and(patch::is_pii);
             let mut out = Map::new();
             for (k, v) in members(object) {
-                let attribute = patch::base_attribute(k);
+                let attribute = patch::base_name(k);
                 let is_patch_value = k.eq_ignore_ascii_case("value");
                 let shown =
-                    if ctx.is_sensitive(&attribute) || (is_patch_value && patch_path_sensitive) {
+                    if ctx.is_sensitive(attribute) || (is_patch_value && patch_path_sensitive) {
                         Value::String(patch::REDACTED.to_owned())
                     } else if let (Some(p), true) = (
                         &ctx.pseudonymizer,
-                        patch::is_pii(&attribute) || (is_patch_value && patch_path_pii),
+                        patch::is_pii(attribute) || (is_patch_value && patch_path_pii),
                     ) {
                         hash_strings(v, p, ctx)
                     } else {
@@ -808,7 +810,7 @@ fn hash_strings(value: &Json<'_>, p: &Pseudonymizer, ctx: &ScimContext) -> Value
         Json::Object(o) => Value::Object(
             members(o)
                 .map(|(k, v)| {
-                    let shown = if ctx.is_sensitive(&patch::base_attribute(k)) {
+                    let shown = if ctx.is_sensitive(patch::base_name(k)) {
                         Value::String(patch::REDACTED.to_owned())
                     } else if k.eq_ignore_ascii_case("value") || k.eq_ignore_ascii_case("display") {
                         hash_strings(v, p, ctx)

@@ -179,6 +179,12 @@ fn apply(
 
 /// `urn:…:User:emails[type eq "work"].value` → `emails`; `name.givenName` → `name`; lower case.
 pub(super) fn base_attribute(path: &str) -> String {
+    base_name(path).to_ascii_lowercase()
+}
+
+/// [`base_attribute`] in the path's own case, without allocating, for comparisons that ignore
+/// case (the sensitive attributes, [`is_pii`]).
+pub(super) fn base_name(path: &str) -> &str {
     let before_filter = path.split('[').next().unwrap_or(path);
     let without_urn = if before_filter
         .get(..4)
@@ -192,7 +198,7 @@ pub(super) fn base_attribute(path: &str) -> String {
         path
     };
     let end = without_urn.find(['[', '.']).unwrap_or(without_urn.len());
-    without_urn[..end].trim().to_ascii_lowercase()
+    without_urn[..end].trim()
 }
 
 /// Quoted literals compared with `value eq` in a value filter: `members[value eq "a"]` → `a`.
@@ -356,7 +362,9 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// Attributes pseudonymised with `privacy.hash_key_file`.
 pub(super) fn is_pii(attribute: &str) -> bool {
-    matches!(attribute, "username" | "emails" | "displayname" | "members")
+    ["username", "emails", "displayname", "members"]
+        .iter()
+        .any(|pii| attribute.eq_ignore_ascii_case(pii))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 mod diff;
 mod postgres;
 pub mod rebuild;
+mod recent;
 pub mod settle;
 mod store;
 pub mod tracker;

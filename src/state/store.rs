@@ -22,6 +22,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::postgres::Postgres;
+use super::recent::Recent;
 use super::StateError;
 use crate::config::{PostgresTarget, StateStore};
 
@@ -50,6 +51,10 @@ pub(super) mod sql {
             display_name = excluded.display_name, active = excluded.active,
             attributes = excluded.attributes, updated_at = excluded.updated_at
         WHERE excluded.updated_at >= resources.updated_at";
+    /// SQLite only: the resource was seen again as stored; only `updated_at` moves (not back).
+    /// The time is `$1` because SQLite numbers parameters by first appearance.
+    pub const TOUCH: &str = "UPDATE resources SET updated_at = $1
+        WHERE upstream = $2 AND resource_type = $3 AND id = $4 AND updated_at <= $1";
     pub const FORGET_MEMBERS: &str =
         "DELETE FROM memberships WHERE upstream = $1 AND group_id = $2";
     pub const FORGET_MEMBERSHIPS: &str =
@@ -123,6 +128,7 @@ pub(super) mod sql {
         GET,
         MEMBER_NAME,
         PUT,
+        TOUCH,
         FORGET_MEMBERS,
         FORGET_MEMBERSHIPS,
         ADD_MEMBER,
@@ -308,6 +314,8 @@ pub(super) fn with_context(
 pub struct Store {
     backend: Backend,
     upstream: String,
+    /// A writable SQLite store's recently used resources ([`Recent`]); `None` otherwise.
+    recent: Option<Recent>,
 }
 
 enum Backend {
@@ -424,6 +432,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(conn),
             upstream,
+            recent: None,
         })
     }
 
@@ -432,6 +441,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(conn),
             upstream: upstream.to_owned(),
+            recent: Some(Recent::default()),
         })
     }
 
@@ -446,6 +456,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(Box::new(Postgres::connect(target)?)),
             upstream: upstream.to_owned(),
+            recent: None,
         })
     }
 
@@ -465,11 +476,18 @@ impl Store {
     /// # Errors
     /// When the store fails or a stored row is not valid JSON.
     pub fn get(&mut self, resource_type: &str, id: &str) -> Result<Option<Resource>, StateError> {
-        let upstream = self.upstream.as_str();
-        match &mut self.backend {
-            Backend::Sqlite(conn) => sqlite_get(conn, upstream, resource_type, id),
-            Backend::Postgres(pg) => pg.get(upstream, resource_type, id),
+        if let Some(held) = self.recent.as_mut().and_then(|r| r.get(resource_type, id)) {
+            return Ok(held.clone());
         }
+        let upstream = self.upstream.as_str();
+        let found = match &mut self.backend {
+            Backend::Sqlite(conn) => sqlite_get(conn, upstream, resource_type, id)?,
+            Backend::Postgres(pg) => return pg.get(upstream, resource_type, id),
+        };
+        if let Some(recent) = self.recent.as_mut() {
+            recent.set(resource_type, id, found.clone());
+        }
+        Ok(found)
     }
 
     /// The name to show for a member id: a user's userName, else a group's displayName.
@@ -477,6 +495,19 @@ impl Store {
     /// # Errors
     /// When the store fails.
     pub fn member_name(&mut self, id: &str) -> Result<Option<String>, StateError> {
+        if let Some(recent) = self.recent.as_mut() {
+            // As MEMBER_NAME: the user's name, else the group's, when both answers are known.
+            let name = |r: &Resource| r.user_name.clone().or_else(|| r.display_name.clone());
+            match recent.get("User", id) {
+                Some(Some(user)) => return Ok(name(user)),
+                Some(None) => {
+                    if let Some(held) = recent.get("Group", id) {
+                        return Ok(held.as_ref().and_then(name));
+                    }
+                }
+                None => {}
+            }
+        }
         let upstream = self.upstream.as_str();
         match &mut self.backend {
             Backend::Sqlite(conn) => Ok(conn
@@ -495,12 +526,53 @@ impl Store {
     /// # Errors
     /// When the store fails.
     pub fn put(&mut self, resource: &Resource, updated_at: &str) -> Result<bool, StateError> {
+        let result = self.put_uncached(resource, updated_at);
+        if let Some(recent) = self.recent.as_mut() {
+            match &result {
+                // Refused as older: the store still holds what it held.
+                Ok(false) => {}
+                Ok(true) => {
+                    // As stored: a member listed twice is one membership.
+                    let mut stored = resource.clone();
+                    if let Some(members) = stored.members.as_mut() {
+                        let mut seen = std::collections::HashSet::new();
+                        members.retain(|m| seen.insert(m.clone()));
+                    }
+                    recent.set(&resource.resource_type, &resource.id, Some(stored));
+                }
+                Err(_) => recent.clear(),
+            }
+        }
+        result
+    }
+
+    fn put_uncached(&mut self, resource: &Resource, updated_at: &str) -> Result<bool, StateError> {
         let upstream = self.upstream.as_str();
-        let attributes = serde_json::to_string(&resource.attributes)?;
         let conn = match &mut self.backend {
             Backend::Sqlite(conn) => conn,
-            Backend::Postgres(pg) => return pg.put(upstream, resource, &attributes, updated_at),
+            Backend::Postgres(pg) => {
+                let attributes = serde_json::to_string(&resource.attributes)?;
+                return pg.put(upstream, resource, &attributes, updated_at);
+            }
         };
+        let held = self
+            .recent
+            .as_mut()
+            .and_then(|r| r.get(&resource.resource_type, &resource.id))
+            .and_then(Option::as_ref);
+        // Seen again as the store holds it (Okta's PUT of an unchanged profile, Entra's re-add,
+        // a list page read again): only the time of the observation moves.
+        if held == Some(resource) {
+            let touched = conn.prepare_cached(sql::TOUCH)?.execute(params![
+                updated_at,
+                upstream,
+                resource.resource_type,
+                resource.id,
+            ])?;
+            return Ok(touched > 0);
+        }
+        let members_unchanged = held.is_some_and(|h| h.members == resource.members);
+        let attributes = serde_json::to_string(&resource.attributes)?;
         let tx = conn.savepoint()?;
         let written = tx.prepare_cached(sql::PUT)?.execute(params![
             upstream,
@@ -513,7 +585,7 @@ impl Store {
             attributes,
             updated_at,
         ])? > 0;
-        if let (true, Some(members)) = (written, &resource.members) {
+        if let (true, false, Some(members)) = (written, members_unchanged, &resource.members) {
             tx.prepare_cached(sql::FORGET_MEMBERS)?
                 .execute(params![upstream, resource.id])?;
             for member in members {
@@ -533,6 +605,22 @@ impl Store {
     /// # Errors
     /// When the store fails.
     pub fn remove(&mut self, resource_type: &str, id: &str) -> Result<(), StateError> {
+        let result = self.remove_uncached(resource_type, id);
+        if let Some(recent) = self.recent.as_mut() {
+            match &result {
+                Ok(()) => {
+                    recent.set(resource_type, id, None);
+                    if resource_type != "Group" {
+                        recent.forget_member(id);
+                    }
+                }
+                Err(_) => recent.clear(),
+            }
+        }
+        result
+    }
+
+    fn remove_uncached(&mut self, resource_type: &str, id: &str) -> Result<(), StateError> {
         let upstream = self.upstream.as_str();
         let conn = match &mut self.backend {
             Backend::Sqlite(conn) => conn,
@@ -571,7 +659,12 @@ impl Store {
     pub fn commit_batch(&mut self) -> Result<(), StateError> {
         if let Backend::Sqlite(conn) = &mut self.backend {
             if !conn.is_autocommit() {
-                conn.execute_batch("COMMIT")?;
+                if let Err(error) = conn.execute_batch("COMMIT") {
+                    if let Some(recent) = self.recent.as_mut() {
+                        recent.clear();
+                    }
+                    return Err(error.into());
+                }
             }
         }
         Ok(())
@@ -600,6 +693,9 @@ impl Store {
     /// # Errors
     /// When the store fails.
     pub fn clear(&mut self) -> Result<(), StateError> {
+        if let Some(recent) = self.recent.as_mut() {
+            recent.clear();
+        }
         let upstream = self.upstream.as_str();
         let conn = match &mut self.backend {
             Backend::Sqlite(conn) => conn,
@@ -1058,6 +1154,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn seeing_a_resource_again_unchanged_moves_only_its_time_forward() {
+        let mut store = Store::in_memory("app:443").expect("store");
+        let ann = Resource {
+            resource_type: "User".to_owned(),
+            id: "u1".to_owned(),
+            user_name: Some("ann".to_owned()),
+            ..Resource::default()
+        };
+        assert!(store.put(&ann, "2026-01-01T00:00:02.000Z").expect("put"));
+        assert!(store.put(&ann, "2026-01-01T00:00:03.000Z").expect("touch"));
+        // Older than the touch: not applied, although equal to what is held.
+        assert!(!store.put(&ann, "2026-01-01T00:00:02.500Z").expect("stale"));
+        let Backend::Sqlite(conn) = &store.backend else {
+            unreachable!("in_memory is SQLite");
+        };
+        let at: String = conn
+            .query_row(
+                "SELECT updated_at FROM resources WHERE id = 'u1'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("row");
+        assert_eq!(at, "2026-01-01T00:00:03.000Z");
     }
 
     #[test]
