@@ -13,7 +13,7 @@
 //! Layout: this file holds the resolved [`Config`] and the file's top level; `load.rs` the
 //! passes that parse the text and list its problems with their lines; `validate.rs` the
 //! `Checker` that collects problems while resolving values; one file per section (`listen`,
-//! `upstream`, `capture`, `audit`, `scim`, `integrity`, `state`) its raw struct, defaults, resolved
+//! `upstream`, `capture`, `audit`, `scim`, `integrity`, `state`, `ui`) its raw struct, defaults, resolved
 //! struct and checks.
 //! Each sink's options live next to the sink (`crate::sinks::<type>::config`), the options
 //! every sink shares in `crate::sinks::config`, and the buffer's in `crate::buffer::config`;
@@ -52,6 +52,7 @@ mod listen;
 pub(crate) mod load;
 mod scim;
 mod state;
+mod ui;
 mod upstream;
 pub(crate) mod validate;
 
@@ -62,6 +63,7 @@ pub use self::listen::{AdminConfig, ListenConfig, ServerTls, TlsMinVersion};
 pub use self::load::{ConfigError, Problem};
 pub use self::scim::{normalize_subject, ClientConfig, ScimConfig};
 pub use self::state::{PostgresTarget, StateConfig, StateStore, DEFAULT_CONFIRM_WITHIN};
+pub use self::ui::UiConfig;
 pub use self::upstream::UpstreamConfig;
 pub use crate::buffer::config::DiskBufferConfig;
 pub use crate::sinks::config::{
@@ -102,6 +104,7 @@ struct RawConfig {
     privacy: Option<Spanned<scim::RawPrivacy>>,
     integrity: Option<Spanned<integrity::RawIntegrity>>,
     state: Option<Spanned<state::RawState>>,
+    ui: Option<Spanned<ui::RawUi>>,
 }
 
 defaults! {
@@ -128,6 +131,8 @@ pub struct Config {
     pub integrity: IntegrityConfig,
     /// `[state]`: the shadow state store; `None` when the section is absent (state off).
     pub state: Option<StateConfig>,
+    /// `[ui]`: the live view; `None` when the section is absent (off).
+    pub ui: Option<UiConfig>,
 }
 
 /// Key material read from a `*_file` option. Debug shows only its length.

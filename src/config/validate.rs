@@ -11,7 +11,7 @@ use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
 use super::load::line_of;
-use super::{audit, capture, integrity, listen, scim, state, upstream};
+use super::{audit, capture, integrity, listen, scim, state, ui, upstream};
 use super::{Config, ConfigError, Problem, RawConfig, SecretKey};
 use crate::sinks::config::{validate_sinks, RawSink};
 
@@ -183,6 +183,15 @@ impl RawConfig {
         let state = state::validate_state(&mut c, self.state.as_ref());
         audit::check_write_ahead(&mut c, &audit, &sinks);
         listen::check_admin_address(&mut c, listen.as_ref(), admin.as_ref());
+        let ui = ui::validate_ui(&mut c, self.ui.as_ref());
+        ui::check_ui_address(
+            &mut c,
+            ui.as_ref(),
+            &[
+                ("listen.address", listen.as_ref().map(|l| l.address)),
+                ("admin.address", admin.as_ref().map(|a| a.address)),
+            ],
+        );
 
         match (listen, upstream) {
             (Some(listen), Some(upstream)) if c.problems.is_empty() => Ok(Config {
@@ -197,6 +206,7 @@ impl RawConfig {
                 scim,
                 integrity,
                 state,
+                ui,
             }),
             _ => Err(ConfigError::Invalid {
                 file: origin.to_owned(),
