@@ -116,3 +116,71 @@ pub(super) fn check_ui_address(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    const BASE: &str = "[listen]\naddress = \"127.0.0.1:8080\"\n[upstream]\nurl = \"http://127.0.0.1:9000\"\n[admin]\naddress = \"127.0.0.1:9090\"\n[[sinks]]\ntype = \"stdout\"\n";
+
+    fn parse(ui: &str) -> Result<Config, Vec<String>> {
+        Config::from_toml_str(&format!("{BASE}[ui]\n{ui}"), Path::new("proxy.toml")).map_err(|e| {
+            match e {
+                ConfigError::Invalid { problems, .. } => problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect(),
+                other => vec![other.to_string()],
+            }
+        })
+    }
+
+    #[test]
+    fn the_live_view_takes_its_defaults_and_never_shows_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("ui.token");
+        std::fs::write(&token, "  s3cret-s3cret-s3cret\n").unwrap();
+        let config = parse(&format!("token_file = \"{}\"", token.display())).unwrap();
+        let ui = config.ui.expect("[ui] on");
+        assert_eq!(ui.address, super::DEFAULT_ADDRESS.parse().unwrap());
+        assert_eq!(ui.recent_events, 1000);
+        assert_eq!(ui.token.0, b"s3cret-s3cret-s3cret");
+        assert!(!format!("{ui:?}").contains("s3cret"));
+        assert!(Config::from_toml_str(BASE, Path::new("proxy.toml"))
+            .unwrap()
+            .ui
+            .is_none());
+    }
+
+    #[test]
+    fn the_live_view_needs_a_long_enough_token_and_an_address_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short.token");
+        std::fs::write(&short, "tooshort").unwrap();
+        let missing = parse("address = \"127.0.0.1:9090\"\nrecent_events = 0").unwrap_err();
+        let said = missing.join("\n");
+        assert!(said.contains("ui.token_file: missing"), "{said}");
+        assert!(said.contains("ui.recent_events: must be between"), "{said}");
+        let token = dir.path().join("ui.token");
+        std::fs::write(&token, "long-enough-token-here").unwrap();
+        let clash = parse(&format!(
+            "address = \"127.0.0.1:9090\"\ntoken_file = \"{}\"",
+            token.display()
+        ))
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            clash.contains("ui.address: must differ from admin.address"),
+            "{clash}"
+        );
+        let said = parse(&format!("token_file = \"{}\"", short.display()))
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            said.contains("at least 16 characters") && !said.contains("tooshort\""),
+            "{said}"
+        );
+    }
+}
