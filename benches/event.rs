@@ -249,6 +249,7 @@ fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
             chain: scimtap::integrity::Chain::resume(None, None),
             start: serde_json::json!({}),
             state_file: None,
+            tap: None,
         },
         None,
         None,

@@ -73,7 +73,10 @@ if [ "$MODE" = "--test-peers" ]; then
   # The shared state store's tests (tests/it/state_pg.rs) start their own cluster from
   # PostgreSQL's server programs, which Debian keeps in /usr/lib/postgresql/<major>/bin.
   compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql-15)
-  present="$present, openssl, rsyslog, rsyslog-gnutls, systemd, procps, jq, postgresql"
+  # The live view's browser test (tests/it/ui.rs): Debian's Chromium, driven by Playwright
+  # from the venv with executable_path (Playwright's own browser download is never used).
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  present="$present, openssl, rsyslog, rsyslog-gnutls, systemd, procps, jq, postgresql, chromium"
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"

@@ -24,6 +24,7 @@
 //! | buffer    | [`buffer`]    | a sink's optional crash-safe disk buffer |
 //! | telemetry | [`telemetry`] | stderr logs and every Prometheus metric |
 //! | admin     | [`admin`]     | `/healthz`, `/readyz`, `/metrics` |
+//! | live view | [`ui`]        | `[ui]`: recent events (SSE), timelines, gaps, alerts, per hour |
 //!
 //! Shared by several stages: [`clients`] (who is calling: credentials reduced to a digest, the
 //! matching `[[clients]]` entry), [`clock`] (timestamps and UUIDv7 ids), [`tls`] (outbound TLS).
@@ -59,6 +60,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod trail;
+pub mod ui;
 pub mod write_ahead;
 
 use std::net::SocketAddr;
@@ -114,9 +116,12 @@ pub struct Running {
     /// Where the proxy accepts (the real port when the config asked for port 0).
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// Where the live view (`[ui]`) accepts.
+    pub ui_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<()>,
     admin: Option<JoinHandle<()>>,
+    ui: Option<JoinHandle<()>>,
     /// Asks for an `integrity.checkpoint` record every `checkpoint_interval_secs`.
     checkpoints: Option<JoinHandle<()>>,
     /// Asks the audit worker for due deprovisioning gaps and alert episodes every [`TICK`].
@@ -154,10 +159,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
         "Integrity chain ready."
     );
+    // The live view follows the audit worker from its first event.
+    let ui_setup = config.ui.as_ref().map(|c| ui::setup(c, &metrics));
     let chain_setup = pipeline::ChainSetup {
         chain,
         start: integrity::start_details(head.as_ref(), source),
         state_file: config.integrity.state_file.clone(),
+        tap: ui_setup.as_ref().map(|s| s.tap.clone()),
     };
 
     let mut sink_handles = Vec::new();
@@ -277,6 +285,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => (None, None),
     };
+    let (ui_task, ui_addr) = match (&config.ui, ui_setup) {
+        (Some(ui_config), Some(setup)) => {
+            let tcp = bind(ui_config.address).await?;
+            let addr = tcp.local_addr().map_err(|source| StartError::Bind {
+                address: ui_config.address,
+                source,
+            })?;
+            // The tap stays with the audit worker alone: when the worker ends, so does the feed.
+            drop(setup.tap);
+            let task = tokio::spawn(ui::serve(tcp, setup.ui, shutdown_rx.clone()));
+            ui::log_listening(addr);
+            (Some(task), Some(addr))
+        }
+        _ => (None, None),
+    };
 
     let listener = listener::Listener {
         tcp,
@@ -323,9 +346,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         proxy_addr,
         admin_addr,
+        ui_addr,
         shutdown,
         serve,
         admin,
+        ui: ui_task,
         checkpoints,
         ticks,
         pipeline,
@@ -450,6 +475,9 @@ impl Running {
         if let Some(admin) = self.admin {
             admin.abort();
         }
+        if let Some(ui) = self.ui {
+            ui.abort();
+        }
         if clean {
             tracing::info!("Shutdown complete; every queued event was written.");
         } else {
@@ -526,6 +554,8 @@ fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static 
         ("listen", &old.listen, &new.listen),
         ("upstream", &old.upstream, &new.upstream),
         ("admin", &old.admin, &new.admin),
+        // The token is compared by length only (Debug): a new token needs a restart anyway.
+        ("ui", &old.ui, &new.ui),
         ("sinks", &old.sinks, &new.sinks),
         ("audit", &old.audit, &new.audit),
         ("integrity", &old.integrity, &new.integrity),
@@ -606,10 +636,11 @@ mod tests {
         "sinks",
         "state",
         "alerts",
+        "ui",
     ];
 
     /// docs/architecture.md gives the same check as a command:
-    /// `grep -nE 'crate::(\{[^}]*)?(pipeline|event|formats|integrity|sinks|state|alerts)\b' src/{listener,proxy,tee,exchange,write_ahead}.rs src/{proxy,tee}/*.rs`
+    /// `grep -nE 'crate::(\{[^}]*)?(pipeline|event|formats|integrity|sinks|state|alerts|ui)\b' src/{listener,proxy,tee,exchange,write_ahead}.rs src/{proxy,tee}/*.rs`
     #[test]
     fn the_request_path_imports_nothing_from_the_audit_side() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -271,7 +271,17 @@ pub struct ChainSetup {
     /// `details` of the `integrity.start` record (genesis, or how the last run ended).
     pub start: serde_json::Value,
     pub state_file: Option<std::path::PathBuf>,
+    /// The live view's feed (`[ui]` on): every sealed native event line is offered to it as
+    /// well, without waiting (see [`EventTap`]).
+    pub tap: Option<EventTap>,
 }
+
+/// Where the audit worker offers each sealed native event line besides the sinks: the live
+/// view's feed. A broadcast send never blocks the worker: a reader that falls behind loses
+/// the oldest lines and learns how many (`scimtap_ui_feed_dropped_events_total` counts
+/// them), and with no reader the line is simply not kept. Integrity records and intents are
+/// not offered: the view shows events.
+pub type EventTap = tokio::sync::broadcast::Sender<Bytes>;
 
 /// What sinks need to know about an event besides its encoded line.
 fn record_meta(event: &AuditEvent<'_>) -> Arc<RecordMeta> {
@@ -880,6 +890,10 @@ fn emit_event(
             return;
         }
     };
+    if let Some(tap) = &integrity.tap {
+        // Err only when no one listens (the live view not started yet, or stopping).
+        let _ = tap.send(line.clone());
+    }
     metrics.events_encoded.inc();
     metrics.count_actions(
         &event.scim.actions,

@@ -206,6 +206,10 @@ metrics! {
     capture_budget_exhausted: Counter = "capture_budget_exhausted", "Body frames not captured because capture.max_pending_bytes was reached (the event says truncated)";
     audit_refused: Counter = "audit_refused_requests", "SCIM writes answered 503 without being forwarded because the audit trail could not take their events (on_audit_failure = \"reject\")";
     config_reloads: Family<ResultLabels, Counter> = "config_reloads", "Configuration reloads on SIGHUP, by result (success, failure: the old configuration stays)";
+    ui_feed_dropped: Counter = "ui_feed_dropped_events", "Events the live view ([ui]) did not get because its reader fell behind the audit worker (the audit trail is not affected)";
+    ui_stream_clients: Gauge = "ui_stream_clients", "Browsers following the live view's event stream now";
+    ui_stream_dropped: Counter = "ui_stream_dropped_clients", "Live view event streams closed because the browser fell behind (it reconnects and catches up from the recent events)";
+    ui_unauthorized: Counter = "ui_unauthorized_requests", "Live view requests refused with 401 (no valid token or session cookie)";
     sink_written: Family<SinkLabels, Counter> = "sink_events_written", "Audit events written by each sink";
     sink_dropped: Family<SinkReasonLabels, Counter> = "sink_events_dropped", "Audit events a sink did not write, by reason";
     sink_queue_depth: Family<SinkLabels, Gauge> = "sink_queue_depth", "Audit events waiting in each sink's queue";

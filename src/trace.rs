@@ -177,6 +177,29 @@ pub fn trace(files: &[&Path], lookup: &Lookup<'_>) -> Result<Trace, TraceError> 
     Ok(tracer.finish(skipped)?)
 }
 
+/// Traces `lookup.user` through events already in memory (the live view's recent events),
+/// with the same three passes as [`trace`]. `events` may be in any order.
+///
+/// # Errors
+/// [`StateError`] only when `lookup.state` is given and fails.
+pub fn trace_events(events: &[Value], lookup: &Lookup<'_>) -> Result<Trace, StateError> {
+    let mut tracer = Tracer::new(lookup)?;
+    for event in events {
+        tracer.resolve(event);
+    }
+    if !tracer.ids.is_empty() {
+        for event in events {
+            tracer.note_groups(event);
+        }
+    }
+    if !tracer.ids.is_empty() || tracer.named_without_id {
+        for event in events {
+            tracer.collect(event.clone());
+        }
+    }
+    tracer.finish(0)
+}
+
 // === resolving and collecting ===
 
 fn text<'v>(event: &'v Value, pointer: &str) -> Option<&'v str> {

@@ -13,7 +13,7 @@
 //! Layout: this file holds the resolved [`Config`] and the file's top level; `load.rs` the
 //! passes that parse the text and list its problems with their lines; `validate.rs` the
 //! `Checker` that collects problems while resolving values; one file per section (`listen`,
-//! `upstream`, `capture`, `audit`, `scim`, `integrity`, `state`, `alerts`) its raw struct, defaults, resolved
+//! `upstream`, `capture`, `audit`, `scim`, `integrity`, `state`, `alerts`, `ui`) its raw struct, defaults, resolved
 //! struct and checks.
 //! Each sink's options live next to the sink (`crate::sinks::<type>::config`), the options
 //! every sink shares in `crate::sinks::config`, and the buffer's in `crate::buffer::config`;
@@ -53,6 +53,7 @@ mod listen;
 pub(crate) mod load;
 mod scim;
 mod state;
+mod ui;
 mod upstream;
 pub(crate) mod validate;
 
@@ -64,6 +65,7 @@ pub use self::listen::{AdminConfig, ListenConfig, ServerTls, TlsMinVersion};
 pub use self::load::{ConfigError, Problem};
 pub use self::scim::{normalize_subject, ClientConfig, ScimConfig};
 pub use self::state::{PostgresTarget, StateConfig, StateStore, DEFAULT_CONFIRM_WITHIN};
+pub use self::ui::UiConfig;
 pub use self::upstream::UpstreamConfig;
 pub use crate::buffer::config::DiskBufferConfig;
 pub use crate::sinks::config::{
@@ -106,6 +108,7 @@ struct RawConfig {
     state: Option<Spanned<state::RawState>>,
     #[serde(default)]
     alerts: Vec<Spanned<alerts::RawAlert>>,
+    ui: Option<Spanned<ui::RawUi>>,
 }
 
 defaults! {
@@ -134,6 +137,8 @@ pub struct Config {
     pub state: Option<StateConfig>,
     /// `[[alerts]]`: the alert rules the audit worker evaluates (none: alerts off).
     pub alerts: Vec<AlertRule>,
+    /// `[ui]`: the live view; `None` when the section is absent (off).
+    pub ui: Option<UiConfig>,
 }
 
 /// Key material read from a `*_file` option. Debug shows only its length.

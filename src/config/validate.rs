@@ -11,7 +11,7 @@ use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
 use super::load::line_of;
-use super::{alerts, audit, capture, integrity, listen, scim, state, upstream};
+use super::{alerts, audit, capture, integrity, listen, scim, state, ui, upstream};
 use super::{Config, ConfigError, Problem, RawConfig, SecretKey};
 use crate::sinks::config::{validate_sinks, RawSink};
 
@@ -184,6 +184,15 @@ impl RawConfig {
         let alerts = alerts::validate_alerts(&mut c, &self.alerts, self.state.is_some());
         audit::check_write_ahead(&mut c, &audit, &sinks);
         listen::check_admin_address(&mut c, listen.as_ref(), admin.as_ref());
+        let ui = ui::validate_ui(&mut c, self.ui.as_ref());
+        ui::check_ui_address(
+            &mut c,
+            ui.as_ref(),
+            &[
+                ("listen.address", listen.as_ref().map(|l| l.address)),
+                ("admin.address", admin.as_ref().map(|a| a.address)),
+            ],
+        );
 
         match (listen, upstream) {
             (Some(listen), Some(upstream)) if c.problems.is_empty() => Ok(Config {
@@ -199,6 +208,7 @@ impl RawConfig {
                 integrity,
                 state,
                 alerts,
+                ui,
             }),
             _ => Err(ConfigError::Invalid {
                 file: origin.to_owned(),

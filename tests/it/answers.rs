@@ -18,7 +18,7 @@ use crate::support::*;
 
 /// Sends the steps of `fixture` from `from` up to (not including) `until`, carrying ids from
 /// part to part in `context`. Returns replay.py's output and its per-step results.
-fn replay_part(
+pub(crate) fn replay_part(
     proxy: &Proxy,
     fixture: &str,
     from: Option<&str>,
@@ -70,7 +70,7 @@ fn proxy_with_state(upstream_port: u16, dir: &tempfile::TempDir) -> Proxy {
 }
 
 /// Waits for an event whose first action is `action` and whose target is `user`.
-async fn wait_for_action(proxy: &Proxy, action: &str, user: &str) -> Value {
+pub(crate) async fn wait_for_action(proxy: &Proxy, action: &str, user: &str) -> Value {
     until(
         &format!("a {action} event for {user}"),
         WAIT,
@@ -88,7 +88,7 @@ async fn wait_for_action(proxy: &Proxy, action: &str, user: &str) -> Value {
     .await
 }
 
-fn user_name_of(events: &[Value], step_action: &str, nth: usize) -> String {
+pub(crate) fn user_name_of(events: &[Value], step_action: &str, nth: usize) -> String {
     events
         .iter()
         .filter(|e| e["scim"]["actions"][0] == step_action && e["outcome"] == "success")

@@ -28,7 +28,7 @@ const SINK_TYPES: [&str; 5] = ["file", "stdout", "syslog", "http", "kafka"];
 /// Sub-tables of every sink, documented once each (`sinks.batch`, ...).
 const SINK_SUB_TABLES: [&str; 3] = ["batch", "retry", "buffer"];
 /// Tables with a table of their own in the reference (besides `top`, the sinks and sub-tables).
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "listen",
     "upstream",
     "admin",
@@ -41,6 +41,7 @@ const TABLES: [&str; 12] = [
     "audit",
     "state",
     "alerts",
+    "ui",
 ];
 
 fn root() -> PathBuf {
@@ -153,6 +154,7 @@ fn config_with(id: &str, extra: &Entries) -> String {
         "integrity",
         "audit",
         "state",
+        "ui",
     ] {
         if id == table {
             text += &format!("[{table}]\n{}", lines(extra));

@@ -32,4 +32,5 @@ mod sink_syslog;
 mod state;
 mod state_pg;
 mod transparency;
+mod ui;
 mod write_ahead;

@@ -100,22 +100,33 @@ fn find(peer: &str) -> Result<PathBuf, String> {
             "rsyslogd" => "scripts/setup.sh installs rsyslog and rsyslog-gnutls",
             "systemd-analyze" => "scripts/setup.sh installs systemd",
             "pg_ctl" | "initdb" | "psql" => "scripts/setup.sh --test-peers installs postgresql-15",
+            "chromium" => "scripts/setup.sh --test-peers installs Debian's chromium",
             _ => "install it (scripts/setup.sh installs the test peers)",
         };
         format!("{peer} is not installed (not on PATH, in ~/.cargo/bin or /usr/sbin): {how}")
     })?;
-    if peer == "tansu" {
+    // What the venv must import for the tests that drive this peer from Python.
+    let needs = match peer {
         // The kafka tests read back with an independent consumer, kafka-python and its codecs.
+        "tansu" => Some((
+            "import kafka, zstandard, lz4.frame, snappy",
+            "kafka-python and its codecs",
+        )),
+        // The live view's browser test drives Chromium with Playwright for Python.
+        "chromium" => Some(("import playwright.sync_api", "playwright")),
+        _ => None,
+    };
+    if let Some((imports, what)) = needs {
         let python = venv().join("bin/python");
-        let imports = Command::new(&python)
-            .args(["-c", "import kafka, zstandard, lz4.frame, snappy"])
+        let imported = Command::new(&python)
+            .args(["-c", imports])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if !imports.is_ok_and(|s| s.success()) {
+        if !imported.is_ok_and(|s| s.success()) {
             return Err(format!(
-                "{} cannot import kafka-python and its codecs: run scripts/setup.sh \
+                "{} cannot import {what}: run scripts/setup.sh --test-peers \
                  (tests/peer/setup.sh installs tests/peer/requirements.txt)",
                 python.display()
             ));

@@ -198,6 +198,15 @@ impl Proxy {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The `address=` of the first log line containing `marker` (`"UI listening."`).
+    pub fn logged_address(&self, marker: &str) -> Option<SocketAddr> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .find(|line| line.contains(marker))
+            .and_then(|line| field(line, "address"))
+            .and_then(|addr| addr.parse().ok())
+    }
+
     pub fn log_tail(&self) -> String {
         let log = self.log.lock().unwrap();
         let start = log.len().saturating_sub(40);
