@@ -18,7 +18,7 @@ use crate::support::*;
 
 /// Sends the steps of `fixture` from `from` up to (not including) `until`, carrying ids from
 /// part to part in `context`. Returns replay.py's output and its per-step results.
-fn replay_part(
+pub(crate) fn replay_part(
     proxy: &Proxy,
     fixture: &str,
     from: Option<&str>,
@@ -59,7 +59,7 @@ fn replay_part(
 }
 
 /// scimtap with `[state]` (its file in `dir`) and gaps due after one second.
-fn proxy_with_state(upstream_port: u16, dir: &tempfile::TempDir) -> Proxy {
+pub(crate) fn proxy_with_state(upstream_port: u16, dir: &tempfile::TempDir) -> Proxy {
     let state = dir.path().join("state.db");
     Proxy::start(
         ProxyConfig::new(format!("http://127.0.0.1:{upstream_port}")).top(&format!(
@@ -70,7 +70,7 @@ fn proxy_with_state(upstream_port: u16, dir: &tempfile::TempDir) -> Proxy {
 }
 
 /// Waits for an event whose first action is `action` and whose target is `user`.
-async fn wait_for_action(proxy: &Proxy, action: &str, user: &str) -> Value {
+pub(crate) async fn wait_for_action(proxy: &Proxy, action: &str, user: &str) -> Value {
     until(
         &format!("a {action} event for {user}"),
         WAIT,

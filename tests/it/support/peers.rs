@@ -100,6 +100,7 @@ fn find(peer: &str) -> Result<PathBuf, String> {
             "rsyslogd" => "scripts/setup.sh installs rsyslog and rsyslog-gnutls",
             "systemd-analyze" => "scripts/setup.sh installs systemd",
             "pg_ctl" | "initdb" | "psql" => "scripts/setup.sh --test-peers installs postgresql-15",
+            "chromium" => "scripts/setup.sh --test-peers installs Debian's chromium",
             _ => "install it (scripts/setup.sh installs the test peers)",
         };
         format!("{peer} is not installed (not on PATH, in ~/.cargo/bin or /usr/sbin): {how}")
