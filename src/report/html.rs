@@ -84,6 +84,7 @@ tfoot td { font-weight: 600; border-top: 2px solid var(--line); }
 .warn { color: var(--warn); font-weight: 600; }
 .muted { color: var(--muted); }
 .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; word-break: break-all; }
+td.mono { white-space: nowrap; }
 .chart { width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
 .chart .grid { stroke: #e6e9ee; }
 .chart .axisline { stroke: #8a94a3; }
@@ -183,7 +184,6 @@ fn plural(n: u64) -> &'static str {
 fn cards(report: &Report, out: &mut String) -> fmt::Result {
     let t = &report.totals;
     let d = &report.deprovisionings;
-    let failed_groups = report.failures.len() as u64;
     let (verdict, class) = integrity_verdict(report);
     out.push_str("<section class=\"cards\">\n");
     let mut card = |label: &str, n: &str, class: &str, sub: String| {
@@ -243,7 +243,10 @@ fn cards(report: &Report, out: &mut String) -> fmt::Result {
         "Integrity",
         verdict,
         class,
-        format!("{} failure reason{}", failed_groups, plural(failed_groups)),
+        match &report.integrity.broken {
+            Some(broken) => format!("{} at seq {}", broken.kind, broken.seq),
+            None => format!("{} records checked", report.integrity.records),
+        },
     )?;
     out.push_str("</section>\n");
     Ok(())
