@@ -84,7 +84,6 @@ tfoot td { font-weight: 600; border-top: 2px solid var(--line); }
 .warn { color: var(--warn); font-weight: 600; }
 .muted { color: var(--muted); }
 .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; word-break: break-all; }
-td.mono { white-space: nowrap; }
 .chart { width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
 .chart .grid { stroke: #e6e9ee; }
 .chart .axisline { stroke: #8a94a3; }
