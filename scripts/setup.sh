@@ -8,7 +8,8 @@
 #   scripts/setup.sh --test-peers  the above, plus what the tests need (scripts/test.sh):
 #                                  openssl, rsyslog, rsyslog-gnutls, systemd (systemd-analyze),
 #                                  procps, jq, postgresql-15 (initdb/pg_ctl for a throwaway
-#                                  cluster; the Debian service is not started or used); every
+#                                  cluster; the Debian service is not started or used), chromium
+#                                  (headless, to render scimtap report's page); every
 #                                  pinned peer of tests/peer/requirements.txt; and
 #                                  the Kafka broker tansu (cargo install, ~17 minutes the first time).
 #   scripts/setup.sh --bench       the apt packages and toolchain for running, plus the load
@@ -73,8 +74,9 @@ if [ "$MODE" = "--test-peers" ]; then
   # The shared state store's tests (tests/it/state_pg.rs) start their own cluster from
   # PostgreSQL's server programs, which Debian keeps in /usr/lib/postgresql/<major>/bin.
   compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql-15)
-  # The live view's browser test (tests/it/ui.rs): Debian's Chromium, driven by Playwright
-  # from the venv with executable_path (Playwright's own browser download is never used).
+  # Debian's Chromium, driven by Playwright from the venv with executable_path (Playwright's
+  # own browser download is never used): the live view's browser test (tests/it/ui.rs) and
+  # the report rendered to PNG (tests/it/report.rs).
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   present="$present, openssl, rsyslog, rsyslog-gnutls, systemd, procps, jq, postgresql, chromium"
 fi

@@ -453,6 +453,61 @@ pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files.into_iter().map(|(_, _, p)| p).collect())
 }
 
+/// The files of `paths` that carry the chain, in chain order, and those skipped: a file named
+/// is taken as given; a directory stands for its audit files ([`files_in`]) that belong to
+/// the trail ([`is_trail_file`]), the output of OCSF, ECS or CEF sinks beside it skipped.
+/// `scimtap verify` and `scimtap report` check the same files.
+///
+/// # Errors
+/// [`ChainFilesError`] when a directory cannot be listed or one of its files read.
+pub fn chain_files(paths: &[PathBuf]) -> Result<ChainFiles, ChainFilesError> {
+    let mut chain = ChainFiles::default();
+    for path in paths {
+        if !path.is_dir() {
+            chain.files.push(path.clone());
+            continue;
+        }
+        let found = files_in(path).map_err(|source| ChainFilesError::List {
+            path: path.clone(),
+            source,
+        })?;
+        for file in found {
+            match is_trail_file(&file) {
+                Ok(true) => chain.files.push(file),
+                Ok(false) => chain.skipped.push(file),
+                Err(source) => return Err(ChainFilesError::Read { path: file, source }),
+            }
+        }
+    }
+    Ok(chain)
+}
+
+/// What [`chain_files`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainFiles {
+    /// The files to verify, in chain order.
+    pub files: Vec<PathBuf>,
+    /// Files of a directory without the chain's fields (another format's output).
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Why [`chain_files`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainFilesError {
+    #[error("cannot list {}: {source}", path.display())]
+    List {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Whether `path` belongs to the hash-chained trail: one of its lines carries the chain's
 /// fields (`instance` and `integrity` with `seq`, `prev_hash`, `hash`), or it is empty (a
 /// trail file just rotated). The files of OCSF, ECS and CEF sinks never carry them, so `verify

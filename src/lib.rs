@@ -29,7 +29,8 @@
 //! Shared by several stages: [`clients`] (who is calling: credentials reduced to a digest, the
 //! matching `[[clients]]` entry), [`clock`] (timestamps and UUIDv7 ids), [`tls`] (outbound TLS).
 //! Commands over audit files already written, outside the proxy's data flow: [`trail`] reads
-//! native audit files back (for `state rebuild` and `trace`), [`trace`] tells one user's story.
+//! native audit files back (for `state rebuild`, `trace` and `report`), [`trace`] tells one
+//! user's story, [`report`] sums up a period for an auditor (HTML or JSON).
 //! The request path (listener, proxy, write-ahead, tee, exchange) imports nothing from the audit
 //! side: it reaches it only through [`exchange::Auditor`].
 //!
@@ -52,6 +53,7 @@ pub mod integrity;
 pub mod listener;
 pub mod pipeline;
 pub mod proxy;
+pub mod report;
 pub mod scim;
 pub mod sinks;
 pub mod state;

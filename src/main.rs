@@ -3,7 +3,8 @@
 //! Exit codes: 0 clean stop (every event written), 1 runtime failure or events left unwritten
 //! at the shutdown deadline, 2 command-line usage error (clap), 64 bad configuration;
 //! `verify`: 10-14 for a broken chain, 66 for unreadable files; `trace`: 1 when nothing names
-//! the user (as grep: 0 found, 1 not found), 66 for an unreadable audit or state file.
+//! the user (as grep: 0 found, 1 not found), 66 for an unreadable audit or state file;
+//! `report`: verify's 10-14 when the chain is broken (the report is written all the same).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,11 @@ enum Command {
     /// retries included. From native audit files, and the state file when one is at hand.
     /// Exit 0 when an event names the user, 1 when none does.
     Trace(TraceArgs),
+    /// An auditor's report of audit files over a period, as one self-contained HTML page (or
+    /// JSON): counts by action and outcome, a chart, every deprovisioning with its
+    /// confirmation and latency, failures by reason, alerts, and the chain's verification.
+    /// Exit 0, or verify's 10-14 when the chain is broken (the report is written either way).
+    Report(ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -92,6 +98,40 @@ struct TraceArgs {
     /// Native audit files (rotated ones too: audit.jsonl*), or directories of them, in any
     /// order. May be left out with a state file: the trace is then what the state holds.
     files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Start of the period (inclusive): RFC 3339 (`2026-11-22T09:00:00Z`, offsets too) or a
+    /// UTC date (`2026-11-22`, its midnight). Default: the first event.
+    #[arg(long, value_name = "TIME", value_parser = scimtap::report::parse_from)]
+    from: Option<std::time::SystemTime>,
+    /// End of the period (exclusive): RFC 3339, or a UTC date standing for the end of that
+    /// day (`--from 2026-11-01 --to 2026-11-30` is all of November). Default: the last event.
+    #[arg(long, value_name = "TIME", value_parser = scimtap::report::parse_to)]
+    to: Option<std::time::SystemTime>,
+    /// `html` (one self-contained page) or `json` (the same numbers; fields: docs/report.md).
+    #[arg(long, value_enum, default_value = "html")]
+    format: ReportFormat,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The chain's HMAC key (the file `integrity.key_file` names), as for `verify`.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+    /// Accept a chain that does not end with a clean stop (a running instance's file).
+    #[arg(long)]
+    allow_open: bool,
+    /// Native audit files in chain order (rotated files oldest first), or directories of
+    /// them, as for `verify`.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Html,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +185,8 @@ fn main() -> ExitCode {
         Some(Command::Verify(args)) => return verify(cli.config.as_deref(), args),
         // The same: a configuration only when named, for the state file and privacy key.
         Some(Command::Trace(args)) => return trace(cli.config.as_deref(), args),
+        // The same as verify: a configuration only when named, for the chain's key.
+        Some(Command::Report(args)) => return report(cli.config.as_deref(), args),
         _ => {}
     }
     scimtap::telemetry::init_logging();
@@ -173,6 +215,7 @@ fn main() -> ExitCode {
         Command::Healthcheck(args) => healthcheck(&config_path, &args),
         Command::Verify(args) => verify(cli.config.as_deref(), &args),
         Command::Trace(args) => trace(cli.config.as_deref(), &args),
+        Command::Report(args) => report(cli.config.as_deref(), &args),
         Command::State(StateCommand::Rebuild(args)) => rebuild_state(&config, &args),
         Command::Run => match run(config, &config_path) {
             Ok(()) => ExitCode::SUCCESS,
@@ -392,56 +435,112 @@ fn trace(config: Option<&std::path::Path>, args: &TraceArgs) -> ExitCode {
     }
 }
 
+/// `scimtap report`: writes the report, then exits 0 for an intact chain (or none to check)
+/// or verify's 10-14 for a broken one; 2 for a period that ends before it starts, 64 for a key
+/// or configuration that cannot be read, 66 for an audit file that cannot be read, 1 when the
+/// report cannot be written.
+fn report(config: Option<&std::path::Path>, args: &ReportArgs) -> ExitCode {
+    if let (Some(from), Some(to)) = (args.from, args.to) {
+        if from >= to {
+            eprintln!("scimtap: --from must be before --to (the end is exclusive)");
+            return ExitCode::from(2);
+        }
+    }
+    let key = match chain_key(config, args.key_file.as_deref()) {
+        Ok(key) => key,
+        Err(code) => return code,
+    };
+    let options = scimtap::report::Options {
+        from: args.from,
+        to: args.to,
+        key: key.as_ref().map(|k| k.0.as_slice()),
+        allow_open: args.allow_open,
+    };
+    let report = match scimtap::report::report(&args.files, &options) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("scimtap: {error}");
+            return ExitCode::from(EXIT_NO_INPUT);
+        }
+    };
+    let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(out);
+        match args.format {
+            ReportFormat::Html => scimtap::report::write_html(&report, &mut out)?,
+            ReportFormat::Json => scimtap::report::write_json(&report, &mut out)?,
+        }
+        std::io::Write::flush(&mut out)
+    };
+    let written = match &args.out {
+        Some(path) => std::fs::File::create(path).and_then(|mut file| write(&mut file)),
+        None => write(&mut std::io::stdout().lock()),
+    };
+    match written {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(error) => {
+            eprintln!("scimtap: cannot write the report: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(broken) = &report.integrity.broken {
+        eprintln!(
+            "scimtap: the audit trail's hash chain is BROKEN at seq {} ({}:{}): {}: {}",
+            broken.seq, broken.file, broken.line, broken.kind, broken.detail
+        );
+        if key.is_none() && broken.kind == "edited" {
+            eprintln!(
+                "scimtap: checked without a key; if the trail is keyed (integrity.key_file), pass --key-file PATH or --config FILE"
+            );
+        }
+    }
+    ExitCode::from(report.integrity.exit_code())
+}
+
+/// The chain's key for `verify` and `report`: `--key-file`, else the named configuration's
+/// `integrity.key_file`, else none (a plain SHA-256 chain). Exit 64 when it cannot be read.
+fn chain_key(
+    config: Option<&std::path::Path>,
+    key_file: Option<&std::path::Path>,
+) -> Result<Option<scimtap::config::SecretKey>, ExitCode> {
+    match (key_file, config) {
+        (Some(path), _) => match scimtap::config::read_key_file(path) {
+            Ok(key) => Ok(Some(key)),
+            Err(message) => {
+                eprintln!("scimtap: --key-file: {message}");
+                Err(ExitCode::from(EXIT_CONFIG))
+            }
+        },
+        (None, Some(path)) => match Config::load(path) {
+            Ok(config) => Ok(config.integrity.key),
+            Err(error) => {
+                eprintln!("scimtap: {error}");
+                Err(ExitCode::from(EXIT_CONFIG))
+            }
+        },
+        (None, None) => Ok(None),
+    }
+}
+
 /// `scimtap verify`: exit 0 for an intact chain, 10-14 for what broke (see
 /// [`scimtap::integrity::Breakage::exit_code`]), 66 for a file that cannot be read, 64 for a
 /// key or configuration that cannot be read. The key comes from `--key-file`, else from the
 /// configuration when one was named; with neither the chain is checked as plain SHA-256.
 fn verify(config: Option<&std::path::Path>, args: &VerifyArgs) -> ExitCode {
-    use scimtap::integrity::{files_in, is_trail_file, StartAt, VerifyOptions};
-    let key = match (&args.key_file, config) {
-        (Some(path), _) => match scimtap::config::read_key_file(path) {
-            Ok(key) => Some(key),
-            Err(message) => {
-                eprintln!("scimtap: --key-file: {message}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        (None, Some(path)) => match Config::load(path) {
-            Ok(config) => config.integrity.key,
-            Err(error) => {
-                eprintln!("scimtap: {error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        (None, None) => None,
+    use scimtap::integrity::{chain_files, ChainFiles, StartAt, VerifyOptions};
+    let key = match chain_key(config, args.key_file.as_deref()) {
+        Ok(key) => key,
+        Err(code) => return code,
     };
     // Files named are checked as given; a directory's files only when they carry the chain
     // (the output of OCSF, ECS or CEF sinks beside the trail is listed as skipped).
-    let mut files = Vec::new();
-    let mut skipped = Vec::new();
-    for path in &args.files {
-        if !path.is_dir() {
-            files.push(path.clone());
-            continue;
+    let ChainFiles { files, skipped } = match chain_files(&args.files) {
+        Ok(found) => found,
+        Err(error) => {
+            eprintln!("scimtap: {error}");
+            return ExitCode::from(EXIT_NO_INPUT);
         }
-        let found = match files_in(path) {
-            Ok(found) => found,
-            Err(error) => {
-                eprintln!("scimtap: cannot list {}: {error}", path.display());
-                return ExitCode::from(66);
-            }
-        };
-        for file in found {
-            match is_trail_file(&file) {
-                Ok(true) => files.push(file),
-                Ok(false) => skipped.push(file),
-                Err(error) => {
-                    eprintln!("scimtap: cannot read {}: {error}", file.display());
-                    return ExitCode::from(66);
-                }
-            }
-        }
-    }
+    };
     let options = VerifyOptions {
         start: match (&args.start_hash, args.start_anywhere) {
             (Some(hash), _) => StartAt::PrevHash(hash.to_ascii_lowercase()),

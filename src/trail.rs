@@ -116,6 +116,61 @@ fn timestamp(event: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// Hand-written event lines for the unit tests of the commands that read the trail.
+#[cfg(test)]
+pub(crate) mod testing {
+    use serde_json::{json, Value};
+
+    /// An event line: `patch` laid over an event of the documented shape (Okta, success, 200,
+    /// a User with nothing set).
+    pub(crate) fn line(patch: Value) -> String {
+        let mut event = json!({
+            "schema_version": "1.4",
+            "event_id": null,
+            "timestamp": "2026-11-22T09:00:00.000Z",
+            "duration_ms": 1.0,
+            "request_id": "req",
+            "outcome": "success",
+            "outcome_reason": null,
+            "client": {"address": "198.51.100.23", "port": 40000, "tls": true,
+                       "certificate_subject": null, "user_agent": "Okta SCIM Client 1.0.0",
+                       "auth_scheme": "bearer", "token_fingerprint": "26929eeeeee5e900",
+                       "name": null, "idp": "okta"},
+            "http": {"version": "HTTP/1.1", "method": "PATCH", "path": "/scim/v2/Users/x",
+                     "query": null, "status": 200},
+            "scim": {
+                "endpoint": "Users", "operation": "patch", "resource_type": "User",
+                "target": {"id": null, "external_id": null, "user_name": null, "display_name": null},
+                "actions": [],
+                "changes": {"attributes": [], "patch_ops": [], "members_added": [],
+                            "members_removed": [], "members_replaced": null,
+                            "requested": {"external_id": null, "user_name": null, "display_name": null}},
+                "filter": null, "bulk": null, "error": null, "parse_error": null, "note": null
+            },
+            "failure": null,
+            "instance": "019a8f00-0000-7000-8000-000000000000",
+            "integrity": {"seq": 1, "prev_hash": "0", "hash": "0"}
+        });
+        merge(&mut event, patch);
+        if event["event_id"].is_null() {
+            event["event_id"] = json!(format!("ev-{}", event["timestamp"].as_str().unwrap()));
+        }
+        event.to_string()
+    }
+
+    /// Lays `patch` over `into`: objects member by member, anything else replaced.
+    pub(crate) fn merge(into: &mut Value, patch: Value) {
+        match (into, patch) {
+            (Value::Object(into), Value::Object(patch)) => {
+                for (k, v) in patch {
+                    merge(into.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (into, patch) => *into = patch,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

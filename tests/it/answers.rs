@@ -59,7 +59,7 @@ pub(crate) fn replay_part(
 }
 
 /// scimtap with `[state]` (its file in `dir`) and gaps due after one second.
-fn proxy_with_state(upstream_port: u16, dir: &tempfile::TempDir) -> Proxy {
+pub(crate) fn proxy_with_state(upstream_port: u16, dir: &tempfile::TempDir) -> Proxy {
     let state = dir.path().join("state.db");
     Proxy::start(
         ProxyConfig::new(format!("http://127.0.0.1:{upstream_port}")).top(&format!(

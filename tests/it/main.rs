@@ -23,6 +23,7 @@ mod integrity;
 mod pipeline;
 mod reliability;
 mod reload;
+mod report;
 mod schema;
 mod scim_server;
 mod secrets;
