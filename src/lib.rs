@@ -379,8 +379,8 @@ impl Running {
     /// SIGHUP: reads and validates `path` again. A valid file's event settings (`[scim]`,
     /// `[[clients]]` naming, `[redact]`, `[privacy]`, `[capture] include_bodies`) take effect
     /// at once for every exchange not yet described, swapped in one step by the audit worker;
-    /// sections that need a restart (listen, upstream, admin, sinks, audit, integrity, state,
-    /// alerts, the allow-list) are named in the log and keep their running values. An invalid file
+    /// sections that need a restart (listen, upstream, admin, ui, sinks, audit, integrity,
+    /// state, alerts, the allow-list) are named in the log and keep their running values. An invalid file
     /// changes nothing. Either way file sinks reopen (log rotation). Counted in
     /// `scimtap_config_reloads_total{result}`.
     pub async fn reload(&self, path: &std::path::Path) -> bool {
@@ -552,7 +552,7 @@ fn settings_change(
 fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 8] = [
+    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 9] = [
         ("listen", &old.listen, &new.listen),
         ("upstream", &old.upstream, &new.upstream),
         ("admin", &old.admin, &new.admin),
