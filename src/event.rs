@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, LOCATION, USER_AGENT};
 use http::HeaderMap;
@@ -26,7 +27,7 @@ use crate::scim::{
 };
 
 /// Version of the event layout. Readers should branch on the major part.
-pub const SCHEMA_VERSION: &str = "1.4";
+pub const SCHEMA_VERSION: &str = "1.5";
 
 /// Query parameters whose values never appear in `http.query`.
 const SECRET_QUERY_PARAMS: &[&str] = &[
@@ -50,6 +51,8 @@ pub struct EventContext {
     pub include_bodies: IncludeBodies,
     /// Configured (`redact.query_params`), on top of [`SECRET_QUERY_PARAMS`].
     secret_query_params: HashSet<String>,
+    /// The service requests are forwarded to, named on every event.
+    pub upstream: Option<Arc<UpstreamInfo>>,
 }
 
 impl EventContext {
@@ -72,6 +75,7 @@ impl EventContext {
             clients: s.clients.clone(),
             include_bodies: config.capture.include_bodies,
             secret_query_params,
+            upstream: Some(Arc::new(UpstreamInfo::from_config(&config.upstream))),
         }
     }
 
@@ -123,6 +127,42 @@ pub struct AuditEvent<'a> {
     pub deprovision: Option<DeprovisionInfo>,
     /// On `alert.firing` / `alert.resolved` events only (`[[alerts]]`).
     pub alert: Option<crate::alerts::AlertInfo>,
+    /// The provisioned app: where the request was (or would have been) forwarded.
+    pub upstream: Option<Arc<UpstreamInfo>>,
+}
+
+/// `upstream`: the service behind scimtap, from `[upstream] url` (host and port only: never
+/// the URL's user-info).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UpstreamInfo {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl UpstreamInfo {
+    /// The host is an IP address rather than a DNS name (formats name the field after it).
+    pub fn host_is_ip(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+
+    pub fn from_config(upstream: &crate::config::UpstreamConfig) -> UpstreamInfo {
+        let tls = upstream.is_https();
+        UpstreamInfo {
+            // `Authority::host` keeps an IPv6 address's brackets.
+            host: upstream
+                .authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: upstream
+                .authority
+                .port_u16()
+                .unwrap_or(if tls { 443 } else { 80 }),
+            tls,
+        }
+    }
 }
 
 impl Serialize for AuditEvent<'_> {
@@ -137,6 +177,9 @@ impl Serialize for AuditEvent<'_> {
         event.serialize_field("outcome", &self.outcome)?;
         event.serialize_field("outcome_reason", &self.outcome_reason())?;
         event.serialize_field("client", &self.client)?;
+        if let Some(upstream) = &self.upstream {
+            event.serialize_field("upstream", upstream.as_ref())?;
+        }
         event.serialize_field("http", &self.http)?;
         event.serialize_field("scim", &self.scim)?;
         event.serialize_field("failure", &self.failure)?;
@@ -381,6 +424,7 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
                 retry_of: None,
                 deprovision: None,
                 alert: None,
+                upstream: ctx.upstream.clone(),
             }
         })
         .collect()
@@ -597,6 +641,30 @@ mod tests {
         let line = events[0].to_json_line().unwrap();
         assert_eq!(line.last(), Some(&b'\n'));
         serde_json::from_slice(&line).unwrap()
+    }
+
+    #[test]
+    fn the_upstream_is_named_by_host_and_port_with_ipv6_unbracketed() {
+        let config = |url: &str| {
+            let text = format!(
+                "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"{url}\"\n[[sinks]]\ntype = \"stdout\"\n"
+            );
+            Config::from_toml_str(&text, std::path::Path::new("t.toml")).expect("valid")
+        };
+        let up = |url: &str| UpstreamInfo::from_config(&config(url).upstream);
+        let named = up("https://app.example.com/scim/v2");
+        assert_eq!(
+            (
+                named.host.as_str(),
+                named.port,
+                named.tls,
+                named.host_is_ip()
+            ),
+            ("app.example.com", 443, true, false)
+        );
+        let v6 = up("http://[::1]:9000");
+        assert_eq!((v6.host.as_str(), v6.port, v6.tls), ("::1", 9000, false));
+        assert!(v6.host_is_ip());
     }
 
     #[test]

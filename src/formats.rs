@@ -158,6 +158,10 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
     );
     ext.field("src", Some(event.client.address.clone()));
     ext.field("spt", Some(event.client.port.to_string()));
+    if let Some(upstream) = &event.upstream {
+        ext.field("dhost", Some(upstream.host.clone()));
+        ext.field("dpt", Some(upstream.port.to_string()));
+    }
     ext.field("suser", event.client.name.clone());
     ext.field("suid", event.client.token_fingerprint.clone());
     ext.field("requestClientApplication", event.client.user_agent.clone());
@@ -452,6 +456,17 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
         "source".into(),
         json!({"ip": event.client.address, "port": event.client.port}),
     );
+    if let Some(upstream) = &event.upstream {
+        let key = if upstream.host_is_ip() {
+            "ip"
+        } else {
+            "domain"
+        };
+        doc.insert(
+            "destination".into(),
+            json!({key: upstream.host, "address": upstream.host, "port": upstream.port}),
+        );
+    }
     if let Some(ua) = &event.client.user_agent {
         doc.insert("user_agent".into(), json!({"original": ua}));
     }
@@ -547,6 +562,60 @@ mod tests {
         s.changes.members_added = added.iter().map(|m| (*m).to_owned()).collect();
         s.changes.members_removed = removed.iter().map(|m| (*m).to_owned()).collect();
         event("PATCH", s, Some(204))
+    }
+
+    #[test]
+    fn every_format_names_the_upstream_service_as_the_destination() {
+        let upstream = |host: &str| {
+            Some(std::sync::Arc::new(crate::event::UpstreamInfo {
+                host: host.into(),
+                port: 8443,
+                tls: true,
+            }))
+        };
+        let mut deactivate = event(
+            "PATCH",
+            scim("User", Operation::Patch, &["user.deactivate"]),
+            Some(200),
+        );
+        deactivate.upstream = upstream("app.example.com");
+        let mut read = event("GET", scim("User", Operation::Read, &[]), Some(200));
+        read.upstream = upstream("10.1.2.3");
+
+        let ocsf = &docs(EventFormat::Ocsf, &deactivate)[0];
+        assert_eq!(ocsf["class_uid"], 3001, "{ocsf}");
+        assert_eq!(
+            ocsf["unmapped"]["upstream"]["host"], "app.example.com",
+            "{ocsf}"
+        );
+        let ocsf = &docs(EventFormat::Ocsf, &read)[0];
+        assert_eq!(ocsf["class_uid"], 6003, "{ocsf}");
+        assert_eq!(
+            ocsf["dst_endpoint"],
+            json!({"ip": "10.1.2.3", "port": 8443, "svc_name": "SCIM"})
+        );
+        assert_eq!(ocsf["api"]["service"]["uid"], "10.1.2.3:8443", "{ocsf}");
+        assert!(ocsf["observables"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["name"] == "dst_endpoint.ip")));
+
+        let ecs = &docs(EventFormat::Ecs, &deactivate)[0];
+        assert_eq!(ecs["destination"]["domain"], "app.example.com", "{ecs}");
+        assert_eq!(ecs["destination"]["port"], 8443, "{ecs}");
+        let ecs = &docs(EventFormat::Ecs, &read)[0];
+        assert_eq!(ecs["destination"]["ip"], "10.1.2.3", "{ecs}");
+
+        let cef = &records(EventFormat::Cef, &deactivate)[0];
+        assert!(cef.contains(" dhost=app.example.com dpt=8443"), "{cef}");
+
+        // Without an upstream (not from a running proxy) nothing is invented.
+        let bare = event("GET", scim("User", Operation::Read, &[]), Some(200));
+        assert!(docs(EventFormat::Ocsf, &bare)[0]
+            .get("dst_endpoint")
+            .is_none());
+        assert!(docs(EventFormat::Ecs, &bare)[0]
+            .get("destination")
+            .is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::alerts::Alerts;
 use crate::clock::Timestamp;
 use crate::config::EventFormat;
-use crate::event::{events_for, AuditEvent, EventContext, Outcome};
+use crate::event::{events_for, AuditEvent, EventContext, Outcome, UpstreamInfo};
 use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, Severity, SinkHandle};
@@ -659,6 +659,7 @@ fn due_gaps(state: &mut StateStage, metrics: &Metrics) -> (Vec<tracker::Notice>,
 /// Writes a tracker notice as its event, and counts it; returns the alerts it raised.
 fn emit_notice(
     notice: &tracker::Notice,
+    upstream: Option<&Arc<UpstreamInfo>>,
     sinks: &[SinkHandle],
     integrity: &mut ChainSetup,
     alerts: Option<&mut Alerts>,
@@ -671,7 +672,8 @@ fn emit_notice(
     } else {
         metrics.deprovision_closed.inc();
     }
-    let event = notice.event();
+    let mut event = notice.event();
+    event.upstream = upstream.cloned();
     emit_event(&event, sinks, integrity, metrics, since_checkpoint);
     alerts.map_or_else(Vec::new, |a| a.observe(&event, Timestamp::now()))
 }
@@ -679,13 +681,16 @@ fn emit_notice(
 /// Writes the `alert.firing` / `alert.resolved` events of `raised`.
 fn emit_alerts(
     raised: &[crate::alerts::Alert],
+    upstream: Option<&Arc<UpstreamInfo>>,
     sinks: &[SinkHandle],
     integrity: &mut ChainSetup,
     metrics: &Metrics,
     since_checkpoint: &mut u64,
 ) {
     for alert in raised {
-        emit_event(&alert.event(), sinks, integrity, metrics, since_checkpoint);
+        let mut event = alert.event();
+        event.upstream = upstream.cloned();
+        emit_event(&event, sinks, integrity, metrics, since_checkpoint);
     }
 }
 
@@ -762,6 +767,7 @@ fn run_worker(
                     for notice in gaps {
                         raised.extend(emit_notice(
                             &notice,
+                            events.upstream.as_ref(),
                             &sinks,
                             &mut integrity,
                             alerts.as_mut(),
@@ -775,6 +781,7 @@ fn run_worker(
                 }
                 emit_alerts(
                     &raised,
+                    events.upstream.as_ref(),
                     &sinks,
                     &mut integrity,
                     metrics,
@@ -841,6 +848,7 @@ fn run_worker(
         for notice in notices {
             raised.extend(emit_notice(
                 &notice,
+                events.upstream.as_ref(),
                 &sinks,
                 &mut integrity,
                 alerts.as_mut(),
@@ -851,6 +859,7 @@ fn run_worker(
         // Written after what raised them, so the trail reads cause, then alert.
         emit_alerts(
             &raised,
+            events.upstream.as_ref(),
             &sinks,
             &mut integrity,
             metrics,

@@ -164,6 +164,8 @@ impl Alert {
             retry_of: None,
             deprovision: None,
             alert: Some(self.info.clone()),
+            // Set by the audit worker, which knows the service.
+            upstream: None,
         }
     }
 

@@ -292,6 +292,16 @@ fn actor(event: &AuditEvent<'_>) -> Value {
     Value::Object(actor)
 }
 
+/// `dst_endpoint`: the upstream SCIM service, by IP when its host is an address.
+fn dst_endpoint(upstream: &crate::event::UpstreamInfo) -> Value {
+    let key = if upstream.host_is_ip() {
+        "ip"
+    } else {
+        "hostname"
+    };
+    json!({key: upstream.host, "port": upstream.port, "svc_name": "SCIM"})
+}
+
 /// OCSF User `type_id` 4: a service account (the IdP's provisioning integration).
 const USER_TYPE_SERVICE: u32 = 4;
 
@@ -317,6 +327,13 @@ fn observables(event: &AuditEvent<'_>, part: &Part<'_>) -> Value {
         "User Credential ID",
         event.client.token_fingerprint.as_ref(),
     );
+    if let (Class::ApiActivity, Some(upstream)) = (part.activity.class, &event.upstream) {
+        if upstream.host_is_ip() {
+            add("dst_endpoint.ip", 2, "IP Address", Some(&upstream.host));
+        } else {
+            add("dst_endpoint.hostname", 1, "Hostname", Some(&upstream.host));
+        }
+    }
     match part.activity.class {
         Class::AccountChange => {
             add("user.uid", 31, "User Object: uid", t.id.as_ref());
@@ -496,6 +513,12 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
         doc.insert("http_response".into(), Value::Object(response));
     }
 
+    // The provisioned app: `dst_endpoint` and `api.service.uid` where the class has them (API
+    // Activity), `unmapped.upstream` in every class.
+    let service_uid = event
+        .upstream
+        .as_ref()
+        .map(|u| format!("{}:{}", u.host, u.port));
     match class {
         Class::AccountChange => {
             doc.insert("user".into(), target(scim, class));
@@ -507,10 +530,16 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
             }
         }
         Class::ApiActivity => {
+            if let Some(upstream) = &event.upstream {
+                doc.insert("dst_endpoint".into(), dst_endpoint(upstream));
+            }
             let mut api = Map::new();
             api.insert("operation".into(), json!(operation));
             if scim.endpoint.is_some() {
-                api.insert("service".into(), json!({"name": "SCIM"}));
+                let mut service = Map::new();
+                service.insert("name".into(), json!("SCIM"));
+                put(&mut service, "uid", service_uid);
+                api.insert("service".into(), Value::Object(service));
             }
             api.insert("request".into(), json!({"uid": event.request_id}));
             let mut response = Map::new();
@@ -546,6 +575,9 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
     let mut unmapped = Map::new();
     unmapped.insert("schema_version".into(), json!(event.schema_version));
     unmapped.insert("scim".into(), json!(scim));
+    if let Some(upstream) = &event.upstream {
+        unmapped.insert("upstream".into(), json!(upstream.as_ref()));
+    }
     let client = &event.client;
     unmapped.insert(
         "client".into(),

@@ -117,11 +117,10 @@ fn render(report: &Report, out: &mut String) -> fmt::Result {
     let period = format!(
         "{} to {}",
         report.period.from.as_deref().unwrap_or("the first event"),
-        report
-            .period
-            .to
-            .as_ref()
-            .map_or_else(|| "the last event".to_owned(), |to| format!("{to} (exclusive)")),
+        report.period.to.as_ref().map_or_else(
+            || "the last event".to_owned(),
+            |to| format!("{to} (exclusive)")
+        ),
     );
     writeln!(
         out,

@@ -347,6 +347,8 @@ impl Notice {
             retry_of: None,
             deprovision: Some(self.info.clone()),
             alert: None,
+            // Set by the audit worker, which knows the service.
+            upstream: None,
         }
     }
 }

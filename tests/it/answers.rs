@@ -109,6 +109,7 @@ async fn okta_with_the_upstream_killed_midway_answers_every_question_from_events
     }
     let server = ScimServer::start().await;
     let relay = Relay::start(server.port).await;
+    let relay_port = relay.port;
     let state = tempfile::tempdir().unwrap();
     let proxy = proxy_with_state(relay.port, &state);
     let fixture = "okta_lifecycle";
@@ -261,6 +262,20 @@ async fn okta_with_the_upstream_killed_midway_answers_every_question_from_events
         .arg(peers::root().join("docs/event.schema.json"))
         .arg(audit));
     assert!(valid.status.success(), "{}", report(&valid));
+
+    // Every event names the app it was about (here the relay in front of it), the tracker's
+    // included.
+    let text = std::fs::read_to_string(audit).expect("audit file");
+    let all: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("record").is_none())
+        .collect();
+    assert!(all
+        .iter()
+        .any(|e| e["scim"]["actions"][0] == "deprovision.gap"));
+    let app = serde_json::json!({"host": "127.0.0.1", "port": relay_port, "tls": false});
+    assert!(all.iter().all(|e| e["upstream"] == app), "{all:?}");
 
     // The same gap, on the metrics: reported once, closed once, none open.
     assert_eq!(proxy.metric("scimtap_deprovision_gaps_total").await, 1.0);
