@@ -66,7 +66,7 @@ pub fn severity(event: &AuditEvent<'_>) -> Severity {
     let gap = event
         .deprovision
         .as_ref()
-        .is_some_and(|d| d.status == "gap");
+        .is_some_and(|d| d.status == crate::scim::DeprovisionStatus::Gap);
     if is_refused_write(event) || gap {
         Severity::Error
     } else if event.outcome == Outcome::Failure {
@@ -798,7 +798,7 @@ mod tests {
             Some(502),
         );
         gap.deprovision = Some(crate::scim::DeprovisionInfo {
-            status: "gap",
+            status: crate::scim::DeprovisionStatus::Gap,
             requested_action: "user.deactivate".into(),
             requested_event_id: "e1".into(),
             requested_at: "2026-11-22T09:00:00.000Z".into(),

@@ -666,7 +666,7 @@ fn emit_notice(
     metrics: &Metrics,
     since_checkpoint: &mut u64,
 ) -> Vec<crate::alerts::Alert> {
-    if notice.info.status == "gap" {
+    if notice.info.status == crate::scim::DeprovisionStatus::Gap {
         metrics.deprovision_gaps.inc();
         tracing::warn!(id = ?notice.target.id, requested_event_id = %notice.info.requested_event_id, "Deprovisioning still unconfirmed: deprovision.gap.");
     } else {

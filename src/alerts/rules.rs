@@ -517,7 +517,7 @@ impl RuleState {
             return;
         }
         let id = info.requested_event_id.clone();
-        if info.status == "gap" {
+        if info.status == crate::scim::DeprovisionStatus::Gap {
             if self.gaps.contains_key(&id) {
                 return;
             }
@@ -563,7 +563,7 @@ impl RuleState {
                 "{} of {} confirmed ({})",
                 info.requested_action,
                 gap.user,
-                info.closed_by.unwrap_or("closed")
+                info.closed_by.map_or("closed", crate::scim::ClosedBy::as_str)
             );
             out.push(self.gap_alert(gap, Some(last), now, &why));
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::{AlertKind, AlertRule};
 use crate::formats::testing::{event, scim};
-use crate::scim::{DeprovisionInfo, Operation};
+use crate::scim::{ClosedBy, DeprovisionInfo, DeprovisionStatus, Operation};
 use crate::sinks::Severity;
 
 /// The value of one series in the metrics text, 0 when absent.
@@ -252,13 +252,13 @@ fn filters_keep_other_clients_and_actions_out() {
     assert!(feed(&mut alerts, || create(500), &[0.0, 1.0, 2.0]).is_empty());
 }
 
-fn gap_event(status: &'static str, requested: &str) -> AuditEvent<'static> {
+fn gap_event(status: DeprovisionStatus, requested: &str) -> AuditEvent<'static> {
     let mut e = event(
         "PATCH",
         scim(
             "User",
             Operation::Patch,
-            &[if status == "gap" {
+            &[if status == DeprovisionStatus::Gap {
                 "deprovision.gap"
             } else {
                 "deprovision.closed"
@@ -277,7 +277,7 @@ fn gap_event(status: &'static str, requested: &str) -> AuditEvent<'static> {
         last_failure: Some("connect_refused".to_owned()),
         due_at: "2027-01-15T09:00:00.000Z".to_owned(),
         gap_event_id: None,
-        closed_by: (status == "closed").then_some("response"),
+        closed_by: (status == DeprovisionStatus::Closed).then_some(ClosedBy::Response),
         closing_event_id: None,
         latency_ms: None,
     });
@@ -289,7 +289,7 @@ fn a_gap_fires_once_and_resolves_when_its_deprovisioning_is_confirmed() {
     let mut r = rule(AlertKind::DeprovisionGap, 0, 1.0);
     r.window = Duration::ZERO;
     let (mut alerts, _) = engine(&[r]);
-    let fired = alerts.observe(&gap_event("gap", "e1"), at(0.0));
+    let fired = alerts.observe(&gap_event(DeprovisionStatus::Gap, "e1"), at(0.0));
     assert_eq!(fired.len(), 1);
     let info = &fired[0].info;
     assert_eq!((info.kind, info.window_secs), ("deprovision_gap", None));
@@ -301,18 +301,25 @@ fn a_gap_fires_once_and_resolves_when_its_deprovisioning_is_confirmed() {
         info.summary
     );
     assert_eq!(fired[0].event().scim.target.id.as_deref(), Some("u1"));
-    assert!(alerts.observe(&gap_event("gap", "e1"), at(1.0)).is_empty());
+    assert!(alerts
+        .observe(&gap_event(DeprovisionStatus::Gap, "e1"), at(1.0))
+        .is_empty());
     // Another deprovisioning's closing resolves nothing; its own does.
     assert!(alerts
-        .observe(&gap_event("closed", "other"), at(2.0))
+        .observe(&gap_event(DeprovisionStatus::Closed, "other"), at(2.0))
         .is_empty());
-    let resolved = alerts.observe(&gap_event("closed", "e1"), at(3.0));
+    let resolved = alerts.observe(&gap_event(DeprovisionStatus::Closed, "e1"), at(3.0));
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0].info.episode_id, info.episode_id);
     assert_eq!(resolved[0].info.status, "resolved");
 
     // A gap closed where this instance did not see it: resolved when none is open.
-    assert_eq!(alerts.observe(&gap_event("gap", "e9"), at(4.0)).len(), 1);
+    assert_eq!(
+        alerts
+            .observe(&gap_event(DeprovisionStatus::Gap, "e9"), at(4.0))
+            .len(),
+        1
+    );
     assert!(alerts.tick(at(5.0), Some(1)).is_empty());
     assert_eq!(alerts.tick(at(6.0), Some(0)).len(), 1);
 }
@@ -322,7 +329,7 @@ fn windowed_rules_ignore_tracker_and_alert_events() {
     let (mut alerts, _) = engine(&[rule(AlertKind::FailureRate, 60, 0.5)]);
     for i in 0..10 {
         assert!(alerts
-            .observe(&gap_event("gap", "e1"), at(f64::from(i)))
+            .observe(&gap_event(DeprovisionStatus::Gap, "e1"), at(f64::from(i)))
             .is_empty());
     }
     let fired = feed(&mut alerts, || create(500), &[0.0, 1.0, 2.0, 3.0]);

@@ -183,12 +183,42 @@ pub struct StateInfo {
     pub members_replaced: Option<Vec<MemberRef>>,
 }
 
+/// Where a tracked deprovisioning stands on its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeprovisionStatus {
+    /// Still unconfirmed after `confirm_within_secs`.
+    Gap,
+    Closed,
+}
+
+/// Why a deprovisioning closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedBy {
+    /// A later attempt succeeded.
+    Response,
+    /// A later read showed the user inactive or gone.
+    Read,
+    /// The user was reactivated: the deprovisioning was withdrawn, not confirmed.
+    Reactivation,
+}
+
+impl ClosedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClosedBy::Response => "response",
+            ClosedBy::Read => "read",
+            ClosedBy::Reactivation => "reactivation",
+        }
+    }
+}
+
 /// The top-level `deprovision` object of a `deprovision.gap` or `deprovision.closed` event:
 /// a deactivation or deletion the app refused or never answered, and how it ended.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeprovisionInfo {
-    /// `gap` (still unconfirmed after `confirm_within_secs`) or `closed`.
-    pub status: &'static str,
+    pub status: DeprovisionStatus,
     /// `user.deactivate` or `user.delete`.
     pub requested_action: String,
     /// The first attempt's event, and when it was asked.
@@ -205,9 +235,8 @@ pub struct DeprovisionInfo {
     pub due_at: String,
     /// The `deprovision.gap` event that reported it, if one did.
     pub gap_event_id: Option<String>,
-    /// On `closed`: `response` (a later attempt succeeded), `read` (a read showed the user
-    /// inactive or gone), `reactivation` (withdrawn: the user was reactivated).
-    pub closed_by: Option<&'static str>,
+    /// On `closed`: what closed it.
+    pub closed_by: Option<ClosedBy>,
     /// The event that closed it.
     pub closing_event_id: Option<String>,
     /// From the first attempt to the closing event, in milliseconds.

@@ -374,3 +374,16 @@ fn patch_ops_keep_the_op_and_value_as_sent_next_to_the_normalised_ones() {
         ["user.deactivate", "user.reactivate", "user.update"]
     );
 }
+
+#[test]
+fn deprovisioning_status_and_closing_serialize_as_documented() {
+    use super::{ClosedBy, DeprovisionStatus};
+    let json = |v: serde_json::Value| v.as_str().map(str::to_owned);
+    let status = [DeprovisionStatus::Gap, DeprovisionStatus::Closed]
+        .map(|s| json(serde_json::to_value(s).expect("status")));
+    assert_eq!(status, [Some("gap".into()), Some("closed".into())]);
+    for by in [ClosedBy::Response, ClosedBy::Read, ClosedBy::Reactivation] {
+        let written = json(serde_json::to_value(by).expect("closed_by"));
+        assert_eq!(written.as_deref(), Some(by.as_str()));
+    }
+}

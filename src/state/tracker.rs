@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 use super::{OpenDeprovision, StateError, Store};
 use crate::clock::{new_uuid_v7, Timestamp};
 use crate::event::{AuditEvent, ClientInfo, HttpInfo, Outcome};
-use crate::scim::{DeprovisionInfo, Operation, OutcomeReason, ScimInfo, Target};
+use crate::scim::{
+    ClosedBy, DeprovisionInfo, DeprovisionStatus, Operation, OutcomeReason, ScimInfo, Target,
+};
 
 /// A failed write older than this is not linked to a retry: by then it is a new attempt.
 const RETRY_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -61,27 +63,6 @@ pub struct Notice {
     pub client: ClientInfo,
     pub target: Target,
     pub info: DeprovisionInfo,
-}
-
-/// Why a deprovisioning closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ClosedBy {
-    /// A later attempt succeeded.
-    Response,
-    /// A later read showed the user inactive or gone.
-    Read,
-    /// The user was reactivated: the deprovisioning was withdrawn, not confirmed.
-    Reactivation,
-}
-
-impl ClosedBy {
-    fn as_str(self) -> &'static str {
-        match self {
-            ClosedBy::Response => "response",
-            ClosedBy::Read => "read",
-            ClosedBy::Reactivation => "reactivation",
-        }
-    }
 }
 
 /// Tracks one event after the state has seen it (so its target is named): links a retry to
@@ -226,8 +207,8 @@ fn close(
         &open,
         attempt.status,
         |info| DeprovisionInfo {
-            status: "closed",
-            closed_by: Some(by.as_str()),
+            status: DeprovisionStatus::Closed,
+            closed_by: Some(by),
             closing_event_id: Some(attempt.event_id.to_owned()),
             latency_ms,
             ..info
@@ -266,7 +247,7 @@ fn notice(
         .map(|ms| Timestamp::from_unix_millis(ms).to_string())
         .unwrap_or_default();
     let info = DeprovisionInfo {
-        status: "gap",
+        status: DeprovisionStatus::Gap,
         requested_action: open.requested_action.clone(),
         requested_event_id: open.requested_event_id.clone(),
         requested_at: open.requested_at.clone(),
@@ -301,7 +282,7 @@ impl Notice {
     /// `deprovision.closed` (success), about the user, with the client and request of the
     /// last attempt.
     pub fn event(&self) -> AuditEvent<'_> {
-        let gap = self.info.status == "gap";
+        let gap = self.info.status == DeprovisionStatus::Gap;
         let action = if gap {
             "deprovision.gap"
         } else {
@@ -500,7 +481,7 @@ mod tests {
         assert_eq!(closed.scim.actions, ["deprovision.closed"]);
         assert_eq!(closed.outcome, Outcome::Success);
         let info = closed.deprovision.expect("deprovision");
-        assert_eq!(info.closed_by, Some("response"));
+        assert_eq!(info.closed_by, Some(ClosedBy::Response));
         assert_eq!(info.closing_event_id.as_deref(), Some("e3"));
         assert_eq!(info.latency_ms, Some(4_000_000));
         assert_eq!(info.gap_event_id.as_deref(), Some(gap.event_id.as_str()));
@@ -583,7 +564,7 @@ mod tests {
                 info.requested_action.as_str(),
                 info.latency_ms
             ),
-            (Some("read"), "user.delete", Some(20_000))
+            (Some(ClosedBy::Read), "user.delete", Some(20_000))
         );
     }
 
@@ -607,7 +588,7 @@ mod tests {
         .expect("e2");
         assert_eq!(
             tracked.closed.expect("closed").info.closed_by,
-            Some("reactivation")
+            Some(ClosedBy::Reactivation)
         );
         assert!(due_gaps(&mut store, at(86_400)).expect("due").is_empty());
     }
