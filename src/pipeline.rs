@@ -5,9 +5,10 @@
 //! reason. Each sink has its own queue and `when_full` policy:
 //! - `drop_newest`: a sink that cannot keep up loses (and counts) its own events; the others
 //!   are not affected.
-//! - `block` (default): the audit worker waits for room, so one stalled sink holds back every
-//!   sink (as backpressure does in Vector) until the hand-off queue fills and further events
-//!   are dropped there and counted. Requests are never held back either way.
+//! - `block` (default): the audit worker waits for room, at most the sink's
+//!   `block_timeout_ms`; a sink still full then is stalled and drops its own overflow (counted)
+//!   until it has room again, so one stuck sink holds back the others once, briefly, not for
+//!   as long as it is stuck. Requests are never held back either way.
 //!
 //! The audit worker is a dedicated thread, not a task on the async runtime: parsing and
 //! classifying bodies is CPU work, and on a small machine it must not take turns with the

@@ -132,6 +132,9 @@ pub const KNOWN_ACTIONS: &[&str] = &[
 pub enum DropReason {
     /// The bounded queue had no room (hand-off or a `drop_newest` sink).
     queue_full,
+    /// A `block` sink's queue stayed full for `block_timeout_ms`: the sink is stalled and
+    /// drops what does not fit until it has room again, instead of holding back the others.
+    stalled,
     /// The receiving side had already shut down.
     shutdown,
     /// The sink failed to write the event, `retry.max_attempts` times.

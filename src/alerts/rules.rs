@@ -563,7 +563,8 @@ impl RuleState {
                 "{} of {} confirmed ({})",
                 info.requested_action,
                 gap.user,
-                info.closed_by.map_or("closed", crate::scim::ClosedBy::as_str)
+                info.closed_by
+                    .map_or("closed", crate::scim::ClosedBy::as_str)
             );
             out.push(self.gap_alert(gap, Some(last), now, &why));
         }

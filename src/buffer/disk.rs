@@ -180,14 +180,19 @@ impl DiskBuffer {
     /// # Errors
     /// [`BufferError::Full`], [`BufferError::Closed`], or [`BufferError::Io`] (the partial
     /// frame is cut off again, so the segment stays readable).
-    pub fn append(&self, record: &Record, wait: bool) -> Result<(), BufferError> {
+    /// `wait`: how long to wait for room when the buffer is full (`None`: not at all).
+    pub fn append(&self, record: &Record, wait: Option<Duration>) -> Result<(), BufferError> {
         let frame = encode_frame(record);
         let frame_len = frame.len() as u64;
         let shared = &self.shared;
         let mut state = shared.lock();
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
         // An event bigger than the whole buffer is let in alone rather than refused forever.
         while state.total_bytes + frame_len > shared.max_bytes && state.queued > 0 {
-            if !wait {
+            let left = deadline.map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            });
+            if left.is_zero() {
                 return Err(BufferError::Full {
                     max_bytes: shared.max_bytes,
                 });
@@ -197,7 +202,7 @@ impl DiskBuffer {
             }
             state = shared
                 .space
-                .wait_timeout(state, Duration::from_millis(500))
+                .wait_timeout(state, left.min(Duration::from_millis(500)))
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
         }
@@ -612,7 +617,7 @@ mod tests {
     fn filled(dir: &Path, from: usize, to: usize) -> (DiskBuffer, DiskReader) {
         let (buffer, reader) = DiskBuffer::open(dir, 1 << 20).unwrap();
         for n in from..to {
-            buffer.append(&record(n), false).unwrap();
+            buffer.append(&record(n), None).unwrap();
         }
         (buffer, reader)
     }
@@ -722,10 +727,10 @@ mod tests {
         let frame = encode_frame(&record(0)).len() as u64;
         let (buffer, mut reader) = DiskBuffer::open(dir.path(), frame * 3).unwrap();
         for n in 0..3 {
-            buffer.append(&record(n), false).unwrap();
+            buffer.append(&record(n), None).unwrap();
         }
         assert!(matches!(
-            buffer.append(&record(3), false),
+            buffer.append(&record(3), None),
             Err(BufferError::Full { .. })
         ));
         let read = drain(&mut reader);
@@ -741,7 +746,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(read.len(), 3);
-        buffer.append(&record(3), false).unwrap();
+        buffer.append(&record(3), None).unwrap();
     }
 
     #[test]
@@ -753,7 +758,7 @@ mod tests {
             meta: Arc::new(RecordMeta::default()),
         };
         for _ in 0..4 {
-            buffer.append(&big, false).unwrap();
+            buffer.append(&big, None).unwrap();
         }
         let read = drain(&mut reader);
         assert_eq!(read.len(), 4);

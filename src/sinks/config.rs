@@ -42,8 +42,9 @@ pub enum EventFormat {
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
-    /// Wait for room. Only the audit worker waits, never a request; if the sink stays stalled
-    /// the hand-off queue fills and further events are dropped and counted there.
+    /// Wait for room, at most `block_timeout_ms`. Only the audit worker waits, never a
+    /// request. A sink whose queue stays full that long is stalled: it drops (and counts) what
+    /// does not fit until it has room again, so it holds back the other sinks once, briefly.
     #[default]
     Block,
     /// Drop the event that does not fit and count it
@@ -57,6 +58,8 @@ pub struct SinkConfig {
     pub name: String,
     pub format: EventFormat,
     pub when_full: WhenFull,
+    /// `block_timeout_ms`: how long `when_full = "block"` waits before the sink is stalled.
+    pub block_timeout: Duration,
     pub max_events: usize,
     /// `Some` when the queue is kept on disk.
     pub disk_buffer: Option<DiskBufferConfig>,
@@ -197,6 +200,10 @@ macro_rules! sink_options {
             /// What the sink's queue does when the sink cannot keep up.
             #[serde(default)]
             when_full: $crate::sinks::config::WhenFull,
+            /// With `when_full = "block"`: milliseconds to wait for room before the sink is
+            /// stalled and stops holding back the others.
+            #[serde(default = "crate::sinks::config::default_block_timeout_ms")]
+            block_timeout_ms: u64,
             /// Where the sink's queue is kept (memory, or disk).
             #[serde(default)]
             buffer: $crate::buffer::config::RawBuffer,
@@ -211,6 +218,7 @@ macro_rules! sink_options {
                     batch: &self.batch,
                     retry: &self.retry,
                     when_full: self.when_full,
+                    block_timeout_ms: self.block_timeout_ms,
                     buffer: &self.buffer,
                 }
             }
@@ -226,6 +234,7 @@ pub(crate) struct SharedOptions<'a> {
     pub(crate) batch: &'a RawBatch,
     pub(crate) retry: &'a RawRetry,
     pub(crate) when_full: WhenFull,
+    pub(crate) block_timeout_ms: u64,
     pub(crate) buffer: &'a RawBuffer,
 }
 
@@ -311,6 +320,7 @@ defaults! {
     default_retry_max_backoff_secs: f64 = 30.0;
     pub(crate) default_connect_timeout_secs_plain: f64 = 5.0;
     pub(crate) default_request_timeout_secs: f64 = 10.0;
+    pub(crate) default_block_timeout_ms: u64 = 250;
 }
 
 // === parsing ===
@@ -415,6 +425,9 @@ pub(crate) fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) 
         let network = matches!(kind, SinkKind::Http(_) | SinkKind::Kafka(_));
         let batch = validate_batch(t, shared.batch, network);
         let retry = validate_retry(t, shared.retry);
+        if !(1..=600_000).contains(&shared.block_timeout_ms) {
+            t.problem("block_timeout_ms", "must be between 1 and 600000");
+        }
         let name = shared.name.map(str::to_owned).unwrap_or_else(|| {
             if total == 1 {
                 type_name.to_owned()
@@ -432,6 +445,7 @@ pub(crate) fn validate_sinks(c: &mut Checker<'_>, sinks: Vec<(usize, RawSink)>) 
             name,
             format: shared.format,
             when_full: shared.when_full,
+            block_timeout: Duration::from_millis(shared.block_timeout_ms),
             max_events,
             disk_buffer,
             batch,

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,7 +20,13 @@ pub struct SinkHandle {
     pub(super) format: EventFormat,
     pub(super) tx: QueueTx,
     pub(super) when_full: WhenFull,
+    /// How long `block` waits for room before the sink is stalled.
+    pub(super) block_timeout: Duration,
+    /// Set once a `block` sink's queue stayed full for `block_timeout`; cleared when an event
+    /// fits again. While set, what does not fit is dropped without waiting.
+    pub(super) stalled: AtomicBool,
     pub(super) dropped_full: Counter,
+    pub(super) dropped_stalled: Counter,
     pub(super) dropped_shutdown: Counter,
     pub(super) dropped_encode: Counter,
     pub(super) dropped_buffer: Counter,
@@ -113,8 +120,11 @@ impl SinkHandle {
                 (depth, depth + 1, tx.capacity() == 0)
             }
             QueueTx::Disk(buffer) => {
-                match buffer.append(&line, self.when_full == WhenFull::Block) {
-                    Ok(()) => {}
+                match buffer.append(&line, self.wait_for_room()) {
+                    Ok(()) => self.has_room(),
+                    Err(BufferError::Full { .. }) if self.when_full == WhenFull::Block => {
+                        self.stall();
+                    }
                     Err(BufferError::Full { .. }) => {
                         self.dropped_full.inc();
                     }
@@ -149,17 +159,7 @@ impl SinkHandle {
         let len = line.line.len();
         self.bell.queued_bytes.fetch_add(len, Ordering::Relaxed);
         let sent = match self.when_full {
-            WhenFull::Block => {
-                if tx.capacity() == 0 {
-                    // The sink must make room now, not when its linger ends.
-                    self.bell.ring();
-                }
-                let sent = tx.blocking_send(line).is_ok();
-                if !sent {
-                    self.dropped_shutdown.inc();
-                }
-                sent
-            }
+            WhenFull::Block => self.send_within(tx, line),
             WhenFull::DropNewest => match tx.try_send(line) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -174,6 +174,74 @@ impl SinkHandle {
         };
         if !sent {
             self.bell.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+
+    /// `block`: waits for room at most `block_timeout`, and not at all while the sink is
+    /// stalled. Polls, because the queue is async and this is the audit worker's thread; it
+    /// runs only while the queue is full.
+    fn send_within(&self, tx: &mpsc::Sender<Record>, line: Record) -> bool {
+        let mut line = match tx.try_send(line) {
+            Ok(()) => {
+                self.has_room();
+                return true;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.dropped_shutdown.inc();
+                return false;
+            }
+            Err(mpsc::error::TrySendError::Full(line)) => line,
+        };
+        if self.stalled.load(Ordering::Relaxed) {
+            self.dropped_stalled.inc();
+            return false;
+        }
+        // The sink must make room now, not when its linger ends.
+        self.bell.ring();
+        let deadline = Instant::now() + self.block_timeout;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_millis(5));
+            line = match tx.try_send(line) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.dropped_shutdown.inc();
+                    return false;
+                }
+                Err(mpsc::error::TrySendError::Full(line)) => line,
+            };
+            if Instant::now() >= deadline {
+                self.stall();
+                return false;
+            }
+        }
+    }
+
+    /// How long a disk buffer may wait for room (see [`Self::send_within`]).
+    fn wait_for_room(&self) -> Option<Duration> {
+        (self.when_full == WhenFull::Block && !self.stalled.load(Ordering::Relaxed))
+            .then_some(self.block_timeout)
+    }
+
+    /// A `block` sink found no room: it is stalled from now on (said once), and this event is
+    /// dropped for it.
+    fn stall(&self) {
+        self.dropped_stalled.inc();
+        if !self.stalled.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                sink = %self.name,
+                block_timeout_ms = self.block_timeout.as_millis(),
+                "Sink stalled: its queue stayed full; it drops the events that do not fit (scimtap_sink_events_dropped_total{{reason=\"stalled\"}}) until it has room again, and no longer holds back the other sinks."
+            );
+        }
+    }
+
+    /// An event fitted: a stalled sink is writing again.
+    fn has_room(&self) {
+        if self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Relaxed);
+            tracing::info!(sink = %self.name, "Sink has room again: no longer stalled.");
         }
     }
 

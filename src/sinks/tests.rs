@@ -49,6 +49,7 @@ fn lingering_file_sink(max_events: usize) -> Lingering {
         name: "t".to_owned(),
         format: EventFormat::Native,
         when_full: WhenFull::Block,
+        block_timeout: Duration::from_millis(250),
         max_events: 64,
         disk_buffer: None,
         batch: BatchConfig {
@@ -186,4 +187,67 @@ fn backoff_doubles_with_jitter_and_honours_retry_after_up_to_the_cap() {
     );
     let spread: std::collections::HashSet<_> = (0..20).map(|_| backoff(&retry, 5, None)).collect();
     assert!(spread.len() > 1, "jitter must vary the wait");
+}
+
+/// A `block` sink whose queue holds 2 and whose reader never reads (`rx` is kept, unread).
+fn stuck_block_sink(block_timeout: Duration) -> (SinkHandle, tokio::sync::mpsc::Receiver<Record>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let handle = SinkHandle {
+        name: "stuck".to_owned(),
+        format: EventFormat::Native,
+        tx: QueueTx::Memory(tx),
+        when_full: WhenFull::Block,
+        block_timeout,
+        stalled: std::sync::atomic::AtomicBool::new(false),
+        dropped_full: Default::default(),
+        dropped_stalled: Default::default(),
+        dropped_shutdown: Default::default(),
+        dropped_encode: Default::default(),
+        dropped_buffer: Default::default(),
+        queue_depth: Default::default(),
+        capacity: 2,
+        healthy: Arc::default(),
+        saturated: Arc::default(),
+        trail: true,
+        durable: false,
+        bell: Arc::default(),
+        batch_events: 512,
+        batch_bytes: 1 << 20,
+    };
+    (handle, rx)
+}
+
+#[test]
+fn a_stuck_block_sink_waits_once_then_drops_its_own_events_until_it_has_room() {
+    let timeout = Duration::from_millis(300);
+    let (sink, mut rx) = stuck_block_sink(timeout);
+    for r in records(2) {
+        sink.enqueue_blocking(r);
+    }
+    assert_eq!(sink.dropped_stalled.get(), 0);
+
+    // Full: the worker waits for room once, up to the timeout, then the sink is stalled.
+    let started = Instant::now();
+    sink.enqueue_blocking(records(1).remove(0));
+    assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+    assert_eq!(sink.dropped_stalled.get(), 1);
+
+    // Stalled: ten more are dropped without waiting (waiting would take 10 x 300 ms).
+    let started = Instant::now();
+    for r in records(10) {
+        sink.enqueue_blocking(r);
+    }
+    assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+    assert_eq!(sink.dropped_stalled.get(), 11);
+    assert_eq!(
+        sink.dropped_full.get(),
+        0,
+        "counted as stalled, not as drop_newest"
+    );
+
+    // The reader takes one: the next event fits, and the sink is no longer stalled.
+    assert!(rx.try_recv().is_ok());
+    sink.enqueue_blocking(records(1).remove(0));
+    assert_eq!(sink.dropped_stalled.get(), 11);
+    assert!(!sink.stalled.load(std::sync::atomic::Ordering::Relaxed));
 }

@@ -52,12 +52,14 @@ async fn stalled_sink_does_not_slow_requests_and_overflow_is_counted() {
     let healthy = Proxy::start(ProxyConfig::new(upstream.url()));
     let (healthy_time, _) = drive(&healthy, N, 8).await;
 
-    // stdout is a pipe nobody reads: once its 64 KiB fill, every write blocks forever.
+    // stdout is a pipe nobody reads: once its 64 KiB fill, every write blocks forever. Its
+    // `block` waits as long as allowed (10 minutes), so the audit worker is held back and the
+    // hand-off queue overflows: the backpressure a long `block_timeout_ms` asks for.
     let stalled = Proxy::start_with(
         ProxyConfig::new(upstream.url())
             .top("[audit]\nqueue_max_events = 32")
             .sinks(
-                "[[sinks]]\ntype = \"stdout\"\nbuffer = { type = \"memory\", max_events = 16 }\n",
+                "[[sinks]]\ntype = \"stdout\"\nbuffer = { type = \"memory\", max_events = 16 }\nblock_timeout_ms = 600000\n",
             ),
         Stdio::piped(),
     );

@@ -6,10 +6,13 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::process::Process;
+use crate::support::process::{self, Process};
 use crate::support::*;
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -290,4 +293,87 @@ async fn severity_follows_the_outcome(format: &str) {
             );
         }
     }
+}
+
+/// With the default `when_full = "block"`, an rsyslog that stops reading (SIGSTOP) under load
+/// holds back only its own sink: the file sink next to it writes every event while rsyslog is
+/// stopped, the syslog sink's losses are counted as `stalled`, and nothing is dropped at the
+/// hand-off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_rsyslog_does_not_hold_back_the_file_sink_next_to_it() {
+    const N: usize = 1500;
+    let pki = TestPki::new();
+    let rsyslog = Rsyslog::start(&pki);
+    // Large events (each carries a redacted 16 KiB response body), so that the stopped
+    // daemon's socket buffers fill after a few hundred.
+    let filler = "x".repeat(16 * 1024);
+    let body: Bytes = format!(r#"{{"id":"u1","userName":"a","title":"{filler}"}}"#).into();
+    let upstream = Upstream::start(move |_req: Request<Incoming>| {
+        let body = body.clone();
+        async move {
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/scim+json")
+                .body(full(body))
+                .unwrap()
+        }
+    })
+    .await;
+    let sinks = format!(
+        "[[sinks]]\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\n\
+         [[sinks]]\ntype = \"syslog\"\nname = \"syslog-tcp\"\nprotocol = \"tcp\"\n\
+         address = \"127.0.0.1:{}\"\nmax_message_bytes = 65536\n\
+         buffer = {{ type = \"memory\", max_events = 64 }}\nblock_timeout_ms = 100\n",
+        rsyslog.tcp
+    );
+    let proxy = Proxy::start(
+        ProxyConfig::new(upstream.url())
+            .top("[capture]\ninclude_bodies = \"redacted\"")
+            .sinks(&sinks),
+    );
+    process::signal(rsyslog.process.pid(), "STOP");
+
+    let client = http1_client();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (client, next, url) = (client.clone(), next.clone(), proxy.url("/scim/v2/Users/u1"));
+        workers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < N {
+                let req = Request::get(&url).body(empty()).unwrap();
+                assert_eq!(roundtrip(&client, req).await.status(), 200);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    // rsyslog is still stopped: the file sink has every event anyway.
+    assert_eq!(
+        proxy.wait_for_events(N).await.len(),
+        N,
+        "{}",
+        proxy.log_tail()
+    );
+    let stalled = proxy
+        .metric("scimtap_sink_events_dropped_total{sink=\"syslog-tcp\",reason=\"stalled\"}")
+        .await;
+    assert!(
+        stalled > 0.0,
+        "the syslog sink never stalled; log:\n{}",
+        proxy.log_tail()
+    );
+    assert_eq!(
+        proxy
+            .metric("scimtap_audit_handoff_dropped_total{reason=\"queue_full\"}")
+            .await,
+        0.0
+    );
+    assert!(
+        proxy.log_tail().contains("Sink stalled"),
+        "{}",
+        proxy.log_tail()
+    );
+    process::signal(rsyslog.process.pid(), "CONT");
 }
