@@ -1105,11 +1105,13 @@ impl Outage {
 
 /// Steady load while the HTTP sink's collector is down (connection refused), with the default
 /// memory queues: until the queues are full (the hand-off queue overflows), then `duration`
-/// more. Samples scimtap's RSS every second.
+/// more. Samples scimtap's RSS every second. The collector's sink blocks for as long as it may
+/// (`block_timeout_ms = 600000`), so that every queue fills: the most memory scimtap can hold
+/// (with the default 250 ms the stalled sink would drop its own overflow instead).
 async fn outage(name: &str, duration: Duration, connections: usize, pad: usize) -> Outage {
     let (upstream, _seen) = recording_upstream().await;
     let sinks = format!(
-        "[[sinks]]\nname = \"collector\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{}/ingest\"\nconnect_timeout_secs = 1\n\n[[sinks]]\nname = \"trail\"\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\nmax_file_bytes = 0\n",
+        "[[sinks]]\nname = \"collector\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{}/ingest\"\nconnect_timeout_secs = 1\nblock_timeout_ms = 600000\n\n[[sinks]]\nname = \"trail\"\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\nmax_file_bytes = 0\n",
         closed_port()
     );
     let mut proxy = Proxy::start(
