@@ -129,6 +129,7 @@ pub enum FailureKind {
     UpstreamClosed,
     ResponseTimeout,
     ResponseBodyError,
+    ResponseBodyTimeout,
     RequestBodyError,
     ClientDisconnected,
     RequestBodyTimeout,
@@ -144,7 +145,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, in the order docs/events.md lists them.
-    pub const ALL: [FailureKind; 18] = [
+    pub const ALL: [FailureKind; 19] = [
         FailureKind::ConnectRefused,
         FailureKind::ConnectTimeout,
         FailureKind::TlsError,
@@ -152,6 +153,7 @@ impl FailureKind {
         FailureKind::UpstreamClosed,
         FailureKind::ResponseTimeout,
         FailureKind::ResponseBodyError,
+        FailureKind::ResponseBodyTimeout,
         FailureKind::RequestBodyError,
         FailureKind::ClientDisconnected,
         FailureKind::RequestBodyTimeout,
@@ -175,6 +177,7 @@ impl FailureKind {
             FailureKind::UpstreamClosed => "upstream_closed",
             FailureKind::ResponseTimeout => "response_timeout",
             FailureKind::ResponseBodyError => "response_body_error",
+            FailureKind::ResponseBodyTimeout => "response_body_timeout",
             FailureKind::RequestBodyError => "request_body_error",
             FailureKind::ClientDisconnected => "client_disconnected",
             FailureKind::RequestBodyTimeout => "request_body_timeout",
@@ -198,7 +201,8 @@ impl FailureKind {
             | FailureKind::ConnectError
             | FailureKind::UpstreamClosed
             | FailureKind::ResponseTimeout
-            | FailureKind::ResponseBodyError => FailureSide::Upstream,
+            | FailureKind::ResponseBodyError
+            | FailureKind::ResponseBodyTimeout => FailureSide::Upstream,
             FailureKind::RequestBodyError
             | FailureKind::ClientDisconnected
             | FailureKind::RequestBodyTimeout
@@ -518,8 +522,15 @@ impl Exchange {
         };
         match &response.body.end {
             BodyEnd::Complete | BodyEnd::NotForwarded => None,
-            // Only request bodies are cut by scimtap's own limits.
-            BodyEnd::IdleTimeout | BodyEnd::TooLarge => None,
+            BodyEnd::IdleTimeout => Some(Failure::new(
+                FailureKind::ResponseBodyTimeout,
+                format!(
+                    "the upstream stopped sending its response body for upstream.body_idle_timeout_secs; scimtap cut it after {} bytes",
+                    response.body.total_bytes
+                ),
+            )),
+            // Only request bodies have a size limit.
+            BodyEnd::TooLarge => None,
             BodyEnd::Error(detail) => {
                 Some(Failure::new(FailureKind::ResponseBodyError, detail.clone()))
             }

@@ -370,7 +370,13 @@ impl Proxy {
             parts.status,
             crate::exchange::detached(&parts.headers),
             &self.capture,
-        );
+        )
+        .guard(BodyGuards {
+            // The clock runs only while the client waits for more (hyper polls the body), so
+            // a slow reader is never blamed on the upstream.
+            idle_timeout: Some(self.upstream.body_idle_timeout),
+            max_bytes: None,
+        });
         Response::from_parts(parts, ProxyBody::Forwarded(body))
     }
 

@@ -28,6 +28,10 @@ pub(super) struct RawUpstream {
     /// `response_timeout`. A client that uploads slower than this also ends here.
     #[serde(default = "default_response_timeout_secs")]
     response_timeout_secs: Spanned<f64>,
+    /// Seconds the upstream may stop sending its response body while the client is ready
+    /// for more; then the response is cut, failure kind `response_body_timeout`.
+    #[serde(default = "default_upstream_body_idle_timeout_secs")]
+    body_idle_timeout_secs: Spanned<f64>,
     /// Forward the client's Host header instead of the upstream's authority.
     #[serde(default)]
     preserve_host: bool,
@@ -40,6 +44,7 @@ defaults! {
     spanned {
         default_connect_timeout_secs: f64 = 5.0;
         default_response_timeout_secs: f64 = 30.0;
+        default_upstream_body_idle_timeout_secs: f64 = 30.0;
         default_pool_idle_timeout_secs: f64 = 90.0;
     }
 }
@@ -53,6 +58,8 @@ pub struct UpstreamConfig {
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// `body_idle_timeout_secs`: how long the response body may stall mid-stream.
+    pub body_idle_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub preserve_host: bool,
 }
@@ -75,6 +82,10 @@ pub(super) fn validate_upstream(
     let raw = upstream.get_ref();
     let connect_timeout = c.secs(&raw.connect_timeout_secs, "upstream.connect_timeout_secs");
     let response_timeout = c.secs(&raw.response_timeout_secs, "upstream.response_timeout_secs");
+    let body_idle_timeout = c.secs(
+        &raw.body_idle_timeout_secs,
+        "upstream.body_idle_timeout_secs",
+    );
     let pool_idle_timeout = c.secs(
         &raw.pool_idle_timeout_secs,
         "upstream.pool_idle_timeout_secs",
@@ -141,6 +152,7 @@ pub(super) fn validate_upstream(
         extra_roots,
         connect_timeout,
         response_timeout,
+        body_idle_timeout,
         pool_idle_timeout,
         preserve_host: raw.preserve_host,
     })

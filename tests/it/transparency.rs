@@ -766,6 +766,60 @@ async fn upstream_reset_mid_body_is_an_upstream_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_stalling_mid_body_is_cut_after_its_idle_timeout() {
+    // A raw upstream that promises 100 bytes, sends 10, and then neither sends nor hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ncontent-length: 100\r\n\r\n{\"Resource")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(stream);
+            });
+        }
+    });
+    let proxy = Proxy::start(
+        ProxyConfig::new(format!("http://{addr}")).upstream("body_idle_timeout_secs = 1"),
+    );
+    for (client, id) in [(http1_client(), "stall-h1"), (h2c_client(), "stall-h2")] {
+        let resp = client
+            .request(
+                Request::get(proxy.url("/Users"))
+                    .header("x-request-id", id)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "the head was already forwarded"
+        );
+        let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+            .await
+            .expect("the stalled body is cut, not left hanging");
+        assert!(body.is_err(), "{id}: the client sees the body break");
+        let event = proxy.event_for(id).await;
+        assert_eq!(event["outcome"], "failure");
+        assert_eq!(event["failure"]["side"], "upstream", "{event}");
+        assert_eq!(event["failure"]["kind"], "response_body_timeout", "{event}");
+        assert_eq!(event["http"]["response_bytes"], 10);
+    }
+    assert_eq!(
+        proxy
+            .metric("scimtap_upstream_errors_total{kind=\"response_body_timeout\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn mtls_requires_a_client_certificate_and_names_the_client_by_its_subject() {
     let (upstream, seen) = echo_upstream(2).await;
     let pki = TestPki::new();
