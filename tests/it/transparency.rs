@@ -718,21 +718,31 @@ async fn upstream_base_path_is_prefixed_and_preserve_host_keeps_the_client_host(
     assert_eq!(seen.header("host"), Some("scim.customer.example"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_reset_mid_body_is_an_upstream_failure() {
-    // A raw upstream that promises 100 bytes, sends 10, and hangs up.
+/// A raw upstream that answers every request with a head promising 100 bytes and 10 of them,
+/// then keeps the connection `hold` before hanging up.
+async fn truncating_upstream(hold: Duration) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ncontent-length: 100\r\n\r\n{\"Resource")
-                .await;
-            drop(stream);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ncontent-length: 100\r\n\r\n{\"Resource")
+                    .await;
+                tokio::time::sleep(hold).await;
+                drop(stream);
+            });
         }
     });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_reset_mid_body_is_an_upstream_failure() {
+    // A raw upstream that promises 100 bytes, sends 10, and hangs up.
+    let addr = truncating_upstream(Duration::ZERO).await;
     let proxy = Proxy::start(ProxyConfig::new(format!("http://{addr}")));
     let resp = http1_client()
         .request(
@@ -768,21 +778,7 @@ async fn upstream_reset_mid_body_is_an_upstream_failure() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_stalling_mid_body_is_cut_after_its_idle_timeout() {
     // A raw upstream that promises 100 bytes, sends 10, and then neither sends nor hangs up.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ncontent-length: 100\r\n\r\n{\"Resource")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                drop(stream);
-            });
-        }
-    });
+    let addr = truncating_upstream(Duration::from_secs(60)).await;
     let proxy = Proxy::start(
         ProxyConfig::new(format!("http://{addr}")).upstream("body_idle_timeout_secs = 1"),
     );
