@@ -12,8 +12,9 @@
 //!   HTTP/2) and every HTTP/1 request head get `header_read_timeout`, and so does an HTTP/1
 //!   keep-alive connection between requests or an HTTP/2 connection without an open stream;
 //! - a client that stops reading (nothing can be written to it for `body_idle_timeout`) has
-//!   its connection cut (`StallGuard`); request bodies that stop arriving are cut by their
-//!   tee (see [`crate::tee`]);
+//!   its connection cut (`StallGuard`), and an HTTP/2 stream whose flow-control window the
+//!   client keeps shut that long is reset (`StreamExecutor`); request bodies that stop
+//!   arriving are cut by their tee (see [`crate::tee`]);
 //! - HTTP/1 heads are capped in bytes and header count (431); HTTP/2 caps concurrent streams,
 //!   header list size (which also ends CONTINUATION floods) and streams reset before they were
 //!   served (rapid reset), closing the offending connection with GOAWAY.
@@ -31,7 +32,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -117,7 +118,7 @@ struct Shared {
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<StreamExecutor>,
     header_read_timeout: Duration,
     tls_handshake_timeout: Duration,
     body_idle_timeout: Duration,
@@ -139,7 +140,9 @@ impl Listener {
             .max_headers(config.max_headers)
             // Forwarded responses carry the upstream's headers only (no added Date).
             .auto_date_header(false);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        let mut h2 = http2::Builder::new(StreamExecutor {
+            body_idle_timeout: config.body_idle_timeout,
+        });
         h2.timer(TokioTimer::new())
             .auto_date_header(false)
             .max_concurrent_streams(config.http2_max_concurrent_streams)
@@ -259,6 +262,7 @@ async fn connection(
             tls: false,
             client_cert_subject: None,
             write_stalled,
+            stream_stalled: Arc::default(),
         };
         return serve_http(&shared, io, conn, shutdown).await;
     };
@@ -282,6 +286,7 @@ async fn connection(
         tls: true,
         client_cert_subject: client_certificate_subject(tls.get_ref().1),
         write_stalled,
+        stream_stalled: Arc::default(),
     };
     serve_http(&shared, tls, conn, shutdown).await;
 }
@@ -345,11 +350,21 @@ fn exchange_service(
 > + Clone {
     service_fn(move |req| {
         let proxy = proxy.clone();
-        let conn = conn.clone();
+        let mut conn = conn.clone();
         let open = active.as_ref().map(ActiveStreams::enter);
         async move {
+            // On HTTP/2 hyper polls this future in the stream's own task, which carries its
+            // watch (the closure around it runs in the connection's task).
+            let watch = STREAM_WATCH.try_with(Arc::clone).ok();
+            if let Some(watch) = &watch {
+                conn.stream_stalled = watch.stalled.clone();
+            }
             let response = proxy.forward(req, conn).await;
-            Ok::<_, Infallible>(response.map(|inner| ConnBody { inner, _open: open }))
+            Ok::<_, Infallible>(response.map(|inner| ConnBody {
+                inner,
+                _open: open,
+                watch,
+            }))
         }
     })
 }
@@ -470,10 +485,12 @@ impl Drop for OpenStream {
     }
 }
 
-/// The response body as served: the proxy's body plus the open-stream mark it holds.
+/// The response body as served: the proxy's body plus the open-stream mark it holds, and on
+/// HTTP/2 its stream's watch.
 pub struct ConnBody {
     inner: ProxyBody,
     _open: Option<OpenStream>,
+    watch: Option<Arc<StreamWatch>>,
 }
 
 impl Body for ConnBody {
@@ -484,7 +501,14 @@ impl Body for ConnBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(watch) = &this.watch {
+            // A frame handed over: hyper polls again once the client's window lets it send
+            // it. Anything else: it is the upstream (or nobody) that is awaited.
+            watch.handed_over(matches!(&polled, Poll::Ready(Some(Ok(_)))));
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -493,6 +517,91 @@ impl Body for ConnBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+tokio::task_local! {
+    /// The watch of the HTTP/2 stream whose task is running (see [`StreamExecutor`]).
+    static STREAM_WATCH: Arc<StreamWatch>;
+}
+
+/// Runs hyper's HTTP/2 stream tasks, each with a [`StreamWatch`]: a client that lets a
+/// stream's flow-control window stay shut while a response frame waits has the stream reset
+/// after `body_idle_timeout` (the socket stays writable, so [`StallGuard`] cannot see it).
+/// Dropping the stream's task makes h2 reset it (`RST_STREAM`, CANCEL); the connection and its
+/// other streams go on.
+#[derive(Clone)]
+struct StreamExecutor {
+    body_idle_timeout: Duration,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        let watch = Arc::new(StreamWatch::default());
+        let timeout = self.body_idle_timeout;
+        tokio::spawn(STREAM_WATCH.scope(watch.clone(), async move {
+            tokio::select! {
+                _ = stream => {}
+                () = watch.until_stalled(timeout) => {
+                    tracing::debug!("HTTP/2 client kept its window shut; stream reset after body_idle_timeout_secs.");
+                }
+            }
+        }));
+    }
+}
+
+/// Whether an HTTP/2 stream's response waits on the client's flow-control window, and since
+/// when (milliseconds since `created`, plus one; 0: it does not).
+#[derive(Debug)]
+struct StreamWatch {
+    created: std::time::Instant,
+    waiting_since: std::sync::atomic::AtomicU64,
+    /// Shared with the exchange (`ConnInfo::stream_stalled`), so its event says why.
+    stalled: Arc<AtomicBool>,
+}
+
+impl Default for StreamWatch {
+    fn default() -> Self {
+        StreamWatch {
+            created: std::time::Instant::now(),
+            waiting_since: std::sync::atomic::AtomicU64::new(0),
+            stalled: Arc::default(),
+        }
+    }
+}
+
+impl StreamWatch {
+    fn handed_over(&self, frame: bool) {
+        let now = if frame {
+            u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+        } else {
+            0
+        };
+        self.waiting_since.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once a frame has waited for the client's window for `timeout`.
+    async fn until_stalled(&self, timeout: Duration) {
+        let check = (timeout / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(check).await;
+            let since = self.waiting_since.load(Ordering::Relaxed);
+            if since == 0 {
+                continue;
+            }
+            let waited = self
+                .created
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since - 1));
+            if waited >= timeout {
+                self.stalled.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 }
 

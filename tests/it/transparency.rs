@@ -816,6 +816,53 @@ async fn an_upstream_stalling_mid_body_is_cut_after_its_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_keeps_its_window_shut_has_the_stream_reset() {
+    let big = Bytes::from(vec![b'x'; 1 << 20]);
+    let upstream = Upstream::start(move |_req: Request<Incoming>| {
+        let big = big.clone();
+        async move { Response::new(full(big)) }
+    })
+    .await;
+    let proxy = Proxy::start(ProxyConfig::new(upstream.url()).listen("body_idle_timeout_secs = 1"));
+    // h2c with a 64 KiB stream window (and a large connection window): a body nobody reads
+    // never gets its window reopened after the first 64 KiB. The socket stays writable.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(65_535)
+        .http2_initial_connection_window_size(16 << 20)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let get = |id: &str| {
+        Request::get(proxy.url("/scim/v2/Users/u1"))
+            .header("x-request-id", id)
+            .body(empty())
+            .unwrap()
+    };
+    let unread = client.request(get("h2-window-shut")).await.unwrap();
+    assert_eq!(unread.status(), StatusCode::OK);
+
+    let event = proxy.event_for("h2-window-shut").await;
+    assert_eq!(event["outcome"], "failure", "{event}");
+    assert_eq!(event["failure"]["kind"], "client_read_timeout", "{event}");
+    assert_eq!(event["failure"]["side"], "downstream", "{event}");
+    // What the client had room for, not the whole body.
+    assert!(
+        event["http"]["response_bytes"].as_u64().unwrap() < 1 << 20,
+        "{event}"
+    );
+    assert!(
+        unread.into_body().collect().await.is_err(),
+        "the stream was reset"
+    );
+
+    // Only the stream: the connection serves the next request in full.
+    let read = client.request(get("h2-window-open")).await.unwrap();
+    let body = read.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 1 << 20);
+    let event = proxy.event_for("h2-window-open").await;
+    assert_eq!(event["outcome"], "success", "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn mtls_requires_a_client_certificate_and_names_the_client_by_its_subject() {
     let (upstream, seen) = echo_upstream(2).await;
     let pki = TestPki::new();
