@@ -17,6 +17,7 @@ mod postgres;
 pub mod rebuild;
 mod recent;
 pub mod settle;
+mod sql;
 mod store;
 pub mod tracker;
 

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, Statement};
 
-use super::store::{forget_memberships, sql, OpenDeprovision, Resource, Row};
+use super::sql;
+use super::store::{forget_memberships, OpenDeprovision, Resource, Row};
 use super::StateError;
 use crate::config::PostgresTarget;
 
