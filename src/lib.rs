@@ -582,6 +582,29 @@ fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static 
     {
         changed.push("capture/shutdown_timeout_secs");
     }
+    // Debug shows a key's length only: a rotated key of the same length is found here.
+    let kafka_passwords = |c: &Config| -> Vec<config::SecretKey> {
+        c.sinks
+            .iter()
+            .filter_map(|s| match &s.kind {
+                config::SinkKind::Kafka(k) => k.sasl.as_ref().map(|sasl| sasl.password.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let rotated = [
+        ("integrity", old.integrity.key != new.integrity.key),
+        (
+            "ui",
+            old.ui.as_ref().map(|u| &u.token) != new.ui.as_ref().map(|u| &u.token),
+        ),
+        ("sinks", kafka_passwords(old) != kafka_passwords(new)),
+    ];
+    for (name, differs) in rotated {
+        if differs && !changed.contains(&name) {
+            changed.push(name);
+        }
+    }
     changed
 }
 
@@ -616,6 +639,30 @@ mod tests {
         let details = change.details.to_string();
         assert!(!details.contains("aaaa"), "{details}");
         assert_eq!(change.details["config_file"], "proxy.toml");
+    }
+
+    #[test]
+    fn a_reload_notices_a_key_rotated_to_one_of_the_same_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let (token, key) = (dir.path().join("ui.token"), dir.path().join("chain.key"));
+        // The same files each time, so only their content can tell the configs apart.
+        let with = |content: &str| {
+            std::fs::write(&token, content).unwrap();
+            std::fs::write(&key, content).unwrap();
+            config(&format!(
+                "[ui]\ntoken_file = '{}'\n[integrity]\nkey_file = '{}'\n",
+                token.display(),
+                key.display()
+            ))
+        };
+        let old = with(&"a".repeat(40));
+        let same = with(&"a".repeat(40));
+        assert!(super::changed_sections_needing_restart(&old, &same).is_empty());
+        let rotated = with(&"b".repeat(40));
+        assert_eq!(
+            super::changed_sections_needing_restart(&old, &rotated),
+            ["integrity", "ui"]
+        );
     }
 
     /// The request path's modules: what forwards bytes and records the exchange.

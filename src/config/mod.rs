@@ -141,8 +141,9 @@ pub struct Config {
     pub ui: Option<UiConfig>,
 }
 
-/// Key material read from a `*_file` option. Debug shows only its length.
-#[derive(Clone)]
+/// Key material read from a `*_file` option. Debug shows only its length; equality compares
+/// the bytes (a reload tells a rotated key from the same one).
+#[derive(Clone, PartialEq, Eq)]
 pub struct SecretKey(pub Vec<u8>);
 
 impl fmt::Debug for SecretKey {
