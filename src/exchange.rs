@@ -813,7 +813,19 @@ mod tests {
     #[test]
     fn every_failure_kind_round_trips_and_is_documented() {
         let events_md = include_str!("../docs/events.md");
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/event.schema.json")).unwrap();
+        let schema_kinds = &schema["$defs"]["failure"]["properties"]["kind"]["enum"];
+        let listed = |kind: &str| {
+            schema_kinds
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == kind))
+        };
         for kind in FailureKind::ALL {
+            assert!(
+                listed(kind.as_str()),
+                "docs/event.schema.json does not allow failure.kind `{kind}`"
+            );
             assert_eq!(kind.as_str().parse::<FailureKind>(), Ok(kind));
             assert_eq!(
                 serde_json::to_value(kind).unwrap(),
