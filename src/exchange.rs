@@ -410,9 +410,10 @@ pub struct ConnInfo {
     /// (nothing could be written for `listen.body_idle_timeout_secs`). Exchanges cut with it
     /// report `client_read_timeout` instead of `client_disconnected`.
     pub write_stalled: Arc<AtomicBool>,
-    /// The same for one HTTP/2 stream: set when the listener reset it because the client let
-    /// its flow-control window stay shut for `listen.body_idle_timeout_secs`.
-    pub stream_stalled: Arc<AtomicBool>,
+    /// The same for one HTTP/2 stream (`None` elsewhere): set when the listener reset it
+    /// because the client let its flow-control window stay shut for
+    /// `listen.body_idle_timeout_secs`.
+    pub stream_stalled: Option<Arc<AtomicBool>>,
 }
 
 impl ConnInfo {
@@ -423,7 +424,7 @@ impl ConnInfo {
             tls,
             client_cert_subject: None,
             write_stalled: Arc::default(),
-            stream_stalled: Arc::default(),
+            stream_stalled: None,
         }
     }
 }
@@ -736,7 +737,11 @@ impl PendingExchange {
                 .as_ref()
                 .is_none_or(|r| r.body.end == BodyEnd::Cancelled);
             let stalled = self.conn.write_stalled.load(Ordering::Relaxed)
-                || self.conn.stream_stalled.load(Ordering::Relaxed);
+                || self
+                    .conn
+                    .stream_stalled
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::Relaxed));
             if recorded_failure.is_none() && cut && stalled {
                 recorded_failure = Some(Failure::new(FailureKind::ClientReadTimeout, "the client stopped reading; scimtap closed the connection after body_idle_timeout_secs"
                         .to_owned()));

@@ -262,7 +262,7 @@ async fn connection(
             tls: false,
             client_cert_subject: None,
             write_stalled,
-            stream_stalled: Arc::default(),
+            stream_stalled: None,
         };
         return serve_http(&shared, io, conn, shutdown).await;
     };
@@ -286,7 +286,7 @@ async fn connection(
         tls: true,
         client_cert_subject: client_certificate_subject(tls.get_ref().1),
         write_stalled,
-        stream_stalled: Arc::default(),
+        stream_stalled: None,
     };
     serve_http(&shared, tls, conn, shutdown).await;
 }
@@ -357,7 +357,7 @@ fn exchange_service(
             // watch (the closure around it runs in the connection's task).
             let watch = STREAM_WATCH.try_with(Arc::clone).ok();
             if let Some(watch) = &watch {
-                conn.stream_stalled = watch.stalled.clone();
+                conn.stream_stalled = Some(watch.stalled.clone());
             }
             let response = proxy.forward(req, conn).await;
             Ok::<_, Infallible>(response.map(|inner| ConnBody {

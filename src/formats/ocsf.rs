@@ -515,10 +515,6 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
 
     // The provisioned app: `dst_endpoint` and `api.service.uid` where the class has them (API
     // Activity), `unmapped.upstream` in every class.
-    let service_uid = event
-        .upstream
-        .as_ref()
-        .map(|u| format!("{}:{}", u.host, u.port));
     match class {
         Class::AccountChange => {
             doc.insert("user".into(), target(scim, class));
@@ -538,7 +534,11 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
             if scim.endpoint.is_some() {
                 let mut service = Map::new();
                 service.insert("name".into(), json!("SCIM"));
-                put(&mut service, "uid", service_uid);
+                let uid = event
+                    .upstream
+                    .as_ref()
+                    .map(|u| format!("{}:{}", u.host, u.port));
+                put(&mut service, "uid", uid);
                 api.insert("service".into(), Value::Object(service));
             }
             api.insert("request".into(), json!({"uid": event.request_id}));

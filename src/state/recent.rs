@@ -42,9 +42,9 @@ impl Recent {
 
     /// Records what the store now holds for (`resource_type`, `id`).
     pub(super) fn set(&mut self, resource_type: &str, id: &str, held: Option<Resource>) {
-        self.older
-            .remove(&(resource_type.to_owned(), id.to_owned()));
-        self.insert_key((resource_type.to_owned(), id.to_owned()), held);
+        let key = (resource_type.to_owned(), id.to_owned());
+        self.older.remove(&key);
+        self.insert_key(key, held);
     }
 
     fn insert_key(&mut self, key: Key, held: Option<Resource>) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::answers::{proxy_with_state, replay_part, wait_for_action};
+use crate::answers::{proxy_with_state, replay_part, user_name_of, wait_for_action};
 use crate::scim_server::ScimServer;
 use crate::support::process::run;
 use crate::support::relay::Relay;
@@ -130,13 +130,7 @@ async fn the_report_of_the_replayed_lifecycles_matches_the_audit_file_and_render
     let (_, rest) = replay_part(&proxy, fixture, Some(deactivate_user2), None, false, &[]);
     assert!(rest.iter().all(|s| s["status"] == 502), "{rest:?}");
     let events = proxy.wait_for_events(sent.len() + rest.len()).await;
-    let user2 = events
-        .iter()
-        .filter(|e| e["scim"]["actions"][0] == "user.create" && e["outcome"] == "success")
-        .nth(1)
-        .and_then(|e| e["scim"]["target"]["user_name"].as_str())
-        .unwrap()
-        .to_owned();
+    let user2 = user_name_of(&events, "user.create", 1);
     let gap = wait_for_action(&proxy, "deprovision.gap", &user2).await;
     relay.restore().await;
     let (out, retried) = replay_part(

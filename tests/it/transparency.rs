@@ -739,15 +739,22 @@ async fn truncating_upstream(hold: Duration) -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_reset_mid_body_is_an_upstream_failure() {
-    // A raw upstream that promises 100 bytes, sends 10, and hangs up.
-    let addr = truncating_upstream(Duration::ZERO).await;
-    let proxy = Proxy::start(ProxyConfig::new(format!("http://{addr}")));
-    let resp = http1_client()
+/// Asks `proxy` (in front of a [`truncating_upstream`]) for `/Users` as `id`: the head arrives,
+/// the body breaks after its 10 bytes (within `WAIT`), and the event blames the upstream with
+/// failure `kind`.
+async fn assert_truncated_by_upstream(
+    proxy: &Proxy,
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        TestBody,
+    >,
+    id: &str,
+    kind: &str,
+) {
+    let resp = client
         .request(
             Request::get(proxy.url("/Users"))
-                .header("x-request-id", "reset-1")
+                .header("x-request-id", id)
                 .body(empty())
                 .unwrap(),
         )
@@ -758,15 +765,23 @@ async fn upstream_reset_mid_body_is_an_upstream_failure() {
         StatusCode::OK,
         "the head was already forwarded"
     );
-    assert!(
-        resp.into_body().collect().await.is_err(),
-        "the client sees the body break too"
-    );
-    let event = proxy.event_for("reset-1").await;
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("the broken body ends, it is not left hanging");
+    assert!(body.is_err(), "{id}: the client sees the body break too");
+    let event = proxy.event_for(id).await;
     assert_eq!(event["outcome"], "failure");
     assert_eq!(event["failure"]["side"], "upstream", "{event}");
-    assert_eq!(event["failure"]["kind"], "response_body_error");
+    assert_eq!(event["failure"]["kind"], kind, "{event}");
     assert_eq!(event["http"]["response_bytes"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_reset_mid_body_is_an_upstream_failure() {
+    // A raw upstream that promises 100 bytes, sends 10, and hangs up.
+    let addr = truncating_upstream(Duration::ZERO).await;
+    let proxy = Proxy::start(ProxyConfig::new(format!("http://{addr}")));
+    assert_truncated_by_upstream(&proxy, &http1_client(), "reset-1", "response_body_error").await;
     assert_eq!(
         proxy
             .metric("scimtap_upstream_errors_total{kind=\"response_body_error\"}")
@@ -783,29 +798,7 @@ async fn an_upstream_stalling_mid_body_is_cut_after_its_idle_timeout() {
         ProxyConfig::new(format!("http://{addr}")).upstream("body_idle_timeout_secs = 1"),
     );
     for (client, id) in [(http1_client(), "stall-h1"), (h2c_client(), "stall-h2")] {
-        let resp = client
-            .request(
-                Request::get(proxy.url("/Users"))
-                    .header("x-request-id", id)
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            resp.status(),
-            StatusCode::OK,
-            "the head was already forwarded"
-        );
-        let body = tokio::time::timeout(WAIT, resp.into_body().collect())
-            .await
-            .expect("the stalled body is cut, not left hanging");
-        assert!(body.is_err(), "{id}: the client sees the body break");
-        let event = proxy.event_for(id).await;
-        assert_eq!(event["outcome"], "failure");
-        assert_eq!(event["failure"]["side"], "upstream", "{event}");
-        assert_eq!(event["failure"]["kind"], "response_body_timeout", "{event}");
-        assert_eq!(event["http"]["response_bytes"], 10);
+        assert_truncated_by_upstream(&proxy, &client, id, "response_body_timeout").await;
     }
     assert_eq!(
         proxy
