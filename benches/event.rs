@@ -69,6 +69,7 @@ fn exchange(
         started_at: SystemTime::now().into(),
         duration: Duration::from_micros(850),
         conn: ConnInfo::new("10.1.2.3:51234".parse().expect("valid address"), true),
+        route: Some(Arc::from("default")),
         request: RequestHead {
             method,
             path_and_query: path.to_owned(),
@@ -243,7 +244,7 @@ fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
     let metrics = scimtap::telemetry::Metrics::new();
     let (queue, _pipeline) = scimtap::pipeline::Pipeline::start(
         1 << 20,
-        EventContext::default(),
+        scimtap::pipeline::RouteStages::with_events(EventContext::default()),
         Vec::new(),
         scimtap::pipeline::ChainSetup {
             chain: scimtap::integrity::Chain::resume(None, None),
@@ -280,6 +281,7 @@ fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
                         headers: HeaderMap::new(),
                     },
                     handoff.clone(),
+                    Some(Arc::from("default")),
                 );
                 let tee = scimtap::tee::TeeBody::request(body, Arc::clone(&pending), &limits);
                 drain(tee).await

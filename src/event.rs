@@ -27,7 +27,7 @@ use crate::scim::{
 };
 
 /// Version of the event layout. Readers should branch on the major part.
-pub const SCHEMA_VERSION: &str = "1.5";
+pub const SCHEMA_VERSION: &str = "1.6";
 
 /// Query parameters whose values never appear in `http.query`.
 const SECRET_QUERY_PARAMS: &[&str] = &[
@@ -56,26 +56,41 @@ pub struct EventContext {
 }
 
 impl EventContext {
+    /// The context of the configuration's first route (the only one without `[[routes]]`).
     pub fn from_config(config: &Config) -> EventContext {
+        EventContext::for_route(config, config.routes.first())
+    }
+
+    /// How events of `route` are described: `[scim]` with the route's prefix before its base
+    /// path, `[redact]` plus the route's own, and the route's upstream. `None`: requests no
+    /// route took (nothing was forwarded).
+    pub fn for_route(config: &Config, route: Option<&crate::config::RouteConfig>) -> EventContext {
         let s = &config.scim;
         let custom = s.resource_types.iter().cloned().collect();
         let pseudonymizer = s.hash_key.as_ref().map(|k| Pseudonymizer::new(k.0.clone()));
+        let (route_attributes, route_params) = route.map_or((&[][..], &[][..]), |r| {
+            (&r.redact_attributes[..], &r.redact_query_params[..])
+        });
         let secret_query_params: HashSet<String> = s
             .redact_query_params
             .iter()
+            .chain(route_params)
             .map(|p| p.to_ascii_lowercase())
             .collect();
+        let redact_attributes: Vec<String> = s
+            .redact_attributes
+            .iter()
+            .chain(route_attributes)
+            .cloned()
+            .collect();
+        let prefix = route.and_then(|r| r.path_prefix.as_deref()).unwrap_or("");
+        let base_path = s.base_path.as_ref().map(|base| format!("{prefix}{base}"));
         EventContext {
-            scim: ScimContext::new(
-                s.base_path.clone(),
-                custom,
-                &s.redact_attributes,
-                pseudonymizer,
-            ),
+            scim: ScimContext::new(base_path, custom, &redact_attributes, pseudonymizer),
             clients: s.clients.clone(),
             include_bodies: config.capture.include_bodies,
             secret_query_params,
-            upstream: Some(Arc::new(UpstreamInfo::from_config(&config.upstream))),
+            upstream: route.map(|r| Arc::new(UpstreamInfo::from_config(&r.upstream))),
         }
     }
 
@@ -127,6 +142,9 @@ pub struct AuditEvent<'a> {
     pub deprovision: Option<DeprovisionInfo>,
     /// On `alert.firing` / `alert.resolved` events only (`[[alerts]]`).
     pub alert: Option<crate::alerts::AlertInfo>,
+    /// The `[[routes]]` entry that took the request (`default` without routes); `None` when
+    /// none did.
+    pub route: Option<Arc<str>>,
     /// The provisioned app: where the request was (or would have been) forwarded.
     pub upstream: Option<Arc<UpstreamInfo>>,
 }
@@ -168,7 +186,7 @@ impl UpstreamInfo {
 impl Serialize for AuditEvent<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut event = serializer.serialize_struct("AuditEvent", 11)?;
+        let mut event = serializer.serialize_struct("AuditEvent", 12)?;
         event.serialize_field("schema_version", self.schema_version)?;
         event.serialize_field("event_id", &self.event_id)?;
         event.serialize_field("timestamp", &self.timestamp)?;
@@ -177,6 +195,7 @@ impl Serialize for AuditEvent<'_> {
         event.serialize_field("outcome", &self.outcome)?;
         event.serialize_field("outcome_reason", &self.outcome_reason())?;
         event.serialize_field("client", &self.client)?;
+        event.serialize_field("route", &self.route.as_deref())?;
         if let Some(upstream) = &self.upstream {
             event.serialize_field("upstream", upstream.as_ref())?;
         }
@@ -424,6 +443,7 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
                 retry_of: None,
                 deprovision: None,
                 alert: None,
+                route: ex.route.clone(),
                 upstream: ctx.upstream.clone(),
             }
         })

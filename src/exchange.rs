@@ -136,6 +136,7 @@ pub enum FailureKind {
     RequestBodyTooLarge,
     ClientReadTimeout,
     ClientNotAllowed,
+    NoRoute,
     AbsoluteFormRefused,
     ConnectRefusedByProxy,
     InvalidRequestTarget,
@@ -145,7 +146,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, in the order docs/events.md lists them.
-    pub const ALL: [FailureKind; 19] = [
+    pub const ALL: [FailureKind; 20] = [
         FailureKind::ConnectRefused,
         FailureKind::ConnectTimeout,
         FailureKind::TlsError,
@@ -160,6 +161,7 @@ impl FailureKind {
         FailureKind::RequestBodyTooLarge,
         FailureKind::ClientReadTimeout,
         FailureKind::ClientNotAllowed,
+        FailureKind::NoRoute,
         FailureKind::AbsoluteFormRefused,
         FailureKind::ConnectRefusedByProxy,
         FailureKind::InvalidRequestTarget,
@@ -184,6 +186,7 @@ impl FailureKind {
             FailureKind::RequestBodyTooLarge => "request_body_too_large",
             FailureKind::ClientReadTimeout => "client_read_timeout",
             FailureKind::ClientNotAllowed => "client_not_allowed",
+            FailureKind::NoRoute => "no_route",
             FailureKind::AbsoluteFormRefused => "absolute_form_refused",
             FailureKind::ConnectRefusedByProxy => "connect_refused_by_proxy",
             FailureKind::InvalidRequestTarget => "invalid_request_target",
@@ -209,6 +212,7 @@ impl FailureKind {
             | FailureKind::RequestBodyTooLarge
             | FailureKind::ClientReadTimeout
             | FailureKind::ClientNotAllowed
+            | FailureKind::NoRoute
             | FailureKind::AbsoluteFormRefused
             | FailureKind::ConnectRefusedByProxy
             | FailureKind::InvalidRequestTarget => FailureSide::Downstream,
@@ -484,6 +488,8 @@ pub struct Exchange {
     pub started_at: Timestamp,
     pub duration: Duration,
     pub conn: ConnInfo,
+    /// The `[[routes]]` entry that took the request; `None` when none did.
+    pub route: Option<Arc<str>>,
     pub request: RequestHead,
     pub request_body: BodyCapture,
     /// None when no response reached the client (it went away first).
@@ -591,6 +597,7 @@ pub struct PendingExchange {
     started_at: Timestamp,
     started: Instant,
     conn: ConnInfo,
+    route: Option<Arc<str>>,
     state: Mutex<PendingState>,
     handoff: Handoff,
 }
@@ -601,6 +608,7 @@ impl PendingExchange {
         conn: ConnInfo,
         request: RequestHead,
         handoff: Handoff,
+        route: Option<Arc<str>>,
     ) -> Arc<Self> {
         handoff.exchange_started();
         Arc::new(PendingExchange {
@@ -608,6 +616,7 @@ impl PendingExchange {
             started_at: Timestamp::now(),
             started: Instant::now(),
             conn,
+            route,
             state: Mutex::new(PendingState {
                 request: Some(request),
                 request_body: None,
@@ -621,6 +630,11 @@ impl PendingExchange {
 
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    /// The route that took the request (`None`: no route did).
+    pub fn route(&self) -> Option<&Arc<str>> {
+        self.route.as_ref()
     }
 
     /// The connection this exchange arrived on.
@@ -757,6 +771,7 @@ impl PendingExchange {
                 started_at: self.started_at,
                 duration,
                 conn: self.conn.clone(),
+                route: self.route.clone(),
                 request,
                 request_body: state
                     .request_body

@@ -162,6 +162,11 @@ pub fn cef_line(event: &AuditEvent<'_>) -> Vec<u8> {
         ext.field("dhost", Some(upstream.host.clone()));
         ext.field("dpt", Some(upstream.port.to_string()));
     }
+    // The route: the provisioned app, as scimtap names it.
+    ext.field(
+        "destinationServiceName",
+        event.route.as_deref().map(str::to_owned),
+    );
     ext.field("suser", event.client.name.clone());
     ext.field("suid", event.client.token_fingerprint.clone());
     ext.field("requestClientApplication", event.client.user_agent.clone());
@@ -467,6 +472,10 @@ pub fn ecs_line(event: &AuditEvent<'_>) -> Vec<u8> {
             json!({key: upstream.host, "address": upstream.host, "port": upstream.port}),
         );
     }
+    // The route: the provisioned app, as scimtap names it.
+    if let Some(route) = &event.route {
+        doc.insert("service".into(), json!({"target": {"name": &**route}}));
+    }
     if let Some(ua) = &event.client.user_agent {
         doc.insert("user_agent".into(), json!({"original": ua}));
     }
@@ -562,6 +571,34 @@ mod tests {
         s.changes.members_added = added.iter().map(|m| (*m).to_owned()).collect();
         s.changes.members_removed = removed.iter().map(|m| (*m).to_owned()).collect();
         event("PATCH", s, Some(204))
+    }
+
+    #[test]
+    fn every_format_names_the_route_as_the_target_service() {
+        let mut read = event("GET", scim("User", Operation::Read, &[]), Some(200));
+        read.route = Some(std::sync::Arc::from("crm"));
+        let mut create = event("POST", scim("User", Operation::Create, &["user.create"]), Some(201));
+        create.route = Some(std::sync::Arc::from("crm"));
+
+        let ocsf = &docs(EventFormat::Ocsf, &read)[0];
+        assert_eq!(ocsf["class_uid"], 6003, "{ocsf}");
+        assert_eq!(ocsf["api"]["service"]["name"], "crm", "{ocsf}");
+        assert_eq!(ocsf["unmapped"]["route"], "crm", "{ocsf}");
+        let ocsf = &docs(EventFormat::Ocsf, &create)[0];
+        assert_eq!(ocsf["class_uid"], 3001, "{ocsf}");
+        assert_eq!(ocsf["unmapped"]["route"], "crm", "{ocsf}");
+        let ecs = &docs(EventFormat::Ecs, &create)[0];
+        assert_eq!(ecs["service"]["target"]["name"], "crm", "{ecs}");
+        let cef = &records(EventFormat::Cef, &create)[0];
+        assert!(cef.contains(" destinationServiceName=crm "), "{cef}");
+
+        // A request no route took: no route is invented.
+        read.route = None;
+        assert!(docs(EventFormat::Ocsf, &read)[0]["unmapped"]
+            .get("route")
+            .is_none());
+        assert!(docs(EventFormat::Ecs, &read)[0].get("service").is_none());
+        assert!(!records(EventFormat::Cef, &read)[0].contains("destinationServiceName"));
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct Running {
     handoff: exchange::Handoff,
     sink_threads: Vec<SinkThread>,
     reopen: ReopenSignal,
+    /// The request path, whose routes a reload replaces.
+    proxy: Arc<proxy::Proxy>,
     shutdown_timeout: Duration,
     metrics: Arc<Metrics>,
     /// The configuration in force, to tell a reload what changed.
@@ -192,14 +194,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .as_ref()
         .map(|tls| listener::tls_acceptor(tls, config.listen.tls_min_version))
         .transpose()?;
-    let events = event::EventContext::from_config(&config);
+    let routes = pipeline::RouteStages::from_config(&config);
     // Opened here, once, so a bad state file or an unreachable state database fails startup
     // like a bad sink path; from then on only the audit worker's thread touches it. Opened on
     // a blocking thread: the PostgreSQL client runs a runtime of its own, which cannot start
     // on this one's threads.
     let state = match &config.state {
         Some(s) => {
-            let (store, upstream) = (s.store.clone(), config.upstream.authority.to_string());
+            let (store, upstream) = (
+                s.store.clone(),
+                config.first_route().state_namespace.clone(),
+            );
             let opened = tokio::task::spawn_blocking(move || {
                 state::Store::open_configured(&store, &upstream)
             })
@@ -217,15 +222,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let mut alerts =
-        alerts::Alerts::start(&config.alerts, &metrics).map_err(|source| StartError::Thread {
+    let mut alerts = alerts::Alerts::start(&config.alerts, &routes.alert_routes(), &metrics)
+        .map_err(|source| StartError::Thread {
             name: "alert-webhook",
             source,
         })?;
     let webhook_drain = alerts.as_mut().and_then(alerts::Alerts::webhook_drain);
     let (audit_queue, pipeline) = Pipeline::start(
         config.audit.queue_max_events,
-        events,
+        routes,
         sink_handles,
         chain_setup,
         state,
@@ -245,7 +250,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let handoff = exchange::Handoff::new(Arc::new(audit_queue.clone()));
     let proxy = Arc::new(proxy::Proxy::new(
-        config.upstream.clone(),
+        &config.routes,
+        &config.scim,
         capture,
         handoff.clone(),
         proxy::RequestPolicy::from_config(&config),
@@ -306,7 +312,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let listener = listener::Listener {
         tcp,
         tls,
-        proxy,
+        proxy: proxy.clone(),
         config: config.listen.clone(),
         metrics: metrics.clone(),
     };
@@ -341,9 +347,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(
         address = %proxy_addr,
         tls = config.listen.tls.is_some(),
-        upstream = %format_args!("{}://{}{}", config.upstream.scheme, config.upstream.authority, config.upstream.base_path),
+        routes = config.routes.len(),
         "Proxy listening."
     );
+    for route in &config.routes {
+        let u = &route.upstream;
+        tracing::info!(
+            route = %route.name,
+            host = route.host.as_deref(),
+            path_prefix = route.path_prefix.as_deref(),
+            upstream = %format_args!("{}://{}{}", u.scheme, u.authority, u.base_path),
+            "Route ready."
+        );
+    }
 
     Ok(Running {
         proxy_addr,
@@ -360,6 +376,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         handoff,
         sink_threads,
         reopen,
+        proxy,
         shutdown_timeout: config.shutdown_timeout,
         metrics,
         config: std::sync::Mutex::new(config),
@@ -376,11 +393,13 @@ impl Running {
         &self.metrics
     }
 
-    /// SIGHUP: reads and validates `path` again. A valid file's event settings (`[scim]`,
-    /// `[[clients]]` naming, `[redact]`, `[privacy]`, `[capture] include_bodies`) take effect
-    /// at once for every exchange not yet described, swapped in one step by the audit worker;
-    /// sections that need a restart (listen, upstream, admin, ui, sinks, audit, integrity,
-    /// state, alerts, the allow-list) are named in the log and keep their running values. An invalid file
+    /// SIGHUP: reads and validates `path` again. A valid file's routes (`[[routes]]` or
+    /// `[upstream]`, with the allow-list) take effect for the requests that start from then
+    /// on, while requests in flight finish on the route they started on; its event settings
+    /// (`[scim]`, `[[clients]]` naming, `[redact]`, `[privacy]`, `[capture] include_bodies`)
+    /// take effect at once for every exchange not yet described, swapped in one step by the
+    /// audit worker; sections that need a restart (listen, admin, ui, sinks, audit, integrity,
+    /// state, alerts) are named in the log and keep their running values. An invalid file
     /// changes nothing. Either way file sinks reopen (log rotation). Counted in
     /// `scimtap_config_reloads_total{result}`.
     pub async fn reload(&self, path: &std::path::Path) -> bool {
@@ -408,14 +427,27 @@ impl Running {
             let change = settings_change(&old, &new, path, &restart_needed);
             (restart_needed, change)
         };
+        let routes = match self.proxy.prepare_routes(&new.routes, &new.scim) {
+            Ok(routes) => routes,
+            Err(error) => {
+                count("failure");
+                tracing::error!(%error, "Configuration reload refused; the running configuration stays.");
+                return false;
+            }
+        };
+        // The audit worker learns the new routes before the first request on them can end.
         if !self
             .pipeline
-            .reconfigure(event::EventContext::from_config(&new), change)
+            .reconfigure(pipeline::RouteStages::from_config(&new), change)
             .await
         {
             count("failure");
             tracing::error!("Configuration reload could not reach the audit worker; the running configuration stays.");
             return false;
+        }
+        let changed_routes = self.proxy.install_routes(routes);
+        if !changed_routes.is_empty() {
+            tracing::info!(routes = %changed_routes.join(", "), "Routes added, changed or removed.");
         }
         count("success");
         if restart_needed.is_empty() {
@@ -514,6 +546,7 @@ fn changed_event_settings(old: &Config, new: &Config) -> Vec<&'static str> {
             "redact.query_params",
             o.redact_query_params != n.redact_query_params,
         ),
+        ("routes", debug(&old.routes) != debug(&new.routes)),
         ("scim.base_path", o.base_path != n.base_path),
         ("scim.resource_types", o.resource_types != n.resource_types),
     ]
@@ -552,9 +585,8 @@ fn settings_change(
 fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 9] = [
+    let sections: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 8] = [
         ("listen", &old.listen, &new.listen),
-        ("upstream", &old.upstream, &new.upstream),
         ("admin", &old.admin, &new.admin),
         // The token is compared by length only (Debug): a new token needs a restart anyway.
         ("ui", &old.ui, &new.ui),
@@ -571,11 +603,6 @@ fn changed_sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static 
         .filter(|(_, a, b)| differs(*a, *b))
         .map(|(name, ..)| name)
         .collect();
-    if old.scim.clients_required != new.scim.clients_required
-        || differs(&old.scim.clients, &new.scim.clients) && new.scim.clients_required
-    {
-        changed.push("clients (allow-list)");
-    }
     if old.capture.max_body_bytes != new.capture.max_body_bytes
         || old.capture.max_pending_bytes != new.capture.max_pending_bytes
         || old.shutdown_timeout != new.shutdown_timeout

@@ -200,12 +200,10 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
             println!(
-                "{}: OK (listen {}, upstream {}://{}{}, {} sink{})",
+                "{}: OK (listen {}, {}, {} sink{})",
                 config_path.display(),
                 config.listen.address,
-                config.upstream.scheme,
-                config.upstream.authority,
-                config.upstream.base_path,
+                describe_routes(&config),
                 config.sinks.len(),
                 if config.sinks.len() == 1 { "" } else { "s" }
             );
@@ -227,12 +225,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// `upstream URL` for the implicit route, else `N routes: name → URL, ...`.
+fn describe_routes(config: &Config) -> String {
+    let url = |u: &scimtap::config::UpstreamConfig| {
+        format!("{}://{}{}", u.scheme, u.authority, u.base_path)
+    };
+    match &config.routes[..] {
+        [only] if only.name == scimtap::config::DEFAULT_ROUTE => {
+            format!("upstream {}", url(&only.upstream))
+        }
+        routes => format!(
+            "{} route{}: {}",
+            routes.len(),
+            if routes.len() == 1 { "" } else { "s" },
+            routes
+                .iter()
+                .map(|r| format!("{} -> {}", r.name, url(&r.upstream)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// `scimtap state rebuild`: 0 with the counts, 64 without a state file to write (no
 /// `[state]`, no `--state-file`) or when it exists without `--replace`, 1 when a file cannot
 /// be read or the store fails.
 fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
     use scimtap::config::StateStore;
-    let upstream = config.upstream.authority.as_str();
+    let upstream = config.first_route().state_namespace.as_str();
     let target = match (&args.state_file, config.state.as_ref().map(|s| &s.store)) {
         (Some(path), _) => StateStore::Sqlite(path.clone()),
         (None, Some(store)) => store.clone(),
@@ -365,7 +385,9 @@ fn trace(config: Option<&std::path::Path>, args: &TraceArgs) -> ExitCode {
         eprintln!("scimtap: trace needs audit files (or a state file) to read");
         return ExitCode::from(2);
     }
-    let upstream = config.as_ref().map(|c| c.upstream.authority.to_string());
+    let upstream = config
+        .as_ref()
+        .map(|c| c.first_route().state_namespace.clone());
     let store = match state_path
         .as_deref()
         .map(|path| scimtap::state::Store::open_read_only(path, upstream.as_deref()))

@@ -28,13 +28,17 @@ use tokio::sync::{mpsc, oneshot};
 use crate::alerts::Alerts;
 use crate::clock::Timestamp;
 use crate::config::EventFormat;
-use crate::event::{events_for, AuditEvent, EventContext, Outcome, UpstreamInfo};
+use crate::event::{events_for, AuditEvent, EventContext, Outcome};
 use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, Severity, SinkHandle};
 use crate::state::tracker::{self, Attempt};
 use crate::state::Store;
 use crate::telemetry::{Metrics, ProxyMetrics};
+
+mod routes;
+
+pub use self::routes::{RouteStage, RouteStages};
 
 /// How long the audit worker, having emptied the queue, lets exchanges gather before it asks
 /// to be woken by the next one. Events are written this much later at most; requests never
@@ -52,8 +56,8 @@ enum Message {
     /// Time to look for deprovisionings that became gaps (`[state]` on) and to let alert
     /// episodes resolve (`[[alerts]]`).
     Tick,
-    /// A reloaded configuration's event settings (SIGHUP), and what changed.
-    Reconfigure(Box<EventContext>, Box<SettingsChange>),
+    /// A reloaded configuration's routes and event settings (SIGHUP), and what changed.
+    Reconfigure(Box<RouteStages>, Box<SettingsChange>),
     Close,
 }
 
@@ -186,7 +190,7 @@ impl Pipeline {
     /// When the operating system refuses a new thread.
     pub fn start(
         queue_max_events: usize,
-        events: EventContext,
+        routes: RouteStages,
         sinks: Vec<SinkHandle>,
         integrity: ChainSetup,
         state: Option<StateStage>,
@@ -212,7 +216,7 @@ impl Pipeline {
             .spawn(move || {
                 run_worker(
                     rx,
-                    events,
+                    routes,
                     sinks,
                     integrity,
                     Stages { state, alerts },
@@ -225,16 +229,16 @@ impl Pipeline {
         Ok((queue.clone(), Pipeline { queue, done }))
     }
 
-    /// Hands new event settings (clients, redaction, privacy, SCIM paths) to the audit worker;
-    /// exchanges queued before it are described with the old ones. The worker writes an
+    /// Hands new routes and event settings (clients, redaction, privacy, SCIM paths) to the
+    /// audit worker; exchanges queued before it are described with the old ones. The worker writes an
     /// `integrity.reload` record with `change.details` into the trail where it swaps them, and
     /// logs which settings changed. Waits (bounded) for room.
-    pub async fn reconfigure(&self, context: EventContext, change: SettingsChange) -> bool {
+    pub async fn reconfigure(&self, routes: RouteStages, change: SettingsChange) -> bool {
         let send = self
             .queue
             .shared
             .tx
-            .send(Message::Reconfigure(Box::new(context), Box::new(change)));
+            .send(Message::Reconfigure(Box::new(routes), Box::new(change)));
         let sent = matches!(
             tokio::time::timeout(Duration::from_secs(5), send).await,
             Ok(Ok(()))
@@ -463,12 +467,14 @@ impl Ahead {
         store: &mut Store,
         message: Message,
         metrics: &Metrics,
+        routes: &RouteStages,
     ) -> (Message, Option<u64>) {
         let Message::Exchange(exchange) = &message else {
             return (message, None);
         };
         let ticket = self.next_ticket;
         self.next_ticket += 1;
+        store.use_namespace(&routes.get(exchange.route.as_deref()).state_namespace);
         let ids = crate::state::settle::written_ids(exchange);
         if let Err(error) = store.claim(ticket, &exchange.started_at.to_string(), &ids) {
             metrics.state_errors.inc();
@@ -488,14 +494,17 @@ fn drain(
     store: &mut Store,
     sinks: &[SinkHandle],
     integrity: &mut ChainSetup,
-    events: &EventContext,
+    routes: &RouteStages,
     metrics: &Metrics,
 ) {
     while let Ok(message) = rx.try_recv() {
         match message {
-            Message::Intent(snapshot, ack) => emit_intent(sinks, integrity, events, &snapshot, ack),
+            Message::Intent(snapshot, ack) => {
+                let events = &routes.get(snapshot.route.as_deref()).events;
+                emit_intent(sinks, integrity, events, &snapshot, ack);
+            }
             other => {
-                let claimed = ahead.claim(store, other, metrics);
+                let claimed = ahead.claim(store, other, metrics, routes);
                 ahead.queue.push_back(claimed);
             }
         }
@@ -509,9 +518,15 @@ fn hold(
     state: &mut StateStage,
     exchange: &Exchange,
     built: &[AuditEvent<'_>],
+    namespace: &str,
     metrics: &Metrics,
     mut drain: impl FnMut(&mut Store),
 ) {
+    // Claims made while draining switch the store to their exchange's namespace.
+    let mut drain = |store: &mut Store| {
+        drain(store);
+        store.use_namespace(namespace);
+    };
     // What it reads, and what it writes: a search's finds learned before an earlier create was
     // looked up would make that create look known.
     let mut ids: Vec<String> = built
@@ -638,17 +653,14 @@ fn batch(state: &mut StateStage, metrics: &Metrics, step: StateBatch) {
     }
 }
 
-/// Reports the deprovisionings that became gaps, and how many are open (none when the store
-/// failed).
+/// Reports the deprovisionings of the store's namespace that became gaps, and how many are
+/// open (none when the store failed).
 fn due_gaps(state: &mut StateStage, metrics: &Metrics) -> (Vec<tracker::Notice>, Option<u64>) {
     let store = &mut state.store;
     let result = tracker::due_gaps(store, Timestamp::now())
         .and_then(|gaps| Ok((gaps, store.open_deprovisions()?)));
     match result {
-        Ok((gaps, open)) => {
-            metrics.deprovision_open.set(open);
-            (gaps, u64::try_from(open).ok())
-        }
+        Ok((gaps, open)) => (gaps, u64::try_from(open).ok()),
         Err(error) => {
             metrics.state_errors.inc();
             tracing::error!(%error, "Shadow state store failed; deprovisioning gaps are reported on a later tick.");
@@ -660,7 +672,7 @@ fn due_gaps(state: &mut StateStage, metrics: &Metrics) -> (Vec<tracker::Notice>,
 /// Writes a tracker notice as its event, and counts it; returns the alerts it raised.
 fn emit_notice(
     notice: &tracker::Notice,
-    upstream: Option<&Arc<UpstreamInfo>>,
+    route: &RouteStage,
     sinks: &[SinkHandle],
     integrity: &mut ChainSetup,
     alerts: Option<&mut Alerts>,
@@ -674,24 +686,27 @@ fn emit_notice(
         metrics.deprovision_closed.inc();
     }
     let mut event = notice.event();
-    event.upstream = upstream.cloned();
-    emit_event(&event, sinks, integrity, metrics, since_checkpoint);
+    event.route = route.name.clone();
+    event.upstream = route.events.upstream.clone();
+    emit_event(&event, route, sinks, integrity, metrics, since_checkpoint);
     alerts.map_or_else(Vec::new, |a| a.observe(&event, Timestamp::now()))
 }
 
-/// Writes the `alert.firing` / `alert.resolved` events of `raised`.
+/// Writes the `alert.firing` / `alert.resolved` events of `raised`, each as an event of the
+/// route it watched.
 fn emit_alerts(
     raised: &[crate::alerts::Alert],
-    upstream: Option<&Arc<UpstreamInfo>>,
+    routes: &RouteStages,
     sinks: &[SinkHandle],
     integrity: &mut ChainSetup,
     metrics: &Metrics,
     since_checkpoint: &mut u64,
 ) {
     for alert in raised {
+        let route = routes.get(alert.route.as_deref());
         let mut event = alert.event();
-        event.upstream = upstream.cloned();
-        emit_event(&event, sinks, integrity, metrics, since_checkpoint);
+        event.upstream = route.events.upstream.clone();
+        emit_event(&event, route, sinks, integrity, metrics, since_checkpoint);
     }
 }
 
@@ -704,7 +719,7 @@ struct Stages {
 
 fn run_worker(
     mut rx: mpsc::Receiver<Message>,
-    mut events: EventContext,
+    mut routes: RouteStages,
     sinks: Vec<SinkHandle>,
     mut integrity: ChainSetup,
     stages: Stages,
@@ -715,6 +730,7 @@ fn run_worker(
         mut state,
         mut alerts,
     } = stages;
+    routes.resolve(&sinks);
     let start = std::mem::take(&mut integrity.start);
     emit_record(&sinks, &mut integrity, RecordKind::Start, start);
     let mut since_checkpoint: u64 = 0;
@@ -725,7 +741,7 @@ fn run_worker(
             Some(held) => held,
             None => match (next_message(&mut rx, &mut busy), state.as_mut()) {
                 (Some(message), Some(s)) if s.store.is_shared() => {
-                    ahead.claim(&mut s.store, message, metrics)
+                    ahead.claim(&mut s.store, message, metrics, &routes)
                 }
                 (Some(message), _) => (message, None),
                 (None, _) => break,
@@ -733,8 +749,12 @@ fn run_worker(
         };
         let exchange = match message {
             Message::Exchange(exchange) => exchange,
-            Message::Reconfigure(context, change) => {
-                events = *context;
+            Message::Reconfigure(new_routes, change) => {
+                routes = *new_routes;
+                routes.resolve(&sinks);
+                if let Some(alerts) = alerts.as_mut() {
+                    alerts.set_routes(&routes.alert_routes());
+                }
                 // Sealed where the swap happens: events above it were described with the old
                 // settings, events below with the new.
                 emit_record(&sinks, &mut integrity, RecordKind::Reload, change.details);
@@ -749,7 +769,8 @@ fn run_worker(
                 continue;
             }
             Message::Intent(snapshot, ack) => {
-                emit_intent(&sinks, &mut integrity, &events, &snapshot, ack);
+                let events = &routes.get(snapshot.route.as_deref()).events;
+                emit_intent(&sinks, &mut integrity, events, &snapshot, ack);
                 continue;
             }
             Message::Checkpoint => {
@@ -760,29 +781,40 @@ fn run_worker(
             }
             Message::Tick => {
                 let mut raised = Vec::new();
-                let mut open = None;
+                let mut open = Vec::new();
                 if let Some(state) = state.as_mut() {
                     batch(state, metrics, StateBatch::Commit);
-                    let (gaps, open_now) = due_gaps(state, metrics);
-                    open = open_now;
-                    for notice in gaps {
-                        raised.extend(emit_notice(
-                            &notice,
-                            events.upstream.as_ref(),
-                            &sinks,
-                            &mut integrity,
-                            alerts.as_mut(),
-                            metrics,
-                            &mut since_checkpoint,
-                        ));
+                    let mut open_total = Some(0_u64);
+                    for (namespace, route) in routes.namespaces() {
+                        state.store.use_namespace(namespace);
+                        let (gaps, open_now) = due_gaps(state, metrics);
+                        open_total = open_total.zip(open_now).map(|(a, b)| a + b);
+                        if let (Some(name), Some(n)) = (&route.name, open_now) {
+                            open.push((name.clone(), n));
+                        }
+                        for notice in gaps {
+                            raised.extend(emit_notice(
+                                &notice,
+                                route,
+                                &sinks,
+                                &mut integrity,
+                                alerts.as_mut(),
+                                metrics,
+                                &mut since_checkpoint,
+                            ));
+                        }
+                    }
+                    if let Some(total) = open_total.and_then(|t| i64::try_from(t).ok()) {
+                        metrics.deprovision_open.set(total);
                     }
                 }
                 if let Some(alerts) = alerts.as_mut() {
+                    let open = state.is_some().then_some(&open[..]);
                     raised.extend(alerts.tick(Timestamp::now(), open));
                 }
                 emit_alerts(
                     &raised,
-                    events.upstream.as_ref(),
+                    &routes,
                     &sinks,
                     &mut integrity,
                     metrics,
@@ -798,19 +830,25 @@ fn run_worker(
         };
         proxy_metrics.handoff_queue_depth.dec();
         metrics.exchanges_described.inc();
-        events.learn(&exchange);
-        let mut built = events_for(&exchange, &events);
-        let notices = match state.as_mut() {
+        routes
+            .get_mut(exchange.route.as_deref())
+            .events
+            .learn(&exchange);
+        let route = routes.get(exchange.route.as_deref());
+        let mut built = events_for(&exchange, &route.events);
+        // Nothing was forwarded for a request no route took: the state has nothing to learn.
+        let notices = match state.as_mut().filter(|_| route.name.is_some()) {
             Some(state) => {
+                state.store.use_namespace(&route.state_namespace);
                 if ticket.is_some() {
-                    hold(state, &exchange, &built, metrics, |store| {
+                    hold(state, &exchange, &built, &route.state_namespace, metrics, |store| {
                         drain(
                             &mut rx,
                             &mut ahead,
                             store,
                             &sinks,
                             &mut integrity,
-                            &events,
+                            &routes,
                             metrics,
                         );
                     });
@@ -818,7 +856,7 @@ fn run_worker(
                 if !state.store.is_shared() {
                     batch(state, metrics, StateBatch::Begin);
                 }
-                let notices = remember(state, &exchange, &events, &mut built, metrics);
+                let notices = remember(state, &exchange, &route.events, &mut built, metrics);
                 state.batched += 1;
                 if state.batched >= STATE_BATCH || rx.is_empty() {
                     batch(state, metrics, StateBatch::Commit);
@@ -837,6 +875,7 @@ fn run_worker(
         for event in &built {
             emit_event(
                 event,
+                route,
                 &sinks,
                 &mut integrity,
                 metrics,
@@ -849,7 +888,7 @@ fn run_worker(
         for notice in notices {
             raised.extend(emit_notice(
                 &notice,
-                events.upstream.as_ref(),
+                route,
                 &sinks,
                 &mut integrity,
                 alerts.as_mut(),
@@ -860,7 +899,7 @@ fn run_worker(
         // Written after what raised them, so the trail reads cause, then alert.
         emit_alerts(
             &raised,
-            events.upstream.as_ref(),
+            &routes,
             &sinks,
             &mut integrity,
             metrics,
@@ -879,9 +918,11 @@ fn run_worker(
     tracing::debug!("Audit worker finished.");
 }
 
-/// Seals one event into the chain and hands it, in each sink's format, to every sink.
+/// Seals one event into the chain and hands it, in each sink's format, to every sink its
+/// route sends to.
 fn emit_event(
     event: &AuditEvent<'_>,
+    route: &RouteStage,
     sinks: &[SinkHandle],
     integrity: &mut ChainSetup,
     metrics: &Metrics,
@@ -919,7 +960,7 @@ fn emit_event(
         meta: meta.clone(),
     };
     let mut encoded: Vec<(EventFormat, Vec<Record>)> = vec![(EventFormat::Native, vec![native])];
-    for sink in sinks {
+    for (_, sink) in sinks.iter().enumerate().filter(|(i, _)| route.wants(*i)) {
         let format = sink.format();
         let records = match encoded.iter().find(|(f, _)| *f == format) {
             Some((_, records)) => records.clone(),

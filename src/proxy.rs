@@ -14,7 +14,7 @@
 //! scimtap connect anywhere else.
 
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,7 +33,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::clients;
 use crate::clock::Timestamp;
-use crate::config::{ClientConfig, Config, UpstreamConfig};
+use crate::config::{ClientConfig, Config, RouteConfig, ScimConfig, UpstreamConfig};
 use crate::exchange::{
     BodyCapture, BodyEnd, ConnInfo, Failure, FailureKind, Handoff, PendingExchange, RequestHead,
     ResponseOutcome,
@@ -61,8 +61,8 @@ pub enum ProxyBuildError {
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, TeeBody<ForwardBody>>;
 
-/// What a request must satisfy before and while it is forwarded: the `[listen]` body limits
-/// and the `[[clients]]` allow-list.
+/// What every request must satisfy before and while it is forwarded, whatever its route: the
+/// `[listen]` body limits and the audit mode's demands.
 #[derive(Debug, Clone, Default)]
 pub struct RequestPolicy {
     /// `listen.max_request_body_bytes`; `None` is no limit.
@@ -70,8 +70,6 @@ pub struct RequestPolicy {
     /// `listen.body_idle_timeout_secs`, applied to request bodies (response bodies a client
     /// stops reading are cut by the listener).
     pub body_idle_timeout: Option<Duration>,
-    /// `Some` when a `[[clients]]` entry has `required = true`: only these clients get in.
-    pub allowed_clients: Option<Vec<ClientConfig>>,
     /// `Some(audit.write_ahead_timeout_ms)` in `audit.mode = "write_ahead"`.
     pub write_ahead_timeout: Option<Duration>,
     /// `audit.on_audit_failure = "reject"`: a SCIM write the audit trail cannot take now is
@@ -84,10 +82,6 @@ impl RequestPolicy {
         RequestPolicy {
             max_request_body_bytes: config.listen.max_request_body_bytes,
             body_idle_timeout: Some(config.listen.body_idle_timeout),
-            allowed_clients: config
-                .scim
-                .clients_required
-                .then(|| config.scim.clients.clone()),
             write_ahead_timeout: (config.audit.mode == crate::config::AuditMode::WriteAhead)
                 .then_some(config.audit.write_ahead_timeout),
             reject_unaudited_writes: config.audit.on_audit_failure
@@ -104,30 +98,22 @@ const UNREAD_BODY_WAIT: Duration = Duration::from_millis(500);
 /// Most header fields accepted in an upstream's response head.
 const UPSTREAM_MAX_RESPONSE_HEADERS: usize = 1000;
 
-/// The forwarding half of scimtap: one per process, shared by every connection.
-pub struct Proxy {
+/// One `[[routes]]` entry as the request path uses it: what it matches, where it forwards
+/// (its own pooled client), and who may use it. Shared by the requests in flight on it, so a
+/// reload that replaces it lets them finish on the old one.
+pub struct Route {
+    /// The route's name, as events and metrics give it.
+    pub name: Arc<str>,
+    config: RouteConfig,
     client: UpstreamClient,
-    upstream: UpstreamConfig,
     upstream_host: HeaderValue,
-    capture: CaptureLimits,
-    handoff: Handoff,
-    policy: RequestPolicy,
-    /// `scimtap_audit_refused_requests_total`: SCIM writes refused for the audit trail.
-    audit_refused: Counter,
+    /// `Some`: only these clients get in (the route's `clients`, or the global allow-list).
+    allowed_clients: Option<Vec<ClientConfig>>,
 }
 
-impl Proxy {
-    /// Builds the pooled upstream client.
-    ///
-    /// # Errors
-    /// [`ProxyBuildError`] when the TLS client configuration cannot be built.
-    pub fn new(
-        upstream: UpstreamConfig,
-        capture: CaptureLimits,
-        handoff: Handoff,
-        policy: RequestPolicy,
-        audit_refused: Counter,
-    ) -> Result<Proxy, ProxyBuildError> {
+impl Route {
+    fn new(config: &RouteConfig, scim: &ScimConfig) -> Result<Route, ProxyBuildError> {
+        let upstream = &config.upstream;
         let tls = crate::tls::client_config(&upstream.extra_roots)?;
         let connector = crate::tls::https_connector(tls, upstream.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
@@ -140,15 +126,148 @@ impl Proxy {
             .build(connector);
         let upstream_host = HeaderValue::from_str(upstream.authority.as_str())
             .map_err(|_| ProxyBuildError::Host)?;
-        Ok(Proxy {
+        let allowed_clients = match &config.clients {
+            Some(names) => Some(
+                scim.clients
+                    .iter()
+                    .filter(|c| names.contains(&c.name))
+                    .cloned()
+                    .collect(),
+            ),
+            None => scim.clients_required.then(|| scim.clients.clone()),
+        };
+        Ok(Route {
+            name: Arc::from(config.name.as_str()),
+            config: config.clone(),
             client,
-            upstream,
             upstream_host,
+            allowed_clients,
+        })
+    }
+
+    fn upstream(&self) -> &UpstreamConfig {
+        &self.config.upstream
+    }
+
+    /// What a reload compares to keep a route (and its pooled connections) as it is.
+    fn settings(&self) -> String {
+        format!("{:?} {:?}", self.config, self.allowed_clients)
+    }
+}
+
+/// The routes in force, in the configuration's order: the first that matches takes the
+/// request.
+struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// The route for a request to `host` and `path`, with where the path after the route's
+    /// prefix starts.
+    fn find(&self, host: Option<&str>, path: &str) -> Option<(&Arc<Route>, usize)> {
+        self.routes
+            .iter()
+            .find_map(|route| route.config.matches(host, path).map(|at| (route, at)))
+    }
+}
+
+/// Routes built by [`Proxy::prepare_routes`], not yet in force.
+pub struct PreparedRoutes {
+    table: RouteTable,
+    changed: Vec<String>,
+}
+
+/// The forwarding half of scimtap: one per process, shared by every connection.
+pub struct Proxy {
+    /// Replaced whole by a reload; a request holds the route it matched until it ends.
+    routes: RwLock<Arc<RouteTable>>,
+    capture: CaptureLimits,
+    handoff: Handoff,
+    policy: RequestPolicy,
+    /// `scimtap_audit_refused_requests_total`: SCIM writes refused for the audit trail.
+    audit_refused: Counter,
+}
+
+impl Proxy {
+    /// Builds the routes, each with its pooled upstream client.
+    ///
+    /// # Errors
+    /// [`ProxyBuildError`] when a route's TLS client configuration cannot be built.
+    pub fn new(
+        routes: &[RouteConfig],
+        scim: &ScimConfig,
+        capture: CaptureLimits,
+        handoff: Handoff,
+        policy: RequestPolicy,
+        audit_refused: Counter,
+    ) -> Result<Proxy, ProxyBuildError> {
+        let table = RouteTable {
+            routes: routes
+                .iter()
+                .map(|r| Route::new(r, scim).map(Arc::new))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Proxy {
+            routes: RwLock::new(Arc::new(table)),
             capture,
             handoff,
             policy,
             audit_refused,
         })
+    }
+
+    /// Builds a reloaded configuration's routes, reusing each route whose settings did not
+    /// change (with its pooled connections); nothing is in force until
+    /// [`Proxy::install_routes`].
+    ///
+    /// # Errors
+    /// [`ProxyBuildError`] when a route's client cannot be built.
+    pub fn prepare_routes(
+        &self,
+        routes: &[RouteConfig],
+        scim: &ScimConfig,
+    ) -> Result<PreparedRoutes, ProxyBuildError> {
+        let old = self.table();
+        let mut changed = Vec::new();
+        let mut table = Vec::with_capacity(routes.len());
+        for config in routes {
+            let fresh = Route::new(config, scim)?;
+            let kept = old
+                .routes
+                .iter()
+                .find(|r| r.config.name == config.name && r.settings() == fresh.settings());
+            match kept {
+                Some(route) => table.push(route.clone()),
+                None => {
+                    changed.push(config.name.clone());
+                    table.push(Arc::new(fresh));
+                }
+            }
+        }
+        for route in &old.routes {
+            if !routes.iter().any(|r| r.name == route.config.name) {
+                changed.push(route.config.name.clone());
+            }
+        }
+        Ok(PreparedRoutes {
+            table: RouteTable { routes: table },
+            changed,
+        })
+    }
+
+    /// Puts prepared routes in force for the requests that start from now on; requests in
+    /// flight finish on the route they started on. Returns the names of the routes added,
+    /// changed or removed.
+    pub fn install_routes(&self, prepared: PreparedRoutes) -> Vec<String> {
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(prepared.table);
+        prepared.changed
+    }
+
+    fn table(&self) -> Arc<RouteTable> {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Handles one request end to end. Never fails: every error becomes a response (or, if the
@@ -169,27 +288,45 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         let request_id = settle_request_id(&mut parts.headers);
         let head = request_head(&parts);
-        let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone());
+        let table = self.table();
+        let found = table.find(request_host(&parts).as_deref(), parts.uri.path());
+        let route = found.map(|(route, _)| route.name.clone());
+        let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone(), route);
         let span = tracing::debug_span!(
             "request",
             request_id = %pending.request_id(),
             method = %parts.method,
             path = %parts.uri.path(),
+            route = found.map(|(route, _)| &*route.name),
             status = tracing::field::Empty,
         );
-        self.forward_exchange(parts, body, pending)
+        let Some((route, prefix_len)) = found else {
+            let refusal = Refusal::new(
+                StatusCode::NOT_FOUND,
+                FailureKind::NoRoute,
+                "no configured route takes this host and path",
+            );
+            let _enter = span.enter();
+            tracing::debug!(peer = %pending.conn().peer, "Request matching no route refused.");
+            return refuse(&pending, body, refusal);
+        };
+        let route = route.clone();
+        drop(table);
+        self.forward_exchange(&route, prefix_len, parts, body, pending)
             .instrument(span)
             .await
     }
 
     async fn forward_exchange(
         &self,
+        route: &Route,
+        prefix_len: usize,
         parts: http::request::Parts,
         body: Incoming,
         pending: Arc<PendingExchange>,
     ) -> Response<ProxyBody> {
         let is_write = is_scim_write(&parts.method, parts.uri.path());
-        let uri = match self.request_filter(&parts, &body, &pending, is_write) {
+        let uri = match self.request_filter(route, prefix_len, &parts, &body, &pending, is_write) {
             Ok(uri) => uri,
             Err(refusal) => return refuse(&pending, body, refusal),
         };
@@ -212,23 +349,22 @@ impl Proxy {
         // The HTTP version is per connection: the upstream always gets HTTP/1.1, and the
         // client gets its own version back whatever the upstream spoke (wsgiref answers 1.0).
         let client_version = parts.version;
-        let upstream_req = self.upstream_request(parts, uri, body, &pending);
+        let upstream_req = self.upstream_request(route, parts, uri, body, &pending);
 
+        let upstream = route.upstream();
         let guard = AbandonGuard(Some(pending.clone()));
-        let result = tokio::time::timeout(
-            self.upstream.response_timeout,
-            self.client.request(upstream_req),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(upstream.response_timeout, route.client.request(upstream_req))
+                .await;
         guard.disarm();
         let failure = match result {
-            Ok(Ok(response)) => return self.response(response, client_version, pending),
+            Ok(Ok(response)) => return self.response(route, response, client_version, pending),
             Ok(Err(error)) => upstream_failure(&error),
             Err(_elapsed) => Failure::new(
                 FailureKind::ResponseTimeout,
                 format!(
                     "no response head from the upstream within {}",
-                    humantime::format_duration(self.upstream.response_timeout)
+                    humantime::format_duration(upstream.response_timeout)
                 ),
             ),
         };
@@ -242,6 +378,8 @@ impl Proxy {
     /// Returns the upstream URI of an admitted request.
     fn request_filter(
         &self,
+        route: &Route,
+        prefix_len: usize,
         parts: &http::request::Parts,
         body: &Incoming,
         pending: &PendingExchange,
@@ -250,11 +388,11 @@ impl Proxy {
         if let Some(refusal) = refuse_target(&parts.method, &parts.uri, parts.version) {
             return Err(refusal);
         }
-        if let Some(allowed) = &self.policy.allowed_clients {
+        if let Some(allowed) = &route.allowed_clients {
             let credentials = clients::credentials(&parts.headers);
             let cert_subject = pending.conn().client_cert_subject.as_deref();
             if clients::matching(allowed, credentials.digest.as_ref(), cert_subject).is_none() {
-                tracing::debug!(peer = %pending.conn().peer, "Request from a client outside the allow-list refused.");
+                tracing::debug!(peer = %pending.conn().peer, route = %route.name, "Request from a client outside the allow-list refused.");
                 return Err(Refusal::new(
                     StatusCode::UNAUTHORIZED,
                     FailureKind::ClientNotAllowed,
@@ -284,7 +422,7 @@ impl Proxy {
                 "the audit trail cannot record this change now; retry later".to_owned(),
             ));
         }
-        self.upstream_uri(&parts.uri).map_err(|detail| {
+        upstream_uri(route.upstream(), prefix_len, &parts.uri).map_err(|detail| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
                 FailureKind::InvalidRequestTarget,
@@ -305,6 +443,7 @@ impl Proxy {
         let intent = crate::write_ahead::Intent {
             request_id: pending.request_id(),
             conn: pending.conn(),
+            route: pending.route().cloned(),
             head: request_head(parts),
             started_at: Timestamp::now(),
             max_body_bytes: self.capture.max_body_bytes,
@@ -332,13 +471,14 @@ impl Proxy {
     /// body through a guarded tee (idle timeout, size limit).
     fn upstream_request(
         &self,
+        route: &Route,
         mut parts: http::request::Parts,
         uri: Uri,
         body: ForwardBody,
         pending: &Arc<PendingExchange>,
     ) -> Request<TeeBody<ForwardBody>> {
         let conn = pending.conn();
-        self.rewrite_request_headers(&mut parts.headers, &parts.uri, conn.peer, conn.tls);
+        rewrite_request_headers(route, &mut parts.headers, &parts.uri, conn.peer, conn.tls);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let guards = BodyGuards {
@@ -355,6 +495,7 @@ impl Proxy {
     /// client's HTTP version, and its body through a tee.
     fn response(
         &self,
+        route: &Route,
         response: Response<Incoming>,
         client_version: Version,
         pending: Arc<PendingExchange>,
@@ -374,7 +515,7 @@ impl Proxy {
         .guard(BodyGuards {
             // The clock runs only while the client waits for more (hyper polls the body), so
             // a slow reader is never blamed on the upstream.
-            idle_timeout: Some(self.upstream.body_idle_timeout),
+            idle_timeout: Some(route.upstream().body_idle_timeout),
             max_bytes: None,
         });
         Response::from_parts(parts, ProxyBody::Forwarded(body))
@@ -440,48 +581,71 @@ impl Proxy {
         &self.handoff
     }
 
-    /// The upstream URI: the configured scheme and authority, the base path, then the
-    /// request's own path and query byte for byte.
-    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, String> {
-        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut path = String::with_capacity(self.upstream.base_path.len() + pq.len());
-        path.push_str(&self.upstream.base_path);
-        path.push_str(pq);
-        Uri::builder()
-            .scheme(self.upstream.scheme.clone())
-            .authority(self.upstream.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| format!("cannot build the upstream URI: {e}"))
-    }
+}
 
-    fn rewrite_request_headers(
-        &self,
-        headers: &mut HeaderMap,
-        uri: &Uri,
-        peer: std::net::SocketAddr,
-        tls: bool,
-    ) {
-        if self.upstream.preserve_host {
-            // HTTP/2 clients send the host as :authority, not as a Host header.
-            if !headers.contains_key(header::HOST) {
-                if let Some(value) = uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                {
-                    headers.insert(header::HOST, value);
-                }
-            }
-        } else {
-            headers.insert(header::HOST, self.upstream_host.clone());
+/// The host a request is for: HTTP/2's `:authority`, else the Host header; without its port
+/// (an IPv6 address keeps its brackets), lower case.
+fn request_host(parts: &http::request::Parts) -> Option<String> {
+    let authority = match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None => parts.headers.get(header::HOST)?.to_str().ok()?,
+    };
+    let host = match authority.rsplit_once(':') {
+        // `[::1]:8080` and `host:8080`, not the colons inside `[::1]`.
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':') => {
+            host
         }
-        append_list(headers, &X_FORWARDED_FOR, &peer.ip().to_string());
-        append_list(
-            headers,
-            &X_FORWARDED_PROTO,
-            if tls { "https" } else { "http" },
-        );
+        _ => authority,
+    };
+    Some(host.trim().to_ascii_lowercase())
+}
+
+/// The upstream URI: the route's scheme and authority, its base path, then the request's own
+/// path (after the route's prefix, `prefix_len` bytes) and query byte for byte.
+fn upstream_uri(upstream: &UpstreamConfig, prefix_len: usize, uri: &Uri) -> Result<Uri, String> {
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let rest = pq.get(prefix_len..).unwrap_or(pq);
+    let mut path = String::with_capacity(upstream.base_path.len() + rest.len() + 1);
+    path.push_str(&upstream.base_path);
+    // `/crm` or `/crm?x` with the prefix `/crm`: the upstream's root.
+    if path.is_empty() && !rest.starts_with('/') {
+        path.push('/');
     }
+    path.push_str(rest);
+    Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| format!("cannot build the upstream URI: {e}"))
+}
+
+fn rewrite_request_headers(
+    route: &Route,
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    peer: std::net::SocketAddr,
+    tls: bool,
+) {
+    if route.upstream().preserve_host {
+        // HTTP/2 clients send the host as :authority, not as a Host header.
+        if !headers.contains_key(header::HOST) {
+            if let Some(value) = uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(header::HOST, value);
+            }
+        }
+    } else {
+        headers.insert(header::HOST, route.upstream_host.clone());
+    }
+    append_list(headers, &X_FORWARDED_FOR, &peer.ip().to_string());
+    append_list(
+        headers,
+        &X_FORWARDED_PROTO,
+        if tls { "https" } else { "http" },
+    );
 }
 
 /// Keeps the client's X-Request-Id when it is sane, else generates a UUIDv7 and sets it, so the

@@ -181,6 +181,8 @@ pub enum Refusal {
 pub struct Intent<'a> {
     pub request_id: &'a str,
     pub conn: &'a ConnInfo,
+    /// The route that took the request.
+    pub route: Option<std::sync::Arc<str>>,
     pub head: RequestHead,
     pub started_at: Timestamp,
     pub max_body_bytes: usize,
@@ -229,6 +231,7 @@ pub async fn record(intent: Intent<'_>, mut body: Incoming) -> Result<ForwardBod
         started_at: intent.started_at,
         duration: started.elapsed(),
         conn: intent.conn.clone(),
+        route: intent.route,
         request: intent.head,
         request_body: capture,
         response: None,

@@ -109,6 +109,8 @@ pub struct Alert {
     pub event_id: String,
     pub at: Timestamp,
     pub info: AlertInfo,
+    /// The route whose events the rule watched (its `alert.*` event belongs to it).
+    pub route: Option<Arc<str>>,
     last: Last,
 }
 
@@ -164,6 +166,7 @@ impl Alert {
             retry_of: None,
             deprovision: None,
             alert: Some(self.info.clone()),
+            route: self.route.clone(),
             // Set by the audit worker, which knows the service.
             upstream: None,
         }
@@ -176,20 +179,36 @@ impl Alert {
     }
 }
 
+/// The rules that watch one route, each with its own windows and episodes: one route's
+/// events never count toward another's alerts.
+struct RouteRules {
+    /// `None` never watches anything: events without a route went nowhere.
+    route: Option<Arc<str>>,
+    /// `[routes] alerts`: the rules by name; `None`: every rule.
+    selection: Option<Vec<String>>,
+    rules: Vec<rules::RuleState>,
+}
+
 /// The alert rules as the audit worker runs them.
 pub struct Alerts {
-    rules: Vec<rules::RuleState>,
+    /// The configured rules, for the routes a reload adds and for the webhook URLs.
+    configured: Vec<AlertRule>,
+    routes: Vec<RouteRules>,
     metrics: Arc<Metrics>,
     webhooks: Option<Webhooks>,
 }
 
 impl Alerts {
-    /// The engine for `rules`, and the webhook thread when a rule has a `webhook_url`. `None`
-    /// without rules.
+    /// The engine for `rules` over `routes` (each with the rules it selects), and the webhook
+    /// thread when a rule has a `webhook_url`. `None` without rules.
     ///
     /// # Errors
     /// When the operating system refuses the webhook thread.
-    pub fn start(rules: &[AlertRule], metrics: &Arc<Metrics>) -> std::io::Result<Option<Alerts>> {
+    pub fn start(
+        rules: &[AlertRule],
+        routes: &[(Arc<str>, Option<Vec<String>>)],
+        metrics: &Arc<Metrics>,
+    ) -> std::io::Result<Option<Alerts>> {
         if rules.is_empty() {
             return Ok(None);
         }
@@ -198,9 +217,13 @@ impl Alerts {
         } else {
             None
         };
-        Ok(Some(Alerts::new(rules, metrics, webhooks)))
+        let mut alerts = Alerts::new(rules, metrics, webhooks);
+        alerts.set_routes(routes);
+        Ok(Some(alerts))
     }
 
+    /// Every rule over the events of the implicit route (`default`), until
+    /// [`Alerts::set_routes`] says which routes there are.
     fn new(rules: &[AlertRule], metrics: &Arc<Metrics>, webhooks: Option<Webhooks>) -> Alerts {
         for rule in rules {
             // Every series exists from the start, at zero.
@@ -216,13 +239,63 @@ impl Alerts {
                 });
             }
         }
-        Alerts {
-            rules: rules
-                .iter()
-                .map(|rule| rules::RuleState::new(rule.clone(), metrics))
-                .collect(),
+        let mut alerts = Alerts {
+            configured: rules.to_vec(),
+            routes: Vec::new(),
             metrics: metrics.clone(),
             webhooks,
+        };
+        let implicit = Arc::from(crate::config::DEFAULT_ROUTE);
+        alerts.routes.push(alerts.route_rules(Some(implicit), None));
+        alerts
+    }
+
+    fn route_rules(&self, route: Option<Arc<str>>, selection: Option<Vec<String>>) -> RouteRules {
+        let rules = self
+            .configured
+            .iter()
+            .filter(|rule| {
+                selection
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&rule.name))
+            })
+            .map(|rule| rules::RuleState::new(rule.clone(), &self.metrics))
+            .collect();
+        RouteRules {
+            route,
+            selection,
+            rules,
+        }
+    }
+
+    /// The routes watched from now on (startup, reload): a route that stays with the same
+    /// rules keeps its windows and open episodes; a new or changed one starts afresh; a
+    /// removed one is forgotten (its firing episodes are not resolved: nothing watches them).
+    pub fn set_routes(&mut self, routes: &[(Arc<str>, Option<Vec<String>>)]) {
+        let mut old = std::mem::take(&mut self.routes);
+        for (name, selection) in routes {
+            let kept = old.iter().position(|r| {
+                r.route.as_deref() == Some(&**name) && r.selection == *selection
+            });
+            let rules = match kept {
+                Some(at) => old.swap_remove(at),
+                None => self.route_rules(Some(name.clone()), selection.clone()),
+            };
+            self.routes.push(rules);
+        }
+        for gone in old {
+            for rule in &gone.rules {
+                let firing = rule.firing_episodes();
+                if firing > 0 {
+                    let labels = RuleLabels {
+                        rule: rule.rule.name.clone(),
+                    };
+                    self.metrics
+                        .alerts_firing
+                        .get_or_create(&labels)
+                        .dec_by(i64::try_from(firing).unwrap_or(i64::MAX));
+                }
+            }
         }
     }
 
@@ -232,27 +305,52 @@ impl Alerts {
         self.webhooks.as_mut().and_then(Webhooks::drain)
     }
 
-    /// Counts `event` in every rule it concerns; returns the alerts that fired or resolved.
-    /// Alert events themselves are never observed.
+    /// Counts `event` in every rule of its route it concerns; returns the alerts that fired or
+    /// resolved. Alert events themselves are never observed.
     pub fn observe(&mut self, event: &AuditEvent<'_>, now: Timestamp) -> Vec<Alert> {
         if event.alert.is_some() {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for rule in &mut self.rules {
+        let Some(route) = self
+            .routes
+            .iter_mut()
+            .find(|r| r.route.as_deref() == event.route.as_deref())
+        else {
+            return out;
+        };
+        for rule in &mut route.rules {
             rule.observe(event, now, &mut out);
+        }
+        for alert in &mut out {
+            alert.route.clone_from(&route.route);
         }
         self.announce(&out);
         out
     }
 
     /// Looks at every firing episode (the windows slide with time); `open_deprovisions` is
-    /// how many deprovisionings the tracker has open (`[state]` on): at zero, every gap
-    /// episode resolves.
-    pub fn tick(&mut self, now: Timestamp, open_deprovisions: Option<u64>) -> Vec<Alert> {
+    /// how many deprovisionings the tracker has open per route (`[state]` on): at zero, every
+    /// gap episode of that route resolves.
+    pub fn tick(
+        &mut self,
+        now: Timestamp,
+        open_deprovisions: Option<&[(Arc<str>, u64)]>,
+    ) -> Vec<Alert> {
         let mut out = Vec::new();
-        for rule in &mut self.rules {
-            rule.tick(now, open_deprovisions, &mut out);
+        for route in &mut self.routes {
+            let open = open_deprovisions.and_then(|open| {
+                open.iter()
+                    .find(|(name, _)| Some(name) == route.route.as_ref())
+                    .map(|(_, n)| *n)
+            });
+            let first = out.len();
+            for rule in &mut route.rules {
+                rule.tick(now, open, &mut out);
+            }
+            for alert in &mut out[first..] {
+                alert.route.clone_from(&route.route);
+            }
         }
         self.announce(&out);
         out
@@ -280,10 +378,10 @@ impl Alerts {
                 tracing::info!(rule = %info.rule, episode_id = %info.episode_id, summary = %info.summary, "Alert resolved.");
             }
             let url = self
-                .rules
+                .configured
                 .iter()
-                .find(|r| r.rule.name == info.rule)
-                .and_then(|r| r.rule.webhook.as_ref());
+                .find(|r| r.name == info.rule)
+                .and_then(|r| r.webhook.as_ref());
             if let (Some(webhooks), Some(url)) = (&self.webhooks, url) {
                 webhooks.send(&info.rule, url, alert.webhook_body());
             }

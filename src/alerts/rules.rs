@@ -178,6 +178,11 @@ struct Transition {
 }
 
 impl RuleState {
+    /// Its episodes firing now (windows and gaps).
+    pub(super) fn firing_episodes(&self) -> usize {
+        self.slots.values().filter(|s| s.episode.is_some()).count() + self.gaps.len()
+    }
+
     pub(super) fn new(rule: AlertRule, metrics: &Metrics) -> RuleState {
         let evicted = metrics.alert_keys_evicted.get_or_create_owned(&RuleLabels {
             rule: rule.name.clone(),
@@ -451,6 +456,7 @@ impl RuleState {
                 summary,
                 last_event_id: Some(slot.last.event_id.clone()),
             },
+            route: None,
             last: slot.last.clone(),
         }
     }
@@ -587,6 +593,7 @@ impl RuleState {
                 summary: format!("{} firing: {why}.", self.rule.name),
                 last_event_id: Some(gap.last.event_id.clone()),
             },
+            route: None,
             last: gap.last.clone(),
         }
     }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::*;
 use crate::config::{AlertKind, AlertRule};
 use crate::formats::testing::{event, scim};
@@ -320,8 +322,8 @@ fn a_gap_fires_once_and_resolves_when_its_deprovisioning_is_confirmed() {
             .len(),
         1
     );
-    assert!(alerts.tick(at(5.0), Some(1)).is_empty());
-    assert_eq!(alerts.tick(at(6.0), Some(0)).len(), 1);
+    assert!(alerts.tick(at(5.0), Some(&[(Arc::from("default"), 1)])).is_empty());
+    assert_eq!(alerts.tick(at(6.0), Some(&[(Arc::from("default"), 0)])).len(), 1);
 }
 
 #[test]
@@ -352,7 +354,7 @@ fn windows_are_bounded_and_forgetting_one_is_counted() {
     );
     // Nothing left in any window after it: the next tick forgets them all.
     alerts.tick(at(11.0), None);
-    assert!(alerts.rules[0].is_idle());
+    assert!(alerts.routes[0].rules[0].is_idle());
 }
 
 #[test]

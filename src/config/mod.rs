@@ -13,7 +13,7 @@
 //! Layout: this file holds the resolved [`Config`] and the file's top level; `load.rs` the
 //! passes that parse the text and list its problems with their lines; `validate.rs` the
 //! `Checker` that collects problems while resolving values; one file per section (`listen`,
-//! `upstream`, `capture`, `audit`, `scim`, `integrity`, `state`, `alerts`, `ui`) its raw struct, defaults, resolved
+//! `upstream`, `routes`, `capture`, `audit`, `scim`, `integrity`, `state`, `alerts`, `ui`) its raw struct, defaults, resolved
 //! struct and checks.
 //! Each sink's options live next to the sink (`crate::sinks::<type>::config`), the options
 //! every sink shares in `crate::sinks::config`, and the buffer's in `crate::buffer::config`;
@@ -51,6 +51,7 @@ mod capture;
 mod integrity;
 mod listen;
 pub(crate) mod load;
+mod routes;
 mod scim;
 mod state;
 mod ui;
@@ -63,6 +64,7 @@ pub use self::capture::{CaptureConfig, IncludeBodies};
 pub use self::integrity::{read_key_file, IntegrityConfig};
 pub use self::listen::{AdminConfig, ListenConfig, ServerTls, TlsMinVersion};
 pub use self::load::{ConfigError, Problem};
+pub use self::routes::{RouteConfig, DEFAULT_ROUTE, MAX_ROUTES};
 pub use self::scim::{normalize_subject, ClientConfig, ScimConfig};
 pub use self::state::{PostgresTarget, StateConfig, StateStore, DEFAULT_CONFIRM_WITHIN};
 pub use self::ui::UiConfig;
@@ -90,6 +92,8 @@ struct RawConfig {
     shutdown_timeout_secs: Spanned<f64>,
     listen: Option<Spanned<listen::RawListen>>,
     upstream: Option<Spanned<upstream::RawUpstream>>,
+    #[serde(default)]
+    routes: Vec<Spanned<routes::RawRoute>>,
     admin: Option<Spanned<listen::RawAdmin>>,
     #[serde(default)]
     capture: Option<Spanned<capture::RawCapture>>,
@@ -126,7 +130,8 @@ pub struct Config {
     pub origin: PathBuf,
     pub shutdown_timeout: Duration,
     pub listen: ListenConfig,
-    pub upstream: UpstreamConfig,
+    /// `[[routes]]`, or the one implicit route of `[upstream]`: never empty.
+    pub routes: Vec<RouteConfig>,
     pub admin: Option<AdminConfig>,
     pub capture: CaptureConfig,
     pub audit: AuditConfig,
@@ -139,6 +144,15 @@ pub struct Config {
     pub alerts: Vec<AlertRule>,
     /// `[ui]`: the live view; `None` when the section is absent (off).
     pub ui: Option<UiConfig>,
+}
+
+impl Config {
+    /// The first route: the only one without `[[routes]]`. What the offline commands
+    /// (`state rebuild`, `trace`, `report`) read the state of.
+    pub fn first_route(&self) -> &RouteConfig {
+        // Validation never yields a configuration without a route.
+        &self.routes[0]
+    }
 }
 
 /// Key material read from a `*_file` option. Debug shows only its length; equality compares

@@ -57,10 +57,10 @@ pub(super) struct RawClient {
 pub(super) struct RawRedact {
     /// Attribute names (any casing) whose values are never shown.
     #[serde(default)]
-    attributes: Vec<String>,
+    pub(super) attributes: Vec<String>,
     /// Query parameters whose values are replaced in `http.query`, besides the built-in list.
     #[serde(default)]
-    query_params: Vec<String>,
+    pub(super) query_params: Vec<String>,
 }
 
 /// `[privacy]`: keyed pseudonymisation of personal data in events.

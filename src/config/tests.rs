@@ -32,11 +32,11 @@ type = "stdout"
 fn minimal_config_takes_documented_defaults() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.listen.address, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:9000");
-    assert_eq!(config.upstream.base_path, "");
-    assert_eq!(config.upstream.connect_timeout, Duration::from_secs(5));
-    assert_eq!(config.upstream.response_timeout, Duration::from_secs(30));
-    assert!(!config.upstream.preserve_host);
+    assert_eq!(config.first_route().upstream.authority.as_str(), "127.0.0.1:9000");
+    assert_eq!(config.first_route().upstream.base_path, "");
+    assert_eq!(config.first_route().upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.first_route().upstream.response_timeout, Duration::from_secs(30));
+    assert!(!config.first_route().upstream.preserve_host);
     assert_eq!(config.capture.max_body_bytes, 1024 * 1024);
     assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(config.sinks.len(), 1);
@@ -48,8 +48,8 @@ fn minimal_config_takes_documented_defaults() {
 fn upstream_path_prefix_is_kept_without_trailing_slash() {
     let text = MINIMAL.replace("http://127.0.0.1:9000", "https://saas.example.com/scim/");
     let config = parse(&text).unwrap();
-    assert!(config.upstream.is_https());
-    assert_eq!(config.upstream.base_path, "/scim");
+    assert!(config.first_route().upstream.is_https());
+    assert_eq!(config.first_route().upstream.base_path, "/scim");
 }
 
 #[test]
@@ -560,4 +560,107 @@ fn a_shared_state_settles_100_ms_by_default_and_a_file_not_at_all() {
     assert_eq!(set.state.unwrap().settle, Duration::ZERO);
     let file = parse(&format!("{MINIMAL}\n[state]\n")).unwrap();
     assert_eq!(file.state.unwrap().settle, Duration::ZERO);
+}
+
+const TWO_ROUTES: &str = r#"
+[listen]
+address = "127.0.0.1:8080"
+
+[[clients]]
+name = "okta-crm"
+token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+[[routes]]
+name = "crm"
+host = "SCIM.Example.com"
+path_prefix = "/crm/"
+clients = ["okta-crm"]
+sinks = ["audit"]
+[routes.upstream]
+url = "https://crm.example.com/scim/v2"
+response_timeout_secs = 7
+
+[[routes]]
+name = "hr"
+upstream = { url = "http://127.0.0.1:9001" }
+state_namespace = "hr-prod"
+redact = { attributes = ["employeeNumber"] }
+
+[[sinks]]
+type = "stdout"
+name = "audit"
+"#;
+
+#[test]
+fn routes_resolve_with_their_defaults_and_an_upstream_config_is_one_implicit_route() {
+    let config = parse(TWO_ROUTES).unwrap();
+    let [crm, hr] = &config.routes[..] else {
+        panic!("two routes expected: {:?}", config.routes);
+    };
+    assert_eq!(crm.name, "crm");
+    assert_eq!(crm.host.as_deref(), Some("scim.example.com"));
+    assert_eq!(crm.path_prefix.as_deref(), Some("/crm"));
+    assert_eq!(crm.upstream.base_path, "/scim/v2");
+    assert_eq!(crm.upstream.response_timeout, Duration::from_secs(7));
+    assert_eq!(crm.clients.as_deref(), Some(&["okta-crm".to_owned()][..]));
+    assert_eq!(crm.state_namespace, "crm");
+    assert_eq!(crm.sinks.as_deref(), Some(&["audit".to_owned()][..]));
+    assert_eq!(hr.state_namespace, "hr-prod");
+    assert_eq!(hr.redact_attributes, ["employeeNumber"]);
+    assert!(hr.host.is_none() && hr.path_prefix.is_none());
+
+    let single = parse(MINIMAL).unwrap();
+    let [only] = &single.routes[..] else {
+        panic!("one implicit route expected");
+    };
+    assert_eq!(only.name, DEFAULT_ROUTE);
+    // The state an [upstream] configuration built stays where it was.
+    assert_eq!(only.state_namespace, "127.0.0.1:9000");
+}
+
+#[test]
+fn a_route_matches_its_host_and_its_prefix_at_a_segment_boundary() {
+    let config = parse(TWO_ROUTES).unwrap();
+    let crm = &config.routes[0];
+    assert_eq!(crm.matches(Some("scim.example.com"), "/crm/Users"), Some(4));
+    assert_eq!(crm.matches(Some("scim.example.com"), "/crm"), Some(4));
+    assert_eq!(crm.matches(Some("scim.example.com"), "/crmx/Users"), None);
+    assert_eq!(crm.matches(Some("other.example.com"), "/crm/Users"), None);
+    assert_eq!(crm.matches(None, "/crm/Users"), None);
+    let hr = &config.routes[1];
+    assert_eq!(hr.matches(None, "/anything"), Some(0));
+}
+
+#[test]
+fn bad_routes_are_refused_with_their_lines() {
+    let both = format!("{TWO_ROUTES}\n[upstream]\nurl = \"http://127.0.0.1:9\"\n");
+    let p = problems(&both);
+    assert!(
+        p.iter().any(|p| p.key == "upstream" && p.message.contains("cannot both")),
+        "{p:?}"
+    );
+
+    let unknown = TWO_ROUTES
+        .replace(r#"clients = ["okta-crm"]"#, r#"clients = ["okta-typo"]"#)
+        .replace(r#"sinks = ["audit"]"#, r#"sinks = ["nope"]"#);
+    let p = problems(&unknown);
+    let clients = p.iter().find(|p| p.key == "routes[0].clients").expect("clients");
+    assert!(clients.message.contains("okta-typo"), "{clients:?}");
+    assert_eq!(clients.line, Some(13));
+    assert!(p.iter().any(|p| p.key == "routes[0].sinks"), "{p:?}");
+
+    // A route every request of which an earlier one takes, a duplicate name, a bad prefix.
+    let shadowed = format!(
+        "{TWO_ROUTES}\n[[routes]]\nname = \"hr\"\npath_prefix = \"/x/../y\"\nupstream = {{ url = \"http://127.0.0.1:9\" }}\n"
+    );
+    let p = problems(&shadowed);
+    for key in ["routes[2].name", "routes[2].path_prefix"] {
+        assert!(p.iter().any(|p| p.key == key), "{key}: {p:?}");
+    }
+    assert!(p.iter().any(|p| p.message.contains("duplicate route name")), "{p:?}");
+    assert!(p.iter().any(|p| p.message.contains("can never match")), "{p:?}");
+
+    let neither = MINIMAL.replace("[upstream]\nurl = \"http://127.0.0.1:9000\"\n", "");
+    let p = problems(&neither);
+    assert!(p.iter().any(|p| p.key == "upstream"), "{p:?}");
 }

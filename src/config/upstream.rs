@@ -70,38 +70,31 @@ impl UpstreamConfig {
     }
 }
 
-/// `[upstream]`, which must be there: `None` when it is missing or its url is unusable.
+/// An upstream table (`[upstream]`, or a route's `upstream`, named by `section` in messages):
+/// `None` when its url is unusable.
 pub(super) fn validate_upstream(
     c: &mut Checker<'_>,
-    upstream: Option<&Spanned<RawUpstream>>,
+    upstream: &Spanned<RawUpstream>,
+    section: &str,
 ) -> Option<UpstreamConfig> {
-    let Some(upstream) = upstream else {
-        c.line(None, "upstream", "missing section [upstream] (with `url`)");
-        return None;
-    };
     let raw = upstream.get_ref();
-    let connect_timeout = c.secs(&raw.connect_timeout_secs, "upstream.connect_timeout_secs");
-    let response_timeout = c.secs(&raw.response_timeout_secs, "upstream.response_timeout_secs");
-    let body_idle_timeout = c.secs(
-        &raw.body_idle_timeout_secs,
-        "upstream.body_idle_timeout_secs",
-    );
-    let pool_idle_timeout = c.secs(
-        &raw.pool_idle_timeout_secs,
-        "upstream.pool_idle_timeout_secs",
-    );
+    let key = |field: &str| format!("{section}.{field}");
+    let connect_timeout = c.secs(&raw.connect_timeout_secs, &key("connect_timeout_secs"));
+    let response_timeout = c.secs(&raw.response_timeout_secs, &key("response_timeout_secs"));
+    let body_idle_timeout = c.secs(&raw.body_idle_timeout_secs, &key("body_idle_timeout_secs"));
+    let pool_idle_timeout = c.secs(&raw.pool_idle_timeout_secs, &key("pool_idle_timeout_secs"));
     let Some(url) = &raw.url else {
         c.at(
             upstream.span(),
-            "upstream.url",
-            "missing: [upstream] needs a `url`",
+            &key("url"),
+            format!("missing: [{section}] needs a `url`"),
         );
         return None;
     };
     let parsed = match url.get_ref().parse::<Uri>() {
         Ok(uri) => uri,
         Err(e) => {
-            c.at(url.span(), "upstream.url", format!("not a URL: {e}"));
+            c.at(url.span(), &key("url"), format!("not a URL: {e}"));
             return None;
         }
     };
@@ -110,26 +103,26 @@ pub(super) fn validate_upstream(
         _ => {
             c.at(
                 url.span(),
-                "upstream.url",
+                &key("url"),
                 "must start with http:// or https://",
             );
             return None;
         }
     };
     let Some(authority) = parsed.authority().cloned() else {
-        c.at(url.span(), "upstream.url", "needs a host");
+        c.at(url.span(), &key("url"), "needs a host");
         return None;
     };
     if authority.as_str().contains('@') {
         c.at(
             url.span(),
-            "upstream.url",
+            &key("url"),
             "must not carry credentials; scimtap forwards the client's own Authorization",
         );
         return None;
     }
     if parsed.query().is_some() {
-        c.at(url.span(), "upstream.url", "must not have a query string");
+        c.at(url.span(), &key("url"), "must not have a query string");
         return None;
     }
     let extra_roots = match &raw.ca_file {
@@ -137,11 +130,11 @@ pub(super) fn validate_upstream(
             if scheme != Scheme::HTTPS {
                 c.at(
                     ca.span(),
-                    "upstream.ca_file",
+                    &key("ca_file"),
                     "only used with an https:// upstream url",
                 );
             }
-            c.certs(ca, "upstream.ca_file")
+            c.certs(ca, &key("ca_file"))
         }
         None => Vec::new(),
     };

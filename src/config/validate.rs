@@ -11,7 +11,7 @@ use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
 use super::load::line_of;
-use super::{alerts, audit, capture, integrity, listen, scim, state, ui, upstream};
+use super::{alerts, audit, capture, integrity, listen, routes, scim, state, ui};
 use super::{Config, ConfigError, Problem, RawConfig, SecretKey};
 use crate::sinks::config::{validate_sinks, RawSink};
 
@@ -173,7 +173,6 @@ impl RawConfig {
         };
         let shutdown_timeout = c.secs(&self.shutdown_timeout_secs, "shutdown_timeout_secs");
         let listen = listen::validate_listen(&mut c, self.listen.as_ref());
-        let upstream = upstream::validate_upstream(&mut c, self.upstream.as_ref());
         let admin = listen::validate_admin(&mut c, self.admin.as_ref());
         let capture = capture::validate_capture(&mut c, self.capture.as_ref());
         let audit = audit::validate_audit(&mut c, self.audit.as_ref());
@@ -182,6 +181,12 @@ impl RawConfig {
         let integrity = integrity::validate_integrity(&mut c, self.integrity.as_ref());
         let state = state::validate_state(&mut c, self.state.as_ref());
         let alerts = alerts::validate_alerts(&mut c, &self.alerts, self.state.is_some());
+        let known = routes::Known {
+            scim: &scim,
+            alerts: &alerts,
+            sinks: &sinks,
+        };
+        let routes = routes::validate_routes(&mut c, self.upstream.as_ref(), &self.routes, &known);
         audit::check_write_ahead(&mut c, &audit, &sinks);
         listen::check_admin_address(&mut c, listen.as_ref(), admin.as_ref());
         let ui = ui::validate_ui(&mut c, self.ui.as_ref());
@@ -194,12 +199,12 @@ impl RawConfig {
             ],
         );
 
-        match (listen, upstream) {
-            (Some(listen), Some(upstream)) if c.problems.is_empty() => Ok(Config {
+        match (listen, routes) {
+            (Some(listen), Some(routes)) if c.problems.is_empty() => Ok(Config {
                 origin: origin.to_owned(),
                 shutdown_timeout,
                 listen,
-                upstream,
+                routes,
                 admin,
                 capture,
                 audit,

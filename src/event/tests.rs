@@ -25,6 +25,7 @@ fn exchange(status: Option<u16>) -> Exchange {
         started_at: Timestamp::from_unix_millis(1_700_000_000_123),
         duration: std::time::Duration::from_micros(1500),
         conn: ConnInfo::new("10.0.0.7:5555".parse().unwrap(), true),
+        route: Some(std::sync::Arc::from("default")),
         request: RequestHead {
             method: Method::GET,
             path_and_query: "/scim/v2/Users?filter=userName%20eq%20%22a%22".into(),
@@ -58,7 +59,7 @@ fn the_upstream_is_named_by_host_and_port_with_ipv6_unbracketed() {
         );
         Config::from_toml_str(&text, std::path::Path::new("t.toml")).expect("valid")
     };
-    let up = |url: &str| UpstreamInfo::from_config(&config(url).upstream);
+    let up = |url: &str| UpstreamInfo::from_config(&config(url).first_route().upstream);
     let named = up("https://app.example.com/scim/v2");
     assert_eq!(
         (
@@ -475,3 +476,4 @@ fn a_deactivation_the_upstream_never_answered_is_still_a_deactivation() {
         }
     }
 }
+

@@ -533,7 +533,11 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
             api.insert("operation".into(), json!(operation));
             if scim.endpoint.is_some() {
                 let mut service = Map::new();
-                service.insert("name".into(), json!("SCIM"));
+                // The route: the provisioned app, as scimtap names it.
+                service.insert(
+                    "name".into(),
+                    json!(event.route.as_deref().unwrap_or("SCIM")),
+                );
                 let uid = event
                     .upstream
                     .as_ref()
@@ -575,6 +579,9 @@ fn ocsf_value(event: &AuditEvent<'_>, part: &Part<'_>, index: usize, count: usiz
     let mut unmapped = Map::new();
     unmapped.insert("schema_version".into(), json!(event.schema_version));
     unmapped.insert("scim".into(), json!(scim));
+    if let Some(route) = &event.route {
+        unmapped.insert("route".into(), json!(&**route));
+    }
     if let Some(upstream) = &event.upstream {
         unmapped.insert("upstream".into(), json!(upstream.as_ref()));
     }

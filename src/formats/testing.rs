@@ -52,6 +52,7 @@ pub(crate) fn event(
         retry_of: None,
         deprovision: None,
         alert: None,
+        route: Some(std::sync::Arc::from("default")),
         upstream: None,
     }
 }

@@ -71,3 +71,48 @@ fn connect_and_absolute_form_are_refused() {
     assert!(refuse_target(&Method::GET, &h2, Version::HTTP_2).is_none());
     assert!(refuse_target(&Method::GET, &"/Users".parse().unwrap(), Version::HTTP_11).is_none());
 }
+
+#[test]
+fn the_route_prefix_is_removed_and_the_upstream_base_path_put_in_its_place() {
+    let config = crate::config::Config::from_toml_str(
+        "[listen]\naddress = \"127.0.0.1:1\"\n[[routes]]\nname = \"crm\"\npath_prefix = \"/crm\"\nupstream = { url = \"http://127.0.0.1:9/scim/v2\" }\n[[routes]]\nname = \"root\"\nupstream = { url = \"http://127.0.0.1:9\" }\n[[sinks]]\ntype = \"stdout\"\n",
+        std::path::Path::new("t.toml"),
+    )
+    .expect("valid");
+    let (crm, root) = (&config.routes[0].upstream, &config.routes[1].upstream);
+    let uri = |s: &str| s.parse::<Uri>().unwrap();
+    let up = upstream_uri(crm, 4, &uri("/crm/Users?filter=a")).unwrap();
+    assert_eq!(up.to_string(), "http://127.0.0.1:9/scim/v2/Users?filter=a");
+    let up = upstream_uri(crm, 4, &uri("/crm")).unwrap();
+    assert_eq!(up.to_string(), "http://127.0.0.1:9/scim/v2");
+    // A prefix route to an upstream without a base path: the root, never an empty path.
+    let up = upstream_uri(root, 4, &uri("/crm?x=1")).unwrap();
+    assert_eq!(up.to_string(), "http://127.0.0.1:9/?x=1");
+    let up = upstream_uri(root, 0, &uri("/Users/1")).unwrap();
+    assert_eq!(up.to_string(), "http://127.0.0.1:9/Users/1");
+}
+
+#[test]
+fn the_request_host_is_read_without_its_port_in_lower_case() {
+    let parts = |uri: &str, host: Option<&str>| {
+        let mut req = Request::builder().uri(uri);
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
+        req.body(()).unwrap().into_parts().0
+    };
+    assert_eq!(
+        request_host(&parts("/Users", Some("CRM.example.com:8443"))).as_deref(),
+        Some("crm.example.com")
+    );
+    assert_eq!(
+        request_host(&parts("/Users", Some("[::1]:8080"))).as_deref(),
+        Some("[::1]")
+    );
+    // HTTP/2: the authority of the request target, not a Host header.
+    assert_eq!(
+        request_host(&parts("https://hr.example.com/Users", None)).as_deref(),
+        Some("hr.example.com")
+    );
+    assert_eq!(request_host(&parts("/Users", None)), None);
+}

@@ -135,12 +135,17 @@ pub(super) fn with_context(
     Ok(open)
 }
 
-/// The shadow state of one upstream.
+/// The shadow state, one namespace at a time: the upstream's authority without routes, a
+/// route's `state_namespace` with them (the `upstream` column). [`Store::use_namespace`]
+/// switches.
 pub struct Store {
     backend: Backend,
     upstream: String,
-    /// A writable SQLite store's recently used resources ([`Recent`]); `None` otherwise.
+    /// A writable SQLite store's recently used resources ([`Recent`]) of the namespace in use;
+    /// `None` otherwise.
     recent: Option<Recent>,
+    /// The other namespaces' caches, kept while another is in use.
+    parked: std::collections::HashMap<String, Option<Recent>>,
 }
 
 enum Backend {
@@ -162,6 +167,24 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// Reads and writes `namespace`'s rows from now on (one route's state). Cheap when it is
+    /// already in use; otherwise the cache of recently used resources follows the namespace.
+    pub fn use_namespace(&mut self, namespace: &str) {
+        if self.upstream == namespace {
+            return;
+        }
+        let fresh = self.recent.as_ref().map(|_| Recent::default());
+        let recent = self.parked.remove(namespace).unwrap_or(fresh);
+        let old = std::mem::replace(&mut self.upstream, namespace.to_owned());
+        let old_recent = std::mem::replace(&mut self.recent, recent);
+        self.parked.insert(old, old_recent);
+    }
+
+    /// The namespace in use.
+    pub fn namespace(&self) -> &str {
+        &self.upstream
+    }
+
     /// Opens the store `[state]` names: the SQLite file, or a connection to PostgreSQL.
     /// Must not be called on an async runtime's thread (the PostgreSQL client runs a small
     /// runtime of its own): startup calls it from `spawn_blocking`.
@@ -258,6 +281,7 @@ impl Store {
             backend: Backend::Sqlite(conn),
             upstream,
             recent: None,
+            parked: std::collections::HashMap::new(),
         })
     }
 
@@ -267,6 +291,7 @@ impl Store {
             backend: Backend::Sqlite(conn),
             upstream: upstream.to_owned(),
             recent: Some(Recent::default()),
+            parked: std::collections::HashMap::new(),
         })
     }
 
@@ -282,6 +307,7 @@ impl Store {
             backend: Backend::Postgres(Box::new(Postgres::connect(target)?)),
             upstream: upstream.to_owned(),
             recent: None,
+            parked: std::collections::HashMap::new(),
         })
     }
 
@@ -485,9 +511,11 @@ impl Store {
         if let Backend::Sqlite(conn) = &mut self.backend {
             if !conn.is_autocommit() {
                 if let Err(error) = conn.execute_batch("COMMIT") {
+                    // The batch held every namespace's writes.
                     if let Some(recent) = self.recent.as_mut() {
                         recent.clear();
                     }
+                    self.parked.clear();
                     return Err(error.into());
                 }
             }

@@ -329,6 +329,7 @@ impl Notice {
             deprovision: Some(self.info.clone()),
             alert: None,
             // Set by the audit worker, which knows the service.
+            route: None,
             upstream: None,
         }
     }

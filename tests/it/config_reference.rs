@@ -28,9 +28,10 @@ const SINK_TYPES: [&str; 5] = ["file", "stdout", "syslog", "http", "kafka"];
 /// Sub-tables of every sink, documented once each (`sinks.batch`, ...).
 const SINK_SUB_TABLES: [&str; 3] = ["batch", "retry", "buffer"];
 /// Tables with a table of their own in the reference (besides `top`, the sinks and sub-tables).
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "listen",
     "upstream",
+    "routes",
     "admin",
     "capture",
     "scim",
@@ -110,11 +111,23 @@ fn config_with(id: &str, extra: &Entries) -> String {
         entries(&[("address", "\"127.0.0.1:1\"")]),
         pick("listen"),
     ));
-    text += "[upstream]\n";
-    text += &lines(&merge(
-        entries(&[("url", "\"http://127.0.0.1:9\"")]),
-        pick("upstream"),
-    ));
+    if id == "routes" {
+        // [upstream] and [[routes]] exclude each other.
+        text += "[[routes]]\n";
+        text += &lines(&merge(
+            entries(&[
+                ("name", "\"r\""),
+                ("upstream", "{ url = \"http://127.0.0.1:9\" }"),
+            ]),
+            extra,
+        ));
+    } else {
+        text += "[upstream]\n";
+        text += &lines(&merge(
+            entries(&[("url", "\"http://127.0.0.1:9\"")]),
+            pick("upstream"),
+        ));
+    }
     if id == "admin" {
         text += "[admin]\n";
         text += &lines(&merge(entries(&[("address", "\"127.0.0.1:2\"")]), extra));

@@ -27,6 +27,9 @@ pub struct ProxyConfig {
     pub extra_upstream: String,
     pub extra_top: String,
     pub sinks: Option<String>,
+    /// `[[routes]]` tables written instead of the `[upstream]` section (then `upstream_url`
+    /// and `extra_upstream` are unused).
+    pub routes: Option<String>,
     pub shutdown_timeout_secs: f64,
     /// `SCIMTAP_LOG` for the process (default `info`).
     pub log_filter: String,
@@ -42,6 +45,7 @@ impl ProxyConfig {
             extra_upstream: String::new(),
             extra_top: String::new(),
             sinks: None,
+            routes: None,
             shutdown_timeout_secs: 10.0,
             log_filter: "info".to_owned(),
             env: Vec::new(),
@@ -76,6 +80,11 @@ impl ProxyConfig {
         self.extra_top.push('\n');
         self
     }
+    /// Writes `routes` (`[[routes]]` tables) in place of the `[upstream]` section.
+    pub fn routes(mut self, routes: &str) -> Self {
+        self.routes = Some(routes.to_owned());
+        self
+    }
     /// Replaces the default file sink.
     pub fn sinks(mut self, sinks: &str) -> Self {
         self.sinks = Some(sinks.to_owned());
@@ -91,9 +100,16 @@ impl ProxyConfig {
                 "[[sinks]]\ntype = \"file\"\npath = \"AUDIT_PLACEHOLDER\"\n".to_owned()
             })
             .replace("AUDIT_PLACEHOLDER", &audit.display().to_string());
+        let upstream = match &self.routes {
+            Some(routes) => routes.clone(),
+            None => format!(
+                "[upstream]\nurl = \"{}\"\n{}",
+                self.upstream_url, self.extra_upstream
+            ),
+        };
         format!(
-            "shutdown_timeout_secs = {}\n{}\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n[upstream]\nurl = \"{}\"\n{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n{}",
-            self.shutdown_timeout_secs, self.extra_top, self.extra_listen, self.upstream_url, self.extra_upstream, sinks
+            "shutdown_timeout_secs = {}\n{}\n[listen]\naddress = \"127.0.0.1:0\"\n{}\n{}\n[admin]\naddress = \"127.0.0.1:0\"\n\n{}",
+            self.shutdown_timeout_secs, self.extra_top, self.extra_listen, upstream, sinks
         )
     }
 }
