@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (accepting and every sink
-//! writing), `/metrics` (Prometheus text). Plain HTTP/1.1, meant for loopback or a private
+//! writing), `/readyz/<route>` (that, and the route's upstream answering), `/metrics`
+//! (Prometheus text). Plain HTTP/1.1, meant for loopback or a private
 //! network; it never sees audit data.
 
 use std::convert::Infallible;
@@ -23,6 +24,8 @@ use crate::telemetry::Metrics;
 pub struct Readiness {
     pub listening: Arc<AtomicBool>,
     pub sinks: Vec<(String, Arc<AtomicBool>)>,
+    /// The routes in force, for `/readyz/<route>`.
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 impl Readiness {
@@ -92,6 +95,21 @@ fn route(
                 format!("not ready: {reason}\n"),
             ),
         },
+        path if path.starts_with("/readyz/") => {
+            let name = &path["/readyz/".len()..];
+            let route = readiness
+                .proxy
+                .as_ref()
+                .and_then(|proxy| proxy.route_readiness(name));
+            match (route, readiness.check()) {
+                (None, _) => text(StatusCode::NOT_FOUND, format!("no route named {name}\n")),
+                (Some(Ok(())), Ok(())) => text(StatusCode::OK, "ready\n".to_owned()),
+                (Some(Err(reason)), _) | (_, Err(reason)) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {reason}\n"),
+                ),
+            }
+        }
         "/metrics" => {
             let mut response = text(StatusCode::OK, metrics.encode());
             response.headers_mut().insert(

@@ -577,7 +577,11 @@ mod tests {
     fn every_format_names_the_route_as_the_target_service() {
         let mut read = event("GET", scim("User", Operation::Read, &[]), Some(200));
         read.route = Some(std::sync::Arc::from("crm"));
-        let mut create = event("POST", scim("User", Operation::Create, &["user.create"]), Some(201));
+        let mut create = event(
+            "POST",
+            scim("User", Operation::Create, &["user.create"]),
+            Some(201),
+        );
         create.route = Some(std::sync::Arc::from("crm"));
 
         let ocsf = &docs(EventFormat::Ocsf, &read)[0];

@@ -281,6 +281,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             let readiness = admin::Readiness {
                 listening: listening.clone(),
                 sinks: sink_health,
+                proxy: Some(proxy.clone()),
             };
             let task = tokio::spawn(admin::serve(
                 tcp,

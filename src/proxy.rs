@@ -109,6 +109,43 @@ pub struct Route {
     upstream_host: HeaderValue,
     /// `Some`: only these clients get in (the route's `clients`, or the global allow-list).
     allowed_clients: Option<Vec<ClientConfig>>,
+    /// Whether the upstream answered the last request that reached it (`/readyz/<route>`).
+    health: UpstreamHealth,
+}
+
+/// A passive health check: the upstream is failing from a request it could not be reached
+/// or did not answer in time, until a request gets a response head again. Only transitions
+/// take the lock.
+#[derive(Default)]
+struct UpstreamHealth {
+    failing: std::sync::atomic::AtomicBool,
+    /// Since when, and the failure kind of the latest failure.
+    since: std::sync::Mutex<Option<(Timestamp, FailureKind)>>,
+}
+
+impl UpstreamHealth {
+    fn answered(&self) {
+        use std::sync::atomic::Ordering;
+        if self.failing.load(Ordering::Relaxed) {
+            self.failing.store(false, Ordering::Relaxed);
+            *self.since.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    fn failed(&self, kind: FailureKind) {
+        use std::sync::atomic::Ordering;
+        let mut since = self.since.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = since.map_or_else(Timestamp::now, |(at, _)| at);
+        *since = Some((started, kind));
+        self.failing.store(true, Ordering::Relaxed);
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match *self.since.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some((since, kind)) => Err(format!("upstream failing since {since} (last: {kind})")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Route {
@@ -142,6 +179,7 @@ impl Route {
             client,
             upstream_host,
             allowed_clients,
+            health: UpstreamHealth::default(),
         })
     }
 
@@ -263,6 +301,19 @@ impl Proxy {
         prepared.changed
     }
 
+    /// `/readyz/<route>`: `None` for a route that is not configured; the reason when its
+    /// upstream could not be reached, or did not answer in time, on the last request.
+    pub fn route_readiness(&self, name: &str) -> Option<Result<(), String>> {
+        let table = self.table();
+        let route = table.routes.iter().find(|r| &*r.name == name)?;
+        Some(
+            route
+                .health
+                .check()
+                .map_err(|reason| format!("route {name}: {reason}")),
+        )
+    }
+
     fn table(&self) -> Arc<RouteTable> {
         self.routes
             .read()
@@ -353,12 +404,17 @@ impl Proxy {
 
         let upstream = route.upstream();
         let guard = AbandonGuard(Some(pending.clone()));
-        let result =
-            tokio::time::timeout(upstream.response_timeout, route.client.request(upstream_req))
-                .await;
+        let result = tokio::time::timeout(
+            upstream.response_timeout,
+            route.client.request(upstream_req),
+        )
+        .await;
         guard.disarm();
         let failure = match result {
-            Ok(Ok(response)) => return self.response(route, response, client_version, pending),
+            Ok(Ok(response)) => {
+                route.health.answered();
+                return self.response(route, response, client_version, pending);
+            }
             Ok(Err(error)) => upstream_failure(&error),
             Err(_elapsed) => Failure::new(
                 FailureKind::ResponseTimeout,
@@ -368,6 +424,16 @@ impl Proxy {
                 ),
             ),
         };
+        if matches!(
+            failure.kind,
+            FailureKind::ConnectRefused
+                | FailureKind::ConnectTimeout
+                | FailureKind::TlsError
+                | FailureKind::ConnectError
+                | FailureKind::ResponseTimeout
+        ) {
+            route.health.failed(failure.kind);
+        }
         self.upstream_failed(&pending, failure, unread.as_ref())
             .await
     }
@@ -580,7 +646,6 @@ impl Proxy {
     pub fn handoff(&self) -> &Handoff {
         &self.handoff
     }
-
 }
 
 /// The host a request is for: HTTP/2's `:authority`, else the Host header; without its port

@@ -38,6 +38,14 @@ pub struct StatusClassLabels {
     pub status_class: &'static str,
 }
 
+/// `scimtap_route_requests_total`: `route` is a configured route's name (at most
+/// [`crate::config::MAX_ROUTES`]) or `none`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatusLabels {
+    pub route: String,
+    pub status_class: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
@@ -184,6 +192,7 @@ macro_rules! metrics {
 metrics! {
     requests: Family<StatusClassLabels, Counter> = "requests", "Requests answered, by response status class (none: no response reached the client)";
     upstream_errors: Family<KindLabels, Counter> = "upstream_errors", "Requests that failed on the upstream side, by kind";
+    route_requests: Family<RouteStatusLabels, Counter> = "route_requests", "Requests answered, by route ([[routes]] name; none: no route took the request) and response status class";
     request_duration: Histogram = "request_duration" in Seconds,
         "Time from request received to both bodies finished",
         Histogram::new(REQUEST_DURATION_BUCKETS);
@@ -292,6 +301,28 @@ impl Metrics {
         }
     }
 
+    /// One route's request counters by status class, resolved once (`None`: the requests no
+    /// route took).
+    pub fn route_status_counters(&self, route: Option<&str>) -> StatusCounters {
+        let route = route.unwrap_or("none");
+        let class = |c: &'static str| {
+            self.route_requests.get_or_create_owned(&RouteStatusLabels {
+                route: route.to_owned(),
+                status_class: c,
+            })
+        };
+        StatusCounters {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            no_response: class("none"),
+        }
+    }
+
     /// Counters the request path uses, resolved now so it never looks up a label set.
     pub fn proxy_metrics(&self) -> ProxyMetrics {
         // `get_or_create_owned` everywhere: a guard from `get_or_create` lives to the end of its
@@ -315,8 +346,10 @@ impl Metrics {
         let handoff_full = handoff(DropReason::queue_full);
         let handoff_closed = handoff(DropReason::shutdown);
         ProxyMetrics {
-            by_class,
-            no_response,
+            requests: StatusCounters {
+                by_class,
+                no_response,
+            },
             request_duration: self.request_duration.clone(),
             handoff_full,
             handoff_closed,
@@ -338,11 +371,31 @@ pub fn client_label(client_name: Option<&str>, idp: Option<&str>) -> String {
     }
 }
 
+/// Requests by the status class sent (`none`: no response head reached the client),
+/// resolved once.
+#[derive(Clone, Debug)]
+pub struct StatusCounters {
+    by_class: [Counter<u64, AtomicU64>; 5],
+    no_response: Counter<u64, AtomicU64>,
+}
+
+impl StatusCounters {
+    pub fn count(&self, status: Option<u16>) {
+        match status {
+            Some(s @ 100..=599) => {
+                self.by_class[usize::from(s / 100 - 1)].inc();
+            }
+            _ => {
+                self.no_response.inc();
+            }
+        }
+    }
+}
+
 /// Pre-resolved counters for the request path.
 #[derive(Clone)]
 pub struct ProxyMetrics {
-    by_class: [Counter<u64, AtomicU64>; 5],
-    no_response: Counter<u64, AtomicU64>,
+    requests: StatusCounters,
     pub request_duration: Histogram,
     pub handoff_full: Counter<u64, AtomicU64>,
     pub handoff_closed: Counter<u64, AtomicU64>,
@@ -353,14 +406,7 @@ pub struct ProxyMetrics {
 
 impl ProxyMetrics {
     pub fn count_status(&self, status: Option<u16>) {
-        match status {
-            Some(s @ 100..=599) => {
-                self.by_class[usize::from(s / 100 - 1)].inc();
-            }
-            _ => {
-                self.no_response.inc();
-            }
-        }
+        self.requests.count(status);
     }
 
     /// Rare (an upstream failure), so the label lookup is acceptable here.

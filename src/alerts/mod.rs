@@ -274,9 +274,9 @@ impl Alerts {
     pub fn set_routes(&mut self, routes: &[(Arc<str>, Option<Vec<String>>)]) {
         let mut old = std::mem::take(&mut self.routes);
         for (name, selection) in routes {
-            let kept = old.iter().position(|r| {
-                r.route.as_deref() == Some(&**name) && r.selection == *selection
-            });
+            let kept = old
+                .iter()
+                .position(|r| r.route.as_deref() == Some(&**name) && r.selection == *selection);
             let rules = match kept {
                 Some(at) => old.swap_remove(at),
                 None => self.route_rules(Some(name.clone()), selection.clone()),

@@ -322,8 +322,15 @@ fn a_gap_fires_once_and_resolves_when_its_deprovisioning_is_confirmed() {
             .len(),
         1
     );
-    assert!(alerts.tick(at(5.0), Some(&[(Arc::from("default"), 1)])).is_empty());
-    assert_eq!(alerts.tick(at(6.0), Some(&[(Arc::from("default"), 0)])).len(), 1);
+    assert!(alerts
+        .tick(at(5.0), Some(&[(Arc::from("default"), 1)]))
+        .is_empty());
+    assert_eq!(
+        alerts
+            .tick(at(6.0), Some(&[(Arc::from("default"), 0)]))
+            .len(),
+        1
+    );
 }
 
 #[test]

@@ -109,7 +109,9 @@ impl RouteConfig {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(e), Some(s)) => {
-                s == e || s.strip_prefix(e.as_str()).is_some_and(|r| r.starts_with('/'))
+                s == e
+                    || s.strip_prefix(e.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
             }
         };
         host && prefix
@@ -139,7 +141,11 @@ fn check_names(
             } else {
                 format!("known: {}", known.join(", "))
             };
-            c.at(list.span(), key, format!("no {what} is named `{name}` ({known})"));
+            c.at(
+                list.span(),
+                key,
+                format!("no {what} is named `{name}` ({known})"),
+            );
         }
     }
 }
@@ -205,7 +211,11 @@ pub(super) fn validate_routes(
                 "must be 1 to 64 letters, digits, `_`, `-` or `.` (it labels metrics)",
             );
         } else if routes.iter().any(|o| o.name == name) {
-            c.at(r.name.span(), &key("name"), format!("duplicate route name `{name}`"));
+            c.at(
+                r.name.span(),
+                &key("name"),
+                format!("duplicate route name `{name}`"),
+            );
         }
         let host = r.host.as_ref().and_then(|h| {
             let text = h.get_ref().trim().to_ascii_lowercase();

@@ -32,10 +32,19 @@ type = "stdout"
 fn minimal_config_takes_documented_defaults() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.listen.address, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(config.first_route().upstream.authority.as_str(), "127.0.0.1:9000");
+    assert_eq!(
+        config.first_route().upstream.authority.as_str(),
+        "127.0.0.1:9000"
+    );
     assert_eq!(config.first_route().upstream.base_path, "");
-    assert_eq!(config.first_route().upstream.connect_timeout, Duration::from_secs(5));
-    assert_eq!(config.first_route().upstream.response_timeout, Duration::from_secs(30));
+    assert_eq!(
+        config.first_route().upstream.connect_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        config.first_route().upstream.response_timeout,
+        Duration::from_secs(30)
+    );
     assert!(!config.first_route().upstream.preserve_host);
     assert_eq!(config.capture.max_body_bytes, 1024 * 1024);
     assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
@@ -636,7 +645,8 @@ fn bad_routes_are_refused_with_their_lines() {
     let both = format!("{TWO_ROUTES}\n[upstream]\nurl = \"http://127.0.0.1:9\"\n");
     let p = problems(&both);
     assert!(
-        p.iter().any(|p| p.key == "upstream" && p.message.contains("cannot both")),
+        p.iter()
+            .any(|p| p.key == "upstream" && p.message.contains("cannot both")),
         "{p:?}"
     );
 
@@ -644,7 +654,10 @@ fn bad_routes_are_refused_with_their_lines() {
         .replace(r#"clients = ["okta-crm"]"#, r#"clients = ["okta-typo"]"#)
         .replace(r#"sinks = ["audit"]"#, r#"sinks = ["nope"]"#);
     let p = problems(&unknown);
-    let clients = p.iter().find(|p| p.key == "routes[0].clients").expect("clients");
+    let clients = p
+        .iter()
+        .find(|p| p.key == "routes[0].clients")
+        .expect("clients");
     assert!(clients.message.contains("okta-typo"), "{clients:?}");
     assert_eq!(clients.line, Some(13));
     assert!(p.iter().any(|p| p.key == "routes[0].sinks"), "{p:?}");
@@ -657,8 +670,14 @@ fn bad_routes_are_refused_with_their_lines() {
     for key in ["routes[2].name", "routes[2].path_prefix"] {
         assert!(p.iter().any(|p| p.key == key), "{key}: {p:?}");
     }
-    assert!(p.iter().any(|p| p.message.contains("duplicate route name")), "{p:?}");
-    assert!(p.iter().any(|p| p.message.contains("can never match")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.message.contains("duplicate route name")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.message.contains("can never match")),
+        "{p:?}"
+    );
 
     let neither = MINIMAL.replace("[upstream]\nurl = \"http://127.0.0.1:9000\"\n", "");
     let p = problems(&neither);

@@ -476,4 +476,3 @@ fn a_deactivation_the_upstream_never_answered_is_still_a_deactivation() {
         }
     }
 }
-

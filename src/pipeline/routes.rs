@@ -127,6 +127,11 @@ impl RouteStages {
             .collect()
     }
 
+    /// The routes' names, in order.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.routes.iter().filter_map(|s| s.name.clone()).collect()
+    }
+
     /// The state namespaces in use, each once, with the first route using it.
     pub fn namespaces(&self) -> Vec<(&str, &RouteStage)> {
         let mut out: Vec<(&str, &RouteStage)> = Vec::new();

@@ -63,7 +63,10 @@ fn pending() -> (std::sync::Arc<PendingExchange>, std::sync::Arc<Collected>) {
         headers: HeaderMap::new(),
     };
     let conn = ConnInfo::new("127.0.0.1:1".parse().unwrap(), false);
-    (PendingExchange::new("r1".into(), conn, head, handoff, None), rx)
+    (
+        PendingExchange::new("r1".into(), conn, head, handoff, None),
+        rx,
+    )
 }
 
 fn limits(max_body_bytes: usize) -> CaptureLimits {

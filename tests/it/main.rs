@@ -24,6 +24,7 @@ mod pipeline;
 mod reliability;
 mod reload;
 mod report;
+mod routes;
 mod schema;
 mod scim_server;
 mod secrets;

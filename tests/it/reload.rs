@@ -70,8 +70,9 @@ async fn sighup_swaps_event_settings_keeps_the_old_on_error_and_names_restart_se
         proxy.log_tail()
     );
 
-    // A change that needs a restart is applied to nothing and named.
-    let slower = with_client.replace("[upstream]\n", "[upstream]\nresponse_timeout_secs = 7\n");
+    // A change that needs a restart is applied to nothing and named (routes and [upstream]
+    // reload: tests/it/routes.rs).
+    let slower = with_client.replace("[listen]\n", "[listen]\nheader_read_timeout_secs = 7\n");
     assert_ne!(slower, with_client);
     std::fs::write(&config_path, slower).unwrap();
     proxy.signal("HUP");
@@ -82,7 +83,7 @@ async fn sighup_swaps_event_settings_keeps_the_old_on_error_and_names_restart_se
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        proxy.log_tail().contains("upstream"),
+        proxy.log_tail().contains("sections=listen"),
         "{}",
         proxy.log_tail()
     );
