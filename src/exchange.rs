@@ -407,6 +407,9 @@ impl Drop for BodyCapture {
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// Which listener accepted it: its index in `listen.address`, then
+    /// `listen.extra_addresses` (a route's `listen` matches on it).
+    pub listener: usize,
     pub tls: bool,
     /// Subject of the client certificate (mTLS), RFC 4514 form (`CN=okta,O=Example`).
     pub client_cert_subject: Option<Arc<str>>,
@@ -425,6 +428,7 @@ impl ConnInfo {
     pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
         ConnInfo {
             peer,
+            listener: 0,
             tls,
             client_cert_subject: None,
             write_stalled: Arc::default(),

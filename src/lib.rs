@@ -117,6 +117,8 @@ pub enum StartError {
 pub struct Running {
     /// Where the proxy accepts (the real port when the config asked for port 0).
     pub proxy_addr: SocketAddr,
+    /// Every address it accepts on: `proxy_addr`, then `listen.extra_addresses`.
+    pub proxy_addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     /// Where the live view (`[ui]`) accepts.
     pub ui_addr: Option<SocketAddr>,
@@ -263,11 +265,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .await
             .map_err(|source| StartError::Bind { address, source })
     };
-    let tcp = bind(config.listen.address).await?;
-    let proxy_addr = tcp.local_addr().map_err(|source| StartError::Bind {
-        address: config.listen.address,
-        source,
-    })?;
+    let mut tcp = Vec::new();
+    let mut proxy_addrs = Vec::new();
+    for address in config.listen.addresses() {
+        let bound = bind(address).await?;
+        proxy_addrs.push(
+            bound
+                .local_addr()
+                .map_err(|source| StartError::Bind { address, source })?,
+        );
+        tcp.push(bound);
+    }
+    let proxy_addr = proxy_addrs[0];
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let listening = Arc::new(AtomicBool::new(false));
@@ -345,16 +354,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let serve = tokio::spawn(listener.serve(shutdown_rx, drain));
     listening.store(true, Ordering::Relaxed);
-    tracing::info!(
-        address = %proxy_addr,
-        tls = config.listen.tls.is_some(),
-        routes = config.routes.len(),
-        "Proxy listening."
-    );
+    // One line per address, `listen.address` first (the line tools look for).
+    for address in &proxy_addrs {
+        tracing::info!(
+            %address,
+            tls = config.listen.tls.is_some(),
+            routes = config.routes.len(),
+            "Proxy listening."
+        );
+    }
     for route in &config.routes {
         let u = &route.upstream;
         tracing::info!(
             route = %route.name,
+            listen = route.listen.map(|(a, _)| a.to_string()),
             host = route.host.as_deref(),
             path_prefix = route.path_prefix.as_deref(),
             upstream = %format_args!("{}://{}{}", u.scheme, u.authority, u.base_path),
@@ -364,6 +377,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     Ok(Running {
         proxy_addr,
+        proxy_addrs,
         admin_addr,
         ui_addr,
         shutdown,

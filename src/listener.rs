@@ -106,7 +106,9 @@ pub fn tls_acceptor(
 
 /// Everything the accept loop needs.
 pub struct Listener {
-    pub tcp: TcpListener,
+    /// `listen.address`, then `listen.extra_addresses`: a connection's `ConnInfo::listener`
+    /// is the index of the one that accepted it.
+    pub tcp: Vec<TcpListener>,
     pub tls: Option<TlsAcceptor>,
     pub proxy: Arc<Proxy>,
     pub config: ListenConfig,
@@ -165,6 +167,7 @@ impl Listener {
         let accepted = self.metrics.connections_accepted.clone();
         let open = self.metrics.connections_open.clone();
         let mut at_limit = false;
+        let mut turn = 0;
 
         loop {
             // Take a connection slot before accepting: at the limit, new connections wait in
@@ -191,9 +194,9 @@ impl Listener {
                     }
                 }
             };
-            let (stream, peer) = tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
-                    Ok(pair) => pair,
+            let (stream, peer, listener) = tokio::select! {
+                accepted = accept_any(&self.tcp, &mut turn) => match accepted {
+                    Ok(accepted) => accepted,
                     Err(error) => {
                         // EMFILE and friends: back off and keep serving.
                         tracing::warn!(%error, "Accept failed.");
@@ -212,7 +215,7 @@ impl Listener {
             connections.spawn(async move {
                 let _slot = permit;
                 let _open = open;
-                connection(shared, stream, peer, shutdown).await;
+                connection(shared, stream, peer, listener, shutdown).await;
             });
         }
 
@@ -243,10 +246,36 @@ impl Listener {
 }
 
 /// One client connection: TLS, protocol detection, then HTTP until it closes.
+/// The next connection any of `listeners` accepts, with the index of the one that did. The
+/// listener looked at first turns with each call (`turn`), so a busy one cannot starve the
+/// others.
+async fn accept_any(
+    listeners: &[TcpListener],
+    turn: &mut usize,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr, usize)> {
+    let count = listeners.len().max(1);
+    *turn = (*turn + 1) % count;
+    let first = *turn;
+    std::future::poll_fn(|cx| {
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            let Some(listener) = listeners.get(index) else {
+                continue;
+            };
+            if let std::task::Poll::Ready(accepted) = listener.poll_accept(cx) {
+                return std::task::Poll::Ready(accepted.map(|(s, peer)| (s, peer, index)));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 async fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
+    listener: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let write_stalled = Arc::new(AtomicBool::new(false));
@@ -259,6 +288,7 @@ async fn connection(
     let Some(acceptor) = shared.tls.clone() else {
         let conn = ConnInfo {
             peer,
+            listener,
             tls: false,
             client_cert_subject: None,
             write_stalled,
@@ -283,6 +313,7 @@ async fn connection(
     };
     let conn = ConnInfo {
         peer,
+        listener,
         tls: true,
         client_cert_subject: client_certificate_subject(tls.get_ref().1),
         write_stalled,

@@ -200,12 +200,20 @@ struct RouteTable {
 }
 
 impl RouteTable {
-    /// The route for a request to `host` and `path`, with where the path after the route's
-    /// prefix starts.
-    fn find(&self, host: Option<&str>, path: &str) -> Option<(&Arc<Route>, usize)> {
-        self.routes
-            .iter()
-            .find_map(|route| route.config.matches(host, path).map(|at| (route, at)))
+    /// The route for a request that arrived on `listener` for `host` and `path`, with where
+    /// the path after the route's prefix starts.
+    fn find(
+        &self,
+        listener: usize,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<(&Arc<Route>, usize)> {
+        self.routes.iter().find_map(|route| {
+            route
+                .config
+                .matches(listener, host, path)
+                .map(|at| (route, at))
+        })
     }
 }
 
@@ -340,7 +348,11 @@ impl Proxy {
         let request_id = settle_request_id(&mut parts.headers);
         let head = request_head(&parts);
         let table = self.table();
-        let found = table.find(request_host(&parts).as_deref(), parts.uri.path());
+        let found = table.find(
+            conn.listener,
+            request_host(&parts).as_deref(),
+            parts.uri.path(),
+        );
         let route = found.map(|(route, _)| route.name.clone());
         let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone(), route);
         let span = tracing::debug_span!(

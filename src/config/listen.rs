@@ -20,6 +20,9 @@ use super::validate::Checker;
 pub(super) struct RawListen {
     /// `IP:PORT` to accept on. Required. Port 0 picks a free port (logged at startup).
     address: Option<Spanned<String>>,
+    /// More `IP:PORT`s to accept on, with the same settings; a `[[routes]]` entry's `listen`
+    /// can pick one.
+    extra_addresses: Option<Spanned<Vec<String>>>,
     /// PEM certificate chain; with `tls_key_file`, terminate TLS (1.2+, ALPN h2 and http/1.1).
     tls_cert_file: Option<Spanned<PathBuf>>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert_file`.
@@ -91,6 +94,8 @@ pub(super) struct RawAdmin {
 #[derive(Debug, Clone)]
 pub struct ListenConfig {
     pub address: SocketAddr,
+    /// `extra_addresses`: accepted on as well, with the same settings.
+    pub extra_addresses: Vec<SocketAddr>,
     pub tls: Option<ServerTls>,
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
@@ -102,6 +107,14 @@ pub struct ListenConfig {
     /// `None`: no limit.
     pub max_request_body_bytes: Option<u64>,
     pub tls_min_version: TlsMinVersion,
+}
+
+impl ListenConfig {
+    /// Every address scimtap accepts identity providers on: `address`, then
+    /// `extra_addresses`. A connection's listener is its index here.
+    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.address).chain(self.extra_addresses.iter().copied())
+    }
 }
 
 /// Loaded TLS server material. Debug never prints key bytes.
@@ -247,8 +260,27 @@ pub(super) fn validate_listen(
             })
         }
     };
+    let mut extra_addresses: Vec<SocketAddr> = Vec::new();
+    let extra = raw.extra_addresses.as_ref();
+    let extra_span = extra.map(Spanned::span).unwrap_or_default();
+    for text in extra.map(Spanned::get_ref).into_iter().flatten() {
+        let value = Spanned::new(extra_span.clone(), text.clone());
+        let Some(addr) = c.socket_addr(&value, "listen.extra_addresses") else {
+            continue;
+        };
+        let taken = address == Some(addr) || extra_addresses.contains(&addr);
+        if taken && addr.port() != 0 {
+            c.at(
+                extra_span.clone(),
+                "listen.extra_addresses",
+                format!("{addr} is listed twice"),
+            );
+        }
+        extra_addresses.push(addr);
+    }
     Some(ListenConfig {
         address: address?,
+        extra_addresses,
         tls,
         header_read_timeout,
         tls_handshake_timeout,
@@ -289,8 +321,12 @@ pub(super) fn check_admin_address(
     admin: Option<&AdminConfig>,
 ) {
     if let (Some(listen), Some(admin)) = (listen, admin) {
-        if listen.address == admin.address && listen.address.port() != 0 {
-            c.line(None, "admin.address", "must differ from listen.address");
+        if listen.addresses().any(|a| a == admin.address) && admin.address.port() != 0 {
+            c.line(
+                None,
+                "admin.address",
+                "must differ from listen.address and listen.extra_addresses",
+            );
         }
     }
 }

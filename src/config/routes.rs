@@ -23,6 +23,9 @@ pub const MAX_ROUTES: usize = 256;
 pub(super) struct RawRoute {
     /// Unique; names the route in events (`route`), metrics and logs.
     name: Spanned<String>,
+    /// Only connections accepted on this `IP:PORT`: `listen.address` or one of
+    /// `listen.extra_addresses`.
+    listen: Option<Spanned<String>>,
     /// Only requests for this host (the Host header, or HTTP/2 `:authority`; any port, any
     /// case).
     host: Option<Spanned<String>>,
@@ -50,6 +53,9 @@ pub(super) struct RawRoute {
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
+    /// `Some`: only connections accepted on this listener (its address, and its index in
+    /// [`super::ListenConfig::addresses`]).
+    pub listen: Option<(std::net::SocketAddr, usize)>,
     /// Lower case, without a port.
     pub host: Option<String>,
     /// Starts with `/`, no trailing `/`.
@@ -73,6 +79,7 @@ impl RouteConfig {
     fn implicit(upstream: UpstreamConfig) -> RouteConfig {
         RouteConfig {
             name: DEFAULT_ROUTE.to_owned(),
+            listen: None,
             host: None,
             path_prefix: None,
             state_namespace: upstream.authority.to_string(),
@@ -86,8 +93,11 @@ impl RouteConfig {
     }
 
     /// Where the path's part after the route's prefix starts, when the route takes a request
-    /// for `host` (without its port, any case) and `path`.
-    pub fn matches(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    /// that arrived on listener `listener` for `host` (without its port, any case) and `path`.
+    pub fn matches(&self, listener: usize, host: Option<&str>, path: &str) -> Option<usize> {
+        if self.listen.is_some_and(|(_, index)| index != listener) {
+            return None;
+        }
         if let Some(want) = &self.host {
             if !host.is_some_and(|h| h.eq_ignore_ascii_case(want)) {
                 return None;
@@ -104,6 +114,7 @@ impl RouteConfig {
 
     /// Whether every request this route takes is taken by `earlier` first.
     fn shadowed_by(&self, earlier: &RouteConfig) -> bool {
+        let listen = earlier.listen.is_none() || earlier.listen == self.listen;
         let host = earlier.host.is_none() || earlier.host == self.host;
         let prefix = match (&earlier.path_prefix, &self.path_prefix) {
             (None, _) => true,
@@ -114,7 +125,7 @@ impl RouteConfig {
                         .is_some_and(|r| r.starts_with('/'))
             }
         };
-        host && prefix
+        listen && host && prefix
     }
 }
 
@@ -152,6 +163,8 @@ fn check_names(
 
 /// What routes refer to by name, resolved before them.
 pub(super) struct Known<'a> {
+    /// `None` when `[listen]` itself is broken (its problems are reported already).
+    pub listen: Option<&'a super::ListenConfig>,
     pub scim: &'a ScimConfig,
     pub alerts: &'a [AlertRule],
     pub sinks: &'a [SinkConfig],
@@ -217,6 +230,18 @@ pub(super) fn validate_routes(
                 format!("duplicate route name `{name}`"),
             );
         }
+        let listen = r.listen.as_ref().and_then(|l| {
+            let addr = c.socket_addr(l, &key("listen"))?;
+            let index = known.listen?.addresses().position(|a| a == addr);
+            if index.is_none() {
+                c.at(
+                    l.span(),
+                    &key("listen"),
+                    format!("{addr} is not listen.address or one of listen.extra_addresses"),
+                );
+            }
+            index.map(|i| (addr, i))
+        });
         let host = r.host.as_ref().and_then(|h| {
             let text = h.get_ref().trim().to_ascii_lowercase();
             let valid = !text.is_empty()
@@ -300,6 +325,7 @@ pub(super) fn validate_routes(
         };
         let route = RouteConfig {
             name,
+            listen,
             host,
             path_prefix,
             upstream,

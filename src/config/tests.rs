@@ -631,13 +631,22 @@ fn routes_resolve_with_their_defaults_and_an_upstream_config_is_one_implicit_rou
 fn a_route_matches_its_host_and_its_prefix_at_a_segment_boundary() {
     let config = parse(TWO_ROUTES).unwrap();
     let crm = &config.routes[0];
-    assert_eq!(crm.matches(Some("scim.example.com"), "/crm/Users"), Some(4));
-    assert_eq!(crm.matches(Some("scim.example.com"), "/crm"), Some(4));
-    assert_eq!(crm.matches(Some("scim.example.com"), "/crmx/Users"), None);
-    assert_eq!(crm.matches(Some("other.example.com"), "/crm/Users"), None);
-    assert_eq!(crm.matches(None, "/crm/Users"), None);
+    assert_eq!(
+        crm.matches(0, Some("scim.example.com"), "/crm/Users"),
+        Some(4)
+    );
+    assert_eq!(crm.matches(0, Some("scim.example.com"), "/crm"), Some(4));
+    assert_eq!(
+        crm.matches(0, Some("scim.example.com"), "/crmx/Users"),
+        None
+    );
+    assert_eq!(
+        crm.matches(0, Some("other.example.com"), "/crm/Users"),
+        None
+    );
+    assert_eq!(crm.matches(0, None, "/crm/Users"), None);
     let hr = &config.routes[1];
-    assert_eq!(hr.matches(None, "/anything"), Some(0));
+    assert_eq!(hr.matches(0, None, "/anything"), Some(0));
 }
 
 #[test]
@@ -682,4 +691,43 @@ fn bad_routes_are_refused_with_their_lines() {
     let neither = MINIMAL.replace("[upstream]\nurl = \"http://127.0.0.1:9000\"\n", "");
     let p = problems(&neither);
     assert!(p.iter().any(|p| p.key == "upstream"), "{p:?}");
+}
+
+#[test]
+fn a_route_listen_names_one_of_the_listen_addresses() {
+    let text = TWO_ROUTES
+        .replace(
+            "address = \"127.0.0.1:8080\"\n",
+            "address = \"127.0.0.1:8080\"\nextra_addresses = [\"127.0.0.1:8443\"]\n",
+        )
+        .replace(
+            "name = \"hr\"\n",
+            "name = \"hr\"\nlisten = \"127.0.0.1:8443\"\n",
+        );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.listen.addresses().collect::<Vec<_>>(),
+        [
+            "127.0.0.1:8080".parse().unwrap(),
+            "127.0.0.1:8443".parse().unwrap()
+        ]
+    );
+    let hr = &config.routes[1];
+    assert_eq!(hr.listen, Some(("127.0.0.1:8443".parse().unwrap(), 1)));
+    assert_eq!(hr.matches(1, None, "/Users"), Some(0));
+    assert_eq!(hr.matches(0, None, "/Users"), None);
+
+    let elsewhere = text.replace("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:9443\"");
+    let p = problems(&elsewhere);
+    assert!(
+        p.iter()
+            .any(|p| p.key == "routes[1].listen" && p.message.contains("9443")),
+        "{p:?}"
+    );
+    let twice = text.replace(
+        "[\"127.0.0.1:8443\"]",
+        "[\"127.0.0.1:8443\", \"127.0.0.1:8080\"]",
+    );
+    let p = problems(&twice);
+    assert!(p.iter().any(|p| p.key == "listen.extra_addresses"), "{p:?}");
 }

@@ -182,6 +182,7 @@ impl RawConfig {
         let state = state::validate_state(&mut c, self.state.as_ref());
         let alerts = alerts::validate_alerts(&mut c, &self.alerts, self.state.is_some());
         let known = routes::Known {
+            listen: listen.as_ref(),
             scim: &scim,
             alerts: &alerts,
             sinks: &sinks,
@@ -190,14 +191,18 @@ impl RawConfig {
         audit::check_write_ahead(&mut c, &audit, &sinks);
         listen::check_admin_address(&mut c, listen.as_ref(), admin.as_ref());
         let ui = ui::validate_ui(&mut c, self.ui.as_ref());
-        ui::check_ui_address(
-            &mut c,
-            ui.as_ref(),
-            &[
-                ("listen.address", listen.as_ref().map(|l| l.address)),
-                ("admin.address", admin.as_ref().map(|a| a.address)),
-            ],
-        );
+        let mut others = vec![("admin.address", admin.as_ref().map(|a| a.address))];
+        others.extend(listen.iter().flat_map(|l| {
+            l.addresses().enumerate().map(|(i, a)| {
+                let name = if i == 0 {
+                    "listen.address"
+                } else {
+                    "listen.extra_addresses"
+                };
+                (name, Some(a))
+            })
+        }));
+        ui::check_ui_address(&mut c, ui.as_ref(), &others);
 
         match (listen, routes) {
             (Some(listen), Some(routes)) if c.problems.is_empty() => Ok(Config {

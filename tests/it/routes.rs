@@ -796,3 +796,56 @@ async fn each_route_has_its_own_request_counts_and_readiness() {
     let (status, _) = proxy.admin_get("/readyz/nope").await;
     assert_eq!(status, 404);
 }
+
+/// `listen.extra_addresses` accept too, and a route's `listen` takes only the connections one
+/// listener accepted: the same path reaches a different app depending on the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_take_only_the_connections_of_one_listener() {
+    let answer = |who: &'static str| {
+        move |_req: Request<Incoming>| async move {
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/scim+json")
+                .body(full(format!(r#"{{"id":"1","userName":"{who}"}}"#)))
+                .unwrap()
+        }
+    };
+    let internal = Upstream::start(answer("internal")).await;
+    let public = Upstream::start(answer("public")).await;
+    let port = closed_port();
+    let routes = format!(
+        "[[routes]]\nname = \"internal\"\nlisten = \"127.0.0.1:{port}\"\nupstream = {{ url = \"{}\" }}\n\
+         [[routes]]\nname = \"public\"\nupstream = {{ url = \"{}\" }}\n",
+        internal.url(),
+        public.url()
+    );
+    let config = ProxyConfig::new("http://unused.invalid")
+        .routes(&routes)
+        .listen(&format!("extra_addresses = [\"127.0.0.1:{port}\"]\n"));
+    let proxy = Proxy::start(config);
+
+    let get = |base: String, id: &'static str| async move {
+        let req = Request::get(format!("{base}/Users/1"))
+            .header("x-request-id", id)
+            .body(empty())
+            .unwrap();
+        let resp = roundtrip(&http1_client(), req).await;
+        assert_eq!(resp.status(), 200);
+        serde_json::from_slice::<Value>(resp.body()).unwrap()["userName"].clone()
+    };
+    assert_eq!(get(proxy.url(""), "on-main").await, "public");
+    assert_eq!(
+        get(format!("http://127.0.0.1:{port}"), "on-extra").await,
+        "internal"
+    );
+    assert_eq!(proxy.event_for("on-main").await["route"], "public");
+    assert_eq!(proxy.event_for("on-extra").await["route"], "internal");
+    assert_eq!((internal.count(), public.count()), (1, 1));
+    // Both listeners are logged.
+    let listening = proxy
+        .log_tail()
+        .lines()
+        .filter(|l| l.contains("Proxy listening."))
+        .count();
+    assert_eq!(listening, 2, "{}", proxy.log_tail());
+}
