@@ -95,6 +95,10 @@ struct TraceArgs {
     /// `[state] path`. Opened read-only: a running scimtap may be writing it.
     #[arg(long, value_name = "PATH")]
     state_file: Option<PathBuf>,
+    /// With `[[routes]]`: whose shadow state to read (the route's `state_namespace`; default
+    /// the first route). The audit files are read whole, every route's events included.
+    #[arg(long, value_name = "NAME")]
+    route: Option<String>,
     /// Native audit files (rotated ones too: audit.jsonl*), or directories of them, in any
     /// order. May be left out with a state file: the trace is then what the state holds.
     files: Vec<PathBuf>,
@@ -252,6 +256,13 @@ fn describe_routes(config: &Config) -> String {
 /// be read or the store fails.
 fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
     use scimtap::config::StateStore;
+    let namespaces = scimtap::state::rebuild::Namespaces {
+        routes: config
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), r.state_namespace.clone()))
+            .collect(),
+    };
     let upstream = config.first_route().state_namespace.as_str();
     let target = match (&args.state_file, config.state.as_ref().map(|s| &s.store)) {
         (Some(path), _) => StateStore::Sqlite(path.clone()),
@@ -288,23 +299,31 @@ fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // A shared database keeps other upstreams' rows: only this upstream's are replaced.
+    // A shared database keeps other upstreams' rows: only the routes' namespaces are replaced.
     if matches!(target, StateStore::Postgres(_)) {
-        let emptied = match store.count() {
-            Ok(0) => Ok(()),
-            Ok(_) if args.replace => store.clear(),
-            Ok(known) => {
-                eprintln!(
-                    "scimtap: {shown} already holds {known} resources of {upstream}; pass \
-                     --replace to rebuild them from the audit files"
-                );
-                return ExitCode::from(EXIT_CONFIG);
+        let mut seen: Vec<&str> = Vec::new();
+        for (_, namespace) in &namespaces.routes {
+            if seen.contains(&namespace.as_str()) {
+                continue;
             }
-            Err(error) => Err(error),
-        };
-        if let Err(error) = emptied {
-            eprintln!("scimtap: {error}");
-            return ExitCode::FAILURE;
+            seen.push(namespace);
+            store.use_namespace(namespace);
+            let emptied = match store.count() {
+                Ok(0) => Ok(()),
+                Ok(_) if args.replace => store.clear(),
+                Ok(known) => {
+                    eprintln!(
+                        "scimtap: {shown} already holds {known} resources of {namespace}; pass \
+                         --replace to rebuild them from the audit files"
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = emptied {
+                eprintln!("scimtap: {error}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     let files = match scimtap::trail::expand(&args.files) {
@@ -321,7 +340,7 @@ fn rebuild_state(config: &Config, args: &RebuildArgs) -> ExitCode {
         .map_or(scimtap::config::DEFAULT_CONFIRM_WITHIN, |s| {
             s.confirm_within
         });
-    match scimtap::state::rebuild::rebuild(&mut store, &files, confirm_within) {
+    match scimtap::state::rebuild::rebuild(&mut store, &files, confirm_within, &namespaces) {
         Ok(report) => {
             println!(
                 "{shown}: rebuilt from {} events ({} lines skipped)",
@@ -385,9 +404,21 @@ fn trace(config: Option<&std::path::Path>, args: &TraceArgs) -> ExitCode {
         eprintln!("scimtap: trace needs audit files (or a state file) to read");
         return ExitCode::from(2);
     }
-    let upstream = config
-        .as_ref()
-        .map(|c| c.first_route().state_namespace.clone());
+    let upstream = match (&config, &args.route) {
+        (Some(c), Some(name)) => match c.routes.iter().find(|r| &r.name == name) {
+            Some(route) => Some(route.state_namespace.clone()),
+            None => {
+                eprintln!("scimtap: no route named {name} in {}", c.origin.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(_)) => {
+            eprintln!("scimtap: --route needs the configuration (--config) that names it");
+            return ExitCode::from(2);
+        }
+        (Some(c), None) => Some(c.first_route().state_namespace.clone()),
+        (None, None) => None,
+    };
     let store = match state_path
         .as_deref()
         .map(|path| scimtap::state::Store::open_read_only(path, upstream.as_deref()))

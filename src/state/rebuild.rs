@@ -7,7 +7,8 @@
 //! actions and PATCH values), group memberships, and the scalar PATCH values events show.
 //! Files are read by [`crate::trail`]: integrity records and lines that are not events are
 //! skipped, an event read twice counts once, and events are replayed in `timestamp` order,
-//! since files are in order of completion.
+//! since files are in order of completion. Each event goes to the state namespace of its
+//! `route` ([`Namespaces`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +38,27 @@ pub enum RebuildError {
     State(#[from] StateError),
 }
 
-/// Replays the events of `files` into `store`.
+/// Which state namespace an event's route writes: the configured routes' `state_namespace`
+/// by route name. An event without a `route` (written before routes existed) belongs to the
+/// first route; one whose route is null (no route took it) or not configured is skipped.
+#[derive(Debug, Clone)]
+pub struct Namespaces {
+    /// (route name, namespace), the first route first.
+    pub routes: Vec<(String, String)>,
+}
+
+impl Namespaces {
+    fn of(&self, event: &Value) -> Option<&str> {
+        let found = match event.get("route") {
+            None => self.routes.first(),
+            Some(Value::String(route)) => self.routes.iter().find(|(name, _)| name == route),
+            Some(_) => None,
+        };
+        found.map(|(_, namespace)| namespace.as_str())
+    }
+}
+
+/// Replays the events of `files` into `store`, each into its route's namespace.
 ///
 /// # Errors
 /// [`RebuildError`] when a file cannot be read or the store fails.
@@ -45,6 +66,7 @@ pub fn rebuild(
     store: &mut Store,
     files: &[&Path],
     confirm_within: Duration,
+    namespaces: &Namespaces,
 ) -> Result<RebuildReport, RebuildError> {
     let mut report = RebuildReport::default();
     let mut events: Vec<Value> = Vec::new();
@@ -58,6 +80,11 @@ pub fn rebuild(
         if text(event.pointer("/scim/actions/0")).starts_with("alert.") {
             continue;
         }
+        let Some(namespace) = namespaces.of(event) else {
+            report.skipped += 1;
+            continue;
+        };
+        store.use_namespace(namespace);
         if text(event.pointer("/scim/actions/0")) == "deprovision.gap" {
             // Reported already: the tracker must not report it again.
             store.mark_gap_reported(

@@ -540,6 +540,74 @@ statuses = [401]
     for token in [TOKEN_A, TOKEN_B, TOKEN_NOBODY] {
         assert!(!trail.contains(token));
     }
+
+    // `state rebuild` puts each event back into its route's namespace: ana (A) in ns-a only,
+    // bo (B) in ns-b only, and each "sam" in her own server's namespace.
+    let rebuilt = state_dir.path().join("rebuilt.db");
+    let out = crate::support::process::run(
+        std::process::Command::new(crate::support::process::scimtap_bin())
+            .arg("--config")
+            .arg(proxy.dir.path().join("proxy.toml"))
+            .args(["state", "rebuild", "--state-file"])
+            .arg(&rebuilt)
+            .arg(proxy.audit_path()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::process::report(&out)
+    );
+    let mut ns_a = scimtap::state::Store::open(&rebuilt, "ns-a").unwrap();
+    let mut ns_b = scimtap::state::Store::open(&rebuilt, "ns-b").unwrap();
+    let known = |store: &mut scimtap::state::Store, id: &str| {
+        store.get("User", id).unwrap().and_then(|r| r.user_name)
+    };
+    assert_eq!(
+        known(&mut ns_a, &ana_id).as_deref(),
+        Some("ana@example.com")
+    );
+    assert_eq!(known(&mut ns_b, &ana_id), None);
+    assert_eq!(known(&mut ns_b, &bo_id).as_deref(), Some("bo@example.com"));
+    assert_eq!(known(&mut ns_a, &bo_id), None);
+    assert!(known(&mut ns_a, &sam_a_id).is_some() && known(&mut ns_b, &sam_a_id).is_none());
+    assert!(known(&mut ns_b, &sam_b_id).is_some() && known(&mut ns_a, &sam_b_id).is_none());
+
+    // `trace --route` reads that route's state: ana is known to a-path's namespace only.
+    let trace = |route: &str| {
+        crate::support::process::run(
+            std::process::Command::new(crate::support::process::scimtap_bin())
+                .arg("--config")
+                .arg(proxy.dir.path().join("proxy.toml"))
+                .args([
+                    "trace",
+                    "--json",
+                    "--route",
+                    route,
+                    "--user",
+                    &ana_id,
+                    "--state-file",
+                ])
+                .arg(&state),
+        )
+    };
+    let found = trace("a-path");
+    assert_eq!(
+        found.status.code(),
+        Some(0),
+        "{}",
+        crate::support::process::report(&found)
+    );
+    assert!(String::from_utf8_lossy(&found.stdout).contains("ana@example.com"));
+    let other = trace("b-host");
+    assert_eq!(
+        other.status.code(),
+        Some(1),
+        "{}",
+        crate::support::process::report(&other)
+    );
+    let unknown = trace("nope");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no route named nope"));
 }
 
 const CHUNK: usize = 4096;
