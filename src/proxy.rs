@@ -197,9 +197,18 @@ impl Route {
 /// request.
 struct RouteTable {
     routes: Vec<Arc<Route>>,
+    /// Whether a route tells requests apart by path: then a path an upstream may read as
+    /// another one (`/%61dmin`, `//admin`, `/x/../admin`) is refused rather than let reach a
+    /// route by not matching the one meant for it.
+    by_path: bool,
 }
 
 impl RouteTable {
+    fn new(routes: Vec<Arc<Route>>) -> RouteTable {
+        let by_path = routes.iter().any(|r| r.config.has_prefix());
+        RouteTable { routes, by_path }
+    }
+
     /// The route for a request that arrived on `listener` for `host` and `path`, with where
     /// the path after the route's prefix starts.
     fn find(
@@ -247,12 +256,12 @@ impl Proxy {
         policy: RequestPolicy,
         audit_refused: Counter,
     ) -> Result<Proxy, ProxyBuildError> {
-        let table = RouteTable {
-            routes: routes
+        let table = RouteTable::new(
+            routes
                 .iter()
                 .map(|r| Route::new(r, scim).map(Arc::new))
                 .collect::<Result<_, _>>()?,
-        };
+        );
         Ok(Proxy {
             routes: RwLock::new(Arc::new(table)),
             capture,
@@ -296,7 +305,7 @@ impl Proxy {
             }
         }
         Ok(PreparedRoutes {
-            table: RouteTable { routes: table },
+            table: RouteTable::new(table),
             changed,
         })
     }
@@ -348,6 +357,18 @@ impl Proxy {
         let request_id = settle_request_id(&mut parts.headers);
         let head = request_head(&parts);
         let table = self.table();
+        if table.by_path {
+            if let Some(why) = ambiguous_path(parts.uri.path()) {
+                let pending =
+                    PendingExchange::new(request_id, conn, head, self.handoff.clone(), None);
+                let refusal = Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    FailureKind::InvalidRequestTarget,
+                    format!("the path is ambiguous for routing by path prefix: {why}"),
+                );
+                return refuse(&pending, body, refusal);
+            }
+        }
         let found = table.find(
             conn.listener,
             request_host(&parts).as_deref(),
@@ -658,6 +679,34 @@ impl Proxy {
     pub fn handoff(&self) -> &Handoff {
         &self.handoff
     }
+}
+
+/// Why `path` could name another path to an upstream that normalises it (RFC 3986 §6.2.2):
+/// an unreserved character percent-encoded, an empty segment, or a dot segment. SCIM clients
+/// send none of these.
+fn ambiguous_path(path: &str) -> Option<&'static str> {
+    let bytes = path.as_bytes();
+    for (at, &b) in bytes.iter().enumerate() {
+        if b == b'%' {
+            let hex = bytes
+                .get(at + 1..at + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let decoded = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+            if decoded.is_some_and(|c| c.is_ascii_alphanumeric() || b"-._~".contains(&c)) {
+                return Some("an unreserved character is percent-encoded");
+            }
+        }
+    }
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        match segment {
+            "." | ".." => return Some("it has a dot segment"),
+            // A trailing slash leaves one empty last segment: that is no ambiguity.
+            "" if segments.peek().is_some() => return Some("it has an empty segment"),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The host a request is for: HTTP/2's `:authority`, else the Host header; without its port

@@ -106,10 +106,18 @@ impl RouteConfig {
         match &self.path_prefix {
             None => Some(0),
             Some(prefix) => {
-                let rest = path.strip_prefix(prefix.as_str())?;
-                (rest.is_empty() || rest.starts_with('/')).then_some(prefix.len())
+                // Any case: `/CRM/Users` must not slip past the route meant for `/crm`.
+                let head = path.get(..prefix.len())?;
+                let rest = &path[prefix.len()..];
+                (head.eq_ignore_ascii_case(prefix) && (rest.is_empty() || rest.starts_with('/')))
+                    .then_some(prefix.len())
             }
         }
+    }
+
+    /// Whether requests are told apart by path (a route has a `path_prefix`).
+    pub fn has_prefix(&self) -> bool {
+        self.path_prefix.is_some()
     }
 
     /// Whether every request this route takes is taken by `earlier` first.
@@ -120,6 +128,7 @@ impl RouteConfig {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(e), Some(s)) => {
+                let (e, s) = (e.to_ascii_lowercase(), s.to_ascii_lowercase());
                 s == e
                     || s.strip_prefix(e.as_str())
                         .is_some_and(|r| r.starts_with('/'))

@@ -645,6 +645,12 @@ fn a_route_matches_its_host_and_its_prefix_at_a_segment_boundary() {
         None
     );
     assert_eq!(crm.matches(0, None, "/crm/Users"), None);
+    // Any case: a request cannot slip past its route by spelling the prefix differently.
+    assert_eq!(
+        crm.matches(0, Some("scim.example.com"), "/CRM/Users"),
+        Some(4)
+    );
+    assert_eq!(crm.matches(0, Some("scim.example.com"), "/c"), None);
     let hr = &config.routes[1];
     assert_eq!(hr.matches(0, None, "/anything"), Some(0));
 }

@@ -116,3 +116,27 @@ fn the_request_host_is_read_without_its_port_in_lower_case() {
     );
     assert_eq!(request_host(&parts("/Users", None)), None);
 }
+
+#[test]
+fn paths_an_upstream_could_read_as_another_are_ambiguous() {
+    for path in [
+        "/%61dmin/Users",
+        "/crm/%55sers",
+        "//crm/Users",
+        "/x/../crm/Users",
+        "/crm/./Users",
+        "/crm//Users",
+    ] {
+        assert!(ambiguous_path(path).is_some(), "{path}");
+    }
+    for path in [
+        "/crm/Users",
+        "/crm/Users/",
+        "/",
+        "/crm/Users/a%20b",
+        "/crm/Users/a%2Fb",
+        "/crm/Users/.well",
+    ] {
+        assert_eq!(ambiguous_path(path), None, "{path}");
+    }
+}

@@ -826,6 +826,13 @@ async fn each_route_has_its_own_request_counts_and_readiness() {
     assert_eq!(status, 502);
     let (status, _) = send(&proxy, None, "GET", "/elsewhere", "t", "none-1", None).await;
     assert_eq!(status, 404);
+    // A path an upstream could read as another one is refused, not routed by luck.
+    let (status, _) = send(&proxy, None, "GET", "/%75p/Users/1", "t", "ambiguous", None).await;
+    assert_eq!(status, 400);
+    let e = proxy.event_for("ambiguous").await;
+    assert_eq!(e["failure"]["kind"], "invalid_request_target", "{e:#}");
+    assert!(e["route"].is_null(), "{e:#}");
+    assert_eq!(up.count(), 2, "nothing more reached the upstream");
     // Counted when each exchange is handed to the audit side: wait for the last event.
     proxy.event_for("none-1").await;
     for (series, want) in [
@@ -839,7 +846,7 @@ async fn each_route_has_its_own_request_counts_and_readiness() {
         ),
         (
             "scimtap_route_requests_total{route=\"none\",status_class=\"4xx\"}",
-            1.0,
+            2.0,
         ),
         (
             "scimtap_route_requests_total{route=\"up\",status_class=\"5xx\"}",
