@@ -539,6 +539,16 @@ impl Running {
 /// The event settings a reload swaps in that differ between `old` and `new`, by their
 /// configuration names, in alphabetical order. Key material is compared, never shown.
 fn changed_event_settings(old: &Config, new: &Config) -> Vec<&'static str> {
+    event_settings(old, new)
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Every setting a reload swaps in (the `changed` names of `integrity.reload`), in
+/// alphabetical order, and whether it differs between `old` and `new`.
+fn event_settings(old: &Config, new: &Config) -> [(&'static str, bool); 8] {
     let debug = |v: &dyn std::fmt::Debug| format!("{v:?}");
     let (o, n) = (&old.scim, &new.scim);
     let key = |s: &config::ScimConfig| s.hash_key.as_ref().map(|k| k.0.clone());
@@ -565,10 +575,6 @@ fn changed_event_settings(old: &Config, new: &Config) -> Vec<&'static str> {
         ("scim.base_path", o.base_path != n.base_path),
         ("scim.resource_types", o.resource_types != n.resource_types),
     ]
-    .into_iter()
-    .filter(|(_, changed)| *changed)
-    .map(|(name, _)| name)
-    .collect()
 }
 
 /// What the `integrity.reload` record says: the file, the event settings that changed, the
@@ -663,6 +669,37 @@ mod tests {
             "[listen]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[[sinks]]\ntype = \"stdout\"\n{extra}"
         );
         crate::config::Config::from_toml_str(&text, std::path::Path::new("proxy.toml")).unwrap()
+    }
+
+    #[test]
+    fn every_setting_a_reload_names_is_in_the_record_schema() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("docs/integrity-record.schema.json")).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut found = None;
+        let mut stack = vec![&schema];
+        while let Some(v) = stack.pop() {
+            if let Some(changed) = v.get("changed") {
+                found = changed.pointer("/items/enum").cloned();
+            }
+            match v {
+                serde_json::Value::Object(m) => stack.extend(m.values()),
+                serde_json::Value::Array(a) => stack.extend(a),
+                _ => {}
+            }
+        }
+        let documented: Vec<String> = found
+            .and_then(|e| serde_json::from_value(e).ok())
+            .expect("details.changed.items.enum in the schema");
+        let c = config("");
+        let named: Vec<&str> = crate::event_settings(&c, &c)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(named, documented);
+        assert!(crate::event_settings(&c, &c)
+            .iter()
+            .all(|(_, changed)| !changed));
     }
 
     #[test]
