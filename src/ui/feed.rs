@@ -277,8 +277,8 @@ pub async fn collect(mut tap: broadcast::Receiver<Bytes>, feed: Arc<Feed>, dropp
 
 // === filters ===
 
-/// The list's filters, from the page's query (`action`, `outcome`, `client`, `user`); empty
-/// ones match everything.
+/// The list's filters, from the page's query (`action`, `outcome`, `client`, `route`,
+/// `user`); empty ones match everything.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Filter {
     /// An action or the start of one (`user.` for every user action).
@@ -287,6 +287,8 @@ pub struct Filter {
     pub outcome: String,
     /// Part of the client's `[[clients]]` name, identity provider, address or User-Agent.
     pub client: String,
+    /// Part of the route's name (`[[routes]]`: the app).
+    pub route: String,
     /// Part of the target's id, userName, externalId or displayName.
     pub user: String,
 }
@@ -302,6 +304,7 @@ impl Filter {
                 "action" => filter.action = value.to_ascii_lowercase(),
                 "outcome" => filter.outcome = value.to_ascii_lowercase(),
                 "client" => filter.client = value,
+                "route" => filter.route = value,
                 "user" => filter.user = value,
                 _ => {}
             }
@@ -320,6 +323,7 @@ impl Filter {
             ("action", &self.action),
             ("outcome", &self.outcome),
             ("client", &self.client),
+            ("route", &self.route),
             ("user", &self.user),
         ] {
             if !value.is_empty() {
@@ -348,6 +352,7 @@ impl Filter {
                 ],
                 &self.client,
             )
+            && has(&["/route"], &self.route)
             && has(
                 &[
                     "/scim/target/id",

@@ -1,7 +1,7 @@
 //! The live view (`[ui]`): a read-only web page on its own listener, over the events the
 //! audit worker writes. Off unless configured.
 //!
-//! - `/` the newest events, filtered by action, outcome, client and user (GET parameters, so
+//! - `/` the newest events, filtered by action, outcome, client, route and user (GET parameters, so
 //!   the list works without JavaScript); a small inline script follows `/events/stream` (SSE)
 //!   and puts new matching rows on top without a reload;
 //! - `/user?u=X` one identity's timeline, from the events kept ([`crate::trace::trace_events`],

@@ -21,6 +21,7 @@ fn event(seq: u32, action: &str, outcome: &str, user: &str) -> Value {
         "request_id": format!("r{seq}"),
         "outcome": outcome,
         "client": {"address": "10.0.0.7", "name": "okta-prod", "idp": "okta", "user_agent": "Okta SCIM Client 1.0.0"},
+        "route": "crm",
         "http": {"method": "PATCH", "path": format!("/scim/v2/Users/id-{user}"), "status": if outcome == "success" { 200 } else { 502 }},
         "scim": {
             "resource_type": "User", "operation": "patch",
@@ -85,13 +86,14 @@ fn bearer() -> Option<(&'static str, String)> {
 }
 
 #[test]
-fn filters_match_by_action_prefix_outcome_client_and_part_of_a_user_name() {
+fn filters_match_by_action_prefix_outcome_client_route_and_part_of_a_user_name() {
     let e = event(1, "user.deactivate", "failure", "Ann@Example.com");
     let f = |q: &str| Filter::from_query(Some(q)).matches(&e);
     assert!(f(""));
     assert!(f("action=user.deactivate") && f("action=user.") && !f("action=group."));
     assert!(f("outcome=failure") && !f("outcome=success"));
     assert!(f("client=OKTA") && f("client=10.0.0") && !f("client=entra"));
+    assert!(f("route=CRM") && f("route=cr") && !f("route=hr"));
     assert!(f("user=ann%40example") && f("user=id-Ann") && !f("user=bob"));
     assert!(f("action=user.&outcome=failure&client=okta&user=ann"));
     let filter = Filter::from_query(Some("user=a+b&outcome=failure&other=1"));

@@ -215,6 +215,7 @@ pub fn event_row(item: &Item) -> Markup {
             td.outcome { (outcome) }
             td.status { @if let Some(s) = status { (s) } @else { "—" } }
             td.client { (client_label(event.get("client"))) }
+            td.route { (text(event, "/route").unwrap_or("—")) }
             td.target {
                 @if let Some(key) = key {
                     a href=(timeline_href(&key)) { (label) }
@@ -230,10 +231,10 @@ pub fn event_row(item: &Item) -> Markup {
 fn events_table(rows: Markup, empty: bool, seq: u64, max: usize, what: &str) -> Markup {
     html! {
         table #events {
-            thead { tr { th { "time (UTC)" } th { "action" } th { "outcome" } th { "status" } th { "client" } th { "target" } th { "detail" } } }
+            thead { tr { th { "time (UTC)" } th { "action" } th { "outcome" } th { "status" } th { "client" } th { "route" } th { "target" } th { "detail" } } }
             tbody #events-body data-seq=(seq) data-max=(max) {
                 @if empty {
-                    tr #empty { td.muted colspan="7" { (what) } }
+                    tr #empty { td.muted colspan="8" { (what) } }
                 }
                 (rows)
             }
@@ -262,6 +263,7 @@ pub fn events_page(snapshot: &Snapshot, counts: Counts, filter: &Filter, max: us
                 }
             }
             label { "client" input name="client" value=(filter.client) placeholder="okta"; }
+            label { "route" input name="route" value=(filter.route) placeholder="crm"; }
             label { "user" input name="user" value=(filter.user) placeholder="id or userName"; }
             button type="submit" { "Filter" }
             @if !filter.is_empty() { a href="/" { "clear" } }
