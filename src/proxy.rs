@@ -201,12 +201,19 @@ struct RouteTable {
     /// another one (`/%61dmin`, `//admin`, `/x/../admin`) is refused rather than let reach a
     /// route by not matching the one meant for it.
     by_path: bool,
+    /// Whether a route tells requests apart by host (else the host is not even read).
+    by_host: bool,
 }
 
 impl RouteTable {
     fn new(routes: Vec<Arc<Route>>) -> RouteTable {
         let by_path = routes.iter().any(|r| r.config.has_prefix());
-        RouteTable { routes, by_path }
+        let by_host = routes.iter().any(|r| r.config.host.is_some());
+        RouteTable {
+            routes,
+            by_path,
+            by_host,
+        }
     }
 
     /// The route for a request that arrived on `listener` for `host` and `path`, with where
@@ -369,11 +376,8 @@ impl Proxy {
                 return refuse(&pending, body, refusal);
             }
         }
-        let found = table.find(
-            conn.listener,
-            request_host(&parts).as_deref(),
-            parts.uri.path(),
-        );
+        let host = table.by_host.then(|| request_host(&parts)).flatten();
+        let found = table.find(conn.listener, host.as_deref(), parts.uri.path());
         let route = found.map(|(route, _)| route.name.clone());
         let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone(), route);
         let span = tracing::debug_span!(
