@@ -389,11 +389,15 @@ impl Proxy {
             status = tracing::field::Empty,
         );
         let Some((route, prefix_len)) = found else {
-            let refusal = Refusal::new(
-                StatusCode::NOT_FOUND,
-                FailureKind::NoRoute,
-                "no configured route takes this host and path",
-            );
+            // CONNECT and absolute-form targets are refused as such, route or not.
+            let refusal =
+                refuse_target(&parts.method, &parts.uri, parts.version).unwrap_or_else(|| {
+                    Refusal::new(
+                        StatusCode::NOT_FOUND,
+                        FailureKind::NoRoute,
+                        "no configured route takes this host and path",
+                    )
+                });
             let _enter = span.enter();
             tracing::debug!(peer = %pending.conn().peer, "Request matching no route refused.");
             return refuse(&pending, body, refusal);
