@@ -748,6 +748,7 @@ mod tests {
     const REQUEST_PATH: &[&str] = &[
         "src/listener.rs",
         "src/proxy.rs",
+        "src/proxy/route.rs",
         "src/proxy/tests.rs",
         "src/tee.rs",
         "src/tee/tests.rs",
