@@ -114,6 +114,10 @@ struct ReportArgs {
     /// day (`--from 2026-11-01 --to 2026-11-30` is all of November). Default: the last event.
     #[arg(long, value_name = "TIME", value_parser = scimtap::report::parse_to)]
     to: Option<std::time::SystemTime>,
+    /// Only the events of this route (`[[routes]]` name; `default` without routes), for one
+    /// app's report. The integrity check still reads every line.
+    #[arg(long, value_name = "NAME")]
+    route: Option<String>,
     /// `html` (one self-contained page) or `json` (the same numbers; fields: docs/report.md).
     #[arg(long, value_enum, default_value = "html")]
     format: ReportFormat,
@@ -508,6 +512,7 @@ fn report(config: Option<&std::path::Path>, args: &ReportArgs) -> ExitCode {
         to: args.to,
         key: key.as_ref().map(|k| k.0.as_slice()),
         allow_open: args.allow_open,
+        route: args.route.as_deref(),
     };
     let report = match scimtap::report::report(&args.files, &options) {
         Ok(report) => report,

@@ -131,11 +131,17 @@ fn render(report: &Report, out: &mut String) -> fmt::Result {
 <meta name="generator" content="scimtap {version}">
 <title>SCIM audit report: {period}</title>
 <style>{STYLE}</style></head><body>
-<header><h1>SCIM audit report</h1>
+<header><h1>SCIM audit report{route}</h1>
 <p class="meta">Period: <strong>{period}</strong> (UTC). Events from {first} to {last}.</p>
 <p class="meta">Generated {generated} by scimtap {version} from {nfiles} file{s}: <span class="mono">{files}</span></p>
 </header>"#,
         version = env!("CARGO_PKG_VERSION"),
+        route = report
+            .period
+            .route
+            .as_ref()
+            .map(|r| format!(": route {}", Esc(r)))
+            .unwrap_or_default(),
         period = Esc(&period),
         first = Or(report.period.first_event.as_deref()),
         last = Or(report.period.last_event.as_deref()),
@@ -156,7 +162,7 @@ fn render(report: &Report, out: &mut String) -> fmt::Result {
     let t = &report.totals;
     writeln!(
         out,
-        r#"<footer><p>Exchanges are the events of IdP requests; the deprovisioning tracker's {tracker} event{ts} and {alerts} alert event{as_} are counted in their own sections. Not counted: {outside} event{os} outside the period, {dups} read twice, {skipped} line{ls} that are not events (integrity records, other formats, cut lines), {untimed} without a readable timestamp. Field names and meanings: docs/report.md; the JSON form (<span class="mono">--format json</span>) carries the same numbers.</p></footer>
+        r#"<footer><p>Exchanges are the events of IdP requests; the deprovisioning tracker's {tracker} event{ts} and {alerts} alert event{as_} are counted in their own sections. Not counted: {outside} event{os} outside the period, {dups} read twice, {skipped} line{ls} that are not events (integrity records, other formats, cut lines), {untimed} without a readable timestamp{others}. Field names and meanings: docs/report.md; the JSON form (<span class="mono">--format json</span>) carries the same numbers.</p></footer>
 </body></html>"#,
         tracker = t.tracker_events,
         ts = plural(t.tracker_events),
@@ -168,6 +174,11 @@ fn render(report: &Report, out: &mut String) -> fmt::Result {
         skipped = t.lines_skipped,
         ls = plural(t.lines_skipped),
         untimed = t.without_timestamp,
+        others = if report.period.route.is_some() {
+            format!(", {} of other routes", t.other_routes)
+        } else {
+            String::new()
+        },
     )
 }
 

@@ -66,6 +66,9 @@ pub struct Options<'a> {
     pub key: Option<&'a [u8]>,
     /// Accept a chain without a closing record (a running instance's current file).
     pub allow_open: bool,
+    /// Only the events of this route (`[[routes]]` name; `default` without routes). The
+    /// integrity check still covers every line.
+    pub route: Option<&'a str>,
 }
 
 // === the model (serialized as is by --format json; docs/report.md) ===
@@ -97,6 +100,8 @@ pub struct Period {
     /// The first and last event of the period, null without events.
     pub first_event: Option<String>,
     pub last_event: Option<String>,
+    /// `--route`: the only route counted, null for every route.
+    pub route: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -118,6 +123,8 @@ pub struct Totals {
     pub lines_skipped: u64,
     pub duplicates: u64,
     pub without_timestamp: u64,
+    /// `--route`: events of other routes (or of none).
+    pub other_routes: u64,
 }
 
 /// How many exchanges asked for `action`, by outcome. An exchange with several actions
@@ -491,11 +498,17 @@ pub fn report(paths: &[PathBuf], options: &Options<'_>) -> Result<Report, Report
     }
     let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let mut facts = Vec::new();
-    let (mut outside_period, mut without_timestamp) = (0, 0);
+    let (mut outside_period, mut without_timestamp, mut other_routes) = (0, 0, 0);
+    let of_route = |event: &Value| {
+        options
+            .route
+            .is_none_or(|route| event.get("route").and_then(Value::as_str) == Some(route))
+    };
     let in_period = |at: SystemTime| {
         options.from.is_none_or(|from| at >= from) && options.to.is_none_or(|to| at < to)
     };
     let lines_skipped = trail::for_each_event(&file_refs, |event| match Fact::of(&event) {
+        _ if !of_route(&event) => other_routes += 1,
         Some(fact) if in_period(fact.at) => facts.push(fact),
         Some(_) => outside_period += 1,
         None => without_timestamp += 1,
@@ -504,6 +517,7 @@ pub fn report(paths: &[PathBuf], options: &Options<'_>) -> Result<Report, Report
         outside_period,
         lines_skipped,
         without_timestamp,
+        other_routes,
         ..Totals::default()
     };
     // Arrival order, file order among equal times; an event read twice counts once.
@@ -604,6 +618,7 @@ fn build(
             to: options.to.map(show),
             first_event: facts.first().map(|f| f.timestamp.clone()),
             last_event: facts.last().map(|f| f.timestamp.clone()),
+            route: options.route.map(str::to_owned),
         },
         totals,
         actions: actions

@@ -541,3 +541,44 @@ fn latencies_read_as_words() {
         ["850 ms", "12.3 s", "4 min 05 s", "2 h 03 min"]
     );
 }
+
+#[test]
+fn a_route_report_counts_only_that_routes_events() {
+    let lines = vec![
+        exchange("e1", at(0, 1), &["user.create"], json!({"route": "crm"})),
+        exchange("e2", at(0, 2), &["user.deactivate"], json!({"route": "hr"})),
+        exchange(
+            "e3",
+            at(0, 3),
+            &["user.create"],
+            failed(502, json!({"route": "crm"})),
+        ),
+        exchange("e4", at(0, 4), &[], json!({"route": null})),
+    ];
+    let crm = report_of(
+        &lines,
+        &Options {
+            route: Some("crm"),
+            ..Options::default()
+        },
+    );
+    assert_eq!(crm.period.route.as_deref(), Some("crm"));
+    assert_eq!(
+        (
+            crm.totals.exchanges,
+            crm.totals.failure,
+            crm.totals.other_routes
+        ),
+        (2, 1, 2)
+    );
+    assert!(crm.actions.iter().all(|a| a.action == "user.create"));
+    let mut page = Vec::new();
+    write_html(&crm, &mut page).unwrap();
+    let html = String::from_utf8(page).unwrap();
+    assert!(html.contains("SCIM audit report: route crm"), "{html}");
+    assert!(html.contains("2 of other routes"), "{html}");
+
+    let all = report_of(&lines, &Options::default());
+    assert_eq!((all.totals.exchanges, all.totals.other_routes), (4, 0));
+    assert!(all.period.route.is_none());
+}
