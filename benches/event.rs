@@ -69,7 +69,7 @@ fn exchange(
         started_at: SystemTime::now().into(),
         duration: Duration::from_micros(850),
         conn: ConnInfo::new("10.1.2.3:51234".parse().expect("valid address"), true),
-        route: Some(Arc::from("default")),
+        route: Some(scimtap::exchange::RouteTag::named("default")),
         request: RequestHead {
             method,
             path_and_query: path.to_owned(),
@@ -281,7 +281,7 @@ fn body_of_64_frames(bencher: divan::Bencher, through_tee: bool) {
                         headers: HeaderMap::new(),
                     },
                     handoff.clone(),
-                    Some(Arc::from("default")),
+                    Some(scimtap::exchange::RouteTag::named("default")),
                 );
                 let tee = scimtap::tee::TeeBody::request(body, Arc::clone(&pending), &limits);
                 drain(tee).await

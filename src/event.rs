@@ -443,7 +443,7 @@ pub fn events_for<'a>(ex: &'a Exchange, ctx: &EventContext) -> Vec<AuditEvent<'a
                 retry_of: None,
                 deprovision: None,
                 alert: None,
-                route: ex.route.clone(),
+                route: ex.route.as_ref().map(|r| r.name.clone()),
                 upstream: ctx.upstream.clone(),
             }
         })

@@ -485,6 +485,24 @@ pub struct ResponseRecord {
     pub generated: bool,
 }
 
+/// The route an exchange took: its name, and its request counters (resolved once per route,
+/// so counting an exchange touches atomics only).
+#[derive(Debug, Default)]
+pub struct RouteTag {
+    pub name: Arc<str>,
+    pub requests: crate::telemetry::StatusCounters,
+}
+
+impl RouteTag {
+    /// A route by name alone, its counters in no registry (tests, benches).
+    pub fn named(name: &str) -> Arc<RouteTag> {
+        Arc::new(RouteTag {
+            name: Arc::from(name),
+            requests: Default::default(),
+        })
+    }
+}
+
 /// A finished exchange, ready for classification and the event.
 #[derive(Debug)]
 pub struct Exchange {
@@ -493,7 +511,7 @@ pub struct Exchange {
     pub duration: Duration,
     pub conn: ConnInfo,
     /// The `[[routes]]` entry that took the request; `None` when none did.
-    pub route: Option<Arc<str>>,
+    pub route: Option<Arc<RouteTag>>,
     pub request: RequestHead,
     pub request_body: BodyCapture,
     /// None when no response reached the client (it went away first).
@@ -504,6 +522,11 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// The name of the route that took the request.
+    pub fn route_name(&self) -> Option<&str> {
+        self.route.as_ref().map(|r| &*r.name)
+    }
+
     /// Why the exchange failed before a full response, if it did. Precedence: a client that
     /// broke its own request body, then what the request path recorded, then how the response
     /// body ended.
@@ -601,7 +624,7 @@ pub struct PendingExchange {
     started_at: Timestamp,
     started: Instant,
     conn: ConnInfo,
-    route: Option<Arc<str>>,
+    route: Option<Arc<RouteTag>>,
     state: Mutex<PendingState>,
     handoff: Handoff,
 }
@@ -612,7 +635,7 @@ impl PendingExchange {
         conn: ConnInfo,
         request: RequestHead,
         handoff: Handoff,
-        route: Option<Arc<str>>,
+        route: Option<Arc<RouteTag>>,
     ) -> Arc<Self> {
         handoff.exchange_started();
         Arc::new(PendingExchange {
@@ -637,7 +660,7 @@ impl PendingExchange {
     }
 
     /// The route that took the request (`None`: no route did).
-    pub fn route(&self) -> Option<&Arc<str>> {
+    pub fn route(&self) -> Option<&Arc<RouteTag>> {
         self.route.as_ref()
     }
 

@@ -257,7 +257,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         capture,
         handoff.clone(),
         proxy::RequestPolicy::from_config(&config),
-        metrics.audit_refused.clone(),
+        metrics.clone(),
     )?);
 
     let bind = |address: SocketAddr| async move {
@@ -676,21 +676,10 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(root.join("docs/integrity-record.schema.json")).unwrap();
         let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let mut found = None;
-        let mut stack = vec![&schema];
-        while let Some(v) = stack.pop() {
-            if let Some(changed) = v.get("changed") {
-                found = changed.pointer("/items/enum").cloned();
-            }
-            match v {
-                serde_json::Value::Object(m) => stack.extend(m.values()),
-                serde_json::Value::Array(a) => stack.extend(a),
-                _ => {}
-            }
-        }
-        let documented: Vec<String> = found
-            .and_then(|e| serde_json::from_value(e).ok())
-            .expect("details.changed.items.enum in the schema");
+        let documented: Vec<String> = schema
+            .pointer("/oneOf/0/properties/details/properties/changed/items/enum")
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+            .expect("the integrity.reload record's details.changed enum in the schema");
         let c = config("");
         let named: Vec<&str> = crate::event_settings(&c, &c)
             .iter()

@@ -18,7 +18,7 @@
 //! waits on (a write-ahead intent) unparks it at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,7 +32,7 @@ use crate::exchange::{Auditor, Exchange, FailureSide};
 use crate::integrity::{Chain, RecordKind};
 use crate::sinks::{DurableAck, Record, RecordMeta, Severity, SinkHandle};
 use crate::state::tracker;
-use crate::telemetry::{Metrics, ProxyMetrics, StatusCounters};
+use crate::telemetry::{Metrics, ProxyMetrics};
 
 mod routes;
 mod state;
@@ -71,41 +71,13 @@ pub struct AuditQueue {
 
 struct QueueShared {
     tx: mpsc::Sender<Message>,
-    proxy_metrics: ProxyMetrics,
+    metrics: ProxyMetrics,
     /// Set once shutdown closes the pipeline: later exchanges are counted, not queued.
     closed: AtomicBool,
     /// One flag per sink, set while its queue or buffer is full.
     sinks_saturated: Vec<Arc<AtomicBool>>,
     /// The audit worker's thread, unparked for messages that must not wait out its linger.
     worker: OnceLock<std::thread::Thread>,
-    /// `scimtap_route_requests_total`, resolved per route ([`AuditQueue::set_routes`]).
-    route_requests: RwLock<Vec<(Arc<str>, StatusCounters)>>,
-    /// The same for requests no route took.
-    unrouted_requests: StatusCounters,
-    metrics: Arc<Metrics>,
-}
-
-impl QueueShared {
-    /// Counts a finished exchange under its route. A read lock and a short scan of the routes
-    /// (few, by configuration), then atomics: no label lookup on the request path.
-    fn count_route(&self, route: Option<&Arc<str>>, status: Option<u16>) {
-        let Some(route) = route else {
-            self.unrouted_requests.count(status);
-            return;
-        };
-        let routes = self
-            .route_requests
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        match routes
-            .iter()
-            .find(|(name, _)| Arc::ptr_eq(name, route) || **name == **route)
-        {
-            Some((_, counters)) => counters.count(status),
-            // A route a reload removed while this exchange was in flight.
-            None => self.unrouted_requests.count(status),
-        }
-    }
 }
 
 impl Auditor for AuditQueue {
@@ -113,10 +85,11 @@ impl Auditor for AuditQueue {
     /// exchange's request metrics (the one place they are counted, from the same facts the
     /// event reports), so they count even when the event itself is dropped.
     fn submit(&self, exchange: Exchange) {
-        let m = &self.shared.proxy_metrics;
-        let status = exchange.response.as_ref().map(|r| r.status.as_u16());
-        m.count_status(status);
-        self.shared.count_route(exchange.route.as_ref(), status);
+        let m = &self.shared.metrics;
+        m.count_status(
+            exchange.response.as_ref().map(|r| r.status.as_u16()),
+            exchange.route.as_ref().map(|r| &r.requests),
+        );
         m.request_duration.observe(exchange.duration.as_secs_f64());
         if let Some(failure) = exchange.failure() {
             if failure.side == FailureSide::Upstream {
@@ -184,25 +157,6 @@ impl Auditor for AuditQueue {
 }
 
 impl AuditQueue {
-    /// The routes whose requests `scimtap_route_requests_total` counts from now on (startup,
-    /// reload); a route that stays keeps its counters.
-    pub fn set_routes(&self, routes: &[Arc<str>]) {
-        let shared = &self.shared;
-        let counters: Vec<(Arc<str>, StatusCounters)> = routes
-            .iter()
-            .map(|name| {
-                (
-                    name.clone(),
-                    shared.metrics.route_status_counters(Some(name)),
-                )
-            })
-            .collect();
-        *shared
-            .route_requests
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = counters;
-    }
-
     /// Asks the audit worker for an `integrity.checkpoint` record (skipped when the queue is
     /// full: the events in it prove the chain is alive anyway).
     pub fn checkpoint(&self) {
@@ -253,16 +207,12 @@ impl Pipeline {
         let queue = AuditQueue {
             shared: Arc::new(QueueShared {
                 tx,
-                proxy_metrics: proxy_metrics.clone(),
+                metrics: proxy_metrics.clone(),
                 closed: AtomicBool::new(false),
                 sinks_saturated: saturated,
                 worker: OnceLock::new(),
-                route_requests: RwLock::new(Vec::new()),
-                unrouted_requests: metrics.route_status_counters(None),
-                metrics: metrics.clone(),
             }),
         };
-        queue.set_routes(&routes.names());
         let (done_tx, done) = oneshot::channel();
         let metrics = metrics.clone();
         let worker = std::thread::Builder::new()
@@ -288,7 +238,6 @@ impl Pipeline {
     /// `integrity.reload` record with `change.details` into the trail where it swaps them, and
     /// logs which settings changed. Waits (bounded) for room.
     pub async fn reconfigure(&self, routes: RouteStages, change: SettingsChange) -> bool {
-        self.queue.set_routes(&routes.names());
         let send = self
             .queue
             .shared
@@ -586,7 +535,7 @@ fn run_worker(
                 continue;
             }
             Message::Intent(snapshot, ack) => {
-                let events = &routes.get(snapshot.route.as_deref()).events;
+                let events = &routes.get(snapshot.route_name()).events;
                 emit_intent(&sinks, &mut integrity, events, &snapshot, ack);
                 continue;
             }
@@ -648,10 +597,10 @@ fn run_worker(
         proxy_metrics.handoff_queue_depth.dec();
         metrics.exchanges_described.inc();
         routes
-            .get_mut(exchange.route.as_deref())
+            .get_mut(exchange.route_name())
             .events
             .learn(&exchange);
-        let route = routes.get(exchange.route.as_deref());
+        let route = routes.get(exchange.route_name());
         let mut built = events_for(&exchange, &route.events);
         // Nothing was forwarded for a request no route took: the state has nothing to learn.
         let notices = match state.as_mut().filter(|_| route.name.is_some()) {

@@ -28,8 +28,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use tracing::Instrument;
 
-use prometheus_client::metrics::counter::Counter;
-
 use crate::clients;
 use crate::clock::Timestamp;
 use crate::config::{Config, RouteConfig, ScimConfig, UpstreamConfig};
@@ -38,6 +36,7 @@ use crate::exchange::{
     ResponseOutcome,
 };
 use crate::tee::{BodyGuards, CaptureLimits, TeeBody, TeeError};
+use crate::telemetry::Metrics;
 use crate::write_ahead::{read_unread, ForwardBody, Unread};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -114,8 +113,9 @@ pub struct Proxy {
     capture: CaptureLimits,
     handoff: Handoff,
     policy: RequestPolicy,
-    /// `scimtap_audit_refused_requests_total`: SCIM writes refused for the audit trail.
-    audit_refused: Counter,
+    /// `scimtap_audit_refused_requests_total` (SCIM writes refused for the audit trail), and
+    /// the counters of the routes a reload adds.
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
@@ -129,12 +129,12 @@ impl Proxy {
         capture: CaptureLimits,
         handoff: Handoff,
         policy: RequestPolicy,
-        audit_refused: Counter,
+        metrics: Arc<Metrics>,
     ) -> Result<Proxy, ProxyBuildError> {
         let table = RouteTable::new(
             routes
                 .iter()
-                .map(|r| Route::new(r, scim).map(Arc::new))
+                .map(|r| Route::new(r, scim, &metrics).map(Arc::new))
                 .collect::<Result<_, _>>()?,
         );
         Ok(Proxy {
@@ -142,7 +142,7 @@ impl Proxy {
             capture,
             handoff,
             policy,
-            audit_refused,
+            metrics,
         })
     }
 
@@ -161,7 +161,7 @@ impl Proxy {
         let mut changed = Vec::new();
         let mut table = Vec::with_capacity(routes.len());
         for config in routes {
-            let fresh = Route::new(config, scim)?;
+            let fresh = Route::new(config, scim, &self.metrics)?;
             let kept = old
                 .routes
                 .iter()
@@ -197,7 +197,7 @@ impl Proxy {
     /// upstream could not be reached, or did not answer in time, on the last request.
     pub fn route_readiness(&self, name: &str) -> Option<Result<(), String>> {
         let table = self.table();
-        let route = table.routes.iter().find(|r| &*r.name == name)?;
+        let route = table.routes.iter().find(|r| r.config.name == name)?;
         Some(
             route
                 .health
@@ -246,14 +246,14 @@ impl Proxy {
         }
         let host = table.by_host.then(|| request_host(&parts)).flatten();
         let found = table.find(conn.listener, host.as_deref(), parts.uri.path());
-        let route = found.map(|(route, _)| route.name.clone());
+        let route = found.map(|(route, _)| route.tag.clone());
         let pending = PendingExchange::new(request_id, conn, head, self.handoff.clone(), route);
         let span = tracing::debug_span!(
             "request",
             request_id = %pending.request_id(),
             method = %parts.method,
             path = %parts.uri.path(),
-            route = found.map(|(route, _)| &*route.name),
+            route = found.map(|(route, _)| &*route.tag.name),
             status = tracing::field::Empty,
         );
         let Some((route, prefix_len)) = found else {
@@ -367,7 +367,7 @@ impl Proxy {
             let credentials = clients::credentials(&parts.headers);
             let cert_subject = pending.conn().client_cert_subject.as_deref();
             if clients::matching(allowed, credentials.digest.as_ref(), cert_subject).is_none() {
-                tracing::debug!(peer = %pending.conn().peer, route = %route.name, "Request from a client outside the allow-list refused.");
+                tracing::debug!(peer = %pending.conn().peer, route = %route.tag.name, "Request from a client outside the allow-list refused.");
                 return Err(Refusal::new(
                     StatusCode::UNAUTHORIZED,
                     FailureKind::ClientNotAllowed,
@@ -391,7 +391,7 @@ impl Proxy {
             }
         }
         if self.policy.reject_unaudited_writes && is_write && !self.handoff.auditor().can_accept() {
-            self.audit_refused.inc();
+            self.metrics.audit_refused.inc();
             tracing::warn!("Audit trail full: SCIM write refused (on_audit_failure = reject).");
             return Err(Refusal::audit_unavailable(
                 "the audit trail cannot record this change now; retry later".to_owned(),
@@ -433,7 +433,7 @@ impl Proxy {
                 detail,
             )),
             Err(crate::write_ahead::Refusal::NotDurable(detail)) => {
-                self.audit_refused.inc();
+                self.metrics.audit_refused.inc();
                 tracing::warn!(%detail, "Write-ahead intent not durable: SCIM write refused.");
                 Err(Refusal::audit_unavailable(format!(
                     "write-ahead audit: {detail}; retry later"

@@ -302,54 +302,33 @@ impl Metrics {
     }
 
     /// One route's request counters by status class, resolved once (`None`: the requests no
-    /// route took).
+    /// route took). Every series exists from then on, at zero.
     pub fn route_status_counters(&self, route: Option<&str>) -> StatusCounters {
         let route = route.unwrap_or("none");
-        let class = |c: &'static str| {
+        StatusCounters::resolve(|status_class| {
             self.route_requests.get_or_create_owned(&RouteStatusLabels {
                 route: route.to_owned(),
-                status_class: c,
+                status_class,
             })
-        };
-        StatusCounters {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
-            no_response: class("none"),
-        }
+        })
     }
 
     /// Counters the request path uses, resolved now so it never looks up a label set.
     pub fn proxy_metrics(&self) -> ProxyMetrics {
         // `get_or_create_owned` everywhere: a guard from `get_or_create` lives to the end of its
         // statement, and a second lookup on the same family in that statement deadlocks.
-        let class = |c: &'static str| {
-            self.requests
-                .get_or_create_owned(&StatusClassLabels { status_class: c })
-        };
         let handoff = |reason| {
             self.handoff_dropped
                 .get_or_create_owned(&ReasonLabels { reason })
         };
-        let by_class = [
-            class("1xx"),
-            class("2xx"),
-            class("3xx"),
-            class("4xx"),
-            class("5xx"),
-        ];
-        let no_response = class("none");
         let handoff_full = handoff(DropReason::queue_full);
         let handoff_closed = handoff(DropReason::shutdown);
         ProxyMetrics {
-            requests: StatusCounters {
-                by_class,
-                no_response,
-            },
+            requests: StatusCounters::resolve(|status_class| {
+                self.requests
+                    .get_or_create_owned(&StatusClassLabels { status_class })
+            }),
+            unrouted_requests: self.route_status_counters(None),
             request_duration: self.request_duration.clone(),
             handoff_full,
             handoff_closed,
@@ -372,14 +351,22 @@ pub fn client_label(client_name: Option<&str>, idp: Option<&str>) -> String {
 }
 
 /// Requests by the status class sent (`none`: no response head reached the client),
-/// resolved once.
-#[derive(Clone, Debug)]
+/// resolved once. The default counts into counters no registry holds (tests).
+#[derive(Clone, Debug, Default)]
 pub struct StatusCounters {
     by_class: [Counter<u64, AtomicU64>; 5],
     no_response: Counter<u64, AtomicU64>,
 }
 
 impl StatusCounters {
+    /// The counter of each class (`1xx` ... `5xx`, `none`), from `counter`.
+    fn resolve(counter: impl Fn(&'static str) -> Counter<u64, AtomicU64>) -> StatusCounters {
+        StatusCounters {
+            by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(&counter),
+            no_response: counter("none"),
+        }
+    }
+
     pub fn count(&self, status: Option<u16>) {
         match status {
             Some(s @ 100..=599) => {
@@ -396,6 +383,8 @@ impl StatusCounters {
 #[derive(Clone)]
 pub struct ProxyMetrics {
     requests: StatusCounters,
+    /// `scimtap_route_requests_total{route="none"}` (a route's own travel with its exchanges).
+    unrouted_requests: StatusCounters,
     pub request_duration: Histogram,
     pub handoff_full: Counter<u64, AtomicU64>,
     pub handoff_closed: Counter<u64, AtomicU64>,
@@ -405,8 +394,11 @@ pub struct ProxyMetrics {
 }
 
 impl ProxyMetrics {
-    pub fn count_status(&self, status: Option<u16>) {
+    /// `scimtap_requests_total`, and `scimtap_route_requests_total` under `route` (the
+    /// route's counters; `None`: no route took the request).
+    pub fn count_status(&self, status: Option<u16>, route: Option<&StatusCounters>) {
         self.requests.count(status);
+        route.unwrap_or(&self.unrouted_requests).count(status);
     }
 
     /// Rare (an upstream failure), so the label lookup is acceptable here.

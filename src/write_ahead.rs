@@ -182,7 +182,7 @@ pub struct Intent<'a> {
     pub request_id: &'a str,
     pub conn: &'a ConnInfo,
     /// The route that took the request.
-    pub route: Option<std::sync::Arc<str>>,
+    pub route: Option<std::sync::Arc<crate::exchange::RouteTag>>,
     pub head: RequestHead,
     pub started_at: Timestamp,
     pub max_body_bytes: usize,

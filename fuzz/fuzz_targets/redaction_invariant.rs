@@ -308,7 +308,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         started_at: (SystemTime::UNIX_EPOCH + Duration::from_secs(1_717_000_000)).into(),
         duration: Duration::from_millis(3),
         conn: ConnInfo::new(([192, 0, 2, 1], 443).into(), true),
-        route: Some(std::sync::Arc::from("default")),
+        route: Some(scimtap::exchange::RouteTag::named("default")),
         request: RequestHead {
             method: Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET),
             path_and_query: target.as_str().to_owned(),

@@ -191,7 +191,7 @@ pub fn parse_exchange(data: &[u8]) -> (Flags, Exchange) {
         started_at: (SystemTime::UNIX_EPOCH + Duration::from_millis(1_717_000_000_123)).into(),
         duration: Duration::from_micros(12_345),
         conn,
-        route: Some(std::sync::Arc::from("default")),
+        route: Some(scimtap::exchange::RouteTag::named("default")),
         request: RequestHead {
             method,
             path_and_query,

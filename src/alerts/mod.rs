@@ -182,8 +182,7 @@ impl Alert {
 /// The rules that watch one route, each with its own windows and episodes: one route's
 /// events never count toward another's alerts.
 struct RouteRules {
-    /// `None` never watches anything: events without a route went nowhere.
-    route: Option<Arc<str>>,
+    route: Arc<str>,
     /// `[routes] alerts`: the rules by name; `None`: every rule.
     selection: Option<Vec<String>>,
     rules: Vec<rules::RuleState>,
@@ -246,11 +245,11 @@ impl Alerts {
             webhooks,
         };
         let implicit = Arc::from(crate::config::DEFAULT_ROUTE);
-        alerts.routes.push(alerts.route_rules(Some(implicit), None));
+        alerts.routes.push(alerts.route_rules(implicit, None));
         alerts
     }
 
-    fn route_rules(&self, route: Option<Arc<str>>, selection: Option<Vec<String>>) -> RouteRules {
+    fn route_rules(&self, route: Arc<str>, selection: Option<Vec<String>>) -> RouteRules {
         let rules = self
             .configured
             .iter()
@@ -276,10 +275,10 @@ impl Alerts {
         for (name, selection) in routes {
             let kept = old
                 .iter()
-                .position(|r| r.route.as_deref() == Some(&**name) && r.selection == *selection);
+                .position(|r| r.route == *name && r.selection == *selection);
             let rules = match kept {
                 Some(at) => old.swap_remove(at),
-                None => self.route_rules(Some(name.clone()), selection.clone()),
+                None => self.route_rules(name.clone(), selection.clone()),
             };
             self.routes.push(rules);
         }
@@ -315,7 +314,7 @@ impl Alerts {
         let Some(route) = self
             .routes
             .iter_mut()
-            .find(|r| r.route.as_deref() == event.route.as_deref())
+            .find(|r| event.route.as_ref() == Some(&r.route))
         else {
             return out;
         };
@@ -323,7 +322,7 @@ impl Alerts {
             rule.observe(event, now, &mut out);
         }
         for alert in &mut out {
-            alert.route.clone_from(&route.route);
+            alert.route = Some(route.route.clone());
         }
         self.announce(&out);
         out
@@ -341,7 +340,7 @@ impl Alerts {
         for route in &mut self.routes {
             let open = open_deprovisions.and_then(|open| {
                 open.iter()
-                    .find(|(name, _)| Some(name) == route.route.as_ref())
+                    .find(|(name, _)| *name == route.route)
                     .map(|(_, n)| *n)
             });
             let first = out.len();
@@ -349,7 +348,7 @@ impl Alerts {
                 rule.tick(now, open, &mut out);
             }
             for alert in &mut out[first..] {
-                alert.route.clone_from(&route.route);
+                alert.route = Some(route.route.clone());
             }
         }
         self.announce(&out);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::validate::Checker;
+use super::validate::{is_label_name, Checker};
 
 /// The most events a count threshold (or `min_events`) may ask for: the windows keep counts,
 /// but a rule asking for more than this is a typo.
@@ -134,12 +134,7 @@ pub(super) fn validate_alerts(
         let a = entry.get_ref();
         let kind = *a.kind.get_ref();
         let name = a.name.get_ref().clone();
-        let name_ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
-        if !name_ok {
+        if !is_label_name(&name) {
             c.at(
                 a.name.span(),
                 &key("name"),

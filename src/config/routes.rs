@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::scim::RawRedact;
 use super::upstream::{validate_upstream, RawUpstream, UpstreamConfig};
-use super::validate::Checker;
+use super::validate::{is_label_name, Checker};
 use super::{AlertRule, ScimConfig, SinkConfig};
 
 /// The name of the implicit route of a configuration with `[upstream]` and no `[[routes]]`.
@@ -138,14 +138,6 @@ impl RouteConfig {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
-}
-
 /// Checks that every name in `list` is one of `known`.
 fn check_names(
     c: &mut Checker<'_>,
@@ -226,7 +218,7 @@ pub(super) fn validate_routes(
         let key = |field: &str| format!("routes[{i}].{field}");
         let r = entry.get_ref();
         let name = r.name.get_ref().clone();
-        if !valid_name(&name) {
+        if !is_label_name(&name) {
             c.at(
                 r.name.span(),
                 &key("name"),

@@ -17,6 +17,16 @@ use crate::sinks::config::{validate_sinks, RawSink};
 
 // === validation ===
 
+/// A name that labels metrics (an alert rule's, a route's): 1 to 64 letters, digits, `_`,
+/// `-` or `.`.
+pub(crate) fn is_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
+}
+
 /// Collects problems with their lines while resolving values.
 pub(crate) struct Checker<'a> {
     pub(super) src: &'a str,

@@ -25,7 +25,7 @@ fn exchange(status: Option<u16>) -> Exchange {
         started_at: Timestamp::from_unix_millis(1_700_000_000_123),
         duration: std::time::Duration::from_micros(1500),
         conn: ConnInfo::new("10.0.0.7:5555".parse().unwrap(), true),
-        route: Some(std::sync::Arc::from("default")),
+        route: Some(crate::exchange::RouteTag::named("default")),
         request: RequestHead {
             method: Method::GET,
             path_and_query: "/scim/v2/Users?filter=userName%20eq%20%22a%22".into(),

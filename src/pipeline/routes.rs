@@ -24,6 +24,17 @@ pub struct RouteStage {
 }
 
 impl RouteStage {
+    /// The stage of requests no route took: every sink, no state, no alerts.
+    fn unrouted(events: EventContext) -> RouteStage {
+        RouteStage {
+            name: None,
+            events,
+            sink_names: None,
+            wanted: Vec::new(),
+            state_namespace: String::new(),
+            alert_rules: None,
+        }
+    }
     /// Whether this route's events go to the sink at `index`.
     pub fn wants(&self, index: usize) -> bool {
         self.wanted.get(index).copied().unwrap_or(true)
@@ -66,14 +77,7 @@ impl RouteStages {
                     alert_rules: r.alerts.clone(),
                 })
                 .collect(),
-            unrouted: RouteStage {
-                name: None,
-                events: EventContext::for_route(config, None),
-                sink_names: None,
-                wanted: Vec::new(),
-                state_namespace: String::new(),
-                alert_rules: None,
-            },
+            unrouted: RouteStage::unrouted(EventContext::for_route(config, None)),
         }
     }
 
@@ -81,14 +85,7 @@ impl RouteStages {
     pub fn with_events(events: EventContext) -> RouteStages {
         RouteStages {
             routes: Vec::new(),
-            unrouted: RouteStage {
-                name: None,
-                events,
-                sink_names: None,
-                wanted: Vec::new(),
-                state_namespace: String::new(),
-                alert_rules: None,
-            },
+            unrouted: RouteStage::unrouted(events),
         }
     }
 
@@ -125,11 +122,6 @@ impl RouteStages {
             .iter()
             .filter_map(|s| Some((s.name.clone()?, s.alert_rules.clone())))
             .collect()
-    }
-
-    /// The routes' names, in order.
-    pub fn names(&self) -> Vec<Arc<str>> {
-        self.routes.iter().filter_map(|s| s.name.clone()).collect()
     }
 
     /// The state namespaces in use, each once, with the first route using it.

@@ -60,7 +60,7 @@ impl Ahead {
         };
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        store.use_namespace(&routes.get(exchange.route.as_deref()).state_namespace);
+        store.use_namespace(&routes.get(exchange.route_name()).state_namespace);
         let ids = crate::state::settle::written_ids(exchange);
         if let Err(error) = store.claim(ticket, &exchange.started_at.to_string(), &ids) {
             metrics.state_errors.inc();
@@ -86,7 +86,7 @@ pub(super) fn drain(
     while let Ok(message) = rx.try_recv() {
         match message {
             Message::Intent(snapshot, ack) => {
-                let events = &routes.get(snapshot.route.as_deref()).events;
+                let events = &routes.get(snapshot.route_name()).events;
                 emit_intent(sinks, integrity, events, &snapshot, ack);
             }
             other => {

@@ -11,14 +11,15 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::{ProxyBuildError, UpstreamClient, UPSTREAM_MAX_RESPONSE_HEADERS};
 use crate::clock::Timestamp;
 use crate::config::{ClientConfig, RouteConfig, ScimConfig, UpstreamConfig};
-use crate::exchange::FailureKind;
+use crate::exchange::{FailureKind, RouteTag};
+use crate::telemetry::Metrics;
 
 /// One `[[routes]]` entry as the request path uses it: what it matches, where it forwards
 /// (its own pooled client), and who may use it. Shared by the requests in flight on it, so a
 /// reload that replaces it lets them finish on the old one.
 pub struct Route {
-    /// The route's name, as events and metrics give it.
-    pub name: Arc<str>,
+    /// The route's name and request counters, handed to each exchange it takes.
+    pub tag: Arc<RouteTag>,
     pub(super) config: RouteConfig,
     pub(super) client: UpstreamClient,
     pub(super) upstream_host: HeaderValue,
@@ -64,7 +65,11 @@ impl UpstreamHealth {
 }
 
 impl Route {
-    pub(super) fn new(config: &RouteConfig, scim: &ScimConfig) -> Result<Route, ProxyBuildError> {
+    pub(super) fn new(
+        config: &RouteConfig,
+        scim: &ScimConfig,
+        metrics: &Metrics,
+    ) -> Result<Route, ProxyBuildError> {
         let upstream = &config.upstream;
         let tls = crate::tls::client_config(&upstream.extra_roots)?;
         let connector = crate::tls::https_connector(tls, upstream.connect_timeout);
@@ -89,7 +94,10 @@ impl Route {
             None => scim.clients_required.then(|| scim.clients.clone()),
         };
         Ok(Route {
-            name: Arc::from(config.name.as_str()),
+            tag: Arc::new(RouteTag {
+                name: Arc::from(config.name.as_str()),
+                requests: metrics.route_status_counters(Some(&config.name)),
+            }),
             config: config.clone(),
             client,
             upstream_host,

@@ -180,11 +180,6 @@ impl Store {
         self.parked.insert(old, old_recent);
     }
 
-    /// The namespace in use.
-    pub fn namespace(&self) -> &str {
-        &self.upstream
-    }
-
     /// Opens the store `[state]` names: the SQLite file, or a connection to PostgreSQL.
     /// Must not be called on an async runtime's thread (the PostgreSQL client runs a small
     /// runtime of its own): startup calls it from `spawn_blocking`.

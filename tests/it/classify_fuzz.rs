@@ -161,7 +161,7 @@ proptest! {
             started_at: SystemTime::UNIX_EPOCH.into(),
             duration: Duration::from_millis(1),
             conn: ConnInfo::new("127.0.0.1:1".parse().unwrap(), false),
-            route: Some(std::sync::Arc::from("default")),
+            route: Some(scimtap::exchange::RouteTag::named("default")),
             request: RequestHead {
                 method: Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET),
                 path_and_query: path,

@@ -264,7 +264,7 @@ fn fixture_exchange(
             format!("198.51.100.23:{}", 40000 + n).parse().unwrap(),
             true,
         ),
-        route: Some(std::sync::Arc::from("default")),
+        route: Some(scimtap::exchange::RouteTag::named("default")),
         request: RequestHead {
             method: Method::from_bytes(method.as_bytes()).unwrap(),
             path_and_query: path_and_query.to_owned(),

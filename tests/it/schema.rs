@@ -151,7 +151,7 @@ fn exchange(n: usize, req: Req, resp: Option<Resp>) -> Exchange {
                 .expect("valid address"),
             true,
         ),
-        route: Some(std::sync::Arc::from("default")),
+        route: Some(scimtap::exchange::RouteTag::named("default")),
         request: RequestHead {
             method: Method::from_bytes(req.method.as_bytes()).expect("valid method"),
             path_and_query: req.path_and_query,
